@@ -1,0 +1,48 @@
+# Two commands for a newcomer on a fresh machine:
+#   make demo   set up .venv and run the main job
+#   make test   set up .venv and run lint, types and the whole test suite
+# Both are idempotent: the set-up runs again only when pyproject.toml or the constraints change.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.fedledger-installed
+OUT ?= runs/demo
+# The CPU build of torch lies on this machine kind's disk; pip finds it there.
+WHEELS := $(wildcard /opt/wheels)
+FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint format baseline bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fedledger needs Python >= 3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check $(FIND_LINKS) -c requirements/constraints.txt torch==2.13.0
+	$(PIP) install --quiet --disable-pip-version-check $(FIND_LINKS) -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/fedledger baseline --config examples/digits.toml --out $(OUT)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
+
+format: setup
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+lock: setup
+	( echo "# Exact versions for 'make' installs (pip -c). Regenerate: make lock"; \
+	  $(PIP) freeze --exclude-editable ) > requirements/constraints.txt
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

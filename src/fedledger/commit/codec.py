@@ -1,0 +1,148 @@
+"""Canonical bytes for a parameter list.
+
+A parameter list is encoded as a `safetensors <https://github.com/huggingface/safetensors>`_
+file, so any safetensors reader in any language opens a fedledger blob, but fedledger writes
+and accepts only one *canonical* form of it, so that one parameter list has exactly one digest:
+
+* tensors are named ``p000000``, ``p000001``, ... in list order, stored in that order,
+  little-endian, C order, with no gaps;
+* the header is compact JSON (``separators=(",", ":")``, keys sorted), with
+  ``"__metadata__": {"format": "fedledger.params.v1"}``, padded with spaces to a multiple of 8;
+* nothing follows the last tensor.
+
+The decoder is strict: it parses the header itself (JSON only: nothing is ever unpickled),
+enforces a size limit, and rejects any input whose header is not exactly the canonical one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedledger.errors import CodecError
+
+FORMAT = "fedledger.params.v1"
+MAX_BLOB_BYTES = 1 << 31
+"""Default decode limit (2 GiB); nodes pass their configured, smaller limit."""
+MAX_HEADER_BYTES = 1 << 24
+MAX_ARRAYS = 100_000
+
+_DTYPES: dict[str, np.dtype] = {
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "I8": np.dtype("i1"),
+    "I16": np.dtype("<i2"),
+    "I32": np.dtype("<i4"),
+    "I64": np.dtype("<i8"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+_CODES = {dtype: code for code, dtype in _DTYPES.items()}
+
+
+def _name(i: int) -> str:
+    return f"p{i:06d}"
+
+
+def _header(entries: Sequence[tuple[str, tuple[int, ...], int]]) -> bytes:
+    """Canonical header bytes for (dtype code, shape, nbytes) entries."""
+    header: dict[str, object] = {"__metadata__": {"format": FORMAT}}
+    offset = 0
+    for i, (code, shape, nbytes) in enumerate(entries):
+        header[_name(i)] = {
+            "dtype": code,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("ascii")
+    return raw + b" " * (-len(raw) % 8)
+
+
+def encode(params: Sequence[np.ndarray]) -> bytes:
+    """The canonical safetensors bytes of a parameter list."""
+    if len(params) > MAX_ARRAYS:
+        raise CodecError(f"{len(params)} arrays exceed the limit of {MAX_ARRAYS}")
+    arrays: list[np.ndarray] = []
+    entries: list[tuple[str, tuple[int, ...], int]] = []
+    for i, a in enumerate(params):
+        if not isinstance(a, np.ndarray):
+            raise CodecError(f"item {i} is a {type(a).__name__}, not a numpy array")
+        dtype = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
+        code = _CODES.get(np.dtype(dtype))
+        if code is None:
+            raise CodecError(f"array {i} has unsupported dtype {a.dtype}")
+        le = np.asarray(a, dtype=_DTYPES[code], order="C")  # keeps 0-d arrays 0-d
+        arrays.append(le)
+        entries.append((code, tuple(int(s) for s in le.shape), le.nbytes))
+    header = _header(entries)
+    return b"".join([struct.pack("<Q", len(header)), header, *(a.tobytes() for a in arrays)])
+
+
+def decode(
+    data: bytes | bytearray | memoryview, *, max_bytes: int = MAX_BLOB_BYTES
+) -> list[np.ndarray]:
+    """Parse canonical bytes back into a parameter list; :class:`CodecError` on anything else."""
+    view = memoryview(data).cast("B")
+    if len(view) > max_bytes:
+        raise CodecError(f"blob of {len(view)} bytes exceeds the limit of {max_bytes}")
+    if len(view) < 8:
+        raise CodecError("blob too short for a safetensors header")
+    (hlen,) = struct.unpack("<Q", view[:8])
+    if hlen > MAX_HEADER_BYTES or 8 + hlen > len(view):
+        raise CodecError(f"header length {hlen} is invalid for a blob of {len(view)} bytes")
+    raw_header = bytes(view[8 : 8 + hlen])
+    try:
+        header = json.loads(raw_header)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CodecError(f"header is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict) or header.get("__metadata__") != {"format": FORMAT}:
+        raise CodecError(f"not a {FORMAT} blob (missing or wrong __metadata__)")
+    count = len(header) - 1
+    if count > MAX_ARRAYS:
+        raise CodecError(f"{count} arrays exceed the limit of {MAX_ARRAYS}")
+    entries: list[tuple[str, tuple[int, ...], int]] = []
+    for i in range(count):
+        entry = header.get(_name(i))
+        if not isinstance(entry, dict):
+            raise CodecError(f"tensor {_name(i)} missing from the header")
+        code, shape = entry.get("dtype"), entry.get("shape")
+        if code not in _DTYPES:
+            raise CodecError(f"tensor {_name(i)} has unsupported dtype {code!r}")
+        if not isinstance(shape, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 1 << 40 for s in shape
+        ):
+            raise CodecError(f"tensor {_name(i)} has an invalid shape {shape!r}")
+        size = 1
+        for s in shape:
+            size *= s
+        nbytes = size * _DTYPES[code].itemsize
+        if nbytes > len(view):
+            raise CodecError(f"tensor {_name(i)} claims {nbytes} bytes, more than the blob")
+        entries.append((code, tuple(shape), nbytes))
+    if _header(entries) != raw_header:
+        raise CodecError("header is not in canonical form")
+    body = view[8 + hlen :]
+    if sum(e[2] for e in entries) != len(body):
+        raise CodecError("tensor data does not exactly fill the blob")
+    out: list[np.ndarray] = []
+    offset = 0
+    for code, shape, nbytes in entries:
+        chunk = body[offset : offset + nbytes]
+        out.append(
+            np.frombuffer(chunk, dtype=_DTYPES[code])
+            .reshape(shape)
+            .astype(_DTYPES[code].newbyteorder("="), copy=True)
+        )
+        offset += nbytes
+    return out
+
+
+def params_digest(params: Sequence[np.ndarray]) -> bytes:
+    """sha256 of the canonical bytes: the digest nodes attest and compare."""
+    return hashlib.sha256(encode(params)).digest()

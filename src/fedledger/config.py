@@ -1,0 +1,267 @@
+"""Task configuration: one TOML file describes a federated learning task.
+
+::
+
+    [task]
+    name = "digits"
+    seed = 0
+    rounds = 30
+    nodes = 10
+
+    [data]
+    dataset = "digits"          # digits | breast_cancer | csv | npz
+    partition = "dirichlet"     # iid | dirichlet | shards | quantity
+    alpha = 0.5
+
+    [model]
+    name = "mlp"
+    hidden = [64, 64]
+
+    [train]
+    lr = 0.05
+    batch_size = 32
+    epochs = 1
+
+    [aggregation]
+    rule = "fedavg"             # see fedledger.aggregation.RULES
+    f = 0                       # Byzantine inputs the rule must tolerate
+    # any other key is a parameter of the rule, e.g. beta = 0.2 for trimmed_mean
+
+Every value is checked when the file is loaded; an error names the offending key
+(``aggregation.f: ...``). Unknown keys are errors too, since a typo would otherwise be ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fedledger.aggregation.rules import RULES
+from fedledger.errors import ConfigError
+from fedledger.learning.trainer import ModelSpec, TrainConfig
+
+DATASETS = ("digits", "breast_cancer", "csv", "npz")
+PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    dataset: str = "digits"
+    path: str | None = None
+    label_column: str | None = None
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    classes_per_node: int = 2
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    standardize: bool | None = None
+    """None: on for breast_cancer/csv/npz, off for digits (already in [0, 1])."""
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                f"unknown data set {self.dataset!r}; known: {', '.join(DATASETS)}",
+                field="data.dataset",
+            )
+        if self.dataset in ("csv", "npz") and not self.path:
+            raise ConfigError(f"a {self.dataset} data set needs a path", field="data.path")
+        if self.dataset == "csv" and not self.label_column:
+            raise ConfigError("a csv data set needs the label column", field="data.label_column")
+        if self.partition not in PARTITIONS:
+            raise ConfigError(
+                f"unknown partition {self.partition!r}; known: {', '.join(PARTITIONS)}",
+                field="data.partition",
+            )
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ConfigError(f"must be > 0, got {self.alpha}", field="data.alpha")
+        if self.classes_per_node < 1:
+            raise ConfigError(
+                f"must be >= 1, got {self.classes_per_node}", field="data.classes_per_node"
+            )
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ConfigError(f"must be in (0, 1), got {value}", field=f"data.{name}")
+
+    @property
+    def should_standardize(self) -> bool:
+        if self.standardize is not None:
+            return self.standardize
+        return self.dataset != "digits"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregationConfig:
+    rule: str = "fedavg"
+    f: int = 0
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        info = RULES.get(self.rule)
+        if info is None:
+            raise ConfigError(
+                f"unknown aggregation rule {self.rule!r}; known: {', '.join(RULES)}",
+                field="aggregation.rule",
+            )
+        if self.f < 0:
+            raise ConfigError(f"must be >= 0, got {self.f}", field="aggregation.f")
+        if self.rule == "fedavg" and self.f:
+            raise ConfigError(
+                "fedavg tolerates no Byzantine nodes: use f = 0 or a robust rule",
+                field="aggregation.f",
+            )
+        for key in self.params:
+            if key not in info.params:
+                allowed = ", ".join(info.params) or "none"
+                raise ConfigError(
+                    f"{self.rule} has no parameter {key!r} (parameters: {allowed})",
+                    field=f"aggregation.{key}",
+                )
+        if self.rule == "trimmed_mean" and "beta" not in self.params:
+            raise ConfigError("trimmed_mean needs beta", field="aggregation.beta")
+        if self.rule == "centered_clipping" and "tau" not in self.params:
+            raise ConfigError("centered_clipping needs tau", field="aggregation.tau")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskConfig:
+    name: str = "task"
+    seed: int = 0
+    rounds: int = 30
+    nodes: int = 10
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"must be >= 1, got {self.rounds}", field="task.rounds")
+        if self.nodes < 1:
+            raise ConfigError(f"must be >= 1, got {self.nodes}", field="task.nodes")
+        if self.seed < 0:
+            raise ConfigError(f"must be >= 0, got {self.seed}", field="task.seed")
+        agg = self.aggregation
+        info = RULES[agg.rule]
+        if info.min_inputs(agg.f) > self.nodes:
+            raise ConfigError(
+                f"f={agg.f} is too large for {self.nodes} nodes: {agg.rule} needs {info.bound}",
+                field="aggregation.f",
+            )
+        if agg.rule == "trimmed_mean":
+            beta = float(agg.params["beta"])
+            if not 0 <= beta < 0.5:
+                raise ConfigError(f"must be in [0, 0.5), got {beta}", field="aggregation.beta")
+            if int(beta * self.nodes) < agg.f:
+                raise ConfigError(
+                    f"beta={beta} trims {int(beta * self.nodes)} of {self.nodes} nodes per side,"
+                    f" fewer than f={agg.f}",
+                    field="aggregation.beta",
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dictionary of every setting (with defaults filled in)."""
+        d = asdict(self)
+        d["aggregation"]["params"] = dict(self.aggregation.params)
+        return d
+
+    def digest(self) -> bytes:
+        """sha256 of the canonical JSON of the whole configuration."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).digest()
+
+
+def _typed(
+    section: str, table: Mapping[str, Any], cls: type, extra_ok: bool = False
+) -> dict[str, Any]:
+    """Check keys and value types of one TOML table against a dataclass."""
+    known = {f.name: f for f in fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            if extra_ok:
+                continue
+            raise ConfigError(
+                f"unknown key; known keys: {', '.join(sorted(known))}", field=f"{section}.{key}"
+            )
+        out[key] = _check_type(f"{section}.{key}", value, str(known[key].type))
+    return out
+
+
+def _check_type(where: str, value: Any, annotation: str) -> Any:
+    expects = annotation.replace(" ", "")
+    optional = "None" in expects
+    base = expects.split("|")[0]
+    if value is None and optional:
+        return None
+    ok: bool
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base == "str":
+        ok = isinstance(value, str)
+    elif base.startswith("tuple[int"):
+        ok = isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
+        value = tuple(value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(
+            f"expected {annotation}, got {type(value).__name__} {value!r}", field=where
+        )
+    return value
+
+
+_SECTIONS = ("task", "data", "model", "train", "aggregation")
+
+
+def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
+    """Build and validate a TaskConfig from a parsed TOML document."""
+    for section, table in doc.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"unknown section; known: {', '.join(_SECTIONS)}", field=section)
+        if not isinstance(table, dict):
+            raise ConfigError("must be a table", field=section)
+    task = _typed("task", doc.get("task", {}), TaskConfig)
+    for nested in ("data", "model", "train", "aggregation"):
+        if nested in task:
+            raise ConfigError(f"unknown key; use the [{nested}] section", field=f"task.{nested}")
+    data = DataConfig(**_typed("data", doc.get("data", {}), DataConfig))
+    model = ModelSpec(**_typed("model", doc.get("model", {}), ModelSpec))
+    train = TrainConfig(**_typed("train", doc.get("train", {}), TrainConfig))
+    agg_table = dict(doc.get("aggregation", {}))
+    rule = agg_table.pop("rule", "fedavg")
+    f = agg_table.pop("f", 0)
+    _check_type("aggregation.rule", rule, "str")
+    _check_type("aggregation.f", f, "int")
+    aggregation = AggregationConfig(rule=rule, f=f, params=agg_table)
+    return TaskConfig(**task, data=data, model=model, train=train, aggregation=aggregation)
+
+
+def load_config(path: str | Path) -> TaskConfig:
+    """Read and validate a task configuration file."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {p}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {p}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from exc
+    try:
+        return parse_config(doc)
+    except TypeError as exc:  # a dataclass rejected an argument
+        raise ConfigError(str(exc)) from exc
