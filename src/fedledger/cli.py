@@ -73,6 +73,73 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    import logging
+
+    from fedledger.launcher import run_node
+    from fedledger.node.config import load_node_config
+
+    cfg = load_node_config(args.config)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=cfg.state_dir / "node.log",
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    summary = run_node(cfg)
+    console.print(f"node {cfg.index} finished: model {summary['final_model']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedledger.config import load_config
+    from fedledger.gossip.topology import TopologySpec
+    from fedledger.launcher import run_task, with_overrides
+
+    cfg = with_overrides(load_config(args.config), rounds=args.rounds, nodes=args.nodes)
+    topology = TopologySpec(kind=args.topology, degree=args.degree, p=args.p)
+    where = "one process" if args.transport == "memory" else "one process per node, gRPC"
+    console.print(
+        f"[bold]{cfg.name}[/bold]: {cfg.nodes} nodes, {cfg.rounds} rounds, {args.mode} mode, "
+        f"{args.topology} topology, {where}, rule {cfg.aggregation.rule}"
+    )
+    with _progress() as bar:
+        task_id = bar.add_task("rounds", total=cfg.rounds, acc=0.0)
+
+        def progress(done: int, total: int, acc: float) -> None:
+            bar.update(task_id, completed=done, acc=acc)
+
+        report = run_task(
+            cfg, out=args.out, mode=args.mode, transport=args.transport, topology=topology,
+            progress=progress, timeout=args.timeout,
+        )  # fmt: skip
+        bar.update(task_id, completed=report.final.get("rounds_completed", 0))
+    f = report.final
+    table = Table(title=f"{cfg.name}: {args.mode} mode, {cfg.nodes} nodes, {args.transport}")
+    for col in ("round", "test acc (mean / min / max)", "wall s", "KB sent / node", "agree"):
+        table.add_column(col, justify="right")
+    shown = (
+        report.rounds
+        if len(report.rounds) <= 10
+        else report.rounds[:: max(1, len(report.rounds) // 10)]
+    )
+    if report.rounds and shown[-1] is not report.rounds[-1]:
+        shown = [*shown, report.rounds[-1]]
+    for r in shown:
+        table.add_row(
+            str(r.round), f"{r.acc_mean:.4f} / {r.acc_min:.4f} / {r.acc_max:.4f}",
+            f"{r.wall_s:.2f}", f"{r.extra['bytes_per_node']['sent'] / 1024:.1f}",
+            "yes" if r.extra["model_digests_agree"] else "no",
+        )  # fmt: skip
+    Console().print(table)
+    Console().print(
+        f"final accuracy {f['acc_mean']:.4f} (min {f['acc_min']:.4f}, max {f['acc_max']:.4f}); "
+        f"{f['wall_s_per_round']:.3f} s per round; model digests agree: {f['model_digests_agree']}"
+    )
+    console.print(f"report: {args.out / 'report.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedledger",
@@ -91,6 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--rounds", type=int, default=None, help="override the task's rounds")
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser(
+        "node",
+        help="run one node (one participant) from a node.toml",
+        description="Run one node over gRPC: its own process, data partition and key.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="node configuration (TOML)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_node)
+
+    p = sub.add_parser(
+        "run",
+        help="run a whole task on this machine, serverless, and write report.json",
+        description="Start the task's nodes (separate processes on 127.0.0.1 over gRPC, or one "
+        "process over the in-memory transport), show progress, and write DIR/report.json.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="task configuration (TOML)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--mode", default="consensus", choices=["consensus", "gossip"])
+    p.add_argument("--transport", default="grpc", choices=["grpc", "memory"])
+    p.add_argument(
+        "--topology",
+        default="full",
+        choices=["full", "ring", "regular", "erdos_renyi", "small_world"],
+    )
+    p.add_argument("--degree", type=int, default=3, help="regular / small_world degree")
+    p.add_argument("--p", type=float, default=0.3, help="erdos_renyi / small_world probability")
+    p.add_argument("--rounds", type=int, default=None, help="override the task's rounds")
+    p.add_argument("--nodes", type=int, default=None, help="override the task's nodes")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

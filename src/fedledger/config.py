@@ -171,10 +171,37 @@ class TaskConfig:
         d["aggregation"]["params"] = dict(self.aggregation.params)
         return d
 
+    def to_toml(self) -> str:
+        """The configuration as a TOML document that :func:`parse_config` reads back equal."""
+        d = self.to_dict()
+        agg = d.pop("aggregation")
+        agg.update(agg.pop("params"))
+        sections = {"task": {k: d.pop(k) for k in ("name", "seed", "rounds", "nodes")}}
+        sections.update(d)
+        sections["aggregation"] = agg
+        lines: list[str] = []
+        for name, table in sections.items():
+            lines.append(f"[{name}]")
+            for key, value in table.items():
+                if value is not None:
+                    lines.append(f"{key} = {_toml_value(value)}")
+            lines.append("")
+        return "\n".join(lines)
+
     def digest(self) -> bytes:
         """sha256 of the canonical JSON of the whole configuration."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).digest()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
 
 
 def _typed(

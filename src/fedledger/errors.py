@@ -14,7 +14,15 @@ as ``__cause__``.
     ├── CodecError             bytes that are not a canonical parameter blob / CID
     ├── AggregationError       an aggregation rule cannot run
     │   └── ByzantineBoundError    too few valid inputs for the tolerated number of attackers
-    └── InvalidUpdateError     one update is malformed (NaN/Inf, shape, dtype, range)
+    ├── InvalidUpdateError     one update is malformed (NaN/Inf, shape, dtype, range)
+    ├── MessageError           a network message that is malformed, badly signed or from an
+    │                          unknown sender (always rejected, never fatal to the node)
+    ├── TransportError         the network failed to deliver
+    │   ├── PeerUnavailable        the peer cannot be reached, or timed out
+    │   └── FetchRefused           the peer answered but will not serve that blob
+    └── BlobError              a blob store failure
+        ├── BlobNotFound           the store has no blob under that CID
+        └── BlobMismatch           received bytes do not hash to the CID asked for
 """
 
 from __future__ import annotations
@@ -61,3 +69,34 @@ class InvalidUpdateError(FedledgerError, ValueError):
     Aggregation rules do not raise this for a single bad input; they reject that input and
     report the reason. It is raised by the validators when asked about one update directly.
     """
+
+
+class MessageError(FedledgerError, ValueError):
+    """A network message is malformed, badly signed or from an unknown sender."""
+
+
+class TransportError(FedledgerError, OSError):
+    """The network failed to deliver a frame or a blob."""
+
+
+class PeerUnavailable(TransportError):
+    """The peer cannot be reached, refused the connection, or did not answer in time."""
+
+
+class FetchRefused(TransportError):
+    """The peer answered but will not serve the blob (unknown CID, access denied, bad request)."""
+
+
+class BlobError(FedledgerError):
+    """A blob store failure."""
+
+
+class BlobNotFound(BlobError, KeyError):
+    """The store has no blob under that CID."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "blob not found"
+
+
+class BlobMismatch(BlobError, ValueError):
+    """Received bytes do not hash to the CID that was asked for, or exceed the size limit."""

@@ -312,27 +312,40 @@ def centered_clipping(
     return _result("centered_clipping", prep, v_q, contribution)
 
 
-def _weiszfeld_at_input(
-    matrix: np.ndarray, z_q: np.ndarray, dists: Sequence[int], unit: int
-) -> np.ndarray | None:
-    """Vardi-Zhang step from a ``z`` equal to the ``eta`` inputs at distance 0: None when ``z``
-    is the geometric median (``r = |sum_i (x_i - z) / d_i| <= eta`` over the other inputs),
-    else ``z + (1 - eta / r) * (T - z)`` where ``T`` is the Weiszfeld mean of the other inputs.
+def _weiszfeld_weights(dists: Sequence[int], unit: int) -> list[int]:
+    """Integer Weiszfeld weights ``~ unit * min(d) / d_i``, distances below one quantum as one."""
+    clamped = [max(d, 1) for d in dists]
+    nearest = min(clamped)
+    return [(unit * nearest + d // 2) // d for d in clamped]
+
+
+def _sum_of_distances(matrix: np.ndarray, z_q: np.ndarray) -> int:
+    return sum(fx.norm(row - z_q) for row in matrix)
+
+
+def _vardi_zhang_step(matrix: np.ndarray, k: int, unit: int, tol_sq: int) -> np.ndarray | None:
+    """Weiszfeld step from input ``k``, where the plain one stalls (Vardi and Zhang, 2000).
+
+    With ``eta`` inputs within ``tol`` of ``x_k`` (``x_k`` included), ``T`` the Weiszfeld mean of
+    the others and ``r = |sum_i (x_i - x_k) / d_i|`` over the others: None when ``r <= eta``
+    (``x_k`` is the geometric median, to within ``tol``), else ``x_k + (1 - eta / r) (T - x_k)``.
     """
-    others = [i for i, d in enumerate(dists) if d > 0]
+    x_k = matrix[k]
+    sq = [fx.sq_distance(row, x_k) for row in matrix]
+    others = [i for i, d in enumerate(sq) if d > tol_sq]
     if not others:
         return None
-    eta = len(dists) - len(others)
-    nearest = min(dists[i] for i in others)
-    weights = [(unit * nearest + dists[i] // 2) // dists[i] for i in others]
-    step = fx.weighted_mean([matrix[i] for i in others], weights) - z_q
-    # sum_i 1/d_i = sum(weights) / (unit * nearest), and r = |T - z| * sum_i 1/d_i
+    eta = len(sq) - len(others)
+    dists = [math.isqrt(sq[i]) for i in others]
+    weights = _weiszfeld_weights(dists, unit)
+    step = fx.weighted_mean([matrix[i] for i in others], weights) - x_k
+    # sum_i 1/d_i = sum(weights) / (unit * min(dists)), and r = |T - x_k| * sum_i 1/d_i
     r_scaled = fx.norm(step) * sum(weights)
-    eta_scaled = eta * unit * nearest
+    eta_scaled = eta * unit * min(dists)
     if r_scaled <= eta_scaled:
         return None
     num, den = _shrink(r_scaled - eta_scaled, r_scaled)
-    new_z: np.ndarray = z_q + fx.mul_frac(step, num, den)
+    new_z: np.ndarray = x_k + fx.mul_frac(step, num, den)
     return new_z
 
 
@@ -346,12 +359,14 @@ def geometric_median(
 ) -> AggregationResult:
     """Geometric median by Weiszfeld's algorithm, in exact fixed point.
 
-    Starts from the coordinate-wise median; stops after ``max_iter`` iterations or when the
-    estimate moves less than ``tol``. Distances below one quantum count as one quantum. When the
-    estimate coincides with inputs, the step is Vardi and Zhang's (2000) modified one: it stops
-    there only if that point is the geometric median, and otherwise moves off it (plain
-    Weiszfeld would stay stuck on any input it lands on, such as a coordinate-wise median that
-    is one of the inputs). Needs ``n > 2f``. An input's score is its final Weiszfeld weight
+    Starts from the coordinate-wise median or the mean, whichever has the smaller sum of
+    distances to the inputs; stops after ``max_iter`` iterations or when the estimate moves less
+    than ``tol``. Distances below one quantum count as one quantum. Near an input, Weiszfeld's
+    steps are tiny whether or not that input is the geometric median (on it, they are zero), so
+    the input nearest to where the iterations stop is then tested with Vardi and Zhang's (2000)
+    step, inputs within ``tol`` of it counting as the same point: if that point is optimal it is
+    the result, otherwise the iterations go on from the step; either only when it lowers the sum
+    of distances. Needs ``n > 2f``. An input's score is its final Weiszfeld weight
     ``1 / |x_i - z|``.
     """
     _check_f(f)
@@ -366,23 +381,36 @@ def geometric_median(
         raise AggregationError("geometric_median supports at most 1023 inputs")
     unit = fx.MAX_TOTAL_WEIGHT // n
     tol_sq = int(tol * fx.SCALE) ** 2
-    z_q = _median_q(prep.matrix)[0]
-    weights = [1] * n
-    for _ in range(max_iter):
-        exact = [fx.norm(prep.matrix[i] - z_q) for i in range(n)]
-        dists = [max(d, 1) for d in exact]
-        nearest = min(dists)
-        weights = [(unit * nearest + d // 2) // d for d in dists]
-        if min(exact) == 0:
-            new_z = _weiszfeld_at_input(prep.matrix, z_q, exact, unit)
-            if new_z is None:  # z is the geometric median
+    # Weiszfeld only descends: starting from the better of the two, the result is no worse.
+    starts = [_median_q(prep.matrix)[0], fx.weighted_mean(list(prep.matrix), [1] * n)]
+    z_q = min(starts, key=lambda z: _sum_of_distances(prep.matrix, z))
+    iterations = 0
+    checked: set[int] = set()
+    while True:
+        while iterations < max_iter:
+            iterations += 1
+            dists = [fx.norm(row - z_q) for row in prep.matrix]
+            new_z = fx.weighted_mean(list(prep.matrix), _weiszfeld_weights(dists, unit))
+            moved = fx.sq_distance(new_z, z_q)
+            z_q = new_z
+            if moved <= tol_sq:
                 break
-        else:
-            new_z = fx.weighted_mean(list(prep.matrix), weights)
-        moved = fx.sq_distance(new_z, z_q)
-        z_q = new_z
-        if moved <= tol_sq:
+        # Near an input x_k plain Weiszfeld crawls (on it, it stops), so a small move does not
+        # mean convergence: take x_k if it is optimal, else its Vardi-Zhang step, when that
+        # lowers the sum of distances. Each input is tested at most once.
+        dists = [fx.norm(row - z_q) for row in prep.matrix]
+        k = min(range(n), key=lambda i: (dists[i], i))
+        if k in checked:
             break
+        checked.add(k)
+        vz = _vardi_zhang_step(prep.matrix, k, unit, tol_sq)
+        candidate = prep.matrix[k] if vz is None else vz
+        if _sum_of_distances(prep.matrix, candidate) >= sum(dists):
+            break
+        z_q = candidate.copy()
+        if vz is None or iterations >= max_iter:  # x_k is the geometric median, or no budget
+            break
+    weights = _weiszfeld_weights([fx.norm(row - z_q) for row in prep.matrix], unit)
     return _result("geometric_median", prep, z_q, weights)
 
 

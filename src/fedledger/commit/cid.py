@@ -9,6 +9,7 @@ blob that fits one block, so the same string names the blob on IPFS. The chain s
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 from fedledger.errors import CodecError
@@ -33,8 +34,12 @@ def cid_of(data: bytes | bytearray | memoryview) -> str:
     return cid_from_digest(sha256(data))
 
 
+@functools.lru_cache(maxsize=8192)
 def digest_from_cid(cid: str) -> bytes:
-    """The sha256 digest inside a CIDv1 raw sha2-256 base32 string; CodecError otherwise."""
+    """The sha256 digest inside a CIDv1 raw sha2-256 base32 string; CodecError otherwise.
+
+    Cached: CIDs recur in every message about a round, and validation is pure.
+    """
     if not isinstance(cid, str) or not cid.startswith("b") or not cid[1:].isalnum():
         raise CodecError(f"not a base32 CIDv1 string: {cid!r}")
     body = cid[1:].upper()

@@ -1,0 +1,7 @@
+"""``python -m fedledger``: the command line."""
+
+import sys
+
+from fedledger.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Peer-to-peer layer: identities, signed messages, transports, blobs and gossip."""

@@ -1,0 +1,239 @@
+"""Node identities: secp256k1 keys that sign in Ethereum's format.
+
+Every node owns one secp256k1 key; its Ethereum address (EIP-55 checksummed) is the node's name
+everywhere: on the wire, in the ledger and in the audit. A node signs each message payload the
+way ``personal_sign`` (EIP-191, version ``0x45``) signs a 32-byte message:
+
+* ``h = keccak256(payload)``;
+* the signed digest, :func:`signing_hash`, is
+  ``keccak256(b"\\x19Ethereum Signed Message:\\n32" + h)``;
+* the signature is 65 bytes ``r || s || v`` with ``v`` in ``{27, 28}`` and a low ``s`` (EIP-2).
+
+So a contract checks a signature with ``ecrecover(signing_hash(payload), v, r, s)`` (or
+OpenZeppelin's ``ECDSA.recover(MessageHashUtils.toEthSignedMessageHash(keccak256(payload)),
+sig)``), and ``eth_account`` with
+``Account.recover_message(encode_defunct(primitive=keccak(payload)), signature=sig)``.
+
+Signing and recovery call libsecp256k1 through coincurve directly (about 50 µs to sign and
+100 µs to recover, 2-5x faster than the ``eth_account`` path), which matters because every
+gossip frame is signed once and verified by every node it reaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coincurve import PrivateKey, PublicKey
+from eth_hash.auto import keccak
+
+from fedledger.errors import ConfigError, MessageError
+
+__all__ = [
+    "SIGNATURE_BYTES",
+    "Identity",
+    "checksum_address",
+    "is_checksum_address",
+    "recover_signer",
+    "signing_hash",
+]
+
+SIGNATURE_BYTES = 65
+"""Length of a signature: ``r`` (32) ``|| s`` (32) ``|| v`` (1)."""
+
+_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+"""Order of the secp256k1 group."""
+_HALF_N = _N // 2
+_PERSONAL_PREFIX = b"\x19Ethereum Signed Message:\n32"
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def checksum_address(raw: bytes) -> str:
+    """The EIP-55 checksummed ``0x`` form of a 20-byte address."""
+    if len(raw) != 20:
+        raise ValueError(f"an address has 20 bytes, got {len(raw)}")
+    low = raw.hex()
+    digest = keccak(low.encode("ascii")).hex()
+    return "0x" + "".join(
+        c.upper() if c > "9" and digest[i] > "7" else c for i, c in enumerate(low)
+    )
+
+
+def is_checksum_address(value: object) -> bool:
+    """Whether ``value`` is a ``0x`` address string in its exact EIP-55 checksummed form."""
+    if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
+        return False
+    return _is_checksum_str(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_checksum_str(value: str) -> bool:
+    """Cached: the same members' addresses appear in every message."""
+    body = value[2:]
+    if not _HEX.issuperset(body):
+        return False
+    return checksum_address(bytes.fromhex(body)) == value
+
+
+def _address_of(public_key: PublicKey) -> str:
+    return checksum_address(keccak(public_key.format(compressed=False)[1:])[-20:])
+
+
+def signing_hash(payload: bytes | bytearray) -> bytes:
+    """The 32-byte digest a signature over ``payload`` signs (what ``ecrecover`` is given).
+
+    ``keccak256(b"\\x19Ethereum Signed Message:\\n32" + keccak256(payload))``.
+    """
+    return keccak(_PERSONAL_PREFIX + keccak(payload))
+
+
+def recover_signer(payload: bytes | bytearray, signature: bytes | bytearray | memoryview) -> str:
+    """The checksummed address that produced ``signature`` over ``payload``.
+
+    Raises :class:`MessageError` for a malformed signature: not 65 bytes, ``v`` not 27 or 28,
+    ``r`` or ``s`` zero or not below the group order, ``s`` in the upper half of the order
+    (EIP-2: rejected so that signatures are not malleable), or no public key recoverable.
+    A well-formed signature by another key (or over other bytes) recovers *another* address:
+    callers compare the result with the claimed signer.
+    """
+    if not isinstance(signature, bytes | bytearray | memoryview):
+        raise MessageError(f"signature: expected bytes, got {type(signature).__name__}")
+    signature = bytes(signature)
+    if len(signature) != SIGNATURE_BYTES:
+        raise MessageError(f"signature: expected {SIGNATURE_BYTES} bytes, got {len(signature)}")
+    v = signature[64]
+    if v not in (27, 28):
+        raise MessageError(f"signature: v must be 27 or 28, got {v}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    if not 0 < r < _N:
+        raise MessageError("signature: r out of range")
+    if not 0 < s < _N:
+        raise MessageError("signature: s out of range")
+    if s > _HALF_N:
+        raise MessageError("signature: s in the upper half of the curve order (malleable, EIP-2)")
+    try:
+        public_key = PublicKey.from_signature_and_message(
+            signature[:64] + bytes((v - 27,)), signing_hash(payload), hasher=None
+        )
+    except ValueError as exc:
+        raise MessageError("signature: no public key recoverable") from exc
+    return _address_of(public_key)
+
+
+@dataclass(frozen=True, repr=False)
+class Identity:
+    """A node's secp256k1 key and its Ethereum address.
+
+    ``repr`` shows the address only: the private key never appears in logs. Build one with
+    :meth:`generate`, :meth:`from_seed`, :meth:`from_hex` or :meth:`load`; the constructor
+    checks that ``address`` belongs to ``private_key`` (:class:`ConfigError` otherwise).
+    """
+
+    private_key: bytes
+    """The 32-byte secret scalar."""
+    address: str
+    """The EIP-55 checksummed ``0x`` address of the key."""
+    _key: PrivateKey = field(init=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        key = bytes(self.private_key) if isinstance(self.private_key, bytes | bytearray) else None
+        if key is None or len(key) != 32 or not 0 < int.from_bytes(key, "big") < _N:
+            raise ConfigError("a private key is 32 bytes encoding an integer in [1, n-1]")
+        private = PrivateKey(key)
+        address = _address_of(private.public_key)
+        if self.address != address:
+            raise ConfigError(f"address {self.address!r} does not belong to the private key")
+        object.__setattr__(self, "private_key", key)
+        object.__setattr__(self, "_key", private)
+
+    def __repr__(self) -> str:
+        return f"Identity(address={self.address!r})"
+
+    @classmethod
+    def _from_key(cls, key: bytes) -> Identity:
+        if len(key) != 32 or not 0 < int.from_bytes(key, "big") < _N:
+            raise ConfigError("a private key is 32 bytes encoding an integer in [1, n-1]")
+        return cls(key, _address_of(PrivateKey(key).public_key))
+
+    @classmethod
+    def generate(cls) -> Identity:
+        """A fresh random key (from ``os.urandom``)."""
+        while True:
+            key = os.urandom(32)
+            if 0 < int.from_bytes(key, "big") < _N:
+                return cls._from_key(key)
+
+    @classmethod
+    def from_seed(cls, seed: int, index: int) -> Identity:
+        """A deterministic key for simulations and tests: node ``index`` of run ``seed``.
+
+        The key is ``keccak256(f"fedledger-sim/{seed}/{index}")``. **Insecure**: anyone who
+        knows the seed and index knows the key. Never use it for a real deployment.
+        """
+        counter = 0
+        while True:
+            suffix = f"/{counter}" if counter else ""  # only if the hash is 0 or >= n (~2^-128)
+            key = keccak(f"fedledger-sim/{seed}/{index}{suffix}".encode())
+            if 0 < int.from_bytes(key, "big") < _N:
+                return cls._from_key(key)
+            counter += 1  # pragma: no cover
+
+    @classmethod
+    def from_hex(cls, key_hex: str) -> Identity:
+        """A key from 64 hex digits (an optional ``0x`` prefix and surrounding space allowed).
+
+        Raises :class:`ConfigError` (which never quotes the input) for anything else.
+        """
+        if not isinstance(key_hex, str):
+            raise ConfigError(f"a private key in hex is a string, got {type(key_hex).__name__}")
+        text = key_hex.strip()
+        if text[:2] in ("0x", "0X"):
+            text = text[2:]
+        if len(text) != 64 or not _HEX.issuperset(text):
+            raise ConfigError("a private key in hex is 64 hex digits (with an optional 0x)")
+        return cls._from_key(bytes.fromhex(text))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Identity:
+        """Read a key file written by :meth:`save` (hex, one line)."""
+        try:
+            text = Path(path).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read key file {os.fspath(path)!r}: {exc}") from exc
+        try:
+            return cls.from_hex(text)
+        except ConfigError as exc:
+            raise ConfigError(f"key file {os.fspath(path)!r}: {exc}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the key as ``0x``-prefixed hex to ``path``, readable by the owner only (0600).
+
+        The file is written to a temporary file in the same directory (created 0600) and then
+        renamed over ``path``, so the key is never readable by others, even briefly.
+        """
+        target = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.write("0x" + self.private_key.hex() + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def sign(self, payload: bytes | bytearray) -> bytes:
+        """The 65-byte signature ``r || s || v`` (v in {27, 28}, low s) over ``payload``.
+
+        What ``personal_sign`` gives for the 32-byte message ``keccak256(payload)``.
+        """
+        signature = self._key.sign_recoverable(signing_hash(payload), hasher=None)
+        return signature[:64] + bytes((signature[64] + 27,))

@@ -1,0 +1,511 @@
+"""Signed gossip messages: the envelope, its frame, and a strict parser.
+
+Every message a node sends is a canonical JSON *payload* signed by the node's key
+(:mod:`fedledger.gossip.identity`, EIP-191 ``personal_sign`` of ``keccak256(payload)``), so a
+contract (``ecrecover``) or an audit can check it later from the payload and signature alone.
+
+Frame
+-----
+
+::
+
+    offset  size  field
+    0       4     magic      b"FLG1"
+    4       1     ttl        hops left, 0..255; NOT signed: relays decrement it
+    5       65    signature  r || s || v  (v in {27, 28}, low s)
+    70      n     payload    canonical JSON, ASCII
+
+A frame is at most ``max_bytes`` long (1 MiB by default, the transport's frame limit).
+
+Payload
+-------
+
+One JSON object with exactly these fields::
+
+    {"v": 1, "kind": KIND, "from": ADDRESS, "task": TASK, "round": ROUND, "body": {...}}
+
+* ``v``: the format version, 1;
+* ``kind``: one of :data:`KINDS`;
+* ``from``: the sender's address, EIP-55 checksummed (any other casing is rejected); it must be
+  the address that signed the payload;
+* ``task``: the task id, 64 lowercase hex digits;
+* ``round``: an integer, ``0 <= round < 2**32``.
+
+The payload must be *canonical*: byte-for-byte equal to
+``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``. So a message has
+exactly one encoding, and its id, ``sha256(payload).hex()``, names its content: gossip
+deduplicates by id. JSON numbers are integers only: every value in the schema has a type, none
+of them a float, so a float is rejected at its field (and ``NaN`` or ``Infinity`` anywhere);
+so is a boolean where an integer is expected.
+
+Bodies
+------
+
+Exact keys, no others. ``CID`` is a CIDv1 raw sha2-256 base32 string
+(:func:`fedledger.commit.cid.digest_from_cid`); ``ADDRESS`` a checksummed address; ``ID`` a message
+id (64 lowercase hex digits).
+
+==========  ==================================================================================
+kind        body
+==========  ==================================================================================
+``hello``   ``{"endpoint": str}``: 1..256 printable ASCII characters
+``update``  ``{"cid": CID, "num_examples": int in [0, 2**40], "base": CID}``: a local update,
+            trained from the model ``base``
+``model``   ``{"cid": CID, "included": [[ADDRESS, CID], ...]}``: an aggregated model and the
+            updates it includes, at most 10000 pairs, sorted by address in plain string order
+            of the checksummed form (what ``sorted()`` gives), addresses unique
+``ihave``   ``{"ids": [ID, ...]}``: at most 4096 ids, unique (the list may be empty)
+``want``    ``{"ids": [ID, ...]}``: as for ``ihave``
+``fetch``   ``{"cid": CID}``: a request for a blob
+==========  ==================================================================================
+
+A ``model`` message with many included updates is large (about 110 bytes per pair): with the
+default 1 MiB frame limit, at most about 9400 pairs fit.
+
+Parsing
+-------
+
+:func:`decode_frame` accepts a message or raises :class:`fedledger.errors.MessageError` whose text
+names the offending field (``"body.included[3][1]: not a CID ..."``); it never raises anything
+else, whatever the input (the parser is fuzzed). Decoded bodies are read-only: a mapping whose
+lists are tuples (``body["ids"]`` is a ``tuple[str, ...]``, ``body["included"]`` a tuple of
+``(address, cid)`` tuples).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from fedledger.commit.cid import digest_from_cid
+from fedledger.errors import CodecError, MessageError
+from fedledger.gossip.identity import (
+    SIGNATURE_BYTES,
+    Identity,
+    is_checksum_address,
+    recover_signer,
+)
+
+__all__ = [
+    "HEADER_BYTES",
+    "KINDS",
+    "MAGIC",
+    "MAX_ENDPOINT_CHARS",
+    "MAX_IDS",
+    "MAX_INCLUDED",
+    "MAX_NUM_EXAMPLES",
+    "MAX_ROUND",
+    "MAX_TTL",
+    "VERSION",
+    "Message",
+    "SignedMessage",
+    "canonical_json",
+    "decode_frame",
+    "encode_frame",
+    "make_message",
+    "parse_payload",
+]
+
+KINDS: Final = ("hello", "update", "model", "ihave", "want", "fetch")
+"""The message kinds."""
+
+MAGIC: Final = b"FLG1"
+"""The first four bytes of every frame."""
+VERSION: Final = 1
+"""The payload format version (``"v"``)."""
+HEADER_BYTES: Final = len(MAGIC) + 1 + SIGNATURE_BYTES
+"""Bytes before the payload: magic, ttl, signature."""
+MAX_TTL: Final = 255
+MAX_ROUND: Final = 2**32
+"""Rounds are in ``[0, MAX_ROUND)``."""
+MAX_ENDPOINT_CHARS: Final = 256
+MAX_NUM_EXAMPLES: Final = 2**40
+MAX_INCLUDED: Final = 10_000
+MAX_IDS: Final = 4096
+
+_FIELDS: Final = frozenset({"v", "kind", "from", "task", "round", "body"})
+_BODY_FIELDS: Final[Mapping[str, frozenset[str]]] = {
+    "hello": frozenset({"endpoint"}),
+    "update": frozenset({"cid", "num_examples", "base"}),
+    "model": frozenset({"cid", "included"}),
+    "ihave": frozenset({"ids"}),
+    "want": frozenset({"ids"}),
+    "fetch": frozenset({"cid"}),
+}
+_LOWER_HEX: Final = frozenset("0123456789abcdef")
+_CID_MAX_CHARS: Final = 128  # a CIDv1 raw sha2-256 base32 string has 59; bound before decoding
+_MIN_PAYLOAD_BYTES: Final = 2  # "{}"
+_MAX_DEPTH: Final = 4  # payload {} > body {} > included [] > pair []
+_NOT_BRACKETS: Final = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+# -- the records -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """The content of a message (the signed payload, parsed).
+
+    A plain record: only :func:`make_message` and :func:`decode_frame` guarantee that it is
+    valid. ``body`` is read-only when built by them (lists become tuples).
+    """
+
+    kind: str
+    sender: str
+    """The checksummed address of the signer (``"from"`` on the wire)."""
+    task: str
+    """The task id: 64 lowercase hex digits."""
+    round: int
+    body: Mapping[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedMessage:
+    """A message, its canonical payload and the sender's signature over it.
+
+    Two signed messages are equal when payload and signature are; :attr:`id` depends on the
+    payload only.
+    """
+
+    message: Message = field(compare=False)
+    payload: bytes
+    """The canonical JSON bytes that were signed."""
+    signature: bytes
+    """65 bytes ``r || s || v``."""
+
+    @property
+    def id(self) -> str:
+        """``sha256(payload).hex()``: the content digest gossip deduplicates by."""
+        return hashlib.sha256(self.payload).hexdigest()
+
+
+# -- canonical JSON --------------------------------------------------------------------------
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The canonical encoding: sorted keys, no whitespace, ASCII only."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+class _ConstantRejectedError(Exception):
+    pass
+
+
+def _reject_constant(text: str) -> Any:
+    raise _ConstantRejectedError(text)
+
+
+def _nested_too_deeply(payload: bytes) -> bool:
+    """Whether ``payload``'s brackets are unbalanced or nest deeper than ``_MAX_DEPTH`` (or 2x).
+
+    Checked before ``json.loads``, whose C parser recurses once per level: py-evm (imported
+    by the ledger) raises the recursion limit to 100000, and a frame of nested brackets then
+    overflows the C stack and kills the process instead of raising RecursionError.
+
+    Strings are removed first (a bracket inside a string does not nest): escape pairs, taken
+    from the left as JSON does (``\\\\`` then ``\\"``), then everything between a quote and
+    the next (an unterminated string runs to the end). Up to the point where ``json.loads``
+    would fail, this agrees with JSON's own reading, and a prefix that nests deeply is caught
+    whatever follows it. Then each pass deletes every innermost ``[]`` and ``{}`` pair, so
+    each removes at least one level (at most two). All steps are linear C loops (< 0.1 s for
+    a hostile 1 MiB payload, about 10 µs for a message).
+    """
+    unescaped = payload.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = b"".join(unescaped.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    for _ in range(_MAX_DEPTH):
+        if not structure:
+            return False
+        structure = structure.replace(b"[]", b"").replace(b"{}", b"")
+    return bool(structure)
+
+
+def _load_json(payload: bytes) -> Any:
+    if _nested_too_deeply(payload):
+        raise MessageError(
+            f"payload: not JSON, or not a message (brackets unbalanced or nested deeper than "
+            f"{_MAX_DEPTH})"
+        )
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"payload: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except _ConstantRejectedError as exc:
+        raise MessageError(f"payload: {exc} is not allowed (floats never are)") from None
+    except RecursionError:
+        raise MessageError("payload: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer with too many digits
+        raise MessageError(f"payload: not JSON ({_short(str(exc), 120)})") from None
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: error texts never carry a huge input."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]  # do not repr a megabyte only to cut it
+    elif isinstance(value, list | dict):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    try:
+        text = repr(value)
+    except ValueError:  # an int with too many digits
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _fail(path: str, reason: str) -> MessageError:
+    return MessageError(f"{path}: {reason}")
+
+
+def _check_int(value: object, path: str, lo: int, hi: int) -> int:
+    # bool is an int subclass: `type(...) is int` rejects it, as floats and everything else.
+    if type(value) is not int:
+        raise _fail(path, f"expected an integer, got {_type_name(value)}")
+    if not lo <= value <= hi:
+        raise _fail(path, f"out of range [{lo}, {hi}]: {_short(value)}")
+    return value
+
+
+def _check_str(value: object, path: str, max_chars: int) -> str:
+    if type(value) is not str:
+        raise _fail(path, f"expected a string, got {_type_name(value)}")
+    if len(value) > max_chars:
+        raise _fail(path, f"longer than {max_chars} characters")
+    return value
+
+
+def _check_address(value: object, path: str) -> str:
+    text = _check_str(value, path, 42)
+    if not is_checksum_address(text):
+        raise _fail(path, f"not a checksummed (EIP-55) address: {_short(text)}")
+    return text
+
+
+def _check_hex64(value: object, path: str) -> str:
+    text = _check_str(value, path, 64)
+    if len(text) != 64 or not _LOWER_HEX.issuperset(text):
+        raise _fail(path, f"expected 64 lowercase hex digits: {_short(text)}")
+    return text
+
+
+def _check_cid(value: object, path: str) -> str:
+    text = _check_str(value, path, _CID_MAX_CHARS)
+    try:
+        digest_from_cid(text)
+    except (CodecError, ValueError):
+        raise _fail(path, f"not a CIDv1 raw sha2-256 base32 string: {_short(text)}") from None
+    return text
+
+
+def _check_list(value: object, path: str, max_items: int) -> list[Any]:
+    if type(value) is not list:
+        raise _fail(path, f"expected a list, got {_type_name(value)}")
+    if len(value) > max_items:
+        raise _fail(path, f"more than {max_items} items ({len(value)})")
+    return value
+
+
+def _check_keys(obj: object, path: str, expected: frozenset[str]) -> dict[str, Any]:
+    if type(obj) is not dict:
+        raise _fail(path, f"expected an object, got {_type_name(obj)}")
+    keys = obj.keys()
+    missing = sorted(expected - keys)
+    if missing:
+        raise _fail(path, f"missing field {_short(missing[0])}")
+    extra = sorted(str(k) for k in keys - expected)
+    if extra:
+        raise _fail(path, f"unexpected field {_short(extra[0])}")
+    return obj
+
+
+def _check_ids(value: object, path: str) -> tuple[str, ...]:
+    items = _check_list(value, path, MAX_IDS)
+    ids = tuple(_check_hex64(item, f"{path}[{i}]") for i, item in enumerate(items))
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        for i, item in enumerate(ids):
+            if item in seen:
+                raise _fail(f"{path}[{i}]", f"duplicate id {item}")
+            seen.add(item)
+    return ids
+
+
+def _check_included(value: object, path: str) -> tuple[tuple[str, str], ...]:
+    items = _check_list(value, path, MAX_INCLUDED)
+    pairs: list[tuple[str, str]] = []
+    previous: str | None = None
+    for i, item in enumerate(items):
+        item_path = f"{path}[{i}]"
+        if type(item) is not list or len(item) != 2:
+            raise _fail(item_path, "expected an [address, CID] pair")
+        address = _check_address(item[0], f"{item_path}[0]")
+        cid = _check_cid(item[1], f"{item_path}[1]")
+        if previous is not None and address <= previous:
+            reason = "duplicate address" if address == previous else "addresses not sorted"
+            raise _fail(f"{item_path}[0]", f"{reason} ({address} after {previous})")
+        previous = address
+        pairs.append((address, cid))
+    return tuple(pairs)
+
+
+def _check_body(kind: str, value: object) -> Mapping[str, Any]:
+    """Validate a body against its kind's schema; return a read-only copy."""
+    body = _check_keys(value, "body", _BODY_FIELDS[kind])
+    out: dict[str, Any]
+    if kind == "hello":
+        endpoint = _check_str(body["endpoint"], "body.endpoint", MAX_ENDPOINT_CHARS)
+        if not endpoint or not (endpoint.isascii() and endpoint.isprintable()):
+            raise _fail("body.endpoint", "expected 1..256 printable ASCII characters")
+        out = {"endpoint": endpoint}
+    elif kind == "update":
+        out = {
+            "base": _check_cid(body["base"], "body.base"),
+            "cid": _check_cid(body["cid"], "body.cid"),
+            "num_examples": _check_int(
+                body["num_examples"], "body.num_examples", 0, MAX_NUM_EXAMPLES
+            ),
+        }
+    elif kind == "model":
+        out = {
+            "cid": _check_cid(body["cid"], "body.cid"),
+            "included": _check_included(body["included"], "body.included"),
+        }
+    elif kind in ("ihave", "want"):
+        out = {"ids": _check_ids(body["ids"], "body.ids")}
+    else:  # fetch
+        out = {"cid": _check_cid(body["cid"], "body.cid")}
+    return MappingProxyType(out)
+
+
+def _check_message(obj: object) -> Message:
+    top = _check_keys(obj, "payload", _FIELDS)
+    version = top["v"]
+    if type(version) is not int or version != VERSION:
+        raise _fail("v", f"unsupported version {_short(version)} (expected {VERSION})")
+    kind = top["kind"]
+    if type(kind) is not str or kind not in KINDS:
+        raise _fail("kind", f"unknown kind {_short(kind)}")
+    return Message(
+        kind=kind,
+        sender=_check_address(top["from"], "from"),
+        task=_check_hex64(top["task"], "task"),
+        round=_check_int(top["round"], "round", 0, MAX_ROUND - 1),
+        body=_check_body(kind, top["body"]),
+    )
+
+
+def parse_payload(payload: bytes) -> Message:
+    """Parse and validate a payload (not its signature); :class:`MessageError` otherwise."""
+    obj = _load_json(payload)
+    message = _check_message(obj)
+    # Checked after the schema, so that a float or a bad field is reported by its name. A valid
+    # message holds only strings, integers, lists and objects, at most four levels deep.
+    if canonical_json(obj) != payload:
+        raise MessageError(
+            "payload: not canonical JSON (expected sorted keys, no whitespace, ASCII escapes)"
+        )
+    return message
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _to_json(value: object, depth: int = 0) -> object:
+    """Mappings to dicts and tuples to lists, so a caller may pass either; the rest as is."""
+    if depth > 8:
+        raise MessageError("body: nested too deeply")
+    if isinstance(value, Mapping):
+        return {k: _to_json(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(v, depth + 1) for v in value]
+    return value
+
+
+def make_message(
+    *, kind: str, identity: Identity, task: str, round: int, body: Mapping[str, Any]
+) -> SignedMessage:
+    """Validate a message, encode its canonical payload and sign it as ``identity``.
+
+    ``body`` may use tuples for lists and any mapping for objects. Raises
+    :class:`MessageError` (naming the field) for anything :func:`decode_frame` would reject.
+    """
+    obj = {
+        "v": VERSION,
+        "kind": kind,
+        "from": identity.address,
+        "task": task,
+        "round": round,
+        "body": _to_json(body),
+    }
+    message = _check_message(obj)
+    payload = canonical_json(obj)
+    return SignedMessage(message=message, payload=payload, signature=identity.sign(payload))
+
+
+def encode_frame(signed: SignedMessage, *, ttl: int) -> bytes:
+    """``MAGIC | ttl | signature | payload``; ``ttl`` in ``[0, 255]``."""
+    if type(ttl) is not int or not 0 <= ttl <= MAX_TTL:
+        raise MessageError(f"ttl: expected an integer in [0, {MAX_TTL}], got {_short(ttl)}")
+    if len(signed.signature) != SIGNATURE_BYTES:
+        raise MessageError(f"signature: expected {SIGNATURE_BYTES} bytes")
+    return MAGIC + bytes((ttl,)) + signed.signature + signed.payload
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def _is_known(sender: str, known: Collection[str]) -> bool:
+    if sender in known:
+        return True
+    # Tolerate a caller's set of lowercase or otherwise non-checksummed addresses.
+    lowered = sender.lower()
+    return any(isinstance(k, str) and k.lower() == lowered for k in known)
+
+
+def decode_frame(
+    frame: bytes | bytearray | memoryview,
+    *,
+    max_bytes: int = 1 << 20,
+    task: str | None = None,
+    known: Collection[str] | None = None,
+) -> tuple[SignedMessage, int]:
+    """Parse and verify a frame: ``(message, ttl)``, or :class:`MessageError` saying why not.
+
+    Checks, in order: length (``HEADER_BYTES + 2 <= len <= max_bytes``), magic, payload
+    (UTF-8, JSON, canonical), fields and body schema, ``task`` (when given), ``known``
+    senders (when given), then the signature, which must recover the ``from`` address.
+    """
+    if not isinstance(frame, bytes | bytearray | memoryview):
+        raise MessageError(f"frame: expected bytes, got {_type_name(frame)}")
+    size = frame.nbytes if isinstance(frame, memoryview) else len(frame)
+    if size < HEADER_BYTES + _MIN_PAYLOAD_BYTES:
+        raise MessageError(f"frame: too short ({size} bytes)")
+    if size > max_bytes:
+        raise MessageError(f"frame: too long ({size} bytes > {max_bytes})")
+    data = bytes(frame)
+    if data[:4] != MAGIC:
+        raise MessageError(f"frame: bad magic {data[:4]!r}")
+    ttl = data[4]
+    signature = data[5:HEADER_BYTES]
+    payload = data[HEADER_BYTES:]
+    message = parse_payload(payload)
+    if task is not None and message.task != task:
+        raise MessageError(f"task: message is for task {message.task}, not {_short(task)}")
+    if known is not None and not _is_known(message.sender, known):
+        raise MessageError(f"from: unknown sender {message.sender}")
+    signer = recover_signer(payload, signature)
+    if signer != message.sender:
+        raise MessageError(f"signature: signed by {signer}, not by from={message.sender}")
+    return SignedMessage(message=message, payload=payload, signature=signature), ttl

@@ -1,0 +1,182 @@
+"""Node configuration: one node.toml per participant.
+
+::
+
+    task = "digits.toml"            # the task configuration (paths relative to this file)
+    index = 3                       # which of the task's data partitions this node holds
+    key_file = "node.key"           # hex secp256k1 key, mode 0600 (created if missing)
+    listen = "127.0.0.1:50053"      # bind address: one interface, never all by default
+    state_dir = "state"             # blobs, state.json (for restarts), rounds.jsonl, node.log
+    mode = "consensus"              # consensus | gossip
+
+    [topology]                      # who gossips with whom (built from the task seed)
+    kind = "full"                   # full | ring | regular | erdos_renyi | small_world
+
+    [gossip]                        # fanout, ttl, pull_interval, keep_rounds
+    [timeouts]                      # initial, minimum, maximum, factor (seconds)
+
+    [[peers]]                       # every other member: index, address, endpoint
+    index = 0
+    address = "0x..."
+    endpoint = "127.0.0.1:50050"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fedledger.config import TaskConfig, load_config
+from fedledger.errors import ConfigError
+from fedledger.gossip.protocol import GossipConfig
+from fedledger.gossip.topology import TopologySpec
+from fedledger.node.consensus import Timeouts
+
+MODES = ("consensus", "gossip")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Peer:
+    index: int
+    address: str
+    endpoint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    task: TaskConfig
+    index: int
+    key_file: Path
+    state_dir: Path
+    listen: str = "127.0.0.1:0"
+    mode: str = "consensus"
+    peers: tuple[Peer, ...] = ()
+    topology: TopologySpec = field(default_factory=TopologySpec)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    staleness: int = 0
+    """Gossip mode: how many iterations a neighbour's model may lag behind this node's and
+    still count as fresh (0: wait for its current iteration, up to the adaptive deadline)."""
+    max_blob_bytes: int = 1 << 30
+    ready_timeout: float = 120.0
+    """Seconds to wait for every member to say hello before the first round."""
+    linger: float = 10.0
+    """Seconds a finished node keeps serving slower peers, at most."""
+    task_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(
+                f"unknown mode {self.mode!r}; known: {', '.join(MODES)}", field="mode"
+            )
+        if not 0 <= self.index < self.task.nodes:
+            raise ConfigError(
+                f"must be in [0, {self.task.nodes}) for a task of {self.task.nodes} nodes",
+                field="index",
+            )
+        indices = [p.index for p in self.peers] + [self.index]
+        if len(set(indices)) != len(indices):
+            raise ConfigError(
+                "peer indices must be unique and differ from this node's", field="peers"
+            )
+        if self.staleness < 0:
+            raise ConfigError(f"must be >= 0, got {self.staleness}", field="staleness")
+
+
+def _table(doc: dict[str, Any], name: str, cls: type) -> Any:
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError("must be a table", field=name)
+    known = {f.name for f in fields(cls)}
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key; known: {', '.join(sorted(known))}", field=f"{name}.{key}"
+            )
+    try:
+        return cls(**table)
+    except TypeError as exc:
+        raise ConfigError(str(exc), field=name) from exc
+
+
+_TOP = {"task", "index", "key_file", "state_dir", "listen", "mode", "peers", "topology",
+        "gossip", "timeouts", "staleness", "max_blob_bytes", "ready_timeout", "linger"}  # fmt: skip
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Read and validate a node.toml."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"node configuration not found: {p}") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read node configuration {p}: {exc}") from exc
+    for key in doc:
+        if key not in _TOP:
+            raise ConfigError(f"unknown key; known: {', '.join(sorted(_TOP))}", field=key)
+    base = p.parent
+    for key in ("task", "index", "key_file", "state_dir"):
+        if key not in doc:
+            raise ConfigError("missing", field=key)
+    task_path = base / str(doc["task"])
+    peers = []
+    for i, entry in enumerate(doc.get("peers", [])):
+        if not isinstance(entry, dict) or set(entry) != {"index", "address", "endpoint"}:
+            raise ConfigError("needs exactly index, address and endpoint", field=f"peers[{i}]")
+        peers.append(Peer(index=int(entry["index"]), address=str(entry["address"]),
+                          endpoint=str(entry["endpoint"])))  # fmt: skip
+    simple = {k: doc[k] for k in ("listen", "mode", "staleness", "max_blob_bytes",
+                                  "ready_timeout", "linger") if k in doc}  # fmt: skip
+    return NodeConfig(
+        task=load_config(task_path),
+        task_path=task_path,
+        index=int(doc["index"]),
+        key_file=base / str(doc["key_file"]),
+        state_dir=base / str(doc["state_dir"]),
+        peers=tuple(peers),
+        topology=_table(doc, "topology", TopologySpec),
+        gossip=_table(doc, "gossip", GossipConfig),
+        timeouts=_table(doc, "timeouts", Timeouts),
+        **simple,
+    )
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_node_config(cfg: NodeConfig, path: Path) -> None:
+    """Write a node.toml that :func:`load_node_config` reads back to ``cfg``."""
+    if cfg.task_path is None:
+        raise ConfigError("a node configuration written to disk needs its task's path")
+    lines = [
+        f"task = {_toml_value(cfg.task_path.resolve())}",
+        f"index = {cfg.index}",
+        f"key_file = {_toml_value(cfg.key_file.resolve())}",
+        f"state_dir = {_toml_value(cfg.state_dir.resolve())}",
+        f"listen = {_toml_value(cfg.listen)}",
+        f"mode = {_toml_value(cfg.mode)}",
+        f"staleness = {cfg.staleness}",
+        f"max_blob_bytes = {cfg.max_blob_bytes}",
+        f"ready_timeout = {cfg.ready_timeout!r}",
+        f"linger = {cfg.linger!r}",
+    ]
+    for name in ("topology", "gossip", "timeouts"):
+        obj = getattr(cfg, name)
+        lines.append(f"\n[{name}]")
+        lines += [
+            f"{f.name} = {_toml_value(getattr(obj, f.name))}"
+            for f in fields(obj)
+            if getattr(obj, f.name) is not None
+        ]
+    for peer in cfg.peers:
+        lines += ["\n[[peers]]", f"index = {peer.index}", f"address = {_toml_value(peer.address)}",
+                  f"endpoint = {_toml_value(peer.endpoint)}"]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,503 @@
+"""The node: a thin async shell that runs a mode's state machine over real I/O.
+
+It owns the transport, the blob store, the trainer and the gossip state, and turns the state
+machine's actions into I/O: training and aggregation run in a worker thread (torch and NumPy
+release the GIL, so frames and blob transfers keep flowing), blobs are fetched with signed
+requests and verified against their CID, messages are signed and gossiped. Every frame that
+arrives is parsed strictly; anything malformed, badly signed, or from a stranger is rejected
+with a logged reason and never stops the node.
+
+State survives a crash: after each round the node writes ``state.json`` (round and model CID)
+atomically into its state directory, next to its blobs; a restarted node resumes from there and
+catches up from its peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedledger.aggregation import aggregate, spec_of
+from fedledger.commit import decode, encode
+from fedledger.data import Dataset, NodeData
+from fedledger.errors import (
+    AggregationError,
+    BlobError,
+    CodecError,
+    FetchRefused,
+    MessageError,
+    TransportError,
+)
+from fedledger.gossip.blobs import BlobStore
+from fedledger.gossip.identity import Identity
+from fedledger.gossip.messages import (
+    HEADER_BYTES,
+    SignedMessage,
+    decode_frame,
+    encode_frame,
+    make_message,
+)
+from fedledger.gossip.protocol import Gossip, Send
+from fedledger.gossip.topology import build_topology, metropolis_hastings_weights
+from fedledger.gossip.transport import Transport
+from fedledger.learning import Params, Trainer
+from fedledger.node.config import NodeConfig
+from fedledger.node.consensus import (
+    Aggregate,
+    ConsensusNode,
+    Fetch,
+    Finished,
+    Publish,
+    RoundDone,
+    Train,
+)
+from fedledger.node.gossip_mode import GossipLearner, IterationDone, Mix
+from fedledger.seeds import derive_seed
+
+log = logging.getLogger("fedledger.node")
+
+TICK_SECONDS = 0.02
+SEND_TIMEOUT = 5.0
+FETCH_TIMEOUT = 10.0
+
+
+@dataclass
+class Counters:
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    frames_rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def task_id(node: NodeConfig) -> str:
+    return node.task.digest().hex()
+
+
+class Node:
+    """One participant. ``members`` lists every member's (index, address), this node included."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        identity: Identity,
+        transport: Transport,
+        store: BlobStore,
+        trainer: Trainer,
+        evaluator: Trainer | None = None,
+        data: NodeData,
+        test: Dataset,
+        initial_params: Params,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.transport = transport
+        self.store = store
+        self.trainer = trainer
+        # Evaluation runs while the next round trains: a trainer is not thread-safe.
+        self.evaluator = evaluator if evaluator is not None else trainer
+        self.data = data
+        self.test = test
+        self.clock = clock
+        self.wall = wall
+        self.task = config.task
+        self.task_id = task_id(config)
+        self.counters = Counters()
+        self.spec = spec_of(initial_params)
+        self.initial_cid = store.put(encode(initial_params))
+        members = {p.index: p.address for p in config.peers} | {config.index: identity.address}
+        self.addresses = [members[i] for i in sorted(members)]
+        self.member_set = frozenset(self.addresses)
+        self.endpoints: dict[str, str] = {p.address: p.endpoint for p in config.peers}
+        order = sorted(members)
+        topo = build_topology(config.topology, len(order), seed=config.task.seed)
+        my_pos = order.index(config.index)
+        self.neighbours = [self.addresses[j] for j in topo[my_pos]]
+        self.gossip = Gossip(
+            me=identity.address,
+            neighbours=self.neighbours,
+            config=config.gossip,
+            make=self._make,
+            rng=random.Random(derive_seed(config.task.seed, "gossip", config.index)),
+            complete=all(len(nb) == len(order) - 1 for nb in topo),
+        )
+        self.logic: ConsensusNode | GossipLearner
+        resume = self._load_state()
+        if config.mode == "consensus":
+            self.logic = ConsensusNode(
+                me=identity.address, members=self.addresses, rounds=self.task.rounds,
+                initial_model=self.initial_cid, timeouts=config.timeouts, resume=resume,
+            )  # fmt: skip
+        else:
+            weights = metropolis_hastings_weights(topo)[my_pos]
+            row = {self.addresses[j]: w for j, w in weights.items()}
+            self.logic = GossipLearner(
+                me=identity.address, weights=row, iterations=self.task.rounds,
+                initial_model=self.initial_cid, staleness=config.staleness,
+                timeouts=config.timeouts, resume=resume,
+            )  # fmt: skip
+        self.heard: set[str] = {identity.address}
+        self.finished = asyncio.Event()
+        self.final_model: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rounds_log = config.state_dir / "rounds.jsonl"
+        self.started_at = 0.0
+        self.round_records: list[dict[str, Any]] = []
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def _load_state(self) -> tuple[int, str] | None:
+        path = self.config.state_dir / "state.json"
+        if not path.exists():
+            return None
+        try:
+            state = json.loads(path.read_text())
+            if state.get("task") != self.task_id or not self.store.has(state["model"]):
+                log.warning("ignoring state.json of another task or with a missing model")
+                return None
+            verify = getattr(self.store, "verify", None)
+            if verify is not None:
+                verify(state["model"])  # BlobMismatch (deleted) if a crash truncated it
+            log.info("resuming after round %d", state["round"])
+            return int(state["round"]), str(state["model"])
+        except (OSError, ValueError, KeyError, CodecError, BlobError) as exc:
+            log.warning("ignoring unusable state.json: %s", exc)
+            return None
+
+    def _save_state(self, rnd: int, model: str) -> None:
+        path = self.config.state_dir / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"task": self.task_id, "round": rnd, "model": model}))
+        os.replace(tmp, path)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        self.round_records.append(record)
+        with self._rounds_log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    # -- messages --------------------------------------------------------------------------------
+
+    def _make(self, kind: str, rnd: int, body: dict[str, object]) -> SignedMessage:
+        return make_message(kind=kind, identity=self.identity, task=self.task_id, round=rnd,
+                            body=body)  # fmt: skip
+
+    def _send_all(self, sends: Sequence[Send]) -> None:
+        for s in sends:
+            endpoint = self.endpoints.get(s.peer)
+            if endpoint is None:
+                continue
+            self.counters.bytes_sent += len(s.frame)
+            self._spawn(self._send_one(endpoint, s.frame))
+
+    async def _send_one(self, endpoint: str, frame: bytes) -> None:
+        try:
+            await self.transport.send(endpoint, frame, timeout=SEND_TIMEOUT)
+        except TransportError as exc:
+            log.debug("send to %s failed: %s", endpoint, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("node task failed", exc_info=task.exception())
+
+    def _reject(self, reason: str) -> None:
+        self.counters.frames_rejected += 1
+        key = reason.split(":")[0][:40]
+        self.counters.reasons[key] = self.counters.reasons.get(key, 0) + 1
+        log.info("rejected frame: %s", reason)
+
+    # -- transport handler -----------------------------------------------------------------------
+
+    async def on_frame(self, frame: bytes) -> None:
+        self.counters.bytes_recv += len(frame)
+        # A message id is the hash of its payload: drop a duplicate before the (costlier)
+        # signature check. Only verified messages are ever marked seen.
+        if len(frame) > HEADER_BYTES and self.gossip.has(
+            hashlib.sha256(memoryview(frame)[HEADER_BYTES:]).hexdigest()
+        ):
+            return
+        try:
+            signed, ttl = decode_frame(frame, task=self.task_id, known=self.member_set)
+        except MessageError as exc:
+            self._reject(str(exc))
+            return
+        m = signed.message
+        self.heard.add(m.sender)
+        if m.kind == "ihave":
+            self._send_all(self.gossip.on_ihave(m.sender, m.body["ids"]))
+            return
+        if m.kind == "want":
+            self._send_all(self.gossip.on_want(m.sender, m.body["ids"]))
+            return
+        if m.kind == "fetch":
+            self._reject("fetch: a blob request sent as a frame")
+            return
+        new, sends = self.gossip.receive(signed, ttl)
+        self._send_all(sends)
+        if new:
+            self._deliver(signed)
+
+    def _deliver(self, signed: SignedMessage) -> None:
+        m = signed.message
+        now = self.clock()
+        body = m.body
+        logic = self.logic
+        if m.kind == "hello":
+            if m.sender != self.identity.address:
+                self.endpoints[m.sender] = str(body["endpoint"])
+            if isinstance(logic, ConsensusNode):
+                logic.on_hello(m.sender)
+            return
+        if isinstance(logic, ConsensusNode):
+            if m.kind == "update":
+                self._act(logic.on_update(m.sender, m.round, body["cid"], body["num_examples"],
+                                          body["base"], now))  # fmt: skip
+            elif m.kind == "model":
+                included = [pair[0] for pair in body["included"]]
+                self._act(logic.on_model(m.sender, m.round, body["cid"], included, now))
+        elif m.kind == "model":
+            self._act(logic.on_model(m.sender, m.round, body["cid"], now))
+
+    async def on_fetch(self, request: bytes) -> AsyncIterator[bytes]:
+        try:
+            signed, _ = decode_frame(request, task=self.task_id, known=self.member_set)
+        except MessageError as exc:
+            raise FetchRefused(f"bad request: {exc}") from exc
+        if signed.message.kind != "fetch":
+            raise FetchRefused("not a fetch request")
+        cid = str(signed.message.body["cid"])
+        if not self.store.has(cid):
+            raise FetchRefused(f"no blob {cid}")
+        for chunk in self.store.read_chunks(cid):
+            self.counters.bytes_sent += len(chunk)
+            yield chunk
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _act(self, actions: Sequence[Any]) -> None:
+        for a in actions:
+            if not isinstance(a, Fetch):
+                log.info("%s", a)
+            if isinstance(a, Train):
+                self._spawn(self._train(a))
+            elif isinstance(a, Publish):
+                signed = self._make(a.kind, a.round, dict(a.body))
+                self._send_all(self.gossip.publish(signed))
+            elif isinstance(a, Fetch):
+                self._spawn(self._fetch(a))
+            elif isinstance(a, Aggregate):
+                self._spawn(self._aggregate(a))
+            elif isinstance(a, Mix):
+                self._spawn(self._mix(a))
+            elif isinstance(a, RoundDone):
+                self._spawn(self._round_done(a.round, a.model, {
+                    "adopted": a.adopted, "agreeing": a.agreeing, "announced": a.announced,
+                    "included": len(a.included)}))  # fmt: skip
+            elif isinstance(a, IterationDone):
+                self._pending_iteration = a
+            elif isinstance(a, Finished):
+                self.final_model = a.model
+                self.finished.set()
+
+    def _params(self, cid: str) -> Params:
+        return decode(self.store.get(cid), max_bytes=self.config.max_blob_bytes)
+
+    async def _train(self, a: Train) -> None:
+        params = self._params(a.base)
+        seed = derive_seed(self.task.seed, "fit", a.round, self.config.index)
+        fit = await asyncio.to_thread(self.trainer.fit, params, self.data.train, self.task.train,
+                                      seed=seed)  # fmt: skip
+        cid = self.store.put(encode(fit.params))
+        logic = self.logic
+        if isinstance(logic, ConsensusNode):
+            self._act(logic.trained(a.round, a.base, cid, fit.num_examples, self.clock()))
+        else:
+            self._act(logic.trained(a.round, cid, fit.num_examples, self.clock()))
+
+    async def _fetch(self, a: Fetch) -> None:
+        for source in a.sources:
+            endpoint = self.endpoints.get(source)
+            if endpoint is None:
+                continue
+            request = encode_frame(self._make("fetch", 0, {"cid": a.cid}), ttl=0)
+            try:
+                with self.store.writer(a.cid, max_bytes=self.config.max_blob_bytes) as w:
+                    async for chunk in self.transport.fetch(
+                        endpoint, request, timeout=FETCH_TIMEOUT
+                    ):
+                        self.counters.bytes_recv += len(chunk)
+                        w.write(chunk)
+                    w.commit()
+            except (TransportError, BlobError) as exc:
+                log.info("fetch %s from %s failed: %s", a.cid, source, exc)
+                continue
+            self._act(self.logic.blob_ready(a.cid, self.clock()))
+            return
+        self._act(self.logic.blob_failed(a.cid, self.clock()))
+
+    async def _aggregate(self, a: Aggregate) -> None:
+        agg = self.task.aggregation
+        updates: list[Any] = []
+        for c in a.inputs:
+            try:
+                updates.append(self._params(c.cid))
+            except (CodecError, BlobError) as exc:
+                log.warning("update %s from %s is not a parameter blob: %s", c.cid, c.sender, exc)
+                updates.append(None)  # the rule rejects it, with a reason
+        weights = [max(c.num_examples, 1) for c in a.inputs]
+        base = self._params(a.base)
+        try:
+            result = await asyncio.to_thread(
+                aggregate, agg.rule, updates, weights, f=agg.f, params=agg.params,
+                spec=self.spec, center=base,
+            )  # fmt: skip
+            for i, reason in result.rejected.items():
+                log.warning("round %d: rejected update of %s: %s", a.round, a.inputs[i].sender,
+                            reason)  # fmt: skip
+            cid = self.store.put(encode(result.params))
+        except AggregationError as exc:
+            log.warning("round %d: cannot aggregate (%s); keeping the round's base model",
+                        a.round, exc)  # fmt: skip
+            cid = a.base
+        logic = self.logic
+        assert isinstance(logic, ConsensusNode)
+        self._act(logic.aggregated(a.round, cid, self.clock()))
+
+    async def _mix(self, a: Mix) -> None:
+        models = [self._params(cid) for cid, _ in a.inputs]
+        weights = [w for _, w in a.inputs]
+
+        def mix() -> Params:
+            return [
+                np.asarray(
+                    sum(w * m[k].astype(np.float64) for w, m in zip(weights, models, strict=True)),
+                    dtype=m0.dtype,
+                )
+                for k, m0 in enumerate(models[0])
+            ]
+
+        mixed = await asyncio.to_thread(mix)
+        cid = self.store.put(encode(mixed))
+        logic = self.logic
+        assert isinstance(logic, GossipLearner)
+        extra: dict[str, Any] = {}
+        done = getattr(self, "_pending_iteration", None)
+        if isinstance(done, IterationDone) and done.iteration == a.iteration:
+            extra = {"fresh": done.fresh, "stale": done.stale, "missing": done.missing}
+        await self._round_done(a.iteration, cid, extra)
+        self._act(logic.mixed(a.iteration, cid, self.clock()))
+
+    async def _round_done(self, rnd: int, model: str, extra: dict[str, Any]) -> None:
+        self._save_state(rnd, model)
+        params = self._params(model)
+        test = await asyncio.to_thread(self.evaluator.evaluate, params, self.test)
+        local = (
+            await asyncio.to_thread(self.evaluator.evaluate, params, self.data.val)
+            if len(self.data.val)
+            else None
+        )
+        self._record({
+            "node": self.config.index, "round": rnd, "model": model, "t": self.wall(),
+            "acc": test["accuracy"], "loss": test["loss"],
+            "local_acc": None if local is None else local["accuracy"],
+            "bytes_sent": self.counters.bytes_sent, "bytes_recv": self.counters.bytes_recv,
+            "rejected": self.counters.frames_rejected, **extra,
+        })  # fmt: skip
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def _hello(self) -> None:
+        endpoint = self.transport.endpoint
+        self._send_all(self.gossip.publish(self._make("hello", 0, {"endpoint": endpoint})))
+
+    async def _ticker(self) -> None:
+        while True:
+            now = self.clock()
+            self._act(self.logic.tick(now))
+            self._send_all(self.gossip.tick(now))
+            await asyncio.sleep(TICK_SECONDS)
+
+    def _all_finished(self) -> bool:
+        """Consensus: every alive member announced a model for the last round."""
+        logic = self.logic
+        if isinstance(logic, ConsensusNode):
+            last = logic._rounds.get(self.task.rounds)
+            return last is not None and all(m in last.models for m in logic.expected())
+        return False
+
+    def _warm_up(self) -> None:
+        """One tiny fit and evaluation: torch initializes lazily, and that first-call cost
+        belongs to start-up, not to round 1."""
+        params = self._params(self.initial_cid)
+        few = self.data.train.subset(np.arange(min(len(self.data.train), 8)))
+        self.trainer.fit(params, few, self.task.train, seed=0)
+        self.evaluator.evaluate(params, few)
+
+    async def run(self) -> dict[str, Any]:
+        """Serve, wait for the others, run every round, linger, and return a summary."""
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._warm_up)
+        await self.transport.start(self)
+        ticker = asyncio.get_running_loop().create_task(self._ticker())
+        try:
+            await self._hello()
+            deadline = self.clock() + self.config.ready_timeout
+            while self.heard < self.member_set and self.clock() < deadline:
+                await asyncio.sleep(0.05)
+            missing = len(self.member_set - self.heard)
+            if missing:
+                log.warning("starting without hearing from %d member(s)", missing)
+            self.started_at = self.wall()
+            self._act(self.logic.start(self.clock()))
+            await self.finished.wait()
+            linger_until = self.clock() + self.config.linger
+            while self.clock() < linger_until and not self._all_finished():
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(min(0.5, self.config.linger))
+        finally:
+            ticker.cancel()
+            for t in list(self._tasks):
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.transport.close()
+        return {
+            "node": self.config.index,
+            "address": self.identity.address,
+            "final_model": self.final_model,
+            "started_at": self.started_at,
+            "bytes_sent": self.counters.bytes_sent,
+            "bytes_recv": self.counters.bytes_recv,
+            "frames_rejected": self.counters.frames_rejected,
+            "reject_reasons": self.counters.reasons,
+        }
+
+
+def state_paths(state_dir: Path) -> dict[str, Path]:
+    return {
+        "state": state_dir / "state.json",
+        "rounds": state_dir / "rounds.jsonl",
+        "blobs": state_dir / "blobs",
+        "log": state_dir / "node.log",
+        "summary": state_dir / "summary.json",
+    }
