@@ -14,7 +14,7 @@ WHEELS := $(wildcard /opt/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format baseline bench lock clean
+.PHONY: setup demo test lint format bench lock clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,15 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PIP) install --quiet --disable-pip-version-check $(FIND_LINKS) -c requirements/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: the reference task trained serverless, one OS process per node over gRPC on
+# 127.0.0.1, consensus mode; then the server-based reference on the same partition.
 demo: setup
-	$(VENV)/bin/fedledger baseline --config examples/digits.toml --out $(OUT)
+	$(VENV)/bin/fedledger run --config examples/digits.toml --out $(OUT)/consensus
+	$(VENV)/bin/fedledger baseline --config examples/digits.toml --out $(OUT)/baseline
+
+bench: setup
+	$(VENV)/bin/python -m benchmarks.consensus
+	$(VENV)/bin/python -m benchmarks.blob_transfer
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -144,6 +144,8 @@ def test_capped_weights_by_hand() -> None:
         Fraction(9, 4),
         Fraction(9, 4),
     ]
+    # Just above the cap (5 > 4.5): lowered to the new cap, 4 = (2 + 2) / (1 - 1/2) / 2.
+    assert capped_weights([2, 2, 5], Fraction(1, 2)) == [2, 2, 4]
     # Nothing above the cap: unchanged.
     assert capped_weights([3, 3, 4], Fraction(1, 2)) == [3, 3, 4]
     assert capped_weights([5, 1], 1.0) == [5, 1]
@@ -232,6 +234,7 @@ def test_bad_f_is_an_aggregation_error(rule: str, f: Any) -> None:
         (lambda: geometric_median(U, max_iter=0), "max_iter >= 1"),
         (lambda: geometric_median(U, tol=-1e-3), "tol >= 0"),
         (lambda: geometric_median(U, tol=float("nan")), "tol >= 0"),
+        (lambda: geometric_median(U, tol=float("inf")), "finite tol"),
         (lambda: multi_krum(U, f=1, m=0), "1 <= m <= n - f = 8"),
         (lambda: multi_krum(U, f=1, m=9), "1 <= m <= n - f = 8"),
         (lambda: fedavg(U, max_weight_fraction=0.0), "max_weight_fraction"),

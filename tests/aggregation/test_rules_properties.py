@@ -67,13 +67,13 @@ class Case:
         return f"bad-{i}".encode()
 
 
-def _bad_update(kind: str) -> object:
+def _bad_update(kind: str, dtype: type) -> object:
     if kind == "nan":
-        u = [np.zeros(s, np.float32) for s in SHAPES]
+        u: list[np.ndarray] = [np.zeros(s, dtype) for s in SHAPES]
         u[0][0, 0] = np.nan
         return u
     if kind == "shape":
-        return [np.zeros(3, np.float32), np.zeros(3, np.float32)]
+        return [np.zeros(3, dtype), np.zeros(3, dtype)]
     return None
 
 
@@ -81,7 +81,8 @@ def _bad_update(kind: str) -> object:
 def cases(draw: st.DrawFn, rules: tuple[str, ...] = RULE_NAMES) -> Case:
     rule = draw(st.sampled_from(rules))
     f = 0 if rule == "fedavg" else draw(st.integers(0, 1))
-    n = draw(st.integers(min_inputs(rule, f), min_inputs(rule, f) + 4))
+    # At least 3 valid inputs, so that their signature outvotes the (at most 2) bad ones.
+    n = draw(st.integers(max(min_inputs(rule, f), 3), min_inputs(rule, f) + 4))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     # Small value sets make ties and duplicate inputs likely; wide ones make them rare.
     elements = draw(
@@ -96,7 +97,7 @@ def cases(draw: st.DrawFn, rules: tuple[str, ...] = RULE_NAMES) -> Case:
     x = draw(hnp.arrays(dtype, (n, n_coords()), elements=elements))
     updates: list[object] = list(to_updates(x, dtype=dtype))
     for kind in draw(st.lists(st.sampled_from(["nan", "shape", "none"]), max_size=2)):
-        updates.insert(draw(st.integers(0, len(updates))), _bad_update(kind))
+        updates.insert(draw(st.integers(0, len(updates))), _bad_update(kind, dtype))
     weights = None
     cap = None
     if rule == "fedavg":
@@ -248,3 +249,21 @@ def test_bound_counts_only_valid_inputs(rule: str) -> None:
         run(rule, updates, f)
     updates.append(random_updates(np.random.default_rng(5), 1)[0])
     assert_scores_consistent(run(rule, updates, f), need + 2)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5])
+def test_krum_ties_are_broken_by_content_not_by_position(m: int) -> None:
+    # +-e1, +-e2, +-e3: distinct inputs whose Krum scores (f = 1) all tie.
+    x = np.zeros((6, n_coords()), dtype=np.float32)
+    for i in range(3):
+        x[2 * i, i] = 1.0
+        x[2 * i + 1, i] = -1.0
+    updates = to_updates(x)
+    expected = multi_krum(updates, f=1, m=m)
+    assert len(expected.kept) == m
+    rng = np.random.default_rng(m)
+    for _ in range(20):
+        perm = [int(i) for i in rng.permutation(6)]
+        got = multi_krum([updates[i] for i in perm], f=1, m=m)
+        assert params_bytes(got) == params_bytes(expected)
+        assert [got.scores[perm.index(i)] for i in range(6)] == list(expected.scores)

@@ -30,7 +30,9 @@ def baseline_30() -> dict[str, Any]:
     return {"report": report.to_dict(), "digest": params_digest(params).hex()}
 
 
-def test_consensus_mode_reproduces_server_fedavg_exactly(tmp_path: Path, baseline_30: dict[str, Any]) -> None:
+def test_consensus_mode_reproduces_server_fedavg_exactly(
+    tmp_path: Path, baseline_30: dict[str, Any]
+) -> None:
     # Same seeds, same exact rule: serverless consensus computes the server's model, bit for bit.
     task = replace(load_config(DIGITS), rounds=6)
     report = run_task(task, out=tmp_path, transport="memory").to_dict()

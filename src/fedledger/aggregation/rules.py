@@ -366,14 +366,15 @@ def geometric_median(
     the input nearest to where the iterations stop is then tested with Vardi and Zhang's (2000)
     step, inputs within ``tol`` of it counting as the same point: if that point is optimal it is
     the result, otherwise the iterations go on from the step; either only when it lowers the sum
-    of distances. Needs ``n > 2f``. An input's score is its final Weiszfeld weight
-    ``1 / |x_i - z|``.
+    of distances. (Distinct inputs a few ``tol`` apart can still stop it early near them; the
+    result is then still no worse than the start.) Needs ``n > 2f``. An input's score is its
+    final Weiszfeld weight ``1 / |x_i - z|``.
     """
     _check_f(f)
     if max_iter < 1:
         raise AggregationError(f"geometric_median needs max_iter >= 1, got {max_iter}")
-    if not tol >= 0:
-        raise AggregationError(f"geometric_median needs tol >= 0, got {tol}")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise AggregationError(f"geometric_median needs a finite tol >= 0, got {tol}")
     prep = prepare(updates, spec=spec)
     _require("geometric_median", prep, f, minimum=2 * f + 1, bound="n > 2f")
     n = prep.n
@@ -485,8 +486,10 @@ def aggregate(
     unknown = set(kwargs) - set(info.params)
     if unknown:
         raise AggregationError(f"{rule} takes no parameter(s) {sorted(unknown)}")
-    if info.uses_weights:
-        return info.fn(updates, weights, f=f, spec=spec, **kwargs)
     if rule == "centered_clipping":
         kwargs["center"] = center
-    return info.fn(updates, f=f, spec=spec, **kwargs)
+    args = (updates, weights) if info.uses_weights else (updates,)
+    try:
+        return info.fn(*args, f=f, spec=spec, **kwargs)
+    except TypeError as exc:  # a required rule parameter is missing (beta, tau)
+        raise AggregationError(f"{rule}: {exc}") from exc

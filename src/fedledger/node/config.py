@@ -64,6 +64,9 @@ class NodeConfig:
     """Seconds to wait for every member to say hello before the first round."""
     linger: float = 10.0
     """Seconds a finished node keeps serving slower peers, at most."""
+    stall_timeout: float = 600.0
+    """A node that makes no progress (no round or iteration completed) for this long stops and
+    reports itself stalled, instead of waiting forever for peers that are gone."""
     task_path: Path | None = None
 
     def __post_init__(self) -> None:
@@ -81,6 +84,8 @@ class NodeConfig:
             raise ConfigError(
                 "peer indices must be unique and differ from this node's", field="peers"
             )
+        if not self.stall_timeout > 0:
+            raise ConfigError(f"must be > 0, got {self.stall_timeout}", field="stall_timeout")
         if self.staleness < 0:
             raise ConfigError(f"must be >= 0, got {self.staleness}", field="staleness")
 
@@ -101,8 +106,23 @@ def _table(doc: dict[str, Any], name: str, cls: type) -> Any:
         raise ConfigError(str(exc), field=name) from exc
 
 
-_TOP = {"task", "index", "key_file", "state_dir", "listen", "mode", "peers", "topology",
-        "gossip", "timeouts", "staleness", "max_blob_bytes", "ready_timeout", "linger"}  # fmt: skip
+_TOP = {
+    "task",
+    "index",
+    "key_file",
+    "state_dir",
+    "listen",
+    "mode",
+    "peers",
+    "topology",
+    "gossip",
+    "timeouts",
+    "staleness",
+    "max_blob_bytes",
+    "ready_timeout",
+    "linger",
+    "stall_timeout",
+}
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -126,10 +146,26 @@ def load_node_config(path: str | Path) -> NodeConfig:
     for i, entry in enumerate(doc.get("peers", [])):
         if not isinstance(entry, dict) or set(entry) != {"index", "address", "endpoint"}:
             raise ConfigError("needs exactly index, address and endpoint", field=f"peers[{i}]")
-        peers.append(Peer(index=int(entry["index"]), address=str(entry["address"]),
-                          endpoint=str(entry["endpoint"])))  # fmt: skip
-    simple = {k: doc[k] for k in ("listen", "mode", "staleness", "max_blob_bytes",
-                                  "ready_timeout", "linger") if k in doc}  # fmt: skip
+        peers.append(
+            Peer(
+                index=int(entry["index"]),
+                address=str(entry["address"]),
+                endpoint=str(entry["endpoint"]),
+            )
+        )
+    simple = {
+        k: doc[k]
+        for k in (
+            "listen",
+            "mode",
+            "staleness",
+            "max_blob_bytes",
+            "ready_timeout",
+            "linger",
+            "stall_timeout",
+        )
+        if k in doc
+    }
     return NodeConfig(
         task=load_config(task_path),
         task_path=task_path,
@@ -167,6 +203,7 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
         f"max_blob_bytes = {cfg.max_blob_bytes}",
         f"ready_timeout = {cfg.ready_timeout!r}",
         f"linger = {cfg.linger!r}",
+        f"stall_timeout = {cfg.stall_timeout!r}",
     ]
     for name in ("topology", "gossip", "timeouts"):
         obj = getattr(cfg, name)
@@ -177,6 +214,10 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
             if getattr(obj, f.name) is not None
         ]
     for peer in cfg.peers:
-        lines += ["\n[[peers]]", f"index = {peer.index}", f"address = {_toml_value(peer.address)}",
-                  f"endpoint = {_toml_value(peer.endpoint)}"]  # fmt: skip
+        lines += [
+            "\n[[peers]]",
+            f"index = {peer.index}",
+            f"address = {_toml_value(peer.address)}",
+            f"endpoint = {_toml_value(peer.endpoint)}",
+        ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -78,6 +78,7 @@ class Counters:
     bytes_sent: int = 0
     bytes_recv: int = 0
     frames_rejected: int = 0
+    frames_duplicate: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -156,6 +157,8 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rounds_log = config.state_dir / "rounds.jsonl"
         self.started_at = 0.0
+        self.stalled = False
+        self._last_progress = 0.0
         self.round_records: list[dict[str, Any]] = []
 
     # -- persistence ---------------------------------------------------------------------------
@@ -234,6 +237,7 @@ class Node:
         if len(frame) > HEADER_BYTES and self.gossip.has(
             hashlib.sha256(memoryview(frame)[HEADER_BYTES:]).hexdigest()
         ):
+            self.counters.frames_duplicate += 1
             return
         try:
             signed, ttl = decode_frame(frame, task=self.task_id, known=self.member_set)
@@ -295,6 +299,8 @@ class Node:
 
     def _act(self, actions: Sequence[Any]) -> None:
         for a in actions:
+            if isinstance(a, RoundDone | Mix | Finished):
+                self._last_progress = self.clock()
             if not isinstance(a, Fetch):
                 log.info("%s", a)
             if isinstance(a, Train):
@@ -437,12 +443,23 @@ class Node:
             await asyncio.sleep(TICK_SECONDS)
 
     def _all_finished(self) -> bool:
-        """Consensus: every alive member announced a model for the last round."""
+        """Consensus: every member, even one believed dead, announced a model for the last
+        round, so no laggard still needs this node's blobs."""
         logic = self.logic
         if isinstance(logic, ConsensusNode):
             last = logic._rounds.get(self.task.rounds)
-            return last is not None and all(m in last.models for m in logic.expected())
+            return last is not None and all(m in last.models for m in logic.members)
         return False
+
+    async def _until_finished(self) -> bool:
+        """Wait for the last round; False if no progress was made for ``stall_timeout``."""
+        self._last_progress = self.clock()
+        while not self.finished.is_set():
+            if self.clock() - self._last_progress > self.config.stall_timeout:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.finished.wait(), timeout=1.0)
+        return True
 
     def _warm_up(self) -> None:
         """One tiny fit and evaluation: torch initializes lazily, and that first-call cost
@@ -468,7 +485,10 @@ class Node:
                 log.warning("starting without hearing from %d member(s)", missing)
             self.started_at = self.wall()
             self._act(self.logic.start(self.clock()))
-            await self.finished.wait()
+            if not await self._until_finished():
+                self.stalled = True
+                log.error("no progress for %.0f s: stopping", self.config.stall_timeout)
+                self.final_model = None
             linger_until = self.clock() + self.config.linger
             while self.clock() < linger_until and not self._all_finished():
                 await asyncio.sleep(0.05)
@@ -485,10 +505,12 @@ class Node:
             "node": self.config.index,
             "address": self.identity.address,
             "final_model": self.final_model,
+            "stalled": self.stalled,
             "started_at": self.started_at,
             "bytes_sent": self.counters.bytes_sent,
             "bytes_recv": self.counters.bytes_recv,
             "frames_rejected": self.counters.frames_rejected,
+            "frames_duplicate": self.counters.frames_duplicate,
             "reject_reasons": self.counters.reasons,
         }
 
