@@ -184,7 +184,7 @@ class TaskConfig:
             lines.append(f"[{name}]")
             for key, value in table.items():
                 if value is not None:
-                    lines.append(f"{key} = {_toml_value(value)}")
+                    lines.append(f"{key} = {toml_value(value)}")
             lines.append("")
         return "\n".join(lines)
 
@@ -194,13 +194,14 @@ class TaskConfig:
         return hashlib.sha256(blob.encode()).digest()
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A Python value as a TOML literal (strings, numbers, booleans, lists of them)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(str(value))
 
 
@@ -277,17 +278,22 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
     return TaskConfig(**task, data=data, model=model, train=train, aggregation=aggregation)
 
 
-def load_config(path: str | Path) -> TaskConfig:
-    """Read and validate a task configuration file."""
+def read_toml(path: str | Path, *, what: str = "configuration file") -> dict[str, Any]:
+    """Parse a TOML file; every failure is a ConfigError naming the file."""
     p = Path(path)
     try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {p}") from exc
+        raise ConfigError(f"{what} not found: {p}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read configuration file {p}: {exc}") from exc
+        raise ConfigError(f"cannot read {what} {p}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p} is not valid TOML: {exc}") from exc
+
+
+def load_config(path: str | Path) -> TaskConfig:
+    """Read and validate a task configuration file."""
+    doc = read_toml(path)
     try:
         return parse_config(doc)
     except TypeError as exc:  # a dataclass rejected an argument

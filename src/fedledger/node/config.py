@@ -23,12 +23,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fedledger.config import TaskConfig, load_config
+from fedledger.config import TaskConfig, load_config, read_toml, toml_value
 from fedledger.errors import ConfigError
 from fedledger.gossip.protocol import GossipConfig
 from fedledger.gossip.topology import TopologySpec
@@ -128,12 +127,7 @@ _TOP = {
 def load_node_config(path: str | Path) -> NodeConfig:
     """Read and validate a node.toml."""
     p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"node configuration not found: {p}") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read node configuration {p}: {exc}") from exc
+    doc = read_toml(p, what="node configuration")
     for key in doc:
         if key not in _TOP:
             raise ConfigError(f"unknown key; known: {', '.join(sorted(_TOP))}", field=key)
@@ -180,25 +174,17 @@ def load_node_config(path: str | Path) -> NodeConfig:
     )
 
 
-def _toml_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def write_node_config(cfg: NodeConfig, path: Path) -> None:
     """Write a node.toml that :func:`load_node_config` reads back to ``cfg``."""
     if cfg.task_path is None:
         raise ConfigError("a node configuration written to disk needs its task's path")
     lines = [
-        f"task = {_toml_value(cfg.task_path.resolve())}",
+        f"task = {toml_value(cfg.task_path.resolve())}",
         f"index = {cfg.index}",
-        f"key_file = {_toml_value(cfg.key_file.resolve())}",
-        f"state_dir = {_toml_value(cfg.state_dir.resolve())}",
-        f"listen = {_toml_value(cfg.listen)}",
-        f"mode = {_toml_value(cfg.mode)}",
+        f"key_file = {toml_value(cfg.key_file.resolve())}",
+        f"state_dir = {toml_value(cfg.state_dir.resolve())}",
+        f"listen = {toml_value(cfg.listen)}",
+        f"mode = {toml_value(cfg.mode)}",
         f"staleness = {cfg.staleness}",
         f"max_blob_bytes = {cfg.max_blob_bytes}",
         f"ready_timeout = {cfg.ready_timeout!r}",
@@ -209,7 +195,7 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
         obj = getattr(cfg, name)
         lines.append(f"\n[{name}]")
         lines += [
-            f"{f.name} = {_toml_value(getattr(obj, f.name))}"
+            f"{f.name} = {toml_value(getattr(obj, f.name))}"
             for f in fields(obj)
             if getattr(obj, f.name) is not None
         ]
@@ -217,7 +203,7 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
         lines += [
             "\n[[peers]]",
             f"index = {peer.index}",
-            f"address = {_toml_value(peer.address)}",
-            f"endpoint = {_toml_value(peer.endpoint)}",
+            f"address = {toml_value(peer.address)}",
+            f"endpoint = {toml_value(peer.endpoint)}",
         ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
