@@ -68,7 +68,7 @@ from fedledger.seeds import derive_seed
 
 log = logging.getLogger("fedledger.node")
 
-TICK_SECONDS = 0.02
+TICK_SECONDS = 0.05  # deadlines are seconds; finer ticks only cost wake-ups
 SEND_TIMEOUT = 5.0
 FETCH_TIMEOUT = 10.0
 
@@ -301,8 +301,17 @@ class Node:
         for a in actions:
             if isinstance(a, RoundDone | Mix | Finished):
                 self._last_progress = self.clock()
-            if not isinstance(a, Fetch):
-                log.info("%s", a)
+            if isinstance(a, RoundDone):
+                log.info(
+                    "round %d done: model %s (%d of %d agree%s)",
+                    a.round,
+                    a.model,
+                    a.agreeing,
+                    a.announced,
+                    ", adopted" if a.adopted else "",
+                )
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("%s", a)
             if isinstance(a, Train):
                 self._spawn(self._train(a))
             elif isinstance(a, Publish):
