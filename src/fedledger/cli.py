@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         report = run_task(
             cfg, out=args.out, mode=args.mode, transport=args.transport, topology=topology,
-            progress=progress, timeout=args.timeout,
+            mixing=args.mixing, progress=progress, timeout=args.timeout,
         )  # fmt: skip
         bar.update(task_id, completed=report.final.get("rounds_completed", 0))
     f = report.final
@@ -185,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--degree", type=int, default=3, help="regular / small_world degree")
     p.add_argument("--p", type=float, default=0.3, help="erdos_renyi / small_world probability")
+    p.add_argument(
+        "--mixing",
+        default="metropolis_hastings",
+        choices=["metropolis_hastings", "uniform"],
+        help="gossip mode's mixing weights",
+    )
     p.add_argument("--rounds", type=int, default=None, help="override the task's rounds")
     p.add_argument("--nodes", type=int, default=None, help="override the task's nodes")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")

@@ -120,6 +120,7 @@ def plan(
     topology: TopologySpec,
     transport: str,
     timeouts: Timeouts | None = None,
+    mixing: str = "metropolis_hastings",
 ) -> list[NodeConfig]:
     """Node configurations for every member of ``task`` on 127.0.0.1.
 
@@ -144,7 +145,7 @@ def plan(
             NodeConfig(
                 task=task, task_path=task_path, index=i, key_file=node_dir / "node.key",
                 state_dir=node_dir / "state", listen=endpoints[i], mode=mode, peers=peers,
-                topology=topology, timeouts=timeouts or Timeouts(),
+                topology=topology, timeouts=timeouts or Timeouts(), mixing=mixing,
             )
         )  # fmt: skip
         if transport == "grpc":
@@ -352,6 +353,7 @@ def run_task(
     transport: str = "grpc",
     topology: TopologySpec | None = None,
     timeouts: Timeouts | None = None,
+    mixing: str = "metropolis_hastings",
     progress: ProgressFn | None = None,
     timeout: float | None = None,
 ) -> Report:
@@ -364,7 +366,7 @@ def run_task(
     task_path = out / "task.toml"  # the effective task, overrides included, for every node
     task_path.write_text(task.to_toml(), encoding="utf-8")
     configs = plan(task, task_path=task_path, out=out, mode=mode, topology=topology,
-                   transport=transport, timeouts=timeouts)  # fmt: skip
+                   transport=transport, timeouts=timeouts, mixing=mixing)  # fmt: skip
     if transport == "memory":
         summaries = asyncio.run(run_in_memory(configs, progress=progress))
     else:

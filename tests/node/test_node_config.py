@@ -26,7 +26,8 @@ def test_written_node_config_reads_back_equal(tmp_path: Path) -> None:
     (cfg,) = plan(task, task_path=task_path, out=tmp_path, mode="gossip",
                   topology=TopologySpec(kind="regular", degree=3), transport="memory",
                   timeouts=Timeouts(initial=5.0, minimum=0.5, maximum=30.0))[1:2]  # fmt: skip
-    cfg = replace(cfg, gossip=GossipConfig(fanout=2, ttl=4), staleness=1, stall_timeout=99.0)
+    cfg = replace(cfg, gossip=GossipConfig(fanout=2, ttl=4), staleness=1, stall_timeout=99.0,
+                  mixing="uniform")  # fmt: skip
     path = tmp_path / "node.toml"
     write_node_config(cfg, path)
     back = load_node_config(path)
@@ -41,6 +42,7 @@ def test_written_node_config_reads_back_equal(tmp_path: Path) -> None:
         "timeouts",
         "staleness",
         "stall_timeout",
+        "mixing",
         "linger",
         "ready_timeout",
         "max_blob_bytes",
@@ -56,6 +58,7 @@ def test_written_node_config_reads_back_equal(tmp_path: Path) -> None:
         ('index = 0\nkey_file = "k"\nstate_dir = "s"\n', "task"),
         ('task = "T"\nindex = 12\nkey_file = "k"\nstate_dir = "s"\n', "index"),
         ('task = "T"\nindex = 0\nkey_file = "k"\nstate_dir = "s"\nmode = "sync"\n', "mode"),
+        ('task = "T"\nindex = 0\nkey_file = "k"\nstate_dir = "s"\nmixing = "max"\n', "mixing"),
         ('task = "T"\nindex = 0\nkey_file = "k"\nstate_dir = "s"\nport = 5\n', "port"),
         ('task = "T"\nindex = 0\nkey_file = "k"\nstate_dir = "s"\n[topology]\nkind = "star"\n',
          "topology.kind"),

@@ -64,14 +64,18 @@ def test_consensus_over_lossy_network_still_agrees(tmp_path: Path) -> None:
     assert network.stats.frames_dropped > 0
 
 
-@pytest.mark.parametrize(("kind", "degree"), [("ring", 2), ("regular", 3)])
+@pytest.mark.parametrize(
+    ("kind", "degree", "mixing"),
+    [("ring", 2, "metropolis_hastings"), ("regular", 3, "metropolis_hastings"),
+     ("regular", 3, "uniform")],
+)  # fmt: skip
 def test_gossip_mode_converges_near_the_baseline(
-    tmp_path: Path, kind: str, degree: int, baseline_30: dict[str, Any]
+    tmp_path: Path, kind: str, degree: int, mixing: str, baseline_30: dict[str, Any]
 ) -> None:
     task = load_config(DIGITS)
     topo = TopologySpec(kind=kind, degree=degree)
     report = run_task(task, out=tmp_path, mode="gossip", transport="memory",
-                      topology=topo).to_dict()  # fmt: skip
+                      topology=topo, mixing=mixing).to_dict()  # fmt: skip
     baseline = baseline_30["report"]["final"]["acc_mean"]
     assert report["final"]["rounds_completed"] == 30
     # the bar: within 3 points of the in-process FedAvg baseline

@@ -34,6 +34,7 @@ from fedledger.gossip.topology import TopologySpec
 from fedledger.node.consensus import Timeouts
 
 MODES = ("consensus", "gossip")
+MIXINGS = ("metropolis_hastings", "uniform")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +56,8 @@ class NodeConfig:
     topology: TopologySpec = field(default_factory=TopologySpec)
     gossip: GossipConfig = field(default_factory=GossipConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    mixing: str = "metropolis_hastings"
+    """Gossip mode's mixing weights: metropolis_hastings (doubly stochastic) or uniform."""
     staleness: int = 0
     """Gossip mode: how many iterations a neighbour's model may lag behind this node's and
     still count as fresh (0: wait for its current iteration, up to the adaptive deadline)."""
@@ -82,6 +85,10 @@ class NodeConfig:
         if len(set(indices)) != len(indices):
             raise ConfigError(
                 "peer indices must be unique and differ from this node's", field="peers"
+            )
+        if self.mixing not in MIXINGS:
+            raise ConfigError(
+                f"unknown mixing {self.mixing!r}; known: {', '.join(MIXINGS)}", field="mixing"
             )
         if not self.stall_timeout > 0:
             raise ConfigError(f"must be > 0, got {self.stall_timeout}", field="stall_timeout")
@@ -121,6 +128,7 @@ _TOP = {
     "ready_timeout",
     "linger",
     "stall_timeout",
+    "mixing",
 }
 
 
@@ -147,19 +155,17 @@ def load_node_config(path: str | Path) -> NodeConfig:
                 endpoint=str(entry["endpoint"]),
             )
         )
-    simple = {
-        k: doc[k]
-        for k in (
-            "listen",
-            "mode",
-            "staleness",
-            "max_blob_bytes",
-            "ready_timeout",
-            "linger",
-            "stall_timeout",
-        )
-        if k in doc
+    structured = {
+        "task",
+        "index",
+        "key_file",
+        "state_dir",
+        "peers",
+        "topology",
+        "gossip",
+        "timeouts",
     }
+    simple = {k: doc[k] for k in _TOP - structured if k in doc}
     return NodeConfig(
         task=load_config(task_path),
         task_path=task_path,
@@ -190,6 +196,7 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
         f"ready_timeout = {cfg.ready_timeout!r}",
         f"linger = {cfg.linger!r}",
         f"stall_timeout = {cfg.stall_timeout!r}",
+        f"mixing = {toml_value(cfg.mixing)}",
     ]
     for name in ("topology", "gossip", "timeouts"):
         obj = getattr(cfg, name)

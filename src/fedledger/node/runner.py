@@ -50,7 +50,11 @@ from fedledger.gossip.messages import (
     make_message,
 )
 from fedledger.gossip.protocol import Gossip, Send
-from fedledger.gossip.topology import build_topology, metropolis_hastings_weights
+from fedledger.gossip.topology import (
+    build_topology,
+    metropolis_hastings_weights,
+    uniform_weights,
+)
 from fedledger.gossip.transport import Transport
 from fedledger.learning import Params, Trainer
 from fedledger.node.config import NodeConfig
@@ -144,7 +148,8 @@ class Node:
                 initial_model=self.initial_cid, timeouts=config.timeouts, resume=resume,
             )  # fmt: skip
         else:
-            weights = metropolis_hastings_weights(topo)[my_pos]
+            mix = uniform_weights if config.mixing == "uniform" else metropolis_hastings_weights
+            weights = mix(topo)[my_pos]
             row = {self.addresses[j]: w for j, w in weights.items()}
             self.logic = GossipLearner(
                 me=identity.address, weights=row, iterations=self.task.rounds,
