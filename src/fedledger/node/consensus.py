@@ -190,6 +190,11 @@ class ConsensusNode:
     def _r(self, rnd: int) -> _Round:
         return self._rounds.setdefault(rnd, _Round())
 
+    def announcers(self, rnd: int) -> frozenset[str]:
+        """Members (this node included) whose model announcement for ``rnd`` arrived."""
+        st = self._rounds.get(rnd)
+        return frozenset(st.models) if st is not None else frozenset()
+
     def alive(self, member: str) -> bool:
         return member == self.me or self._missed.get(member, 0) < self.dead_after
 

@@ -164,6 +164,7 @@ class Node:
         self.started_at = 0.0
         self.stalled = False
         self._last_progress = 0.0
+        self._pending_iteration: IterationDone | None = None
         self.round_records: list[dict[str, Any]] = []
 
     # -- persistence ---------------------------------------------------------------------------
@@ -420,8 +421,8 @@ class Node:
         logic = self.logic
         assert isinstance(logic, GossipLearner)
         extra: dict[str, Any] = {}
-        done = getattr(self, "_pending_iteration", None)
-        if isinstance(done, IterationDone) and done.iteration == a.iteration:
+        done = self._pending_iteration
+        if done is not None and done.iteration == a.iteration:
             extra = {"fresh": done.fresh, "stale": done.stale, "missing": done.missing}
         await self._round_done(a.iteration, cid, extra)
         self._act(logic.mixed(a.iteration, cid, self.clock()))
@@ -461,8 +462,7 @@ class Node:
         round, so no laggard still needs this node's blobs."""
         logic = self.logic
         if isinstance(logic, ConsensusNode):
-            last = logic._rounds.get(self.task.rounds)
-            return last is not None and all(m in last.models for m in logic.members)
+            return logic.announcers(self.task.rounds) >= frozenset(logic.members)
         return False
 
     async def _until_finished(self) -> bool:
