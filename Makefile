@@ -16,7 +16,15 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint format bench lock clean
 
-setup: $(STAMP)
+NODE_STAMP := node_modules/.fedledger-installed
+
+setup: $(STAMP) $(NODE_STAMP)
+
+# anvil (a local EVM node for the ledger's RPC backend) from npm, pinned by package-lock.json.
+# Never --omit=optional: the binary is in the optional platform package.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fedledger needs Python >= 3.11")'
@@ -52,4 +60,4 @@ lock: setup
 	  $(PIP) freeze --exclude-editable ) > requirements/constraints.txt
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache

@@ -20,12 +20,17 @@ as ``__cause__``.
     ├── TransportError         the network failed to deliver
     │   ├── PeerUnavailable        the peer cannot be reached, or timed out
     │   └── FetchRefused           the peer answered but will not serve that blob
-    └── BlobError              a blob store failure
-        ├── BlobNotFound           the store has no blob under that CID
-        └── BlobMismatch           received bytes do not hash to the CID asked for
+    ├── BlobError              a blob store failure
+    │   ├── BlobNotFound           the store has no blob under that CID
+    │   └── BlobMismatch           received bytes do not hash to the CID asked for
+    └── LedgerError            a chain operation failed
+        ├── TransactionReverted    a transaction or view call reverted (.reason, .receipt)
+        └── ChainUnavailable       the chain cannot be reached, or did not mine in time
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class FedledgerError(Exception):
@@ -100,3 +105,35 @@ class BlobNotFound(BlobError, KeyError):
 
 class BlobMismatch(BlobError, ValueError):
     """Received bytes do not hash to the CID that was asked for, or exceed the size limit."""
+
+
+class LedgerError(FedledgerError):
+    """A chain operation failed: a rejected transaction, a broken journal, a missing receipt."""
+
+
+class TransactionReverted(LedgerError):
+    """A transaction (or a view call) reverted.
+
+    ``reason`` is the decoded ``Error(string)`` message (``"nope"``), ``"out of gas"`` when the
+    transaction used all of its gas, ``"panic 0x.."`` for a ``Panic(uint256)``, or ``None``
+    when the contract gave no reason. ``data`` holds the raw revert data when known.
+    ``receipt`` (a :class:`fedledger.ledger.chain.Receipt`) is set when the transaction was mined
+    (status 0), ``None`` when the revert was found before sending (estimating gas, or a view).
+    eth-tester's ``TransactionFailed`` and web3's ``ContractLogicError`` (anvil) both become this.
+    """
+
+    def __init__(
+        self, reason: str | None, *, data: bytes | None = None, receipt: Any = None
+    ) -> None:
+        self.reason = reason
+        self.data = data
+        self.receipt = receipt
+        self.tx_hash: str | None = receipt.tx_hash if receipt is not None else None
+        text = f"reverted: {reason}" if reason is not None else "reverted without a reason"
+        if self.tx_hash is not None:
+            text = f"transaction {self.tx_hash} {text}"
+        super().__init__(text)
+
+
+class ChainUnavailable(LedgerError):
+    """The chain cannot be reached, kept failing, or did not mine a transaction in time."""

@@ -1,0 +1,1 @@
+"""The ledger: contracts, chain backends and the audit."""
