@@ -140,6 +140,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_chain_up(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from fedledger.ledger.anvil import find_anvil, install_anvil, project_root, start_anvil
+
+    if find_anvil() is None:
+        root = project_root()
+        if root is None:
+            console.print("[red]error:[/red] anvil not found; install it with npm (see README)")
+            return 2
+        console.print("installing anvil from the project's package-lock.json (npm)...")
+        install_anvil(root)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop anvil on SIGTERM as on Ctrl-C
+    with start_anvil(port=args.port, block_time=args.block_time) as node:
+        console.print(f"anvil listening on [bold]{node.url}[/bold] (127.0.0.1 only); Ctrl-C stops")
+        for account in node.accounts()[:3]:
+            console.print(f"  funded test account {account.address}")
+        try:
+            while node.running:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedledger",
@@ -195,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=None, help="override the task's nodes")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.set_defaults(func=cmd_run)
+
+    chain = sub.add_parser("chain", help="local EVM chains for the ledger")
+    chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION")
+    p = chain_sub.add_parser(
+        "up",
+        help="start a local anvil on 127.0.0.1 (installed from npm if missing)",
+        description="Start anvil (Foundry's local EVM node, from the npm package pinned in "
+        "package-lock.json) on 127.0.0.1 and keep it running until Ctrl-C.",
+    )
+    p.add_argument("--port", type=int, default=8545, help="port (0: any free port)")
+    p.add_argument("--block-time", type=float, default=None, help="interval mining, seconds")
+    p.set_defaults(func=cmd_chain_up)
     return parser
 
 
