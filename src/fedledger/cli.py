@@ -159,14 +159,15 @@ def cmd_chain_up(args: argparse.Namespace) -> int:
         install_anvil(root)
     signal.signal(signal.SIGTERM, _interrupt)  # stop anvil on SIGTERM as on Ctrl-C
     with start_anvil(port=args.port, block_time=args.block_time) as node:
-        console.print(f"anvil listening on [bold]{node.url}[/bold] (127.0.0.1 only); Ctrl-C stops")
-        for account in node.accounts()[:3]:
-            console.print(f"  funded test account {account.address}")
         try:
+            console.print(f"anvil listening on [bold]{node.url}[/bold] (127.0.0.1 only)")
+            for account in node.accounts()[:3]:
+                console.print(f"  funded test account {account.address}")
+            console.print("Ctrl-C stops it")
             while node.running:
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            pass
+            pass  # leaving the block stops anvil
     return 0
 
 

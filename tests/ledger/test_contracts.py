@@ -391,6 +391,52 @@ def test_leave_cooldown_withdraw(world: World) -> None:
     assert task.is_member(b)
 
 
+REENTRANT_MEMBER = """
+# pragma version ~=0.4.3
+interface ITask:
+    def join(endpoint: String[256]): payable
+    def leave(): nonpayable
+    def withdraw(): nonpayable
+
+task: address
+
+@deploy
+def __init__(task: address):
+    self.task = task
+
+@external
+@payable
+def enter():
+    extcall ITask(self.task).join("evil", value=msg.value)
+
+@external
+def go(leave: bool):
+    if leave:
+        extcall ITask(self.task).leave()
+    else:
+        extcall ITask(self.task).withdraw()
+
+@external
+@payable
+def __default__():
+    extcall ITask(self.task).withdraw()  # re-enter while being paid
+"""
+
+
+def test_withdraw_cannot_be_reentered(world: World) -> None:
+    attacker = boa.loads(REENTRANT_MEMBER, world.task.address)
+    boa.env.set_balance(world.accounts[0], 10 * ETHER)
+    attacker.enter(sender=world.accounts[0], value=ETHER)
+    join(world, world.accounts[1:2])
+    attacker.go(True)
+    boa.env.time_travel(seconds=COOLDOWN)
+    with boa.reverts():
+        attacker.go(False)
+    assert world.task.stake_of(attacker.address) == ETHER
+    assert boa.env.get_balance(world.task.address) == 2 * ETHER
+    assert boa.env.get_balance(attacker.address) == 0
+
+
 def test_leave_and_withdraw_need_membership(world: World) -> None:
     a = world.accounts[0]
     with boa.reverts("not a member"):
@@ -836,13 +882,36 @@ def test_skip_before_start_reverts(world: World) -> None:
 # ---------------------------------------------------------------- rewards
 
 
-def test_result_digest_matches_the_contract_encoding(world: World) -> None:
-    # Round-trip through the contract: distribute accepts exactly this digest.
+HASHES = """
+# pragma version ~=0.4.3
+@external
+@pure
+def result_digest(contributors: DynArray[address, 256], scores: DynArray[uint256, 256]) -> bytes32:
+    return keccak256(abi_encode(contributors, scores))
+
+@external
+@pure
+def commitment(update_digest: bytes32, sender: address, round: uint256, salt: bytes32) -> bytes32:
+    return keccak256(abi_encode(update_digest, sender, round, salt))
+"""
+
+
+def test_python_hashes_match_vyper(world: World) -> None:
+    hashes = boa.loads(HASHES)
     members = world.accounts[:3]
     contributors, scores = sort_result(members, [1, 2, 3])
+    assert hashes.result_digest(contributors, scores) == result_digest(contributors, scores)
+    assert hashes.result_digest([], []) == result_digest([], [])
     assert result_digest(contributors, scores) != result_digest(contributors, [1, 2, 4])
+    args = (digest(3), members[0], 7, salt(1))
+    assert hashes.commitment(*args) == commitment(*args)
+    assert commitment(*args) != commitment(digest(3), members[1], 7, salt(1))
     with pytest.raises(ValueError, match="duplicate"):
         sort_result([members[0], members[0]], [1, 2])
+    assert sort_result(list(reversed(contributors)), list(reversed(scores))) == (
+        contributors,
+        scores,
+    )
 
 
 def test_distribute_pro_rata(world: World) -> None:

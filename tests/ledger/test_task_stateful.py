@@ -250,6 +250,7 @@ class TaskMachine(RuleBasedStateMachine):
         self.clock_moved = False
 
     def teardown(self) -> None:
+        OUTCOMES["sequences"] += 1
         try:
             self.check_every_reveal_opens_its_commitment()
         finally:
@@ -375,6 +376,8 @@ class TaskMachine(RuleBasedStateMachine):
         if reason is None:
             amount = m.stake[a]
             assert boa.env.get_balance(a) == before + amount
+            assert self.task.stake_of(a) == 0
+            assert self.task.status_of(a) == STATUS_NONE
             m.eth_out += amount
             m.stake[a] = 0
             m.status[a] = STATUS_NONE
@@ -694,6 +697,7 @@ def deployment() -> Deployed:
 @pytest.mark.slow
 def test_task_state_machine(deployment: Deployed) -> None:
     TaskMachine.deployment = deployment
+    OUTCOMES.clear()
     run_state_machine_as_test(
         TaskMachine,
         settings=settings(
@@ -703,6 +707,7 @@ def test_task_state_machine(deployment: Deployed) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+    assert OUTCOMES["sequences"] >= EXAMPLES
     # The sequences reached the interesting states, not only reverts.
     for outcome in (
         "join: ok",
