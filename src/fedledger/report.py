@@ -70,9 +70,3 @@ class Report:
         out = path / "report.json"
         out.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
         return out
-
-
-def read_report(path: str | Path) -> dict[str, Any]:
-    """Load a report.json (a plain dict)."""
-    data: dict[str, Any] = json.loads(Path(path).read_text())
-    return data

@@ -17,7 +17,7 @@ accuracy over nodes rather than one digest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fedledger.node.consensus import (
@@ -196,12 +196,3 @@ class GossipLearner:
             return [Finished(cid, self.iteration)]
         self.iteration += 1
         return self._begin(now)
-
-
-def neighbour_weights(
-    me: int, addresses: Sequence[str], weights: Sequence[Mapping[int, float]]
-) -> dict[str, float]:
-    """Node ``me``'s row of a mixing matrix, keyed by address (including itself)."""
-    return {addresses[j]: w for j, w in weights[me].items()} | {
-        addresses[me]: weights[me].get(me, 0.0)
-    }

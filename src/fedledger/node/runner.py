@@ -24,7 +24,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -527,13 +526,3 @@ class Node:
             "frames_duplicate": self.counters.frames_duplicate,
             "reject_reasons": self.counters.reasons,
         }
-
-
-def state_paths(state_dir: Path) -> dict[str, Path]:
-    return {
-        "state": state_dir / "state.json",
-        "rounds": state_dir / "rounds.jsonl",
-        "blobs": state_dir / "blobs",
-        "log": state_dir / "node.log",
-        "summary": state_dir / "summary.json",
-    }
