@@ -6,8 +6,11 @@
 @license Apache-2.0
 @notice The task's rules (immutable), its member registry (stake and
         endpoint per member), and its rounds: commit -> reveal -> attest
-        windows per round; a quorum of the active stake (snapshotted at the
-        round's start) attesting the same (model digest, result digest) pair
+        phases per round. The windows are upper bounds: the commit phase
+        closes early once every member eligible in the round (active at
+        its start) committed, the reveal phase once every committer
+        revealed. A quorum of the active stake (snapshotted at the round's
+        start) attesting the same (model digest, result digest) pair
         finalizes the round and starts the next one. After a round
         finalizes, anyone may `distribute` its reward: the contributors and
         scores whose hash is the attested result digest. A member that
@@ -84,6 +87,7 @@ event RoundStarted:
     round: indexed(uint256)
     start: uint256
     active_stake: uint256
+    members: uint256
 
 event Committed:
     round: indexed(uint256)
@@ -158,8 +162,9 @@ allowed: public(HashMap[address, bool])
 status_of: public(HashMap[address, uint8])
 stake_of: public(HashMap[address, uint256])
 endpoint_of: public(HashMap[address, String[256]])
-# The first round whose quorum counts the member's stake (it may attest
-# from that round on): the round after the one during which it joined.
+# The first round whose quorum counts the member's stake (it may commit
+# and attest from that round on): the round after the one during which it
+# joined.
 first_round_of: public(HashMap[address, uint256])
 withdraw_after: public(HashMap[address, uint256])
 # Sum of the stakes of the active members.
@@ -180,6 +185,16 @@ current_round: public(uint256)
 round_start: public(HashMap[uint256, uint256])
 # The active stake at the round's start: the quorum's denominator.
 round_stake: public(HashMap[uint256, uint256])
+# The number of active members at the round's start: those eligible to
+# commit in it. The commit phase closes early when all of them committed.
+round_members: public(HashMap[uint256, uint256])
+# Commitments and reveals made in the round. The reveal phase closes early
+# when every committer revealed.
+commit_count: public(HashMap[uint256, uint256])
+reveal_count: public(HashMap[uint256, uint256])
+# When the commit (reveal) phase closed early; zero while it did not.
+_reveal_at: HashMap[uint256, uint256]
+_attest_at: HashMap[uint256, uint256]
 _round_status: HashMap[uint256, uint8]
 
 commitment_of: public(HashMap[uint256, HashMap[address, bytes32]])
@@ -275,9 +290,43 @@ def is_member(account: address) -> bool:
 def phase(round: uint256) -> uint8:
     """
     @notice 0 not started, 1 commit, 2 reveal, 3 attest, 4 finalized,
-            5 failed (skipped, or expired and not yet skipped).
+            5 failed (skipped, or expired and not yet skipped). A started,
+            open round is in commit before `reveal_opens`, in reveal before
+            `attest_opens`, in attest before `attest_closes`, failed after.
     """
     return self._phase(round)
+
+
+@external
+@view
+def reveal_opens(round: uint256) -> uint256:
+    """
+    @notice When the round's reveal phase opens: the time of the commit
+            that made every eligible member committed, if any, else
+            round_start(round) + commit_window.
+    """
+    return self._reveal_opens(round)
+
+
+@external
+@view
+def attest_opens(round: uint256) -> uint256:
+    """
+    @notice When the round's attest phase opens: the time of the reveal
+            that made every committer revealed, if any, else
+            reveal_opens(round) + reveal_window.
+    """
+    return self._attest_opens(round)
+
+
+@external
+@view
+def attest_closes(round: uint256) -> uint256:
+    """
+    @notice When the round's attest window ends unless it finalized:
+            attest_opens(round) + attest_window.
+    """
+    return self._attest_opens(round) + attest_window
 
 
 @external
@@ -326,14 +375,37 @@ def _phase(round: uint256) -> uint8:
         return PHASE_FINALIZED
     if status == _FAILED:
         return PHASE_FAILED
-    elapsed: uint256 = block.timestamp - self.round_start[round]
-    if elapsed < commit_window:
+    reveal_opens: uint256 = self._reveal_opens(round)
+    if block.timestamp < reveal_opens:
         return PHASE_COMMIT
-    if elapsed < commit_window + reveal_window:
+    attest_opens: uint256 = self._attest_at[round]
+    if attest_opens == 0:
+        attest_opens = reveal_opens + reveal_window
+    if block.timestamp < attest_opens:
         return PHASE_REVEAL
-    if elapsed < commit_window + reveal_window + attest_window:
+    if block.timestamp < attest_opens + attest_window:
         return PHASE_ATTEST
     return PHASE_FAILED
+
+
+@internal
+@view
+def _reveal_opens(round: uint256) -> uint256:
+    # The commit window is an upper bound: see `commit`.
+    at: uint256 = self._reveal_at[round]
+    if at != 0:
+        return at
+    return self.round_start[round] + commit_window
+
+
+@internal
+@view
+def _attest_opens(round: uint256) -> uint256:
+    # The reveal window is an upper bound: see `reveal`.
+    at: uint256 = self._attest_at[round]
+    if at != 0:
+        return at
+    return self._reveal_opens(round) + reveal_window
 
 
 @internal
@@ -454,7 +526,13 @@ def _start_round(round: uint256):
     self.current_round = round
     self.round_start[round] = block.timestamp
     self.round_stake[round] = self.active_stake
-    log RoundStarted(round=round, start=block.timestamp, active_stake=self.active_stake)
+    # Every active member is eligible in the new round: its first_round_of
+    # is at most `round`.
+    members: uint256 = len(self._members)
+    self.round_members[round] = members
+    log RoundStarted(
+        round=round, start=block.timestamp, active_stake=self.active_stake, members=members
+    )
 
 
 @internal
@@ -474,13 +552,21 @@ def _check_round(round: uint256, expected: uint8):
 def commit(round: uint256, c: bytes32):
     """
     @notice Commit to an update: c = keccak256(abi_encode(update_digest,
-            msg.sender, round, salt)). Active members, commit window, once.
+            msg.sender, round, salt)). Active members that were active at
+            the round's start, commit phase, once. The commit that makes
+            every eligible member (`round_members`) committed closes the
+            commit phase: the reveal phase opens at once.
     """
     self._check_round(round, PHASE_COMMIT)
     assert self.status_of[msg.sender] == STATUS_ACTIVE, "not a member"
+    assert self.first_round_of[msg.sender] <= round, "joined during this round"
     assert self.commitment_of[round][msg.sender] == empty(bytes32), "already committed"
     assert c != empty(bytes32), "empty commitment"
     self.commitment_of[round][msg.sender] = c
+    count: uint256 = self.commit_count[round] + 1
+    self.commit_count[round] = count
+    if count == self.round_members[round]:
+        self._reveal_at[round] = block.timestamp
     log Committed(round=round, member=msg.sender, commitment=c)
 
 
@@ -489,8 +575,10 @@ def reveal(
     round: uint256, update_digest: bytes32, cid: String[64], num_examples: uint256, salt: bytes32
 ):
     """
-    @notice Open the commitment: reveal window, once, must match. The CID
-            goes in the event only.
+    @notice Open the commitment: reveal phase, once, must match. The CID
+            goes in the event only. The reveal that makes every committer
+            (`commit_count`) revealed closes the reveal phase: the attest
+            phase opens at once.
     """
     self._check_round(round, PHASE_REVEAL)
     assert self.status_of[msg.sender] == STATUS_ACTIVE, "not a member"
@@ -503,6 +591,10 @@ def reveal(
     ), "reveal does not match commitment"
     self.update_digest_of[round][msg.sender] = update_digest
     self.num_examples_of[round][msg.sender] = num_examples
+    count: uint256 = self.reveal_count[round] + 1
+    self.reveal_count[round] = count
+    if count == self.commit_count[round]:
+        self._attest_at[round] = block.timestamp
     log Revealed(
         round=round,
         member=msg.sender,
@@ -564,7 +656,8 @@ def attest(round: uint256, model_digest: bytes32, result_digest: bytes32):
 def skip(round: uint256):
     """
     @notice Anyone: record the current round as failed once its attest
-            window is over without finalization, and start the next one.
+            window is over (`attest_closes`) without finalization, and
+            start the next one.
     """
     assert round == self.current_round and round != 0, "not the current round"
     assert self._phase(round) == PHASE_FAILED, "round not expired"

@@ -27,6 +27,18 @@
     f = 0                       # Byzantine inputs the rule must tolerate
     # any other key is a parameter of the rule, e.g. beta = 0.2 for trimmed_mean
 
+    [ledger]                    # the Task contract's rules (used with --chain)
+    quorum = 0.67               # fraction of stake whose attestations finalize a round
+    min_stake = 1e16            # wei
+    commit_window = 300         # seconds: upper bounds; a phase closes early once
+    reveal_window = 120         #   every member acted
+    attest_window = 300
+    reward_per_round = 1000.0   # reward tokens (18 decimals) minted per finalized round
+    access = "members"          # who may download finalized models: members | token_holders
+                                #   | public
+    allowlist = false           # true: only addresses the task owner allows may join
+    cooldown = 60               # seconds between leave() and withdraw()
+
 Every value is checked when the file is loaded; an error names the offending key
 (``aggregation.f: ...``). Unknown keys are errors too, since a typo would otherwise be ignored.
 """
@@ -129,6 +141,55 @@ class AggregationConfig:
             raise ConfigError("centered_clipping needs tau", field="aggregation.tau")
 
 
+ACCESS_POLICIES = ("members", "token_holders", "public")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerConfig:
+    """The rules a task's contract is deployed with (see docs/contracts.md)."""
+
+    quorum: float = 0.67
+    min_stake: int = 10**16
+    commit_window: int = 300
+    reveal_window: int = 120
+    attest_window: int = 300
+    reward_per_round: float = 1000.0
+    access: str = "members"
+    allowlist: bool = False
+    cooldown: int = 60
+    max_participants: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.quorum <= 1:
+            raise ConfigError(f"must be in (0.5, 1], got {self.quorum}", field="ledger.quorum")
+        if self.min_stake < 1:
+            raise ConfigError(f"must be >= 1 wei, got {self.min_stake}", field="ledger.min_stake")
+        for name in ("commit_window", "reveal_window", "attest_window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be >= 1 s, got {getattr(self, name)}",
+                                  field=f"ledger.{name}")  # fmt: skip
+        if self.reward_per_round < 0:
+            raise ConfigError("must be >= 0", field="ledger.reward_per_round")
+        if self.access not in ACCESS_POLICIES:
+            raise ConfigError(f"unknown policy {self.access!r}; known: "
+                              f"{', '.join(ACCESS_POLICIES)}", field="ledger.access")  # fmt: skip
+        if self.cooldown < 0:
+            raise ConfigError(f"must be >= 0, got {self.cooldown}", field="ledger.cooldown")
+        if not 1 <= self.max_participants <= 256:
+            raise ConfigError(f"must be in [1, 256], got {self.max_participants}",
+                              field="ledger.max_participants")  # fmt: skip
+
+    @property
+    def quorum_bps(self) -> int:
+        """The quorum in basis points, rounded up (the contract needs more than 5000)."""
+        return max(5001, min(10_000, math.ceil(round(self.quorum * 10_000, 6))))
+
+    @property
+    def reward_wei(self) -> int:
+        """Reward per round in the token's smallest unit (18 decimals)."""
+        return round(self.reward_per_round * 10**18)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TaskConfig:
     name: str = "task"
@@ -139,6 +200,7 @@ class TaskConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -154,6 +216,9 @@ class TaskConfig:
                 f"f={agg.f} is too large for {self.nodes} nodes: {agg.rule} needs {info.bound}",
                 field="aggregation.f",
             )
+        if self.ledger.max_participants < self.nodes:
+            raise ConfigError(f"must be >= task.nodes ({self.nodes})",
+                              field="ledger.max_participants")  # fmt: skip
         if agg.rule == "trimmed_mean":
             beta = float(agg.params["beta"])
             if not 0 <= beta < 0.5:
@@ -252,7 +317,7 @@ def _check_type(where: str, value: Any, annotation: str) -> Any:
     return value
 
 
-_SECTIONS = ("task", "data", "model", "train", "aggregation")
+_SECTIONS = ("task", "data", "model", "train", "aggregation", "ledger")
 
 
 def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
@@ -263,7 +328,7 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
         if not isinstance(table, dict):
             raise ConfigError("must be a table", field=section)
     task = _typed("task", doc.get("task", {}), TaskConfig)
-    for nested in ("data", "model", "train", "aggregation"):
+    for nested in ("data", "model", "train", "aggregation", "ledger"):
         if nested in task:
             raise ConfigError(f"unknown key; use the [{nested}] section", field=f"task.{nested}")
     data = DataConfig(**_typed("data", doc.get("data", {}), DataConfig))
@@ -275,7 +340,12 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
     _check_type("aggregation.rule", rule, "str")
     _check_type("aggregation.f", f, "int")
     aggregation = AggregationConfig(rule=rule, f=f, params=agg_table)
-    return TaskConfig(**task, data=data, model=model, train=train, aggregation=aggregation)
+    ledger_table = dict(doc.get("ledger", {}))
+    if isinstance(ledger_table.get("min_stake"), float) and ledger_table["min_stake"].is_integer():
+        ledger_table["min_stake"] = int(ledger_table["min_stake"])  # 1e16 is a TOML float
+    ledger = LedgerConfig(**_typed("ledger", ledger_table, LedgerConfig))
+    return TaskConfig(**task, data=data, model=model, train=train, aggregation=aggregation,
+                      ledger=ledger)  # fmt: skip
 
 
 def read_toml(path: str | Path, *, what: str = "configuration file") -> dict[str, Any]:

@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from eth_account.signers.local import LocalAccount
 
 from fedledger.commit import digest_from_cid
 from fedledger.config import TaskConfig
@@ -28,6 +30,8 @@ from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
 from fedledger.gossip.topology import TopologySpec
 from fedledger.gossip.transport import Transport
+from fedledger.ledger.chain import Chain, EmbeddedChain, RpcChain
+from fedledger.ledger.task_client import ContractLedger, Finalized, Ledger, deploy_task
 from fedledger.node.config import NodeConfig, Peer, write_node_config
 from fedledger.node.consensus import Timeouts
 from fedledger.node.runner import Node
@@ -61,6 +65,7 @@ def build_node(
     transport: Transport,
     store: BlobStore | None = None,
     task: Task | None = None,
+    ledger: Ledger | None = None,
 ) -> Node:
     task = task or prepare_task(cfg.task)
     trainer = build_trainer(cfg.task, task.data)
@@ -76,6 +81,8 @@ def build_node(
         data=task.data.nodes[cfg.index],
         test=task.data.test,
         initial_params=initial,
+        ledger=ledger,
+        stake=cfg.stake,
     )
 
 
@@ -88,7 +95,13 @@ def run_node(cfg: NodeConfig) -> dict[str, Any]:
         transport = GrpcTransport(host=host, port=int(port))
     except ValueError as exc:
         raise ConfigError(f"bad listen address {cfg.listen!r}", field="listen") from exc
-    node = build_node(cfg, identity=identity, transport=transport)
+    ledger = None
+    if cfg.chain is not None and cfg.task_address is not None:
+        from eth_account import Account
+
+        chain = RpcChain(cfg.chain, private_key=identity.private_key)
+        ledger = ContractLedger(chain, cfg.task_address, Account.from_key(identity.private_key))
+    node = build_node(cfg, identity=identity, transport=transport, ledger=ledger)
     summary = asyncio.run(node.run())
     (cfg.state_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -121,6 +134,8 @@ def plan(
     transport: str,
     timeouts: Timeouts | None = None,
     mixing: str = "metropolis_hastings",
+    chain_url: str | None = None,
+    task_address: str | None = None,
 ) -> list[NodeConfig]:
     """Node configurations for every member of ``task`` on 127.0.0.1.
 
@@ -146,6 +161,7 @@ def plan(
                 task=task, task_path=task_path, index=i, key_file=node_dir / "node.key",
                 state_dir=node_dir / "state", listen=endpoints[i], mode=mode, peers=peers,
                 topology=topology, timeouts=timeouts or Timeouts(), mixing=mixing,
+                chain=chain_url, task_address=task_address,
             )
         )  # fmt: skip
         if transport == "grpc":
@@ -266,6 +282,119 @@ def run_processes(
     return summaries
 
 
+# -- a task with a ledger -------------------------------------------------------------------------
+
+GAS_FUNDS = 10**18
+"""Wei each node's account receives for gas, on top of its stake, in ``fedledger run``."""
+LEDGER_FILE = "ledger.json"
+JOURNAL_FILE = "chain.jsonl"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerDeployment:
+    """Where a run's task lives on chain (written to ``ledger.json`` in the run directory)."""
+
+    backend: str
+    """``"embedded"`` or the JSON-RPC URL."""
+    chain_id: int
+    task: str
+    token: str
+    owner: str
+    first_block: int
+    """The block before the deployment: events are read from here on."""
+
+    def write(self, out: Path) -> None:
+        (out / LEDGER_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, out: Path) -> LedgerDeployment:
+        try:
+            return cls(**json.loads((out / LEDGER_FILE).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"{out / LEDGER_FILE} is missing or not a ledger file: {exc}"
+            ) from exc
+
+
+def deploy_for_run(
+    chain: Chain, task: TaskConfig, *, owner: LocalAccount, members: Sequence[str], backend: str
+) -> LedgerDeployment:
+    """Deploy the task's contracts and fund every member's account with stake and gas."""
+    first = chain.block_number()
+    task_address, token = deploy_task(chain, task, owner=owner)
+    for address in members:
+        chain.transfer(address, task.ledger.min_stake + GAS_FUNDS, sender=owner)
+    return LedgerDeployment(backend=backend, chain_id=chain.chain_id, task=task_address,
+                            token=token, owner=owner.address, first_block=first)  # fmt: skip
+
+
+def _start_when_joined(owner: ContractLedger, n: int) -> bool:
+    """The owner starts round 1 once ``n`` members joined; True once started."""
+    if owner.current_round() > 0:
+        return True
+    if len(owner.members()) < n:
+        return False
+    owner.start()
+    return True
+
+
+async def run_ledger_in_process(
+    configs: Sequence[NodeConfig],
+    *,
+    chain: Chain,
+    deployment: LedgerDeployment,
+    owner: LocalAccount,
+    transport: str = "memory",
+    progress: ProgressFn | None = None,
+) -> list[dict[str, Any]]:
+    """Every node in this process, each with its own account on the shared chain, over the
+    memory transport or gRPC on 127.0.0.1. Blobs go to each node's directory (the audit reads
+    them). The owner starts round 1 once every node joined."""
+    from eth_account import Account
+
+    task = prepare_task(configs[0].task)
+    network = MemoryNetwork(seed=configs[0].task.seed)
+    nodes = []
+    for cfg in configs:
+        identity = Identity.from_seed(cfg.task.seed, cfg.index)
+        if transport == "memory":
+            node_transport: Transport = network.transport(cfg.listen)
+        else:
+            host, _, port = cfg.listen.rpartition(":")
+            node_transport = GrpcTransport(host=host, port=int(port))
+        ledger = ContractLedger(chain, deployment.task, Account.from_key(identity.private_key))
+        store = FileBlobStore(cfg.state_dir / "blobs", durable=False)
+        nodes.append(build_node(cfg, identity=identity, transport=node_transport, store=store,
+                                task=task, ledger=ledger))  # fmt: skip
+    runs = [asyncio.create_task(n.run()) for n in nodes]
+    owner_ledger = ContractLedger(chain, deployment.task, owner)
+    started = False
+    total = configs[0].task.rounds
+    while not all(r.done() for r in runs):
+        if not started:
+            started = await asyncio.to_thread(_start_when_joined, owner_ledger, len(configs))
+        if progress is not None:
+            rounds = [max((rec["round"] for rec in n.round_records), default=0) for n in nodes]
+            accs = [n.round_records[-1]["acc"] for n in nodes if n.round_records]
+            progress(min(rounds), total, sum(accs) / len(accs) if accs else 0.0)
+        await asyncio.wait(runs, timeout=0.2)
+    return list(await asyncio.gather(*runs))
+
+
+def ledger_final(
+    ledger: Ledger, deployment: LedgerDeployment, addresses: Sequence[str], rounds: int
+) -> dict[str, Any]:
+    """The report's ledger figures: rounds finalized and each node's reward tokens."""
+    events = ledger.events(deployment.first_block)
+    finalized = sorted({e.round for e in events if isinstance(e, Finalized) and e.round <= rounds})
+    return {
+        "rounds_finalized": len(finalized),
+        "rewards": {a: ledger.token_balance(a) / 10**18 for a in addresses},
+        "token_supply": ledger.token_supply() / 10**18,
+        "task_address": deployment.task,
+    }
+
+
 # -- the report ---------------------------------------------------------------------------------
 
 
@@ -276,6 +405,8 @@ def merge_report(
     mode: str,
     transport: str,
     topology: TopologySpec,
+    chain: str = "none",
+    ledger: dict[str, Any] | None = None,
 ) -> Report:
     """One report from every node's rounds.jsonl (the last record per node and round wins)."""
     task = configs[0].task
@@ -311,6 +442,15 @@ def merge_report(
         }
         if mode == "consensus":
             extra["adopted"] = sum(1 for _, r in recs if r.get("adopted"))
+        gases = [r["gas"] for _, r in recs if "gas" in r]
+        if gases:
+            extra["gas_per_node"] = sum(gases) / len(gases)
+            kinds = sorted({k for _, r in recs for k in r.get("gas_by_kind", {})} - {"distribute"})
+            extra["gas_per_node_by_kind"] = {
+                k: sum(r.get("gas_by_kind", {}).get(k, 0) for _, r in recs) / len(recs)
+                for k in kinds
+            }
+            extra["finalized"] = any(r.get("finalized") for _, r in recs)
         records.append(RoundRecord(
             round=rnd, acc_mean=acc.acc_mean, acc_min=acc.acc_min, acc_max=acc.acc_max,
             wall_s=max(r["t"] for _, r in recs) - t0, extra=extra,
@@ -334,11 +474,17 @@ def merge_report(
     if final["model_digests_agree"]:
         final["model_cid"] = finals[0]
         final["model_digest"] = digest_from_cid(str(finals[0])).hex()
+    gas_rounds = [r.extra["gas_per_node"] for r in records if "gas_per_node" in r.extra]
+    if gas_rounds:
+        final["gas_per_node_per_round"] = sum(gas_rounds) / len(gas_rounds)
+    if ledger is not None:
+        final.update(ledger)
     extra_top = {
         "task": task.name,
         "config_digest": task.digest().hex(),
         "rule": task.aggregation.rule,
         "transport": transport,
+        "chain": chain,
         "topology": topology.kind,
         "addresses": [s.get("address") for s in summaries],
     }
@@ -356,22 +502,112 @@ def run_task(
     mixing: str = "metropolis_hastings",
     progress: ProgressFn | None = None,
     timeout: float | None = None,
+    chain: str = "none",
+    deployer_key: str | None = None,
+    audit: bool = True,
 ) -> Report:
-    """``fedledger run``: the whole task on this machine, then report.json in ``out``."""
+    """``fedledger run``: the whole task on this machine, then report.json in ``out``.
+
+    ``chain``: ``"none"`` (consensus or gossip mode without a ledger), ``"embedded"`` (an
+    in-process EVM shared by every node, all in this process; its journal is saved as
+    ``chain.jsonl``) or a JSON-RPC URL (one process per node, over gRPC; ``deployer_key``
+    deploys and funds, by default anvil's first development account). With a ledger the run
+    directory also gets ``ledger.json``, and the audit runs at the end unless ``audit`` is
+    False.
+    """
     if transport not in ("grpc", "memory"):
         raise ConfigError(f"unknown transport {transport!r}; known: grpc, memory",
+                          field="transport")  # fmt: skip
+    if chain != "none" and mode != "consensus":
+        raise ConfigError("a ledger runs consensus rounds: use --mode consensus", field="mode")
+    if chain not in ("none", "embedded") and transport != "grpc":
+        raise ConfigError("nodes on an external chain run as processes over gRPC",
                           field="transport")  # fmt: skip
     topology = topology or TopologySpec()
     out.mkdir(parents=True, exist_ok=True)
     task_path = out / "task.toml"  # the effective task, overrides included, for every node
     task_path.write_text(task.to_toml(), encoding="utf-8")
-    configs = plan(task, task_path=task_path, out=out, mode=mode, topology=topology,
-                   transport=transport, timeouts=timeouts, mixing=mixing)  # fmt: skip
-    if transport == "memory":
-        summaries = asyncio.run(run_in_memory(configs, progress=progress))
+    if chain == "none":
+        configs = plan(task, task_path=task_path, out=out, mode=mode, topology=topology,
+                       transport=transport, timeouts=timeouts, mixing=mixing)  # fmt: skip
+        if transport == "memory":
+            summaries = asyncio.run(run_in_memory(configs, progress=progress))
+        else:
+            summaries = run_processes(configs, progress=progress, timeout=timeout)
+        report = merge_report(configs, summaries, mode=mode, transport=transport,
+                              topology=topology)  # fmt: skip
+        report.write(out)
+        return report
+    return _run_with_ledger(
+        task, out=out, task_path=task_path, transport=transport, topology=topology,
+        timeouts=timeouts, progress=progress, timeout=timeout, chain=chain,
+        deployer_key=deployer_key, audit=audit,
+    )  # fmt: skip
+
+
+def _run_with_ledger(
+    task: TaskConfig,
+    *,
+    out: Path,
+    task_path: Path,
+    transport: str,
+    topology: TopologySpec,
+    timeouts: Timeouts | None,
+    progress: ProgressFn | None,
+    timeout: float | None,
+    chain: str,
+    deployer_key: str | None,
+    audit: bool,
+) -> Report:
+    members = [Identity.from_seed(task.seed, i).address for i in range(task.nodes)]
+    backend: Chain
+    if chain == "embedded":
+        # Chain time runs one second per block, and at the wall clock's rate while idle: the
+        # windows are upper bounds on waiting, whatever the number of transactions.
+        embedded = EmbeddedChain(accounts=1, clock=time.time, pace="elapsed")
+        backend = embedded
     else:
-        summaries = run_processes(configs, progress=progress, timeout=timeout)
-    report = merge_report(configs, summaries, mode=mode, transport=transport, topology=topology)
+        from fedledger.ledger.anvil import mnemonic_accounts
+
+        rpc = RpcChain(chain, private_key=deployer_key or mnemonic_accounts(1)[0].key)
+        backend = rpc
+    owner = backend.accounts()[0]
+    deployment = deploy_for_run(backend, task, owner=owner, members=members,
+                                backend="embedded" if chain == "embedded" else chain)  # fmt: skip
+    deployment.write(out)
+    if chain == "embedded":
+        configs = plan(task, task_path=task_path, out=out, mode="consensus", topology=topology,
+                       transport=transport, timeouts=timeouts)  # fmt: skip
+        runner = run_ledger_in_process(
+            configs, chain=backend, deployment=deployment, owner=owner, transport=transport,
+            progress=progress,
+        )  # fmt: skip
+        try:
+            summaries = asyncio.run(asyncio.wait_for(runner, timeout))
+        finally:
+            embedded.save(out / JOURNAL_FILE)
+    else:
+        configs = plan(task, task_path=task_path, out=out, mode="consensus", topology=topology,
+                       transport="grpc", timeouts=timeouts, chain_url=chain,
+                       task_address=deployment.task)  # fmt: skip
+        owner_ledger = ContractLedger(backend, deployment.task, owner)
+        started = [False]
+
+        def start(_: dict[int, subprocess.Popen[bytes]]) -> None:
+            if not started[0]:
+                started[0] = _start_when_joined(owner_ledger, len(configs))
+
+        summaries = run_processes(configs, progress=progress, timeout=timeout, on_poll=start)
+    reader = ContractLedger(backend, deployment.task, None)
+    figures = ledger_final(reader, deployment, members, task.rounds)
+    if audit:
+        from fedledger.audit import audit_run
+
+        verdict = audit_run(out, chain=backend)
+        figures["audit_ok"] = verdict.ok
+        (out / "audit.json").write_text(json.dumps(verdict.to_dict(), indent=2) + "\n")
+    report = merge_report(configs, summaries, mode="consensus", transport=transport,
+                          topology=topology, chain=deployment.backend, ledger=figures)  # fmt: skip
     report.write(out)
     return report
 

@@ -18,12 +18,14 @@ import pytest
 import vyper
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 from web3.contract import Contract
 from web3.types import RPCEndpoint
 
 from fedledger.errors import ConfigError
 from fedledger.ledger.anvil import AnvilProcess, find_anvil, install_anvil, start_anvil
 from fedledger.ledger.chain import (
+    DEFAULT_GENESIS_TIMESTAMP,
     OUT_OF_GAS,
     Chain,
     EmbeddedChain,
@@ -578,3 +580,67 @@ def test_embedded_events_match_web3_get_logs(counter_artifact: tuple[Any, str]) 
         assert chain.events(event, from_block=0, window=3) == list(
             event.get_logs(from_block=0, to_block=last)
         )
+
+
+def test_elapsed_pace_advances_one_second_per_block_and_with_idle_time() -> None:
+    ticks = iter([100.0, 100.0, 100.2, 100.3, 100.4, 103.6, 103.7, 103.8])
+    now = [100.0]
+
+    def clock() -> float:
+        value = next(ticks, now[0])
+        now[0] = value
+        return value
+
+    chain = EmbeddedChain(clock=clock, pace="elapsed")
+    genesis = chain.block_timestamp(0)
+    assert genesis == DEFAULT_GENESIS_TIMESTAMP
+    sender, other = chain.accounts()[:2]
+    chain.transfer(other.address, 1, sender=sender)
+    first = chain.block_timestamp(chain.block_number())
+    assert first == genesis + 1  # busy: one second per block
+    before_idle = chain.now()
+    assert before_idle >= first + 1
+    chain.transfer(other.address, 1, sender=sender)
+    second = chain.block_timestamp(chain.block_number())
+    assert second >= first + 1
+    assert chain.now() >= second + 1
+
+
+def test_raw_logs_of_an_address_across_windows(
+    chain: AnyChain, counter_artifact: tuple[Any, str]
+) -> None:
+    owner = chain.accounts()[0]
+    counter = deploy_counter(chain, counter_artifact, owner)
+    other = deploy_counter(chain, counter_artifact, owner)
+    first = chain.block_number()
+    for i in range(6):
+        if i % 2:
+            chain.transact(counter.functions.deposit(), sender=owner, value=i)
+        else:
+            chain.transact(counter.functions.bump(), sender=owner)
+        chain.transact(other.functions.bump(), sender=owner)
+
+    logs = chain.logs(counter.address, from_block=first)
+    assert logs == chain.logs(counter.address, from_block=first, window=2)
+    assert [log["address"] for log in logs] == [counter.address] * 6
+    bumped, deposited = counter.events.Bumped(), counter.events.Deposited()
+    kinds = [
+        "bump" if HexBytes(log["topics"][0]) == HexBytes(bumped.topic) else "deposit" for log in logs
+    ]
+    assert kinds == ["bump", "deposit"] * 3
+    assert [bumped.process_log(log)["args"]["count"] for log in logs[::2]] == [1, 2, 3]
+    assert [deposited.process_log(log)["args"]["amount"] for log in logs[1::2]] == [1, 3, 5]
+    assert [log["blockNumber"] for log in logs] == sorted(log["blockNumber"] for log in logs)
+    assert chain.logs(counter.address, from_block=0, to_block=first - 1) == []
+
+
+def test_block_timestamps_and_now(chain: AnyChain, counter_artifact: tuple[Any, str]) -> None:
+    owner = chain.accounts()[0]
+    counter = deploy_counter(chain, counter_artifact, owner)
+    receipt = chain.transact(counter.functions.record_time(), sender=owner)
+    stamped = chain.call(counter.functions.stamp())
+    assert chain.block_timestamp(receipt.block) == stamped
+    assert chain.now() >= stamped
+    later = chain.transact(counter.functions.record_time(), sender=owner)
+    assert chain.call(counter.functions.stamp()) >= stamped
+    assert chain.block_timestamp(later.block) == chain.call(counter.functions.stamp())

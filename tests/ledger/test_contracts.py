@@ -118,17 +118,19 @@ def join(w: World, members: Sequence[str], stake: int = ETHER) -> None:
 
 
 def to_phase(w: World, round_number: int, phase: int) -> None:
-    """Move the clock to the start of `phase` (1 commit, 2 reveal, 3 attest, 5 expired)."""
-    offset = {
-        PHASE_COMMIT: 0,
-        PHASE_REVEAL: WINDOW,
-        PHASE_ATTEST: 2 * WINDOW,
-        PHASE_FAILED: 3 * WINDOW,
+    """Move the clock to the start of `phase` (1 commit, 2 reveal, 3 attest, 5 expired), or
+    leave it if the phase is open already (a phase that closed early)."""
+    task = w.task
+    opens = {
+        PHASE_COMMIT: task.round_start,
+        PHASE_REVEAL: task.reveal_opens,
+        PHASE_ATTEST: task.attest_opens,
+        PHASE_FAILED: task.attest_closes,
     }
-    target = w.task.round_start(round_number) + offset[phase]
-    assert boa.env.timestamp <= target
-    boa.env.time_travel(seconds=target - boa.env.timestamp)
-    assert w.task.phase(round_number) == phase
+    target = opens[phase](round_number)
+    if boa.env.timestamp < target:
+        boa.env.time_travel(seconds=target - boa.env.timestamp)
+    assert task.phase(round_number) == phase
 
 
 def digest(i: int) -> bytes:
@@ -472,7 +474,7 @@ def test_start_is_owner_only_and_once(world: World) -> None:
     assert world.task.phase(1) == PHASE_NOT_STARTED
     world.task.start()
     (log,) = events(world.task, "RoundStarted")
-    assert (log.round, log.start, log.active_stake) == (1, boa.env.timestamp, ETHER)
+    assert (log.round, log.start, log.active_stake, log.members) == (1, boa.env.timestamp, ETHER, 1)
     assert world.task.current_round() == 1
     assert world.task.round_start(1) == boa.env.timestamp
     assert world.task.round_stake(1) == ETHER
@@ -500,6 +502,193 @@ def test_phase_follows_the_clock(world: World) -> None:
     boa.env.time_travel(seconds=1)
     assert task.phase(1) == PHASE_FAILED
     assert task.current_round() == 1
+    start = task.round_start(1)
+    assert task.reveal_opens(1) == start + WINDOW
+    assert task.attest_opens(1) == start + 2 * WINDOW
+    assert task.attest_closes(1) == start + 3 * WINDOW
+
+
+def test_commit_closes_early_when_every_eligible_member_committed(world: World) -> None:
+    task = world.task
+    a, b, c = world.accounts[:3]
+    join(world, [a, b, c])
+    task.start()
+    start = task.round_start(1)
+    assert task.round_members(1) == 3
+    boa.env.time_travel(seconds=5)
+    task.commit(1, commitment(digest(1), a, 1, salt(1)), sender=a)
+    task.commit(1, commitment(digest(2), b, 1, salt(2)), sender=b)
+    assert task.commit_count(1) == 2
+    assert task.phase(1) == PHASE_COMMIT
+    assert task.reveal_opens(1) == start + WINDOW
+    boa.env.time_travel(seconds=10)
+    task.commit(1, commitment(digest(3), c, 1, salt(3)), sender=c)  # the last eligible member
+    closed = boa.env.timestamp
+    assert closed == start + 15
+    assert task.commit_count(1) == 3
+    assert task.phase(1) == PHASE_REVEAL  # no time travel
+    assert task.reveal_opens(1) == closed
+    assert task.attest_opens(1) == closed + WINDOW
+    assert task.attest_closes(1) == closed + 2 * WINDOW
+    with boa.reverts("not in commit window"):
+        task.commit(1, commitment(digest(4), a, 1, salt(4)), sender=a)
+    # A reveal in the closing commit's second is in the reveal phase already.
+    task.reveal(1, digest(1), CID, 10, salt(1), sender=a)
+    assert task.reveal_count(1) == 1
+    assert task.phase(1) == PHASE_REVEAL
+    # The reveal window still bounds the reveal phase, counted from the early close.
+    boa.env.time_travel(seconds=WINDOW - 1)
+    assert task.phase(1) == PHASE_REVEAL
+    boa.env.time_travel(seconds=1)
+    assert task.phase(1) == PHASE_ATTEST
+    with boa.reverts("not in reveal window"):
+        task.reveal(1, digest(2), CID, 10, salt(2), sender=b)
+
+
+def test_reveal_closes_early_when_every_committer_revealed(world: World) -> None:
+    task = world.task
+    a, b, idle = world.accounts[:3]
+    join(world, [a, b, idle])
+    task.start()
+    start = task.round_start(1)
+    task.commit(1, commitment(digest(1), a, 1, salt(1)), sender=a)
+    task.commit(1, commitment(digest(2), b, 1, salt(2)), sender=b)
+    to_phase(world, 1, PHASE_REVEAL)  # idle never committed: the whole commit window
+    assert task.reveal_opens(1) == start + WINDOW == boa.env.timestamp
+    boa.env.time_travel(seconds=7)
+    task.reveal(1, digest(1), CID, 10, salt(1), sender=a)
+    assert task.phase(1) == PHASE_REVEAL
+    assert task.attest_opens(1) == start + 2 * WINDOW
+    with boa.reverts("no commitment"):
+        task.reveal(1, digest(3), CID, 10, salt(3), sender=idle)
+    task.reveal(1, digest(2), CID, 20, salt(2), sender=b)  # the last committer
+    closed = boa.env.timestamp
+    assert task.reveal_count(1) == task.commit_count(1) == 2
+    assert task.phase(1) == PHASE_ATTEST
+    assert task.reveal_opens(1) == start + WINDOW
+    assert task.attest_opens(1) == closed == start + WINDOW + 7
+    assert task.attest_closes(1) == closed + WINDOW
+    with boa.reverts("not in reveal window"):
+        task.reveal(1, digest(2), CID, 20, salt(2), sender=b)
+    task.attest(1, MODEL, digest(9), sender=idle)  # attesting needs no update
+    assert task.phase(1) == PHASE_ATTEST
+    boa.env.time_travel(seconds=WINDOW - 1)
+    assert task.phase(1) == PHASE_ATTEST
+    boa.env.time_travel(seconds=1)
+    assert task.phase(1) == PHASE_FAILED
+
+
+def test_no_early_close_when_a_member_did_not_commit(world: World) -> None:
+    task = world.task
+    members = world.accounts[:3]
+    join(world, members)
+    task.start()
+    start = task.round_start(1)
+    for i, m in enumerate(members[:2]):
+        task.commit(1, commitment(digest(i + 1), m, 1, salt(i)), sender=m)
+    assert task.commit_count(1) == 2 < task.round_members(1)
+    assert task.reveal_opens(1) == start + WINDOW
+    boa.env.time_travel(seconds=WINDOW - 1)
+    assert task.phase(1) == PHASE_COMMIT
+    with boa.reverts("not in reveal window"):
+        task.reveal(1, digest(1), CID, 10, salt(0), sender=members[0])
+    boa.env.time_travel(seconds=1)
+    assert task.phase(1) == PHASE_REVEAL
+    with boa.reverts("not in commit window"):
+        task.commit(1, commitment(digest(3), members[2], 1, salt(2)), sender=members[2])
+    assert task.commit_count(1) == 2
+
+
+def test_member_joining_mid_round_cannot_commit_it(world: World) -> None:
+    task = world.task
+    a, newcomer = world.accounts[:2]
+    join(world, [a])
+    task.start()
+    task.join("new", sender=newcomer, value=ETHER)
+    assert task.first_round_of(newcomer) == 2
+    assert task.round_members(1) == 1
+    with boa.reverts("joined during this round"):
+        task.commit(1, commitment(digest(2), newcomer, 1, salt(2)), sender=newcomer)
+    assert task.commit_count(1) == 0
+    task.commit(1, commitment(digest(1), a, 1, salt(1)), sender=a)
+    assert task.phase(1) == PHASE_REVEAL  # the newcomer is not waited for
+    task.reveal(1, digest(1), CID, 10, salt(1), sender=a)
+    assert task.phase(1) == PHASE_ATTEST
+    task.attest(1, MODEL, digest(9), sender=a)
+    (started,) = events(task, "RoundStarted")
+    assert (started.round, started.members) == (2, 2)
+    assert task.phase(1) == PHASE_FINALIZED
+    assert task.round_members(2) == 2
+    # Eligible in round 2, and waited for.
+    task.commit(2, commitment(digest(2), newcomer, 2, salt(2)), sender=newcomer)
+    assert task.phase(2) == PHASE_COMMIT
+    task.commit(2, commitment(digest(1), a, 2, salt(1)), sender=a)
+    assert task.phase(2) == PHASE_REVEAL
+
+
+def test_leaving_member_keeps_the_windows(world: World) -> None:
+    task = world.task
+    a, b, c = world.accounts[:3]
+    join(world, [a, b, c])
+    task.start()
+    start = task.round_start(1)
+    task.leave(sender=b)  # before committing: never commits, but was counted
+    assert task.round_members(1) == 3
+    task.commit(1, commitment(digest(1), a, 1, salt(1)), sender=a)
+    task.commit(1, commitment(digest(3), c, 1, salt(3)), sender=c)
+    assert task.phase(1) == PHASE_COMMIT
+    assert task.reveal_opens(1) == start + WINDOW
+    task.leave(sender=c)  # after committing: it cannot reveal any more
+    to_phase(world, 1, PHASE_REVEAL)
+    task.reveal(1, digest(1), CID, 10, salt(1), sender=a)
+    with boa.reverts("not a member"):
+        task.reveal(1, digest(3), CID, 10, salt(3), sender=c)
+    assert task.reveal_count(1) == 1 < task.commit_count(1)
+    assert task.phase(1) == PHASE_REVEAL
+    assert task.attest_opens(1) == start + 2 * WINDOW
+    to_phase(world, 1, PHASE_ATTEST)
+
+
+def test_rounds_with_early_closes_attest_finalize_and_skip(world: World) -> None:
+    task = world.task
+    members = world.accounts[:3]
+    join(world, members)
+    task.start()
+    start = task.round_start(1)
+    # Everyone acts at once: the round reaches its attest phase in the second it started.
+    commit_and_reveal(world, 1, members)
+    assert boa.env.timestamp == start
+    assert task.phase(1) == PHASE_ATTEST
+    assert task.reveal_opens(1) == task.attest_opens(1) == start
+    assert task.attest_closes(1) == start + WINDOW
+    contributors, scores = sort_result(members, [1, 1, 2])
+    result = result_digest(contributors, scores)
+    for m in members[:2]:
+        task.attest(1, MODEL, result, sender=m)  # 2 of 3 ETH >= 1.8 ETH: finalizes
+    assert task.phase(1) == PHASE_FINALIZED
+    task.distribute(1, contributors, scores)
+    assert world.token.totalSupply() == REWARD
+    # Round 2 starts with fresh counters and windows.
+    assert task.current_round() == 2
+    assert task.phase(2) == PHASE_COMMIT
+    assert task.round_members(2) == 3
+    assert task.commit_count(2) == task.reveal_count(2) == 0
+    assert task.reveal_opens(2) == boa.env.timestamp + WINDOW
+    boa.env.time_travel(seconds=3)
+    commit_and_reveal(world, 2, members)
+    opened = boa.env.timestamp
+    assert task.phase(2) == PHASE_ATTEST
+    assert task.attest_opens(2) == opened
+    # Nobody attests: the attest window still bounds the round.
+    with boa.reverts("round not expired"):
+        task.skip(2)
+    boa.env.time_travel(seconds=WINDOW - 1)
+    assert task.phase(2) == PHASE_ATTEST
+    boa.env.time_travel(seconds=1)
+    assert task.phase(2) == PHASE_FAILED
+    task.skip(2)
+    assert task.phase(2) == PHASE_FAILED
+    assert task.phase(3) == PHASE_COMMIT
 
 
 def test_commit(world: World) -> None:
@@ -523,8 +712,8 @@ def test_commit_before_start_reverts(world: World) -> None:
 
 
 def test_commit_rejects(world: World) -> None:
-    a, outsider = world.accounts[:2]
-    join(world, [a])
+    a, b, outsider = world.accounts[:3]
+    join(world, [a, b])  # b does not commit: the commit phase stays open
     world.task.start()
     c = commitment(digest(1), a, 1, salt(1))
     with boa.reverts("not a member"):
@@ -563,10 +752,11 @@ def test_commit_after_leaving_reverts(world: World) -> None:
 
 
 def test_reveal(world: World) -> None:
-    a = world.accounts[0]
-    join(world, [a])
+    a, b = world.accounts[:2]
+    join(world, [a, b])
     world.task.start()
     world.task.commit(1, commitment(digest(7), a, 1, salt(1)), sender=a)
+    world.task.commit(1, commitment(digest(8), b, 1, salt(2)), sender=b)  # b never reveals
     to_phase(world, 1, PHASE_REVEAL)
     world.task.reveal(1, digest(7), CID, 123, salt(1), sender=a)
     (log,) = events(world.task, "Revealed")
@@ -612,8 +802,8 @@ def test_reveal_without_commitment_reverts(world: World) -> None:
 
 
 def test_reveal_early_and_late_revert(world: World) -> None:
-    a = world.accounts[0]
-    join(world, [a])
+    a, b = world.accounts[:2]
+    join(world, [a, b])  # b does not commit: the commit phase stays open
     world.task.start()
     world.task.commit(1, commitment(digest(7), a, 1, salt(1)), sender=a)
     with boa.reverts("not in reveal window"):
@@ -714,7 +904,12 @@ def test_finalization_at_quorum(world: World) -> None:
     (log,) = events(world.task, "Finalized")
     assert (log.round, log.model_digest, log.result_digest) == (1, MODEL, digest(9))
     (started,) = events(world.task, "RoundStarted")
-    assert (started.round, started.start, started.active_stake) == (2, boa.env.timestamp, 9 * ETHER)
+    assert (started.round, started.start, started.active_stake, started.members) == (
+        2,
+        boa.env.timestamp,
+        9 * ETHER,
+        5,
+    )
     assert world.task.phase(1) == PHASE_FINALIZED
     assert world.task.model_digest(1) == MODEL
     assert world.task.result_digest(1) == digest(9)
@@ -859,7 +1054,13 @@ def test_skip_failed_round(world: World) -> None:
     (log,) = events(world.task, "Skipped")
     assert log.round == 1
     (started,) = events(world.task, "RoundStarted")
-    assert (started.round, started.start, started.active_stake) == (2, boa.env.timestamp, 2 * ETHER)
+    assert (started.round, started.start, started.active_stake, started.members) == (
+        2,
+        boa.env.timestamp,
+        2 * ETHER,
+        2,
+    )
+    assert world.task.round_members(2) == 2
     assert world.task.phase(1) == PHASE_FAILED
     assert world.task.current_round() == 2
     assert world.task.phase(2) == PHASE_COMMIT
@@ -1096,16 +1297,20 @@ def test_gas_of_commit_reveal_attest(world: World) -> None:
     members = world.accounts[:5]
     join(world, members)
     world.task.start()
-    a = members[0]
-    c = commitment(digest(1), a, 1, salt(1))
-    world.task.commit(1, c, sender=a)
-    commit_gas = _tx_gas(world.task, "commit", [1, c])
-    for i, m in enumerate(members[1:], start=2):
-        world.task.commit(1, commitment(digest(i), m, 1, salt(i)), sender=m)
-    to_phase(world, 1, PHASE_REVEAL)
-    world.task.reveal(1, digest(1), CID, 100, salt(1), sender=a)
-    reveal_gas = _tx_gas(world.task, "reveal", [1, digest(1), CID, 100, salt(1)])
-    to_phase(world, 1, PHASE_ATTEST)
+    salts = [salt(i) for i in range(1, 6)]
+    digests = [digest(i) for i in range(1, 6)]
+    commits = [commitment(digests[i], m, 1, salts[i]) for i, m in enumerate(members)]
+    commit_gas = []
+    for m, c in zip(members, commits, strict=True):
+        world.task.commit(1, c, sender=m)
+        commit_gas.append(_tx_gas(world.task, "commit", [1, c]))
+    assert world.task.phase(1) == PHASE_REVEAL  # the last commit closed the commit phase
+    reveal_gas = []
+    for i, m in enumerate(members):
+        args = [1, digests[i], CID, 100, salts[i]]
+        world.task.reveal(*args, sender=m)
+        reveal_gas.append(_tx_gas(world.task, "reveal", args))
+    assert world.task.phase(1) == PHASE_ATTEST  # the last reveal closed the reveal phase
     world.task.attest(1, MODEL, digest(9), sender=members[1])
     attest_gas = _tx_gas(world.task, "attest", [1, MODEL, digest(9)])
     world.task.attest(1, MODEL, digest(9), sender=members[2])
@@ -1113,11 +1318,13 @@ def test_gas_of_commit_reveal_attest(world: World) -> None:
     finalize_gas = _tx_gas(world.task, "attest", [1, MODEL, digest(9)])
     assert world.task.phase(1) == PHASE_FINALIZED
     print(
-        f"gas: commit {commit_gas}, reveal {reveal_gas}, attest {attest_gas}, "
-        f"finalizing attest {finalize_gas}"
+        f"gas: commit {commit_gas[0]} (first), {commit_gas[1]} (next), "
+        f"{commit_gas[-1]} (closing); reveal {reveal_gas[0]} (first), {reveal_gas[1]} (next), "
+        f"{reveal_gas[-1]} (closing); attest {attest_gas}, finalizing attest {finalize_gas}"
     )
-    # Storage must not grow with the model: a commit is one slot, a reveal two.
-    assert commit_gas < 60_000
-    assert reveal_gas < 100_000
+    # Storage must not grow with the model: a commit is one slot (plus the round's counter),
+    # a reveal two (plus the counter); the closing ones also record when the phase closed.
+    assert max(commit_gas) < 80_000
+    assert max(reveal_gas) < 110_000
     assert attest_gas < 100_000
     assert finalize_gas < 250_000

@@ -4,10 +4,17 @@ A hypothesis state machine drives one Task (and its RewardToken) with random joi
 withdrawals, commits (own, copied, for the wrong round), reveals (own, wrong salt, stolen),
 attestations (honest, conflicting, equivocating), skips, distributions (right, tampered) and
 clock moves. Before every call a Python model of the rules predicts the outcome: the exact
-revert reason, or success and its effects; the call must agree. After every step the
+revert reason, or success and its effects; the call must agree. The model includes the early
+close of the phases: the commit phase closes when every member eligible in the round (active
+at its start) committed, the reveal phase when every committer revealed. After every step the
 invariants are checked on chain:
 
-- only members commit, once per round; a reveal matches its commitment (on-chain data);
+- only members eligible in the round commit, once per round; a reveal matches its commitment
+  (on-chain data);
+- `commit_count(r)` is the number of nonzero commitments in r, `reveal_count(r)` the number of
+  reveals, `round_members(r)` the number of members active at r's start;
+- the phase the model predicts (with its early closes) is `phase(r)`, and the model's phase
+  boundaries are `reveal_opens(r)`, `attest_opens(r)` and `attest_closes(r)`;
 - no round finalizes below the quorum of its snapshotted stake;
 - no round is rewarded twice; the token's total supply equals the rewards minted;
 - the contract's ETH balance equals the stakes paid in minus withdrawals minus slashes.
@@ -161,6 +168,12 @@ class Model:
     current_round: int = 0
     round_start: dict[int, int] = field(default_factory=dict)
     round_stake: dict[int, int] = field(default_factory=dict)
+    round_members: dict[int, int] = field(default_factory=dict)
+    commit_count: dict[int, int] = field(default_factory=dict)
+    reveal_count: dict[int, int] = field(default_factory=dict)
+    # When the commit (reveal) phase closed early, if it did.
+    reveal_at: dict[int, int] = field(default_factory=dict)
+    attest_at: dict[int, int] = field(default_factory=dict)
     round_status: dict[int, str] = field(default_factory=dict)
     commitments: dict[tuple[int, str], bytes] = field(default_factory=dict)
     committed_while_active: set[tuple[int, str]] = field(default_factory=set)
@@ -185,14 +198,23 @@ class Model:
             return PHASE_FINALIZED
         if status == "failed":
             return PHASE_FAILED
-        elapsed = now - self.round_start[r]
-        if elapsed < WINDOW:
+        if now < self.reveal_opens(r):
             return PHASE_COMMIT
-        if elapsed < 2 * WINDOW:
+        if now < self.attest_opens(r):
             return PHASE_REVEAL
-        if elapsed < 3 * WINDOW:
+        if now < self.attest_closes(r):
             return PHASE_ATTEST
         return PHASE_FAILED
+
+    def reveal_opens(self, r: int) -> int:
+        """The windows are upper bounds: a phase may have closed early."""
+        return self.reveal_at.get(r, self.round_start.get(r, 0) + WINDOW)
+
+    def attest_opens(self, r: int) -> int:
+        return self.attest_at.get(r, self.reveal_opens(r) + WINDOW)
+
+    def attest_closes(self, r: int) -> int:
+        return self.attest_opens(r) + WINDOW
 
     def active_stake(self) -> int:
         return sum(self.stake[a] for a in self.active)
@@ -204,6 +226,7 @@ class Model:
         self.current_round = r
         self.round_start[r] = now
         self.round_stake[r] = self.active_stake()
+        self.round_members[r] = len(self.active)
 
     def round_error(self, r: int, now: int, expected: int) -> str | None:
         if r != self.current_round or r == 0:
@@ -253,6 +276,8 @@ class TaskMachine(RuleBasedStateMachine):
         OUTCOMES["sequences"] += 1
         try:
             self.check_every_reveal_opens_its_commitment()
+            for r in range(1, self.m.current_round + 1):
+                self.counters_and_phase_agree(r)
         finally:
             self._stack.close()
 
@@ -397,11 +422,17 @@ class TaskMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([0, 0, 0, 1, 4, 9, 16, 30]))
     def clock(self, seconds: int) -> None:
-        """Move the clock by `seconds`, or (0) to the next window boundary of the round."""
+        """Move the clock by `seconds`, or (0) to the round's next phase boundary (the next
+        window's length once the round expired)."""
         m = self.m
-        if seconds == 0 and m.current_round:
-            elapsed = self.now - m.round_start[m.current_round]
-            seconds = WINDOW - elapsed % WINDOW
+        r = m.current_round
+        if seconds == 0 and r:
+            ahead = [
+                t - self.now
+                for t in (m.reveal_opens(r), m.attest_opens(r), m.attest_closes(r))
+                if t > self.now
+            ]
+            seconds = min(ahead, default=WINDOW)
         boa.env.time_travel(seconds=max(seconds, 1))
         self.clock_moved = True
 
@@ -441,6 +472,8 @@ class TaskMachine(RuleBasedStateMachine):
             r += 1
             c = commitment(digest(k), a, r, salt(j))
         reason = m.round_error(r, self.now, PHASE_COMMIT) or self.member_error(a)
+        if reason is None and m.first_round[a] > r:
+            reason = "joined during this round"
         if reason is None and (r, a) in m.commitments:
             reason = "already committed"
         before = self.task.commitment_of(r, a)
@@ -448,6 +481,10 @@ class TaskMachine(RuleBasedStateMachine):
         if reason is None:
             m.commitments[(r, a)] = c
             m.committed_while_active.add((r, a))
+            m.commit_count[r] = m.commit_count.get(r, 0) + 1
+            if m.commit_count[r] == m.round_members[r]:
+                m.reveal_at[r] = self.now  # every eligible member committed
+                OUTCOMES["commit: closed the commit phase"] += 1
             if secret is not None:
                 m.secrets[(r, a)] = secret
             assert self.task.commitment_of(r, a) == c
@@ -489,6 +526,10 @@ class TaskMachine(RuleBasedStateMachine):
         )
         if reason is None:
             m.reveals[(r, a)] = (update, examples, secret_salt)
+            m.reveal_count[r] = m.reveal_count.get(r, 0) + 1
+            if m.reveal_count[r] == m.commit_count[r]:
+                m.attest_at[r] = self.now  # every committer revealed
+                OUTCOMES["reveal: closed the reveal phase"] += 1
             # On-chain data alone proves the reveal opens the commitment.
             on_chain = self.task.update_digest_of(r, a)
             assert commitment(on_chain, a, r, secret_salt) == self.task.commitment_of(r, a)
@@ -562,18 +603,20 @@ class TaskMachine(RuleBasedStateMachine):
     )
     def crowd(self, phases: int, model: int, kind: int, pay: bool, cheat: bool) -> None:
         """For `phases` windows in a row: every active member does what the window asks,
-        honestly (mostly), then the clock moves on to the next window (unless the round just
-        finalized: the next round's commit window is open). With `pay`, the last finalized
+        honestly (mostly), then the clock moves on to the next window, unless the phase
+        closed early (every eligible member committed, every committer revealed) or the
+        round finalized (the next round's commit phase is open). With `pay`, the last finalized
         round is distributed first; with `cheat`, the first attester also attests another
         model (equivocation)."""
         last = max(self.m.finalized, default=0)
         if pay and last and last not in self.m.distributed:
             self.distribute_round(last, "right")
+        m = self.m
         for _ in range(phases):
-            before = self.m.current_round
+            before = (m.current_round, m.phase(m.current_round, self.now))
             self.everyone_acts(model, kind, cheat)
-            if self.m.current_round == before:
-                self.clock(0)
+            if (m.current_round, m.phase(m.current_round, self.now)) == before:
+                self.clock(0)  # nothing closed early: wait for the window's end
 
     def everyone_acts(self, model: int, kind: int, cheat: bool) -> None:
         m = self.m
@@ -640,6 +683,7 @@ class TaskMachine(RuleBasedStateMachine):
             self.token_supply_is_minted_rewards()
             self.rounds_and_members_agree()
             self.only_members_commit_once()
+            self.counters_and_phase_agree(self.m.current_round)
             self.finalized_rounds_reached_quorum_and_paid_once()
         elif self.clock_moved:
             r = self.m.current_round
@@ -663,9 +707,26 @@ class TaskMachine(RuleBasedStateMachine):
         assert sorted(self.task.members()) == sorted(m.active)
         assert self.task.active_stake() == m.active_stake()
 
+    def counters_and_phase_agree(self, r: int) -> None:
+        """The round's counters are its commitments and reveals on chain, and the model's
+        phase (early closes included) is the contract's."""
+        m, task = self.m, self.task
+        if r == 0:
+            return
+        commitments = sum(task.commitment_of(r, a) != bytes(32) for a in self.d.accounts)
+        reveals = sum(task.num_examples_of(r, a) > 0 for a in self.d.accounts)
+        assert task.commit_count(r) == commitments == m.commit_count.get(r, 0)
+        assert task.reveal_count(r) == reveals == m.reveal_count.get(r, 0)
+        assert task.round_members(r) == m.round_members[r]
+        assert task.phase(r) == m.phase(r, self.now)
+        assert task.reveal_opens(r) == m.reveal_opens(r)
+        assert task.attest_opens(r) == m.attest_opens(r)
+        assert task.attest_closes(r) == m.attest_closes(r)
+
     def only_members_commit_once(self) -> None:
         # The chain holds exactly the commitments the model accepted for the current round:
-        # each from an active member, the first one only (a commitment never changes).
+        # each from an active member eligible in the round (joined before it started), the
+        # first one only (a commitment never changes).
         m = self.m
         r = m.current_round
         for a in self.d.accounts:
@@ -711,6 +772,9 @@ def test_task_state_machine(deployment: Deployed) -> None:
     # The sequences reached the interesting states, not only reverts.
     for outcome in (
         "join: ok",
+        "commit: joined during this round",
+        "commit: closed the commit phase",
+        "reveal: closed the reveal phase",
         "attest: finalized",
         "attest: equivocation slashed",
         "distribute: ok",

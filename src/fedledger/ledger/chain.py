@@ -35,6 +35,9 @@ Block timestamps come from a clock policy, and every block's timestamp is journa
   and :meth:`EmbeddedChain.time_travel` jumps ahead. Runs are reproducible bit for bit.
 * ``clock=time.time`` (or any injected clock): a block's timestamp is the clock's time (plus the
   total of all time travels) when its first transaction arrives, never less than its parent + 1.
+* ``clock=time.time, pace="elapsed"``: a block's timestamp is its parent's plus the whole
+  seconds elapsed on the clock since the parent was mined (at least 1). Busy stretches run
+  ahead of the wall clock (one second per block), idle ones at its rate.
 
 ``prevrandao`` (the header's mix hash) is derived from the parent hash instead of being random.
 So a replay, which forces each block's recorded timestamp, reproduces every block hash, and
@@ -237,6 +240,23 @@ class Chain(Protocol):
         """The number of the latest mined block."""
         ...
 
+    def block_timestamp(self, number: int) -> int:
+        """The timestamp of mined block ``number``."""
+        ...
+
+    def now(self) -> int:
+        """A lower bound on the timestamp of the next block: what a transaction sent now will
+        see as ``block.timestamp`` (at least). Used to tell which window of a round is open
+        while the chain is idle, when the latest block's timestamp is stale."""
+        ...
+
+    def logs(
+        self, address: str, *, from_block: int, to_block: int | None = None, window: int = 1000
+    ) -> list[LogReceipt]:
+        """Every raw log ``address`` emitted in ``[from_block, to_block]``, in chain order,
+        read ``window`` blocks at a time."""
+        ...
+
     def time_travel(self, seconds: int) -> None:
         """Test helper: mine a block at least ``seconds`` later than the latest one."""
         ...
@@ -393,6 +413,43 @@ class _Web3Chain:
 
     def block_number(self) -> int:
         return int(self._read(lambda: self.w3.eth.block_number))
+
+    def block_timestamp(self, number: int) -> int:
+        return int(self._read(lambda: self.w3.eth.get_block(BlockNumber(number))["timestamp"]))
+
+    def now(self) -> int:
+        latest = int(self._read(lambda: self.w3.eth.get_block("latest"))["timestamp"])
+        return max(latest, int(time.time()))
+
+    def _raw_logs(self, address: str, start: int, end: int) -> list[LogReceipt]:
+        checksum = to_checksum_address(address)
+        return list(
+            self._read(
+                lambda: self.w3.eth.get_logs(
+                    {
+                        "address": checksum,
+                        "fromBlock": BlockNumber(start),
+                        "toBlock": BlockNumber(end),
+                    }
+                )
+            )
+        )
+
+    def logs(
+        self, address: str, *, from_block: int, to_block: int | None = None, window: int = 1000
+    ) -> list[LogReceipt]:
+        if window < 1:
+            raise ConfigError(f"must be at least 1, got {window}", field="window")
+        if from_block < 0:
+            raise ConfigError(f"must not be negative, got {from_block}", field="from_block")
+        last = self.block_number() if to_block is None else to_block
+        found: list[LogReceipt] = []
+        start = from_block
+        while start <= last:
+            end = min(start + window - 1, last)
+            found.extend(self._raw_logs(address, start, end))
+            start = end + 1
+        return found
 
     def events(
         self,
@@ -604,7 +661,10 @@ class _Web3Chain:
     ) -> TransactionReverted:
         if receipt.gas_used >= receipt.gas_limit:
             return TransactionReverted(OUT_OF_GAS, receipt=receipt)
-        # The reason: run it again as a call on the state before its block.
+        # The reason: run it again as a call in its own block: with that block's timestamp
+        # (time-dependent checks must see the time the transaction saw) and its post-state,
+        # which with one transaction per block differs from the pre-state only by the
+        # reverted transaction's fee and nonce.
         replay: TxParams = {
             "from": sender,
             "data": tx.get("data", b""),
@@ -614,7 +674,7 @@ class _Web3Chain:
         if "to" in tx:
             replay["to"] = tx["to"]
         try:
-            self.w3.eth.call(replay, block_identifier=BlockNumber(max(receipt.block - 1, 0)))
+            self.w3.eth.call(replay, block_identifier=BlockNumber(receipt.block))
         except Exception as exc:
             reverted = self._revert_of(exc)
             if reverted is not None:
@@ -710,6 +770,8 @@ def _backend_class() -> type[Any]:
 
     Built lazily so that importing this module (e.g. for RpcChain) does not import py-evm.
     """
+    from eth.exceptions import InvalidInstruction as EVMInvalidInstruction
+    from eth.exceptions import Revert as EVMRevert
     from eth.vm.forks.cancun.state import get_total_blob_gas
     from eth.vm.forks.prague import PragueVM
     from eth_bloom.bloom import BloomFilter
@@ -728,8 +790,11 @@ def _backend_class() -> type[Any]:
             gas_limit: int,
             genesis_timestamp: int,
             clock: Callable[[], float] | None,
+            pace: str = "wall",
         ) -> None:
             self.clock = clock
+            self.pace = pace
+            self.head_clock = clock() if clock is not None else 0.0
             self.clock_offset = 0
             self.forced_timestamp: int | None = None
             self.pending_stamped = False
@@ -749,6 +814,9 @@ def _backend_class() -> type[Any]:
                 return self.forced_timestamp
             if self.clock is None:
                 return self.head_timestamp + 1
+            if self.pace == "elapsed":
+                idle = int(self.clock() - self.head_clock) + self.clock_offset
+                return self.head_timestamp + max(1, idle)
             return max(self.head_timestamp + 1, int(self.clock()) + self.clock_offset)
 
         def _stamp_pending(self) -> None:
@@ -757,7 +825,7 @@ def _backend_class() -> type[Any]:
                 self.pending_stamped = True
 
         def advance(self, seconds: int) -> None:
-            if self.clock is None:
+            if self.clock is None or self.pace == "elapsed":
                 timestamp = self.head_timestamp + max(1, seconds)
             else:
                 self.clock_offset += seconds
@@ -800,6 +868,36 @@ def _backend_class() -> type[Any]:
                 lambda: super(JournaledBackend, self).send_transaction(transaction)
             )
 
+        # -- estimating at the pending block's own timestamp ----------------------------------
+
+        def estimate_gas(self, transaction: Any, block_number: Any = "latest") -> int:
+            """py-evm estimates on a fresh child of the head stamped with the wall clock's time;
+            estimate on the pending block instead, with the timestamp the transaction will get,
+            or time-dependent code (a round's windows) answers for the wrong time."""
+            if block_number != "latest":
+                return int(super().estimate_gas(transaction, block_number))
+            from eth.vm.spoof import SpoofTransaction
+            from eth_tester.exceptions import TransactionFailed
+            from eth_utils.toolz import assoc
+
+            self._stamp_pending()
+            evm_tx = self._get_normalized_and_unsigned_evm_transaction(
+                assoc(transaction, "gas", 21000), block_number
+            )
+            spoofed = SpoofTransaction(evm_tx, from_=transaction["from"])
+            vm = self.chain.get_vm()
+            header = vm.get_header()
+            if hasattr(header, "base_fee_per_gas"):
+                header = header.copy(base_fee_per_gas=0)
+            state = vm.build_state(vm.chaindb.db, header, vm.chain_context, vm.previous_hashes)
+            snapshot = state.snapshot()
+            try:
+                return int(self.chain.gas_estimator(state, spoofed))
+            except (EVMRevert, EVMInvalidInstruction) as exc:
+                raise TransactionFailed(*exc.args) from exc
+            finally:
+                state.revert(snapshot)
+
         # -- mining: deterministic prevrandao, journal, transaction index ----------------------
 
         def mine_blocks(
@@ -820,6 +918,10 @@ def _backend_class() -> type[Any]:
                 block = self.chain.mine_block(**kwargs)
                 self.pending_stamped = False
                 self.head_timestamp = block.header.timestamp
+                if self.clock is not None:
+                    self.head_clock = self.clock()
+                    if self.pace == "elapsed":
+                        self.clock_offset = 0
                 self.records.append(
                     _BlockRecord(
                         number=block.number,
@@ -949,7 +1051,12 @@ class EmbeddedChain(_Web3Chain):
 
     ``accounts`` funded accounts (keys 1, 2, ... as in eth-tester; 1 000 000 ether each), a
     block gas limit of ``gas_limit``, one block per transaction (auto-mine), timestamps from
-    ``clock`` (``None``: logical time; see the module docstring). Thread-safe: requests are
+    ``clock`` (``None``: logical time; see the module docstring). With a clock, ``pace``
+    ``"wall"`` stamps blocks with the clock's time; ``"elapsed"`` stamps a block with its
+    parent's timestamp plus the whole seconds the clock advanced since the parent was mined
+    (at least one): chain time then runs one second per block and at the clock's rate while
+    idle, so a window of ``w`` seconds closes after at most ``w`` seconds of waiting however
+    many blocks came before (what ``fedledger run`` uses). Thread-safe: requests are
     serialized. Everything mined is journaled: :meth:`save` and :meth:`replay`.
 
     Only what goes through this object (or its ``w3``) is journaled; eth-tester's
@@ -964,19 +1071,25 @@ class EmbeddedChain(_Web3Chain):
         gas_limit: int = DEFAULT_BLOCK_GAS_LIMIT,
         genesis_timestamp: int | None = None,
         clock: Callable[[], float] | None = None,
+        pace: str = "wall",
     ) -> None:
         from eth_tester import EthereumTester
 
         if accounts < 1:
             raise ConfigError(f"must be at least 1, got {accounts}", field="accounts")
+        if pace not in ("wall", "elapsed"):
+            raise ConfigError(f"unknown pace {pace!r}; known: wall, elapsed", field="pace")
         if genesis_timestamp is None:
-            genesis_timestamp = DEFAULT_GENESIS_TIMESTAMP if clock is None else int(clock())
+            genesis_timestamp = (
+                int(clock()) if clock is not None and pace == "wall" else DEFAULT_GENESIS_TIMESTAMP
+            )
         self._lock = threading.RLock()
         self._backend = _backend_class()(
             num_accounts=accounts,
             gas_limit=gas_limit,
             genesis_timestamp=genesis_timestamp,
             clock=clock,
+            pace=pace,
         )
         self._settings = {
             "accounts": accounts,
@@ -998,6 +1111,19 @@ class EmbeddedChain(_Web3Chain):
 
     def _priority_fee(self) -> int:
         return 0
+
+    def _raw_logs(self, address: str, start: int, end: int) -> list[LogReceipt]:
+        with self._lock:
+            return list(self._backend.find_logs(to_canonical_address(address), None, start, end))
+
+    def block_timestamp(self, number: int) -> int:
+        with self._lock:
+            header = self._backend.chain.get_canonical_block_header_by_number(number)
+            return int(header.timestamp)
+
+    def now(self) -> int:
+        with self._lock:
+            return int(self._backend._next_timestamp())
 
     def _logs(self, event: ContractEvent, start: int, end: int) -> list[EventData]:
         address = to_canonical_address(event.address) if event.address else None
@@ -1061,7 +1187,12 @@ class EmbeddedChain(_Web3Chain):
             genesis_hash = str(header["genesis_hash"])
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise LedgerError(f"cannot read the chain journal {path}: {exc}") from exc
-        chain = cls(clock=clock, **settings)
+        chain = cls(
+            clock=clock,
+            accounts=settings["accounts"],
+            gas_limit=settings["gas_limit"],
+            genesis_timestamp=settings["genesis_timestamp"],
+        )
         if "0x" + chain._genesis_hash().hex() != genesis_hash:
             raise LedgerError(f"replay diverged at genesis ({path})")
         with chain._lock:

@@ -8,6 +8,10 @@
     listen = "127.0.0.1:50053"      # bind address: one interface, never all by default
     state_dir = "state"             # blobs, state.json (for restarts), rounds.jsonl, node.log
     mode = "consensus"              # consensus | gossip
+    chain = "http://127.0.0.1:8545" # ledger mode: the chain's JSON-RPC URL ...
+    task_address = "0x..."          #   ... and the Task contract; peers then come from its
+                                    #   registry, and [[peers]] may be left out
+    stake = 10000000000000000       # wei to stake when joining (default: the task's minimum)
 
     [topology]                      # who gossips with whom (built from the task seed)
     kind = "full"                   # full | ring | regular | erdos_renyi | small_world
@@ -70,8 +74,16 @@ class NodeConfig:
     """A node that makes no progress (no round or iteration completed) for this long stops and
     reports itself stalled, instead of waiting forever for peers that are gone."""
     task_path: Path | None = None
+    chain: str | None = None
+    """Ledger mode: the JSON-RPC URL of the chain the task's contract lives on."""
+    task_address: str | None = None
+    """Ledger mode: the Task contract's address."""
+    stake: int | None = None
+    """Ledger mode: wei to stake when joining (default: the task's minimum)."""
 
     def __post_init__(self) -> None:
+        if (self.chain is None) != (self.task_address is None):
+            raise ConfigError("give both chain and task_address, or neither", field="chain")
         if self.mode not in MODES:
             raise ConfigError(
                 f"unknown mode {self.mode!r}; known: {', '.join(MODES)}", field="mode"
@@ -129,6 +141,9 @@ _TOP = {
     "linger",
     "stall_timeout",
     "mixing",
+    "chain",
+    "task_address",
+    "stake",
 }
 
 
@@ -198,6 +213,9 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
         f"stall_timeout = {cfg.stall_timeout!r}",
         f"mixing = {toml_value(cfg.mixing)}",
     ]
+    for key in ("chain", "task_address", "stake"):
+        if getattr(cfg, key) is not None:
+            lines.append(f"{key} = {toml_value(getattr(cfg, key))}")
     for name in ("topology", "gossip", "timeouts"):
         obj = getattr(cfg, name)
         lines.append(f"\n[{name}]")

@@ -35,8 +35,11 @@ from fedledger.errors import (
     AggregationError,
     BlobError,
     CodecError,
+    ConfigError,
     FetchRefused,
+    LedgerError,
     MessageError,
+    TransactionReverted,
     TransportError,
 )
 from fedledger.gossip.blobs import BlobStore
@@ -56,6 +59,8 @@ from fedledger.gossip.topology import (
 )
 from fedledger.gossip.transport import Transport
 from fedledger.learning import Params, Trainer
+from fedledger.ledger.contracts import STATUS_ACTIVE, STATUS_NONE
+from fedledger.ledger.task_client import Joined, Ledger, TxResult
 from fedledger.node.config import NodeConfig
 from fedledger.node.consensus import (
     Aggregate,
@@ -67,6 +72,15 @@ from fedledger.node.consensus import (
     Train,
 )
 from fedledger.node.gossip_mode import GossipLearner, IterationDone, Mix
+from fedledger.node.ledger_round import (
+    Attest,
+    Commit,
+    Distribute,
+    LedgerRoundDone,
+    LedgerRoundNode,
+    Reveal,
+    Skip,
+)
 from fedledger.seeds import derive_seed
 
 log = logging.getLogger("fedledger.node")
@@ -106,7 +120,13 @@ class Node:
         initial_params: Params,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        ledger: Ledger | None = None,
+        stake: int | None = None,
+        salt_rng: random.Random | None = None,
     ) -> None:
+        """With a ``ledger``, rounds run on chain (commit, reveal, attest: see
+        :mod:`fedledger.node.ledger_round`); the node joins the task with ``stake`` (default:
+        the task's minimum) unless already a member, and takes its peers from the registry."""
         self.config = config
         self.identity = identity
         self.transport = transport
@@ -139,9 +159,23 @@ class Node:
             rng=random.Random(derive_seed(config.task.seed, "gossip", config.index)),
             complete=all(len(nb) == len(order) - 1 for nb in topo),
         )
-        self.logic: ConsensusNode | GossipLearner
+        self.ledger = ledger
+        self.stake = stake
+        self.chain_now = 0.0
+        self.gas_distribute = 0
+        self._can_download: dict[str, tuple[float, bool]] = {}
+        self.logic: ConsensusNode | GossipLearner | LedgerRoundNode
         resume = self._load_state()
-        if config.mode == "consensus":
+        if ledger is not None:
+            if config.mode != "consensus":
+                raise ConfigError("a ledger runs consensus rounds: use mode = consensus",
+                                  field="mode")  # fmt: skip
+            self.logic = LedgerRoundNode(
+                me=identity.address, rules=ledger.rules(), rounds=self.task.rounds,
+                initial_model=self.initial_cid, members=self.addresses,
+                rng=salt_rng or random.SystemRandom(), resume=resume,
+            )  # fmt: skip
+        elif config.mode == "consensus":
             self.logic = ConsensusNode(
                 me=identity.address, members=self.addresses, rounds=self.task.rounds,
                 initial_model=self.initial_cid, timeouts=config.timeouts, resume=resume,
@@ -165,6 +199,10 @@ class Node:
         self._last_progress = 0.0
         self._pending_iteration: IterationDone | None = None
         self.round_records: list[dict[str, Any]] = []
+
+    def _now(self) -> float:
+        """The time the round logic runs on: the chain's in ledger mode, else the clock's."""
+        return self.chain_now if self.ledger is not None else self.clock()
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -283,28 +321,55 @@ class Node:
             elif m.kind == "model":
                 included = [pair[0] for pair in body["included"]]
                 self._act(logic.on_model(m.sender, m.round, body["cid"], included, now))
-        elif m.kind == "model":
+        elif isinstance(logic, GossipLearner) and m.kind == "model":
             self._act(logic.on_model(m.sender, m.round, body["cid"], now))
 
     async def on_fetch(self, request: bytes) -> AsyncIterator[bytes]:
+        known = None if self.ledger is not None else self.member_set
         try:
-            signed, _ = decode_frame(request, task=self.task_id, known=self.member_set)
+            signed, _ = decode_frame(request, task=self.task_id, known=known)
         except MessageError as exc:
             raise FetchRefused(f"bad request: {exc}") from exc
         if signed.message.kind != "fetch":
             raise FetchRefused("not a fetch request")
         cid = str(signed.message.body["cid"])
+        if self.ledger is not None:
+            await self._authorize(signed.message.sender, cid)
         if not self.store.has(cid):
             raise FetchRefused(f"no blob {cid}")
         for chunk in self.store.read_chunks(cid):
             self.counters.bytes_sent += len(chunk)
             yield chunk
 
+    async def _authorize(self, requester: str, cid: str) -> None:
+        """Ledger mode: members get every blob but an update not revealed yet; others get only
+        finalized models, and only if the task's access policy (read from chain, cached for
+        a few seconds) lets them download."""
+        logic = self.logic
+        assert isinstance(logic, LedgerRoundNode)
+        assert self.ledger is not None
+        if requester in self.member_set:
+            if not logic.servable(cid):
+                raise FetchRefused(f"{cid} is not revealed yet")
+            return
+        if cid not in logic.finalized_models:
+            raise FetchRefused(f"{cid} is not a finalized model, and {requester} not a member")
+        cached = self._can_download.get(requester)
+        if cached is None or self.clock() - cached[0] > 5.0:
+            try:
+                allowed = await asyncio.to_thread(self.ledger.can_download, requester)
+            except LedgerError as exc:
+                raise FetchRefused(f"cannot read the access policy: {exc}") from exc
+            cached = (self.clock(), allowed)
+            self._can_download[requester] = cached
+        if not cached[1]:
+            raise FetchRefused(f"the task's access policy does not let {requester} download")
+
     # -- actions ---------------------------------------------------------------------------------
 
     def _act(self, actions: Sequence[Any]) -> None:
         for a in actions:
-            if isinstance(a, RoundDone | Mix | Finished):
+            if isinstance(a, RoundDone | Mix | Finished | LedgerRoundDone):
                 self._last_progress = self.clock()
             if isinstance(a, RoundDone):
                 log.info(
@@ -317,7 +382,18 @@ class Node:
                 )
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("%s", a)
-            if isinstance(a, Train):
+            if isinstance(a, Commit | Reveal | Attest | Skip | Distribute):
+                self._spawn(self._transact(a))
+            elif isinstance(a, LedgerRoundDone):
+                log.info("round %d %s: model %s (%d attested it, gas %d)%s", a.round,
+                         "finalized" if a.finalized else "skipped", a.model, a.attesters, a.gas,
+                         ", adopted" if a.adopted else "")  # fmt: skip
+                self._spawn(self._round_done(a.round, a.model, {
+                    "finalized": a.finalized, "adopted": a.adopted, "caught_up": a.caught_up,
+                    "included": a.included, "attesters": a.attesters,
+                    "attestations": a.attestations, "gas": a.gas,
+                    "gas_by_kind": a.gas_by_kind}))  # fmt: skip
+            elif isinstance(a, Train):
                 self._spawn(self._train(a))
             elif isinstance(a, Publish):
                 signed = self._make(a.kind, a.round, dict(a.body))
@@ -348,8 +424,8 @@ class Node:
                                       seed=seed)  # fmt: skip
         cid = self.store.put(encode(fit.params))
         logic = self.logic
-        if isinstance(logic, ConsensusNode):
-            self._act(logic.trained(a.round, a.base, cid, fit.num_examples, self.clock()))
+        if isinstance(logic, ConsensusNode | LedgerRoundNode):
+            self._act(logic.trained(a.round, a.base, cid, fit.num_examples, self._now()))
         else:
             self._act(logic.trained(a.round, cid, fit.num_examples, self.clock()))
 
@@ -370,9 +446,9 @@ class Node:
             except (TransportError, BlobError) as exc:
                 log.info("fetch %s from %s failed: %s", a.cid, source, exc)
                 continue
-            self._act(self.logic.blob_ready(a.cid, self.clock()))
+            self._act(self.logic.blob_ready(a.cid, self._now()))
             return
-        self._act(self.logic.blob_failed(a.cid, self.clock()))
+        self._act(self.logic.blob_failed(a.cid, self._now()))
 
     async def _aggregate(self, a: Aggregate) -> None:
         agg = self.task.aggregation
@@ -394,13 +470,54 @@ class Node:
                 log.warning("round %d: rejected update of %s: %s", a.round, a.inputs[i].sender,
                             reason)  # fmt: skip
             cid = self.store.put(encode(result.params))
+            scores = list(result.scores)
         except AggregationError as exc:
             log.warning("round %d: cannot aggregate (%s); keeping the round's base model",
                         a.round, exc)  # fmt: skip
             cid = a.base
+            scores = [0] * len(a.inputs)
         logic = self.logic
+        if isinstance(logic, LedgerRoundNode):
+            senders = [c.sender for c in a.inputs]
+            self._act(logic.aggregated(a.round, cid, senders, scores, self._now()))
+            return
         assert isinstance(logic, ConsensusNode)
         self._act(logic.aggregated(a.round, cid, self.clock()))
+
+    async def _transact(self, a: Commit | Reveal | Attest | Skip | Distribute) -> None:
+        ledger, logic = self.ledger, self.logic
+        assert ledger is not None
+        assert isinstance(logic, LedgerRoundNode)
+        kind = type(a).__name__.lower()
+        result: TxResult | None = None
+        reason: str | None = None
+        gas = 0
+        try:
+            if isinstance(a, Commit):
+                result = await asyncio.to_thread(ledger.commit, a.round, a.commitment)
+            elif isinstance(a, Reveal):
+                result = await asyncio.to_thread(ledger.reveal, a.round, a.update_digest, a.cid,
+                                                 a.num_examples, a.salt)  # fmt: skip
+            elif isinstance(a, Attest):
+                result = await asyncio.to_thread(ledger.attest, a.round, a.model_digest,
+                                                 a.result_digest)  # fmt: skip
+            elif isinstance(a, Skip):
+                result = await asyncio.to_thread(ledger.skip, a.round)
+            else:
+                result = await asyncio.to_thread(ledger.distribute, a.round, list(a.contributors),
+                                                 list(a.scores))  # fmt: skip
+            gas = result.gas_used
+        except TransactionReverted as exc:
+            reason = exc.reason
+            gas = int(getattr(exc.receipt, "gas_used", 0) or 0)
+            log.info("round %d: %s reverted: %s", a.round, kind, exc.reason)
+        except LedgerError as exc:
+            reason = str(exc)
+            log.warning("round %d: %s failed: %s", a.round, kind, exc)
+        if kind == "distribute":
+            self.gas_distribute += gas
+        self._act(logic.tx_done(kind, a.round, ok=result is not None, gas=gas, reason=reason,
+                                now=self._now()))  # fmt: skip
 
     async def _mix(self, a: Mix) -> None:
         models = [self._params(cid) for cid, _ in a.inputs]
@@ -456,6 +573,56 @@ class Node:
             self._send_all(self.gossip.tick(now))
             await asyncio.sleep(TICK_SECONDS)
 
+    async def _join_ledger(self) -> None:
+        """Join the task (unless already a member), wait for round 1, read the registry."""
+        ledger = self.ledger
+        assert ledger is not None
+        me = self.identity.address
+        status = await asyncio.to_thread(ledger.status_of, me)
+        if status == STATUS_NONE:
+            stake = self.stake if self.stake is not None else ledger.rules().min_stake
+            await asyncio.to_thread(ledger.join, self.transport.endpoint, stake)
+            log.info("joined task %s with stake %d", ledger.task_address, stake)
+        elif status != STATUS_ACTIVE:
+            raise LedgerError(f"{me} cannot take part: its membership status is {status}")
+        deadline = self.clock() + self.config.ready_timeout
+        while await asyncio.to_thread(ledger.current_round) == 0:
+            if self.clock() > deadline:
+                raise LedgerError(f"the task did not start within {self.config.ready_timeout} s")
+            await asyncio.sleep(0.1)
+        for member in await asyncio.to_thread(ledger.members):
+            self._add_member(member.address, member.endpoint)
+        self.chain_now = float(await asyncio.to_thread(ledger.now))
+
+    def _add_member(self, address: str, endpoint: str) -> None:
+        if address != self.identity.address:
+            self.endpoints[address] = endpoint
+        self.member_set = self.member_set | {address}
+
+    async def _chain_poller(self) -> None:
+        """Ledger mode's ticker: feed new chain events and the chain's time to the logic."""
+        ledger, logic = self.ledger, self.logic
+        assert ledger is not None
+        assert isinstance(logic, LedgerRoundNode)
+        cursor = -1
+        while True:
+            try:
+                head = await asyncio.to_thread(ledger.head)
+                events = (
+                    await asyncio.to_thread(ledger.events, cursor, head) if head > cursor else []
+                )
+                self.chain_now = float(await asyncio.to_thread(ledger.now))
+            except LedgerError as exc:
+                log.warning("cannot read the chain: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            cursor = max(cursor, head)
+            for e in events:
+                if isinstance(e, Joined):
+                    self._add_member(e.member, e.endpoint)
+            self._act(logic.on_events(events, self.chain_now))
+            await asyncio.sleep(TICK_SECONDS)
+
     def _all_finished(self) -> bool:
         """Consensus: every member, even one believed dead, announced a model for the last
         round, so no laggard still needs this node's blobs."""
@@ -487,17 +654,22 @@ class Node:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._warm_up)
         await self.transport.start(self)
-        ticker = asyncio.get_running_loop().create_task(self._ticker())
+        if self.ledger is not None:
+            await self._join_ledger()
+            ticker = asyncio.get_running_loop().create_task(self._chain_poller())
+        else:
+            ticker = asyncio.get_running_loop().create_task(self._ticker())
         try:
-            await self._hello()
-            deadline = self.clock() + self.config.ready_timeout
-            while self.heard < self.member_set and self.clock() < deadline:
-                await asyncio.sleep(0.05)
-            missing = len(self.member_set - self.heard)
-            if missing:
-                log.warning("starting without hearing from %d member(s)", missing)
+            if self.ledger is None:
+                await self._hello()
+                deadline = self.clock() + self.config.ready_timeout
+                while self.heard < self.member_set and self.clock() < deadline:
+                    await asyncio.sleep(0.05)
+                missing = len(self.member_set - self.heard)
+                if missing:
+                    log.warning("starting without hearing from %d member(s)", missing)
             self.started_at = self.wall()
-            self._act(self.logic.start(self.clock()))
+            self._act(self.logic.start(self._now()))
             if not await self._until_finished():
                 self.stalled = True
                 log.error("no progress for %.0f s: stopping", self.config.stall_timeout)
@@ -525,4 +697,5 @@ class Node:
             "frames_rejected": self.counters.frames_rejected,
             "frames_duplicate": self.counters.frames_duplicate,
             "reject_reasons": self.counters.reasons,
+            "gas_distribute": self.gas_distribute,
         }
