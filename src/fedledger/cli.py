@@ -98,7 +98,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = with_overrides(load_config(args.config), rounds=args.rounds, nodes=args.nodes)
     topology = TopologySpec(kind=args.topology, degree=args.degree, p=args.p)
-    where = "one process" if args.transport == "memory" else "one process per node, gRPC"
+    chain = args.chain or ("embedded" if args.mode == "consensus" else "none")
+    if chain == "embedded":
+        where = f"one process over {args.transport}, embedded EVM ledger"
+    elif chain == "none":
+        where = "one process" if args.transport == "memory" else "one process per node, gRPC"
+    else:
+        where = f"one process per node, gRPC, ledger at {chain}"
     console.print(
         f"[bold]{cfg.name}[/bold]: {cfg.nodes} nodes, {cfg.rounds} rounds, {args.mode} mode, "
         f"{args.topology} topology, {where}, rule {cfg.aggregation.rule}"
@@ -111,7 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         report = run_task(
             cfg, out=args.out, mode=args.mode, transport=args.transport, topology=topology,
-            mixing=args.mixing, progress=progress, timeout=args.timeout,
+            mixing=args.mixing, progress=progress, timeout=args.timeout, chain=chain,
+            deployer_key=args.deployer_key, audit=not args.no_audit,
         )  # fmt: skip
         bar.update(task_id, completed=report.final.get("rounds_completed", 0))
     f = report.final
@@ -136,8 +143,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"final accuracy {f['acc_mean']:.4f} (min {f['acc_min']:.4f}, max {f['acc_max']:.4f}); "
         f"{f['wall_s_per_round']:.3f} s per round; model digests agree: {f['model_digests_agree']}"
     )
+    if "rounds_finalized" in f:
+        rewards = f["rewards"]
+        gas = f.get("gas_per_node_per_round")
+        console.print(
+            f"ledger: {f['rounds_finalized']} of {cfg.rounds} rounds finalized on chain; "
+            f"gas per node per round {gas:,.0f}"
+            if gas is not None
+            else "ledger: no gas used"
+        )
+        console.print(
+            "rewards per node: "
+            + ", ".join(f"{i}: {v:,.1f}" for i, v in enumerate(rewards.values()))
+            + f" (total {sum(rewards.values()):,.1f} tokens)"
+        )
+        if "audit_ok" in f:
+            verdict = "[green]OK[/green]" if f["audit_ok"] else "[red]FAILED[/red]"
+            console.print(f"audit: {verdict} (details: {args.out / 'audit.json'})")
     console.print(f"report: {args.out / 'report.json'}")
+    if f.get("audit_ok") is False:
+        return 1
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from fedledger.audit import audit_run, format_report, report_json
+    from fedledger.errors import ConfigError
+
+    if args.run is None and args.rpc is None:
+        raise ConfigError("give --run DIR, or --rpc URL with --task and --config", field="run")
+    if args.run is None and (args.task is None or args.config is None):
+        raise ConfigError("with --rpc, give --task ADDRESS and --config TASK.toml", field="rpc")
+    report = audit_run(
+        args.run or Path("."), rpc=args.rpc, task_address=args.task, config=args.config,
+        blob_dirs=args.blobs,
+    )  # fmt: skip
+    if args.json:
+        print(report_json(report))
+    else:
+        for line in format_report(report):
+            print(line)
+    return 0 if report.ok else 1
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -225,7 +271,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=None, help="override the task's rounds")
     p.add_argument("--nodes", type=int, default=None, help="override the task's nodes")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument(
+        "--chain",
+        default=None,
+        metavar="none|embedded|URL",
+        help="the ledger: embedded (an in-process EVM, every node in this process; the default "
+        "in consensus mode), a JSON-RPC URL (e.g. from `fedledger chain up`; one process per "
+        "node), or none (no ledger; the default in gossip mode)",
+    )
+    p.add_argument(
+        "--deployer-key",
+        default=None,
+        help="with --chain URL: the hex key that deploys the task and funds the nodes "
+        "(default: anvil's first development account)",
+    )
+    p.add_argument("--no-audit", action="store_true", help="skip the audit after a ledger run")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "audit",
+        help="replay a task from its chain, fetch its blobs and recompute every round",
+        description="Check that a task's training followed its rules: signatures, "
+        "commitments, blobs, quorum, the aggregate of every round, scores and rewards. Prints "
+        "a verdict per round; exits 0 only if everything verifies, 1 otherwise.",
+    )
+    p.add_argument("--run", type=Path, default=None, help="a `fedledger run` directory")
+    p.add_argument("--rpc", default=None, help="JSON-RPC URL of the chain")
+    p.add_argument("--task", default=None, help="the Task contract's address")
+    p.add_argument("--config", type=Path, default=None, help="task configuration (TOML)")
+    p.add_argument(
+        "--blobs", type=Path, action="append", default=[], help="a blob directory (repeatable)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_audit)
 
     chain = sub.add_parser("chain", help="local EVM chains for the ledger")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION")

@@ -625,7 +625,8 @@ def test_raw_logs_of_an_address_across_windows(
     assert [log["address"] for log in logs] == [counter.address] * 6
     bumped, deposited = counter.events.Bumped(), counter.events.Deposited()
     kinds = [
-        "bump" if HexBytes(log["topics"][0]) == HexBytes(bumped.topic) else "deposit" for log in logs
+        "bump" if HexBytes(log["topics"][0]) == HexBytes(bumped.topic) else "deposit"
+        for log in logs
     ]
     assert kinds == ["bump", "deposit"] * 3
     assert [bumped.process_log(log)["args"]["count"] for log in logs[::2]] == [1, 2, 3]
@@ -644,3 +645,20 @@ def test_block_timestamps_and_now(chain: AnyChain, counter_artifact: tuple[Any, 
     later = chain.transact(counter.functions.record_time(), sender=owner)
     assert chain.call(counter.functions.stamp()) >= stamped
     assert chain.block_timestamp(later.block) == chain.call(counter.functions.stamp())
+
+
+def test_raw_transactions_recover_their_sender_and_calldata(
+    chain: AnyChain, counter_artifact: tuple[Any, str]
+) -> None:
+    owner, other = chain.accounts()[:2]
+    counter = deploy_counter(chain, counter_artifact, owner)
+    receipt = chain.transact(counter.functions.bump(), sender=other)
+    raw = chain.raw_transaction(receipt.tx_hash)
+    assert Account.recover_transaction(raw) == other.address
+    fn, args = counter.decode_function_input(chain.transaction_input(receipt.tx_hash))
+    assert fn.fn_name == "bump"
+    assert args == {}
+    assert len(chain.code(counter.address)) > 0
+    assert chain.code(other.address) == b""
+    with pytest.raises(LedgerError):
+        chain.raw_transaction("0x" + "ab" * 32)

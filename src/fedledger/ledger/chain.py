@@ -257,6 +257,18 @@ class Chain(Protocol):
         read ``window`` blocks at a time."""
         ...
 
+    def raw_transaction(self, tx_hash: str) -> bytes:
+        """The signed transaction as mined (its sender can be recovered from it)."""
+        ...
+
+    def transaction_input(self, tx_hash: str) -> bytes:
+        """A mined transaction's calldata."""
+        ...
+
+    def code(self, address: str) -> bytes:
+        """The runtime code deployed at ``address``."""
+        ...
+
     def time_travel(self, seconds: int) -> None:
         """Test helper: mine a block at least ``seconds`` later than the latest one."""
         ...
@@ -420,6 +432,23 @@ class _Web3Chain:
     def now(self) -> int:
         latest = int(self._read(lambda: self.w3.eth.get_block("latest"))["timestamp"])
         return max(latest, int(time.time()))
+
+    def raw_transaction(self, tx_hash: str) -> bytes:
+        try:
+            return bytes(self._read(lambda: self.w3.eth.get_raw_transaction(HexStr(tx_hash))))
+        except Web3TransactionNotFound as exc:
+            raise LedgerError(f"no mined transaction {tx_hash}") from exc
+
+    def transaction_input(self, tx_hash: str) -> bytes:
+        try:
+            tx = self._read(lambda: self.w3.eth.get_transaction(HexStr(tx_hash)))
+        except Web3TransactionNotFound as exc:
+            raise LedgerError(f"no mined transaction {tx_hash}") from exc
+        return bytes(tx["input"])
+
+    def code(self, address: str) -> bytes:
+        checksum = to_checksum_address(address)
+        return bytes(self._read(lambda: self.w3.eth.get_code(checksum)))
 
     def _raw_logs(self, address: str, start: int, end: int) -> list[LogReceipt]:
         checksum = to_checksum_address(address)
@@ -878,11 +907,10 @@ def _backend_class() -> type[Any]:
                 return int(super().estimate_gas(transaction, block_number))
             from eth.vm.spoof import SpoofTransaction
             from eth_tester.exceptions import TransactionFailed
-            from eth_utils.toolz import assoc
 
             self._stamp_pending()
             evm_tx = self._get_normalized_and_unsigned_evm_transaction(
-                assoc(transaction, "gas", 21000), block_number
+                {**transaction, "gas": 21000}, block_number
             )
             spoofed = SpoofTransaction(evm_tx, from_=transaction["from"])
             vm = self.chain.get_vm()
@@ -1115,6 +1143,16 @@ class EmbeddedChain(_Web3Chain):
     def _raw_logs(self, address: str, start: int, end: int) -> list[LogReceipt]:
         with self._lock:
             return list(self._backend.find_logs(to_canonical_address(address), None, start, end))
+
+    def raw_transaction(self, tx_hash: str) -> bytes:
+        wanted = bytes(HexBytes(tx_hash))
+        with self._lock:
+            number = self._backend.tx_index.get(wanted)
+            records = [r for r in self._backend.records if r.number == number]
+        for raw in records[0].transactions if records else ():
+            if keccak(raw) == wanted:
+                return bytes(raw)
+        raise LedgerError(f"no mined transaction {tx_hash}")
 
     def block_timestamp(self, number: int) -> int:
         with self._lock:
