@@ -42,6 +42,7 @@ demo: setup
 bench: setup
 	$(VENV)/bin/python -m benchmarks.consensus
 	$(VENV)/bin/python -m benchmarks.blob_transfer
+	$(VENV)/bin/python -m benchmarks.ledger
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

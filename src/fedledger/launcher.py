@@ -332,7 +332,7 @@ def _start_when_joined(owner: ContractLedger, n: int) -> bool:
     """The owner starts round 1 once ``n`` members joined; True once started."""
     if owner.current_round() > 0:
         return True
-    if len(owner.members()) < n:
+    if owner.member_count() < n:
         return False
     owner.start()
     return True

@@ -279,6 +279,7 @@ def test_join_registers_members(world: World) -> None:
     results = {m.account: m.join(endpoint_of(m), stakes[m.account]) for m in (c, a, b)}
     members = world.owner.members()
     assert [m.address for m in members] == sorted(stakes, key=str.lower)
+    assert world.owner.member_count() == 3
     for m in members:
         assert m.stake == stakes[m.address]
         assert m.first_round == 1

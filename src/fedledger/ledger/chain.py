@@ -355,8 +355,17 @@ class _Web3Chain:
     """Exceptions worth retrying for idempotent requests (none in process)."""
 
     def __init__(self, w3: Web3, accounts: Sequence[LocalAccount]) -> None:
+        # web3's default middlewares cost a request each per call (validation asks the chain
+        # id every time) and do nothing for us: transactions are signed here with explicit
+        # chain id, gas and fees, and there are no ENS names.
+        for name in ("validation", "ens_name_to_address", "gas_price_strategy", "gas_estimate"):
+            if name in w3.middleware_onion:
+                w3.middleware_onion.remove(name)
         self.w3 = w3
         self._accounts = list(accounts)
+        # Views are called "from" a fixed address: the tester provider would otherwise ask
+        # for the node's accounts on every call to fill one in.
+        self._call_from = accounts[0].address if accounts else "0x" + "00" * 20
         self._send_lock = threading.RLock()
         self._nonces: dict[str, int] = {}
         self._gas_defaults: dict[tuple[str, str], int] = {}
@@ -417,7 +426,7 @@ class _Web3Chain:
 
     def call(self, fn: ContractFunction, *, block: int | None = None) -> Any:
         where: BlockIdentifier = "latest" if block is None else BlockNumber(block)
-        return self._read(lambda: fn.call(block_identifier=where))
+        return self._read(lambda: fn.call({"from": self._call_from}, block_identifier=where))
 
     def balance(self, address: str) -> int:
         checksum = to_checksum_address(address)
@@ -1153,6 +1162,10 @@ class EmbeddedChain(_Web3Chain):
             if keccak(raw) == wanted:
                 return bytes(raw)
         raise LedgerError(f"no mined transaction {tx_hash}")
+
+    def block_number(self) -> int:
+        with self._lock:
+            return int(self._backend.chain.get_canonical_head().block_number)
 
     def block_timestamp(self, number: int) -> int:
         with self._lock:

@@ -137,7 +137,8 @@ class _Chain:
     """One round as the chain's events told it."""
 
     started: RoundStarted | None = None
-    commits: int = 0
+    commits: set[str] = field(default_factory=set)
+    """Members that committed (a set: an event delivered twice counts once)."""
     reveal_at: int | None = None
     reveals: dict[str, Revealed] = field(default_factory=dict)
     attest_at: int | None = None
@@ -221,10 +222,12 @@ class LedgerRoundNode:
                              attest_at=c.attest_at)  # fmt: skip
 
     def servable(self, cid: str) -> bool:
-        """False for this node's update of a round it has not revealed yet (nobody may copy
-        it before it is committed and opened)."""
+        """False for this node's update of a round until it sends the reveal: nobody may copy
+        it before it is committed and opened. (Peers learn the CID only from the mined
+        ``Revealed`` event, so serving from the moment the reveal is sent leaks nothing and
+        spares them a refused first fetch.)"""
         for m in self._mine.values():
-            if m.trained is not None and m.trained[0] == cid and "reveal" not in m.done:
+            if m.trained is not None and m.trained[0] == cid and "reveal" not in m.sent:
                 return False
         return True
 
@@ -239,13 +242,13 @@ class LedgerRoundNode:
                 self._c(e.round).started = e
             elif isinstance(e, Committed):
                 c = self._c(e.round)
-                c.commits += 1
-                if c.started is not None and c.commits == c.started.members:
+                c.commits.add(e.member)
+                if c.started is not None and len(c.commits) == c.started.members:
                     c.reveal_at = e.time
             elif isinstance(e, Revealed):
                 c = self._c(e.round)
                 c.reveals[e.member] = e
-                if len(c.reveals) == c.commits:
+                if len(c.reveals) == len(c.commits):
                     c.attest_at = e.time
             elif isinstance(e, Attested):
                 self._c(e.round).attests[e.member] = (e.model_digest, e.result_digest)

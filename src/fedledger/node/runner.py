@@ -589,7 +589,7 @@ class Node:
         while await asyncio.to_thread(ledger.current_round) == 0:
             if self.clock() > deadline:
                 raise LedgerError(f"the task did not start within {self.config.ready_timeout} s")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.2)
         for member in await asyncio.to_thread(ledger.members):
             self._add_member(member.address, member.endpoint)
         self.chain_now = float(await asyncio.to_thread(ledger.now))
