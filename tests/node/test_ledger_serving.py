@@ -1,0 +1,104 @@
+"""Blob serving in ledger mode: members get what has been revealed; anyone else gets only
+finalized models, and only if the task's access policy (read from the ledger) lets them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedledger.commit import encode
+from fedledger.config import DataConfig, LedgerConfig, TaskConfig
+from fedledger.errors import FetchRefused
+from fedledger.gossip.blobs import MemoryBlobStore
+from fedledger.gossip.identity import Identity
+from fedledger.gossip.memory import MemoryNetwork
+from fedledger.gossip.messages import encode_frame, make_message
+from fedledger.gossip.topology import TopologySpec
+from fedledger.launcher import build_node, plan
+from fedledger.learning.trainer import ModelSpec
+from fedledger.ledger.task_client import Finalized, MemoryLedger, MemoryTask, rules_for
+from fedledger.node.runner import Node
+
+
+def make_node(tmp_path: Path, access: str) -> tuple[Node, MemoryTask]:
+    task = TaskConfig(name="serve", seed=4, rounds=2, nodes=2, model=ModelSpec(name="logreg"),
+                      data=DataConfig(dataset="digits", partition="iid"),
+                      ledger=LedgerConfig(access=access, min_stake=10))  # fmt: skip
+    configs = plan(task, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
+                   topology=TopologySpec(), transport="memory")  # fmt: skip
+    ids = [Identity.from_seed(task.seed, i) for i in range(2)]
+    owner = "0x" + "11" * 20
+    memory = MemoryTask(rules_for(task, token="0x" + "22" * 20, treasury=owner), owner=owner,
+                        clock=lambda: 1000.0)  # fmt: skip
+    for identity in ids:
+        MemoryLedger(memory, identity.address).join("node", 10)
+    MemoryLedger(memory, owner).start()
+    node = build_node(configs[0], identity=ids[0], store=MemoryBlobStore(),
+                      transport=MemoryNetwork(seed=0).transport("node-0"),
+                      ledger=MemoryLedger(memory, ids[0].address))  # fmt: skip
+    return node, memory
+
+
+def fetch(node: Node, who: Identity, cid: str) -> bytes:
+    frame = encode_frame(make_message(kind="fetch", identity=who, task=node.task_id, round=0,
+                                      body={"cid": cid}), ttl=0)  # fmt: skip
+
+    async def go() -> bytes:
+        return b"".join([chunk async for chunk in node.on_fetch(frame)])
+
+    return asyncio.run(go())
+
+
+def finalize(node: Node, blob: bytes) -> str:
+    cid = node.store.put(blob)
+    event = Finalized(block=9, time=1000, tx="0x" + "00" * 32, index=0, round=1,
+                      model_digest=hashlib.sha256(blob).digest(),
+                      result_digest=b"\x01" * 32)  # fmt: skip
+    node.logic.on_events([event], 1000.0)  # type: ignore[union-attr]
+    return cid
+
+
+MODEL = encode([np.arange(6, dtype=np.float32)])
+OTHER = encode([np.ones(3, dtype=np.float32)])
+
+
+@pytest.mark.parametrize("access", ["members", "token_holders", "public"])
+def test_members_get_any_revealed_blob(tmp_path: Path, access: str) -> None:
+    node, _ = make_node(tmp_path, access)
+    member = Identity.from_seed(4, 1)
+    model = finalize(node, MODEL)
+    other = node.store.put(OTHER)
+    assert fetch(node, member, model) == MODEL
+    assert fetch(node, member, other) == OTHER
+
+
+def test_members_only_refuses_strangers(tmp_path: Path) -> None:
+    node, _ = make_node(tmp_path, "members")
+    model = finalize(node, MODEL)
+    with pytest.raises(FetchRefused, match="access policy"):
+        fetch(node, Identity.generate(), model)
+
+
+def test_public_serves_finalized_models_to_anyone_but_nothing_else(tmp_path: Path) -> None:
+    node, _ = make_node(tmp_path, "public")
+    model = finalize(node, MODEL)
+    update = node.store.put(OTHER)  # not a finalized model: an update, say
+    stranger = Identity.generate()
+    assert fetch(node, stranger, model) == MODEL
+    with pytest.raises(FetchRefused, match="not a finalized model"):
+        fetch(node, stranger, update)
+
+
+def test_token_holders_may_download_once_they_hold_tokens(tmp_path: Path) -> None:
+    node, memory = make_node(tmp_path, "token_holders")
+    model = finalize(node, MODEL)
+    holder = Identity.generate()
+    with pytest.raises(FetchRefused, match="access policy"):
+        fetch(node, holder, model)
+    memory.tokens[holder.address] = 1  # e.g. bought on a market, or a former contributor
+    node._can_download.clear()  # the node caches the answer for a few seconds
+    assert fetch(node, holder, model) == MODEL
