@@ -33,11 +33,14 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PIP) install --quiet --disable-pip-version-check $(FIND_LINKS) -c requirements/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The main job: the reference task trained serverless, one OS process per node over gRPC on
-# 127.0.0.1, consensus mode; then the server-based reference on the same partition.
+# The main job: the server-based reference on the task's partition, then the same task trained
+# serverless on the ledger (ten nodes with their own keys over gRPC on 127.0.0.1, rounds
+# committed, revealed, attested and finalized on the embedded EVM, rewards paid), ending with
+# the audit replaying the chain and recomputing every round.
 demo: setup
-	$(VENV)/bin/fedledger run --config examples/digits.toml --out $(OUT)/consensus
 	$(VENV)/bin/fedledger baseline --config examples/digits.toml --out $(OUT)/baseline
+	$(VENV)/bin/fedledger run --config examples/digits.toml --out $(OUT)/ledger
+	$(VENV)/bin/fedledger audit --run $(OUT)/ledger
 
 bench: setup
 	$(VENV)/bin/python -m benchmarks.consensus
