@@ -204,16 +204,18 @@ def cmd_chain_up(args: argparse.Namespace) -> int:
         console.print("installing anvil from the project's package-lock.json (npm)...")
         install_anvil(root)
     signal.signal(signal.SIGTERM, _interrupt)  # stop anvil on SIGTERM as on Ctrl-C
-    with start_anvil(port=args.port, block_time=args.block_time) as node:
-        try:
+    try:
+        with start_anvil(port=args.port, block_time=args.block_time) as node:
             console.print(f"anvil listening on [bold]{node.url}[/bold] (127.0.0.1 only)")
             for account in node.accounts()[:3]:
                 console.print(f"  funded test account {account.address}")
             console.print("Ctrl-C stops it")
             while node.running:
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass  # leaving the block stops anvil
+    except KeyboardInterrupt:
+        # Leaving the block stops anvil; an interrupt while it was still starting (it may
+        # already answer requests) stops it too (start_anvil cleans up): a clean stop either way.
+        pass
     return 0
 
 
