@@ -58,9 +58,11 @@ from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar, cast
 
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ABI, BlockNumber, ChecksumAddress, HexStr
+from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from eth_utils.address import to_canonical_address, to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
@@ -369,6 +371,7 @@ class _Web3Chain:
         self._send_lock = threading.RLock()
         self._nonces: dict[str, int] = {}
         self._gas_defaults: dict[tuple[str, str], int] = {}
+        self._coders: dict[str, tuple[bytes, tuple[str, ...]]] = {}
         self._fees: tuple[int, int] | None = None
         self._sends_since_fees = 0
         self.chain_id: int = self._read(lambda: w3.eth.chain_id)
@@ -581,6 +584,22 @@ class _Web3Chain:
         return self._gas_defaults.get((str(fn.address), str(fn.signature)))
 
     def _calldata(self, fn: ContractFunction, value: int) -> HexStr:
+        # Fast path: the function's selector and input types, cached, and eth_abi's encoder
+        # (web3's build_transaction looks the ABI element up again on every call: a few ms).
+        abi = getattr(fn, "abi", None)
+        if abi and not fn.kwargs and (value == 0 or abi.get("stateMutability") == "payable"):
+            key = str(fn.signature)
+            coder = self._coders.get(key)
+            if coder is None:
+                coder = self._coders[key] = (
+                    function_abi_to_4byte_selector(abi),
+                    tuple(get_abi_input_types(abi)),
+                )
+            selector, types = coder
+            try:
+                return HexStr("0x" + (selector + abi_encode(types, list(fn.args))).hex())
+            except Exception:  # let web3 encode it, and raise its clearer error
+                pass
         # build_transaction with every field given makes no request; it encodes and checks.
         filled: TxParams = {
             "chainId": self.chain_id,
@@ -882,7 +901,7 @@ def _backend_class() -> type[Any]:
             self._stamp_pending()
             try:
                 return send()
-            except Exception:
+            except Exception:  # let web3 encode it, and raise its clearer error
                 if self.chain.header.gas_used == 0:
                     self.pending_stamped = False
                 raise
@@ -1134,6 +1153,7 @@ class EmbeddedChain(_Web3Chain):
             "genesis_timestamp": genesis_timestamp,
         }
         tester = EthereumTester(self._backend)
+        self._tester = tester
         keys = [Account.from_key(key.to_bytes()) for key in self._backend.account_keys]
         super().__init__(Web3(_LockedTesterProvider(tester, self._lock)), keys)
 
@@ -1152,6 +1172,46 @@ class EmbeddedChain(_Web3Chain):
     def _raw_logs(self, address: str, start: int, end: int) -> list[LogReceipt]:
         with self._lock:
             return list(self._backend.find_logs(to_canonical_address(address), None, start, end))
+
+    # -- fast paths: straight to eth-tester, without web3's request and formatting layers ----
+
+    def _send_raw(self, raw: bytes) -> str:
+        with self._lock:
+            return str(self._tester.send_raw_transaction("0x" + raw.hex()))
+
+    def _await_receipt(self, tx_hash: str, gas_limit: int, timeout: float) -> Receipt:
+        from eth_tester.exceptions import TransactionNotFound
+
+        try:
+            with self._lock:
+                raw = self._tester.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:  # auto-mined: cannot happen, but keep the general path
+            return super()._await_receipt(tx_hash, gas_limit, timeout)
+        logs: list[LogReceipt] = [
+            {
+                "address": to_checksum_address(log["address"]),
+                "blockHash": HexBytes(log["block_hash"]),
+                "blockNumber": BlockNumber(int(log["block_number"])),
+                "data": HexBytes(log["data"]),
+                "logIndex": int(log["log_index"]),
+                "removed": False,
+                "topics": [HexBytes(t) for t in log["topics"]],
+                "transactionHash": HexBytes(log["transaction_hash"]),
+                "transactionIndex": int(log["transaction_index"]),
+            }
+            for log in raw["logs"]
+        ]
+        contract = raw.get("contract_address")
+        return Receipt(
+            tx_hash=HexBytes(raw["transaction_hash"]).to_0x_hex(),
+            block=int(raw["block_number"]),
+            gas_used=int(raw["gas_used"]),
+            status=int(raw["status"]),
+            logs=logs,
+            gas_limit=gas_limit,
+            effective_gas_price=int(raw.get("effective_gas_price") or 0),
+            contract_address=to_checksum_address(contract) if contract else None,
+        )
 
     def raw_transaction(self, tx_hash: str) -> bytes:
         wanted = bytes(HexBytes(tx_hash))

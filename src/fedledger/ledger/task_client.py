@@ -22,8 +22,11 @@ is idle.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -455,6 +458,29 @@ def deploy_task(
     return str(contract.address), str(token.address)
 
 
+@dataclass
+class _Feed:
+    """A task's decoded events, read once per process and shared by every handle on the same
+    chain object (the nodes of one ``fedledger run`` poll one chain). Assumes no reorgs, as
+    on the embedded chain and anvil; the audit reads afresh."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    read_from: int = -1
+    read_to: int = -1
+    events: list[LedgerEvent] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)
+
+
+_FEEDS: weakref.WeakKeyDictionary[Any, dict[str, _Feed]] = weakref.WeakKeyDictionary()
+_FEEDS_LOCK = threading.Lock()
+
+
+def _feed_of(chain: Chain, address: str) -> _Feed:
+    with _FEEDS_LOCK:
+        feeds = _FEEDS.setdefault(chain, {})
+        return feeds.setdefault(address, _Feed())
+
+
 class ContractLedger:
     """:class:`Ledger` over a deployed Task contract, signing as ``account``.
 
@@ -525,8 +551,28 @@ class ContractLedger:
         last = self.head() if until is None else until
         if last <= after:
             return []
+        feed = _feed_of(self.chain, self.task_address)
+        with feed.lock:
+            if feed.read_to < 0 and feed.read_from < 0:
+                feed.read_from = feed.read_to = after  # start where the first reader starts
+            if after < feed.read_from:  # older than the shared feed: read it directly
+                return self._decode(
+                    self.chain.logs(self.task_address, from_block=after + 1, to_block=last)
+                )
+            if last > feed.read_to:
+                logs = self.chain.logs(self.task_address, from_block=feed.read_to + 1,
+                                       to_block=last)  # fmt: skip
+                new = self._decode(logs)
+                feed.events += new
+                feed.blocks += [e.block for e in new]
+                feed.read_to = last
+            lo = bisect.bisect_right(feed.blocks, after)
+            hi = bisect.bisect_right(feed.blocks, last)
+            return feed.events[lo:hi]
+
+    def _decode(self, logs: Sequence[Any]) -> list[LedgerEvent]:
         out: list[LedgerEvent] = []
-        for log in self.chain.logs(self.task_address, from_block=after + 1, to_block=last):
+        for log in logs:
             topics = log["topics"]
             event = self._topics.get(bytes(HexBytes(topics[0]))) if topics else None
             if event is None:

@@ -163,6 +163,7 @@ class _Mine:
     gas: int = 0
     gas_by_kind: dict[str, int] = field(default_factory=dict)
     training: bool = False
+    distribution_decided: bool = False
     aggregating: bool = False
     skip_at: float = 0.0
 
@@ -220,6 +221,11 @@ class LedgerRoundNode:
             return None
         return RoundClock.of(start=c.started.start, rules=self.rules, reveal_at=c.reveal_at,
                              attest_at=c.attest_at)  # fmt: skip
+
+    def closed(self, rnd: int) -> bool:
+        """Whether the chain finalized or skipped ``rnd`` (as far as this node has heard)."""
+        c = self._chain.get(rnd)
+        return c is not None and (c.finalized is not None or c.skipped)
 
     def servable(self, cid: str) -> bool:
         """False for this node's update of a round until it sends the reveal: nobody may copy
@@ -298,6 +304,7 @@ class LedgerRoundNode:
             m.skip_at = now + RETRY_SECONDS
         elif kind == "distribute" and reason not in ("already distributed",):
             m.sent.discard("distribute")
+            m.distribution_decided = False  # try again on a later tick
         return self.tick(now)
 
     def blob_ready(self, cid: str, now: float) -> list[Action]:
@@ -393,8 +400,11 @@ class LedgerRoundNode:
         out: list[Action] = []
         for rnd, m in self._mine.items():
             c = self._chain.get(rnd)
-            if c is None or c.finalized is None or m.result is None or "distribute" in m.sent:
+            if m.distribution_decided or c is None or c.finalized is None or m.result is None:
                 continue
+            if "attest" in m.in_flight:
+                continue  # wait for the receipt: it decides whether this node attested
+            m.distribution_decided = True  # the attestations are all in (later ones revert)
             if "attest" not in m.done:
                 continue
             model, who, scores = m.result

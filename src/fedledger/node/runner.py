@@ -499,14 +499,22 @@ class Node:
                 result = await asyncio.to_thread(ledger.reveal, a.round, a.update_digest, a.cid,
                                                  a.num_examples, a.salt)  # fmt: skip
             elif isinstance(a, Attest):
-                result = await asyncio.to_thread(ledger.attest, a.round, a.model_digest,
-                                                 a.result_digest)  # fmt: skip
+
+                def attest() -> TxResult | None:
+                    # Once a quorum finalized the round, a late attestation only reverts.
+                    if logic.closed(a.round):
+                        return None
+                    return ledger.attest(a.round, a.model_digest, a.result_digest)
+
+                result = await asyncio.to_thread(attest)
+                if result is None:
+                    reason = "round already closed"
             elif isinstance(a, Skip):
                 result = await asyncio.to_thread(ledger.skip, a.round)
             else:
                 result = await asyncio.to_thread(ledger.distribute, a.round, list(a.contributors),
                                                  list(a.scores))  # fmt: skip
-            gas = result.gas_used
+            gas = result.gas_used if result is not None else 0
         except TransactionReverted as exc:
             reason = exc.reason
             gas = int(getattr(exc.receipt, "gas_used", 0) or 0)
@@ -590,8 +598,8 @@ class Node:
             if self.clock() > deadline:
                 raise LedgerError(f"the task did not start within {self.config.ready_timeout} s")
             await asyncio.sleep(0.2)
-        for member in await asyncio.to_thread(ledger.members):
-            self._add_member(member.address, member.endpoint)
+        # Members and their endpoints come from the registry's Joined events (the poller's
+        # first read covers the whole history), not from one view call per member.
         self.chain_now = float(await asyncio.to_thread(ledger.now))
 
     def _add_member(self, address: str, endpoint: str) -> None:
