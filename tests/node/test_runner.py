@@ -92,10 +92,18 @@ def test_garbage_frames_are_rejected_and_the_node_keeps_running(tmp_path: Path) 
                 await asyncio.sleep(0.02)
 
         runs = [asyncio.create_task(n.run()) for n in nodes]
+        deadline = asyncio.get_running_loop().time() + 60
         while not network.is_alive("node-0"):  # node-0 serves once it has warmed up
+            assert not runs[0].done(), runs[0]  # it finished (or failed) before serving?
+            assert asyncio.get_running_loop().time() < deadline, "node-0 never served"
             await asyncio.sleep(0.05)
         await attack()
-        return list(await asyncio.gather(*runs))
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*runs), 120))
+        except TimeoutError:
+            progress = {i: n.round_records[-1]["round"] if n.round_records else 0
+                        for i, n in enumerate(nodes)}  # fmt: skip
+            raise AssertionError(f"nodes did not finish: rounds done {progress}") from None
 
     summaries = asyncio.run(scenario())
     report = merge_report(
