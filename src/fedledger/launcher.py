@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,7 @@ async def run_in_memory(
     """Every node in this process, over one in-memory network."""
     if not configs:
         return []
+    _enough_threads(len(configs))
     network = network or MemoryNetwork(seed=configs[0].task.seed)
     task = prepare_task(configs[0].task)
     nodes = [
@@ -338,6 +340,15 @@ def _start_when_joined(owner: ContractLedger, n: int) -> bool:
     return True
 
 
+def _enough_threads(nodes: int) -> None:
+    """Every node of this process runs its training, evaluation and chain calls in worker
+    threads; asyncio's default pool (cpu count + 4 threads) would queue them behind each other
+    and add latency to every phase. Give each node a few."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=4 * nodes + 4,
+                                                  thread_name_prefix="fedledger"))  # fmt: skip
+
+
 async def run_ledger_in_process(
     configs: Sequence[NodeConfig],
     *,
@@ -352,6 +363,7 @@ async def run_ledger_in_process(
     them). The owner starts round 1 once every node joined."""
     from eth_account import Account
 
+    _enough_threads(len(configs))
     task = prepare_task(configs[0].task)
     network = MemoryNetwork(seed=configs[0].task.seed)
     nodes = []
