@@ -45,8 +45,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+
+# gRPC's C core logs routine events (a peer's GOAWAY when it shuts down) to stderr at INFO;
+# keep its errors only, unless the user asked for more.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
 import grpc.aio
