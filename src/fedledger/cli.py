@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedledger import __version__
+from fedledger.attacks.behaviour import ATTACKS
 from fedledger.errors import FedledgerError
 
 console = Console(stderr=True)
@@ -96,7 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedledger.gossip.topology import TopologySpec
     from fedledger.launcher import run_task, with_overrides
 
-    cfg = with_overrides(load_config(args.config), rounds=args.rounds, nodes=args.nodes)
+    base = load_config(args.config)
+    n = args.nodes if args.nodes is not None else base.nodes
+    cfg = with_overrides(base, rounds=args.rounds, nodes=args.nodes, rule=args.rule,
+                         f=round(args.attackers * n) if args.attack else 0)  # fmt: skip
     topology = TopologySpec(kind=args.topology, degree=args.degree, p=args.p)
     chain = args.chain or ("embedded" if args.mode == "consensus" else "none")
     if chain == "embedded":
@@ -118,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = run_task(
             cfg, out=args.out, mode=args.mode, transport=args.transport, topology=topology,
             mixing=args.mixing, progress=progress, timeout=args.timeout, chain=chain,
-            deployer_key=args.deployer_key, audit=not args.no_audit,
+            deployer_key=args.deployer_key, audit=not args.no_audit, attack=args.attack,
+            attackers=args.attackers,
         )  # fmt: skip
         bar.update(task_id, completed=report.final.get("rounds_completed", 0))
     f = report.final
@@ -288,6 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: anvil's first development account)",
     )
     p.add_argument("--no-audit", action="store_true", help="skip the audit after a ledger run")
+    p.add_argument(
+        "--attack",
+        default=None,
+        choices=sorted(ATTACKS),
+        help="robustness experiments: the attack the Byzantine nodes mount",
+    )
+    p.add_argument(
+        "--attackers", type=float, default=0.0, help="with --attack: the fraction of nodes (0-1)"
+    )
+    p.add_argument(
+        "--rule",
+        default=None,
+        help="override the task's aggregation rule (tolerating the attackers: f = their number)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -22,8 +22,10 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
+from fedledger.attacks.behaviour import OMNISCIENT, Attack, Collusion
+from fedledger.attacks.data import choose_attackers
 from fedledger.commit import digest_from_cid
-from fedledger.config import TaskConfig
+from fedledger.config import AggregationConfig, TaskConfig
 from fedledger.errors import ConfigError, FedledgerError
 from fedledger.gossip.blobs import BlobStore, FileBlobStore, MemoryBlobStore
 from fedledger.gossip.grpc_transport import GrpcTransport
@@ -67,8 +69,14 @@ def build_node(
     store: BlobStore | None = None,
     task: Task | None = None,
     ledger: Ledger | None = None,
+    collusion: Collusion | None = None,
 ) -> Node:
     task = task or prepare_task(cfg.task)
+    attack = None
+    if cfg.attack is not None:
+        attack = Attack(name=cfg.attack, n=cfg.task.nodes, f=cfg.attackers,
+                        seed=derive_seed(cfg.task.seed, "attack", cfg.index),
+                        collusion=collusion)  # fmt: skip
     trainer = build_trainer(cfg.task, task.data)
     initial = trainer.init_params(derive_seed(cfg.task.seed, "init"))
     return Node(
@@ -84,6 +92,7 @@ def build_node(
         initial_params=initial,
         ledger=ledger,
         stake=cfg.stake,
+        attack=attack,
     )
 
 
@@ -137,6 +146,8 @@ def plan(
     mixing: str = "metropolis_hastings",
     chain_url: str | None = None,
     task_address: str | None = None,
+    attack: str | None = None,
+    attackers: Sequence[int] = (),
 ) -> list[NodeConfig]:
     """Node configurations for every member of ``task`` on 127.0.0.1.
 
@@ -163,6 +174,7 @@ def plan(
                 state_dir=node_dir / "state", listen=endpoints[i], mode=mode, peers=peers,
                 topology=topology, timeouts=timeouts or Timeouts(), mixing=mixing,
                 chain=chain_url, task_address=task_address,
+                attack=attack if i in attackers else None, attackers=len(attackers),
             )
         )  # fmt: skip
         if transport == "grpc":
@@ -208,6 +220,7 @@ async def run_in_memory(
     _enough_threads(len(configs))
     network = network or MemoryNetwork(seed=configs[0].task.seed)
     task = prepare_task(configs[0].task)
+    collusion = _collusion(configs)
     nodes = [
         build_node(
             cfg,
@@ -215,6 +228,7 @@ async def run_in_memory(
             transport=network.transport(cfg.listen),
             store=MemoryBlobStore(),
             task=task,
+            collusion=collusion,
         )
         for cfg in configs
     ]
@@ -340,6 +354,12 @@ def _start_when_joined(owner: ContractLedger, n: int) -> bool:
     return True
 
 
+def _collusion(configs: Sequence[NodeConfig]) -> Collusion | None:
+    """One board for the attackers of this process to share their benign updates on."""
+    count = sum(1 for c in configs if c.attack is not None)
+    return Collusion(count) if count else None
+
+
 def _enough_threads(nodes: int) -> None:
     """Every node of this process runs its training, evaluation and chain calls in worker
     threads; asyncio's default pool (cpu count + 4 threads) would queue them behind each other
@@ -366,6 +386,7 @@ async def run_ledger_in_process(
     _enough_threads(len(configs))
     task = prepare_task(configs[0].task)
     network = MemoryNetwork(seed=configs[0].task.seed)
+    collusion = _collusion(configs)
     nodes = []
     for cfg in configs:
         identity = Identity.from_seed(cfg.task.seed, cfg.index)
@@ -377,7 +398,7 @@ async def run_ledger_in_process(
         ledger = ContractLedger(chain, deployment.task, Account.from_key(identity.private_key))
         store = FileBlobStore(cfg.state_dir / "blobs", durable=False)
         nodes.append(build_node(cfg, identity=identity, transport=node_transport, store=store,
-                                task=task, ledger=ledger))  # fmt: skip
+                                task=task, ledger=ledger, collusion=collusion))  # fmt: skip
     runs = [asyncio.create_task(n.run()) for n in nodes]
     owner_ledger = ContractLedger(chain, deployment.task, owner)
     started = False
@@ -438,6 +459,7 @@ def merge_report(
         if not recs:
             continue
         acc = Accuracy.over([r["acc"] for _, r in recs])
+        honest = [r["acc"] for i, r in recs if configs[i].attack is None]
         sent = [r["bytes_sent"] - prev_sent[i] for i, r in recs]
         recv = [r["bytes_recv"] - prev_recv[i] for i, r in recs]
         for i, r in recs:
@@ -452,6 +474,8 @@ def merge_report(
             "local_acc_min": local.acc_min,
             "local_acc_max": local.acc_max,
         }
+        if len(honest) < len(recs):
+            extra["honest_acc"] = sum(honest) / len(honest) if honest else None
         if mode == "consensus":
             extra["adopted"] = sum(1 for _, r in recs if r.get("adopted"))
         gases = [r["gas"] for _, r in recs if "gas" in r]
@@ -517,6 +541,8 @@ def run_task(
     chain: str = "none",
     deployer_key: str | None = None,
     audit: bool = True,
+    attack: str | None = None,
+    attackers: float = 0.0,
 ) -> Report:
     """``fedledger run``: the whole task on this machine, then report.json in ``out``.
 
@@ -536,25 +562,59 @@ def run_task(
         raise ConfigError("nodes on an external chain run as processes over gRPC",
                           field="transport")  # fmt: skip
     topology = topology or TopologySpec()
+    bad = attack_setup(task, attack=attack, attackers=attackers, chain=chain,
+                       transport=transport)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     task_path = out / "task.toml"  # the effective task, overrides included, for every node
     task_path.write_text(task.to_toml(), encoding="utf-8")
     if chain == "none":
         configs = plan(task, task_path=task_path, out=out, mode=mode, topology=topology,
-                       transport=transport, timeouts=timeouts, mixing=mixing)  # fmt: skip
+                       transport=transport, timeouts=timeouts, mixing=mixing, attack=attack,
+                       attackers=bad)  # fmt: skip
         if transport == "memory":
             summaries = asyncio.run(run_in_memory(configs, progress=progress))
         else:
             summaries = run_processes(configs, progress=progress, timeout=timeout)
         report = merge_report(configs, summaries, mode=mode, transport=transport,
                               topology=topology)  # fmt: skip
-        report.write(out)
-        return report
-    return _run_with_ledger(
-        task, out=out, task_path=task_path, transport=transport, topology=topology,
-        timeouts=timeouts, progress=progress, timeout=timeout, chain=chain,
-        deployer_key=deployer_key, audit=audit,
-    )  # fmt: skip
+    else:
+        report = _run_with_ledger(
+            task, out=out, task_path=task_path, transport=transport, topology=topology,
+            timeouts=timeouts, progress=progress, timeout=timeout, chain=chain,
+            deployer_key=deployer_key, audit=audit, attack=attack, attackers=bad,
+        )  # fmt: skip
+    if attack is not None:
+        _add_attack(report, attack=attack, attackers=bad)
+    report.write(out)
+    return report
+
+
+def attack_setup(
+    task: TaskConfig, *, attack: str | None, attackers: float, chain: str, transport: str
+) -> tuple[int, ...]:
+    """Which nodes attack (from the seed), after checking the attack can run this way."""
+    if attack is None:
+        if attackers:
+            raise ConfigError("--attackers needs --attack", field="attackers")
+        return ()
+    Attack(name=attack, n=task.nodes, f=max(1, round(attackers * task.nodes)))  # validates
+    in_process = transport == "memory" or chain == "embedded"
+    if attack in OMNISCIENT and not in_process:
+        raise ConfigError(f"{attack} needs the attackers in one process to collude: use "
+                          "--transport memory or --chain embedded", field="attack")  # fmt: skip
+    chosen = choose_attackers(task.nodes, attackers, task.seed)
+    if not chosen:
+        raise ConfigError(f"{attackers} of {task.nodes} nodes is no attacker", field="attackers")
+    return chosen
+
+
+def _add_attack(report: Report, *, attack: str, attackers: Sequence[int]) -> None:
+    """The attack in the report, and the honest nodes' final accuracy."""
+    report.extra["attack"] = {"name": attack, "attackers": list(attackers)}
+    last = report.rounds[-1] if report.rounds else None
+    honest = last.extra.get("honest_acc") if last is not None else None
+    if honest is not None:
+        report.final["honest_acc_mean"] = honest
 
 
 def _run_with_ledger(
@@ -570,6 +630,8 @@ def _run_with_ledger(
     chain: str,
     deployer_key: str | None,
     audit: bool,
+    attack: str | None = None,
+    attackers: Sequence[int] = (),
 ) -> Report:
     members = [Identity.from_seed(task.seed, i).address for i in range(task.nodes)]
     backend: Chain
@@ -589,7 +651,8 @@ def _run_with_ledger(
     deployment.write(out)
     if chain == "embedded":
         configs = plan(task, task_path=task_path, out=out, mode="consensus", topology=topology,
-                       transport=transport, timeouts=timeouts)  # fmt: skip
+                       transport=transport, timeouts=timeouts, attack=attack,
+                       attackers=attackers)  # fmt: skip
         runner = run_ledger_in_process(
             configs, chain=backend, deployment=deployment, owner=owner, transport=transport,
             progress=progress,
@@ -601,7 +664,8 @@ def _run_with_ledger(
     else:
         configs = plan(task, task_path=task_path, out=out, mode="consensus", topology=topology,
                        transport="grpc", timeouts=timeouts, chain_url=chain,
-                       task_address=deployment.task)  # fmt: skip
+                       task_address=deployment.task, attack=attack,
+                       attackers=attackers)  # fmt: skip
         owner_ledger = ContractLedger(backend, deployment.task, owner)
         started = [False]
 
@@ -618,17 +682,34 @@ def _run_with_ledger(
         verdict = audit_run(out, chain=backend)
         figures["audit_ok"] = verdict.ok
         (out / "audit.json").write_text(json.dumps(verdict.to_dict(), indent=2) + "\n")
-    report = merge_report(configs, summaries, mode="consensus", transport=transport,
-                          topology=topology, chain=deployment.backend, ledger=figures)  # fmt: skip
-    report.write(out)
-    return report
+    return merge_report(configs, summaries, mode="consensus", transport=transport,
+                        topology=topology, chain=deployment.backend, ledger=figures)  # fmt: skip
 
 
-def with_overrides(task: TaskConfig, *, rounds: int | None, nodes: int | None) -> TaskConfig:
-    """The task with the command line's overrides applied (and validated again)."""
+def with_overrides(
+    task: TaskConfig,
+    *,
+    rounds: int | None,
+    nodes: int | None,
+    rule: str | None = None,
+    f: int | None = None,
+) -> TaskConfig:
+    """The task with the command line's overrides applied (and validated again). ``rule``
+    replaces the aggregation rule, tolerating ``f`` Byzantine inputs, with default parameters
+    where the rule needs some (trimmed_mean's beta trims f per side; centered_clipping's tau is
+    1.0)."""
     changes: dict[str, Any] = {}
     if rounds is not None:
         changes["rounds"] = rounds
     if nodes is not None:
         changes["nodes"] = nodes
+    if rule is not None:
+        n = nodes if nodes is not None else task.nodes
+        tolerate = 0 if rule == "fedavg" else (f or 0)
+        params: dict[str, Any] = {}
+        if rule == "trimmed_mean":
+            params["beta"] = (tolerate + 0.5) / n
+        elif rule == "centered_clipping":
+            params["tau"] = 1.0
+        changes["aggregation"] = AggregationConfig(rule=rule, f=tolerate, params=params)
     return replace(task, **changes) if changes else task

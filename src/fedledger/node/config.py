@@ -80,6 +80,11 @@ class NodeConfig:
     """Ledger mode: the Task contract's address."""
     stake: int | None = None
     """Ledger mode: wei to stake when joining (default: the task's minimum)."""
+    attack: str | None = None
+    """For robustness experiments only: this node is Byzantine and mounts this attack
+    (fedledger.attacks.behaviour.ATTACKS)."""
+    attackers: int = 0
+    """With ``attack``: how many of the task's nodes attack (ALIE's z depends on it)."""
 
     def __post_init__(self) -> None:
         if (self.chain is None) != (self.task_address is None):
@@ -144,6 +149,8 @@ _TOP = {
     "chain",
     "task_address",
     "stake",
+    "attack",
+    "attackers",
 }
 
 
@@ -212,8 +219,9 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
         f"linger = {cfg.linger!r}",
         f"stall_timeout = {cfg.stall_timeout!r}",
         f"mixing = {toml_value(cfg.mixing)}",
+        f"attackers = {cfg.attackers}",
     ]
-    for key in ("chain", "task_address", "stake"):
+    for key in ("chain", "task_address", "stake", "attack"):
         if getattr(cfg, key) is not None:
             lines.append(f"{key} = {toml_value(getattr(cfg, key))}")
     for name in ("topology", "gossip", "timeouts"):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedledger.aggregation import aggregate, spec_of
+from fedledger.attacks.behaviour import Attack
 from fedledger.commit import decode, encode
 from fedledger.data import Dataset, NodeData
 from fedledger.errors import (
@@ -123,6 +124,7 @@ class Node:
         ledger: Ledger | None = None,
         stake: int | None = None,
         salt_rng: random.Random | None = None,
+        attack: Attack | None = None,
     ) -> None:
         """With a ``ledger``, rounds run on chain (commit, reveal, attest: see
         :mod:`fedledger.node.ledger_round`); the node joins the task with ``stake`` (default:
@@ -134,7 +136,10 @@ class Node:
         self.trainer = trainer
         # Evaluation runs while the next round trains: a trainer is not thread-safe.
         self.evaluator = evaluator if evaluator is not None else trainer
-        self.data = data
+        self.attack = attack
+        # A Byzantine node trains on poisoned data (label flipping), or publishes a poisoned
+        # update (see fedledger.attacks.behaviour).
+        self.data = attack.poison_data(data, test.num_classes) if attack is not None else data
         self.test = test
         self.clock = clock
         self.wall = wall
@@ -422,7 +427,10 @@ class Node:
         seed = derive_seed(self.task.seed, "fit", a.round, self.config.index)
         fit = await asyncio.to_thread(self.trainer.fit, params, self.data.train, self.task.train,
                                       seed=seed)  # fmt: skip
-        cid = self.store.put(encode(fit.params))
+        published = fit.params
+        if self.attack is not None and self.attack.poisons_model:
+            published = await self.attack.poison(a.round, params, fit.params)
+        cid = self.store.put(encode(published))
         logic = self.logic
         if isinstance(logic, ConsensusNode | LedgerRoundNode):
             self._act(logic.trained(a.round, a.base, cid, fit.num_examples, self._now()))

@@ -1,0 +1,116 @@
+"""Byzantine behaviour in a node: which attack it mounts, and how colluding attackers share.
+
+A node built with an :class:`Attack` trains as usual (on flipped labels for ``label_flip``),
+then publishes :meth:`Attack.poison` of its update instead of the update itself. The
+omniscient attacks (ALIE, IPM, min-max) need the benign updates the attackers know: colluding
+attackers in one process share theirs through a :class:`Collusion` board (each posts its
+benign update and waits for the others'), so they attack with the "partial knowledge" of
+their own benign updates -- all they can know under commit-reveal, where honest updates are
+revealed only after every commitment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from fedledger.attacks.data import flip_labels
+from fedledger.attacks.model import alie, gaussian_noise, ipm, min_max, scaled, sign_flip
+from fedledger.data import NodeData
+from fedledger.errors import ConfigError
+
+Params = list[np.ndarray]
+
+MODEL_ATTACKS = ("sign_flip", "scaled", "gaussian", "alie", "ipm", "min_max", "free_ride")
+DATA_ATTACKS = ("label_flip",)
+ATTACKS = DATA_ATTACKS + MODEL_ATTACKS
+OMNISCIENT = ("alie", "ipm", "min_max")
+
+SIGN_FLIP_SCALE = 4.0
+SCALE_FACTOR = -10.0
+GAUSSIAN_SIGMA = 1.0
+IPM_EPSILON = 4.0
+COLLUSION_TIMEOUT = 30.0
+
+
+class Collusion:
+    """Where the attackers of one process share their benign updates, round by round."""
+
+    def __init__(self, attackers: int) -> None:
+        self.attackers = attackers
+        self._posted: dict[int, list[Params]] = {}
+        self._full: dict[int, asyncio.Event] = {}
+
+    async def share(
+        self, rnd: int, benign: Params, *, timeout: float = COLLUSION_TIMEOUT
+    ) -> list[Params]:
+        """Post this attacker's benign update of round ``rnd``; return every attacker's once
+        all posted (or what arrived within ``timeout``)."""
+        posted = self._posted.setdefault(rnd, [])
+        full = self._full.setdefault(rnd, asyncio.Event())
+        posted.append(benign)
+        if len(posted) >= self.attackers:
+            full.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(full.wait(), timeout)
+        for old in [r for r in self._posted if r < rnd - 1]:
+            self._posted.pop(old, None)
+            self._full.pop(old, None)
+        return list(posted)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attack:
+    """One attacker's behaviour: ``name`` (see :data:`ATTACKS`), the number of nodes ``n`` and
+    of attackers ``f`` (ALIE's z depends on them), and a seed for its randomness."""
+
+    name: str
+    n: int
+    f: int
+    seed: int = 0
+    collusion: Collusion | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.name not in ATTACKS:
+            raise ConfigError(f"unknown attack {self.name!r}; known: {', '.join(ATTACKS)}",
+                              field="attack")  # fmt: skip
+        if not 0 < self.f < self.n:
+            raise ConfigError(f"need 0 < attackers < nodes, got {self.f} of {self.n}",
+                              field="attackers")  # fmt: skip
+
+    @property
+    def poisons_model(self) -> bool:
+        return self.name in MODEL_ATTACKS
+
+    def poison_data(self, data: NodeData, num_classes: int) -> NodeData:
+        """The attacker's training data (labels flipped for ``label_flip``)."""
+        if self.name != "label_flip":
+            return data
+        train = replace(data.train, y=flip_labels(data.train.y, num_classes))
+        return replace(data, train=train)
+
+    async def poison(self, rnd: int, base: Sequence[np.ndarray], own: Params) -> Params:
+        """What the attacker publishes in round ``rnd`` instead of its benign update ``own``."""
+        rng = np.random.default_rng([self.seed, rnd])
+        if self.name == "sign_flip":
+            return sign_flip(base, own, scale=SIGN_FLIP_SCALE)
+        if self.name == "scaled":
+            return scaled(base, own, factor=SCALE_FACTOR)
+        if self.name == "gaussian":
+            return gaussian_noise(base, sigma=GAUSSIAN_SIGMA, rng=rng)
+        if self.name == "free_ride":
+            return [np.array(p, copy=True) for p in base]
+        benign = [own]
+        if self.collusion is not None:
+            benign = await self.collusion.share(rnd, own)
+        if self.name == "alie":
+            return alie(base, benign, n=self.n, f=self.f)
+        if self.name == "ipm":
+            return ipm(base, benign, epsilon=IPM_EPSILON)
+        if self.name == "min_max":
+            return min_max(base, benign)
+        return own
