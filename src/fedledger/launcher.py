@@ -93,6 +93,7 @@ def build_node(
         ledger=ledger,
         stake=cfg.stake,
         attack=attack,
+        observed_by=collusion if attack is None else None,
     )
 
 
@@ -220,7 +221,7 @@ async def run_in_memory(
     _enough_threads(len(configs))
     network = network or MemoryNetwork(seed=configs[0].task.seed)
     task = prepare_task(configs[0].task)
-    collusion = _collusion(configs)
+    collusion = _collusion(configs, omniscient=True)
     nodes = [
         build_node(
             cfg,
@@ -354,10 +355,14 @@ def _start_when_joined(owner: ContractLedger, n: int) -> bool:
     return True
 
 
-def _collusion(configs: Sequence[NodeConfig]) -> Collusion | None:
-    """One board for the attackers of this process to share their benign updates on."""
+def _collusion(configs: Sequence[NodeConfig], *, omniscient: bool) -> Collusion | None:
+    """One board for the attackers of this process to share what they know on: without a
+    ledger every update is announced before aggregation, so they see the honest ones too
+    (omniscient); under commit-reveal only their own."""
     count = sum(1 for c in configs if c.attack is not None)
-    return Collusion(count) if count else None
+    if not count:
+        return None
+    return Collusion(count, nodes=len(configs), omniscient=omniscient)
 
 
 def _enough_threads(nodes: int) -> None:
@@ -386,7 +391,7 @@ async def run_ledger_in_process(
     _enough_threads(len(configs))
     task = prepare_task(configs[0].task)
     network = MemoryNetwork(seed=configs[0].task.seed)
-    collusion = _collusion(configs)
+    collusion = _collusion(configs, omniscient=False)  # commit-reveal hides honest updates
     nodes = []
     for cfg in configs:
         identity = Identity.from_seed(cfg.task.seed, cfg.index)

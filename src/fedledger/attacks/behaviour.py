@@ -38,23 +38,40 @@ COLLUSION_TIMEOUT = 30.0
 
 
 class Collusion:
-    """Where the attackers of one process share their benign updates, round by round."""
+    """Where the attackers of one process share what they know, round by round.
 
-    def __init__(self, attackers: int) -> None:
+    With ``omniscient`` the attackers also see every honest node's update of the round before
+    publishing their own (honest nodes :meth:`observe` theirs): possible without a ledger,
+    where updates are announced before anyone aggregates and an attacker can simply wait.
+    Otherwise (commit-reveal) they know only their own benign updates."""
+
+    def __init__(self, attackers: int, *, nodes: int = 0, omniscient: bool = False) -> None:
         self.attackers = attackers
+        self.omniscient = omniscient
+        self.expected = max(nodes, attackers) if omniscient else attackers
         self._posted: dict[int, list[Params]] = {}
         self._full: dict[int, asyncio.Event] = {}
+
+    def observe(self, rnd: int, update: Params) -> None:
+        """An honest node's update of round ``rnd``, seen by omniscient attackers."""
+        if self.omniscient:
+            self._post(rnd, update)
+
+    def _post(self, rnd: int, update: Params) -> tuple[list[Params], asyncio.Event]:
+        posted = self._posted.setdefault(rnd, [])
+        full = self._full.setdefault(rnd, asyncio.Event())
+        posted.append(update)
+        if len(posted) >= self.expected:
+            full.set()
+        return posted, full
 
     async def share(
         self, rnd: int, benign: Params, *, timeout: float = COLLUSION_TIMEOUT
     ) -> list[Params]:
-        """Post this attacker's benign update of round ``rnd``; return every attacker's once
-        all posted (or what arrived within ``timeout``)."""
-        posted = self._posted.setdefault(rnd, [])
-        full = self._full.setdefault(rnd, asyncio.Event())
-        posted.append(benign)
-        if len(posted) >= self.attackers:
-            full.set()
+        """Post this attacker's benign update of round ``rnd``; return every update known
+        (the attackers', and the honest ones if omniscient) once all arrived, or what arrived
+        within ``timeout``."""
+        posted, full = self._post(rnd, benign)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(full.wait(), timeout)
         for old in [r for r in self._posted if r < rnd - 1]:

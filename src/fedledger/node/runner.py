@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedledger.aggregation import aggregate, spec_of
-from fedledger.attacks.behaviour import Attack
+from fedledger.attacks.behaviour import Attack, Collusion
 from fedledger.commit import decode, encode
 from fedledger.data import Dataset, NodeData
 from fedledger.errors import (
@@ -125,6 +125,7 @@ class Node:
         stake: int | None = None,
         salt_rng: random.Random | None = None,
         attack: Attack | None = None,
+        observed_by: Collusion | None = None,
     ) -> None:
         """With a ``ledger``, rounds run on chain (commit, reveal, attest: see
         :mod:`fedledger.node.ledger_round`); the node joins the task with ``stake`` (default:
@@ -137,6 +138,8 @@ class Node:
         # Evaluation runs while the next round trains: a trainer is not thread-safe.
         self.evaluator = evaluator if evaluator is not None else trainer
         self.attack = attack
+        # Simulation only: omniscient attackers that see this honest node's updates.
+        self.observed_by = observed_by
         # A Byzantine node trains on poisoned data (label flipping), or publishes a poisoned
         # update (see fedledger.attacks.behaviour).
         self.data = attack.poison_data(data, test.num_classes) if attack is not None else data
@@ -428,6 +431,8 @@ class Node:
         fit = await asyncio.to_thread(self.trainer.fit, params, self.data.train, self.task.train,
                                       seed=seed)  # fmt: skip
         published = fit.params
+        if self.observed_by is not None and self.attack is None:
+            self.observed_by.observe(a.round, fit.params)
         if self.attack is not None and self.attack.poisons_model:
             published = await self.attack.poison(a.round, params, fit.params)
         cid = self.store.put(encode(published))
