@@ -150,3 +150,18 @@ def test_five_node_processes_on_anvil(tmp_path: Path) -> None:
         verdict = audit_run(tmp_path, rpc=node.url, task_address=deployment["task"],
                             config=tmp_path / "task.toml")  # fmt: skip
         assert verdict.ok, verdict.failures()
+
+
+def test_free_riders_earn_nothing_and_the_audit_verifies_the_attacked_run(tmp_path: Path) -> None:
+    task = replace(load_config(DIGITS), nodes=4, rounds=3)
+    report = run_task(task, out=tmp_path, transport="memory", chain="embedded", timeout=300,
+                      attack="free_ride", attackers=0.25).to_dict()  # fmt: skip
+    final = report["final"]
+    (rider,) = report["attack"]["attackers"]
+    rider_address = report["addresses"][rider]
+    assert final["rounds_finalized"] == 3
+    assert final["rewards"][rider_address] == 0  # rejected every round: score 0
+    honest = [a for i, a in enumerate(report["addresses"]) if i != rider]
+    assert all(final["rewards"][a] > 0 for a in honest)
+    assert sum(final["rewards"][a] for a in honest) == pytest.approx(3000, abs=1e-6)
+    assert final["audit_ok"] is True  # the audit recomputes the rejection too

@@ -18,15 +18,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from fedledger.aggregation import fixedpoint as fx
-from fedledger.aggregation.validation import ParamSpec, Prepared, prepare, unflatten
-from fedledger.errors import AggregationError, ByzantineBoundError
+from fedledger.aggregation.validation import (
+    ParamSpec,
+    Prepared,
+    check_update,
+    prepare,
+    spec_of,
+    unflatten,
+)
+from fedledger.errors import AggregationError, ByzantineBoundError, InvalidUpdateError
 
 SCORE_TOTAL = 1_000_000
 """Scores of one aggregation are integers that sum to this (parts per million)."""
@@ -478,7 +485,12 @@ def aggregate(
     spec: ParamSpec | None = None,
     center: Sequence[np.ndarray] | None = None,
 ) -> AggregationResult:
-    """Run the rule named ``rule`` with the task's parameters."""
+    """Run the rule named ``rule`` with the task's parameters.
+
+    ``center`` is the round's base model: centered clipping clips around it, and with any rule
+    an update *identical* to it (after quantization) is rejected as free-riding -- a node that
+    did no training and resubmits the model it received -- so it scores 0 and earns nothing.
+    """
     info = RULES.get(rule)
     if info is None:
         raise AggregationError(f"unknown aggregation rule {rule!r}; known: {', '.join(RULES)}")
@@ -488,8 +500,41 @@ def aggregate(
         raise AggregationError(f"{rule} takes no parameter(s) {sorted(unknown)}")
     if rule == "centered_clipping":
         kwargs["center"] = center
-    args = (updates, weights) if info.uses_weights else (updates,)
+    free_riders = _copies_of(center, updates, spec) if center is not None else []
+    inputs: Sequence[Any] = updates
+    if free_riders:  # rejected by the rule's validation, with the reason set below
+        inputs = [None if i in free_riders else u for i, u in enumerate(updates)]
+    args = (inputs, weights) if info.uses_weights else (inputs,)
     try:
-        return info.fn(*args, f=f, spec=spec, **kwargs)
+        result: AggregationResult = info.fn(*args, f=f, spec=spec, **kwargs)
     except TypeError as exc:  # a required rule parameter is missing (beta, tau)
         raise AggregationError(f"{rule}: {exc}") from exc
+    if not free_riders:
+        return result
+    rejected = dict(result.rejected)
+    for i in free_riders:
+        rejected[i] = FREE_RIDING
+    return replace(result, rejected=rejected)
+
+
+FREE_RIDING = "identical to the round's base model (no training: free-riding)"
+
+
+def _copies_of(center: Sequence[np.ndarray], updates: Updates, spec: ParamSpec | None) -> list[int]:
+    """Indices of the updates equal to ``center`` once quantized (valid ones only)."""
+    want = spec if spec is not None else spec_of(center)
+    try:
+        check_update(center, want)
+    except InvalidUpdateError:
+        return []
+    ref = [fx.quantize(a) for a in center]
+    found = []
+    for i, u in enumerate(updates):
+        try:
+            check_update(u, want)
+        except InvalidUpdateError:
+            continue
+        assert isinstance(u, Sequence)
+        if all(np.array_equal(fx.quantize(a), r) for a, r in zip(u, ref, strict=True)):
+            found.append(i)
+    return found
