@@ -129,6 +129,12 @@ class AggregationConfig:
                 field="aggregation.f",
             )
         for key in self.params:
+            if key == "norm_bound":  # any rule: a screen before it (fedledger.aggregation)
+                bound = self.params[key]
+                if isinstance(bound, bool) or not isinstance(bound, int | float) or bound <= 0:
+                    raise ConfigError(f"must be a number > 0, got {bound!r}",
+                                      field="aggregation.norm_bound")  # fmt: skip
+                continue
             if key not in info.params:
                 allowed = ", ".join(info.params) or "none"
                 raise ConfigError(

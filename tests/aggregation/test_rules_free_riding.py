@@ -37,3 +37,39 @@ def test_an_update_that_differs_by_one_quantum_is_not_free_riding() -> None:
     nudged = [BASE[0].copy(), BASE[1] + np.float32(2**-20)]
     result = aggregate("fedavg", [nudged, nudged], [1, 1], spec=spec_of(BASE), center=BASE)
     assert result.rejected == {}
+
+
+def test_norm_bound_rejects_steps_far_longer_than_the_rounds_median() -> None:
+    rng = np.random.default_rng(4)
+    trained = [[p + rng.normal(0, 0.1, p.shape).astype(np.float32) for p in BASE] for _ in range(7)]
+    boosted = [BASE[0] + 10 * (trained[0][0] - BASE[0]), BASE[1] + 10 * (trained[0][1] - BASE[1])]
+    updates = [*trained, boosted]
+    result = aggregate("fedavg", updates, [1] * 8, params={"norm_bound": 3.0},
+                       spec=spec_of(BASE), center=BASE)  # fmt: skip
+    assert set(result.rejected) == {7}
+    assert "longer than 3.0 x the round's median" in result.rejected[7]
+    assert result.scores[7] == 0
+    # The same verdict and bytes under any order of the inputs.
+    order = [7, 3, 0, 5, 1, 6, 2, 4]
+    shuffled = aggregate("fedavg", [updates[i] for i in order], [1] * 8,
+                         params={"norm_bound": 3.0}, spec=spec_of(BASE), center=BASE)  # fmt: skip
+    assert set(shuffled.rejected) == {0}
+    assert all(np.array_equal(a, b) for a, b in zip(result.params, shuffled.params, strict=True))
+    # A looser bound keeps it; no bound keeps it.
+    loose = aggregate("fedavg", updates, [1] * 8, params={"norm_bound": 20.0},
+                      spec=spec_of(BASE), center=BASE)  # fmt: skip
+    assert loose.rejected == {}
+
+
+def test_norm_bound_needs_a_positive_number() -> None:
+    from fedledger.config import AggregationConfig
+    from fedledger.errors import AggregationError, ConfigError
+
+    with pytest.raises(AggregationError):
+        aggregate("median", [BASE, BASE], params={"norm_bound": 0}, spec=spec_of(BASE),
+                  center=BASE)  # fmt: skip
+    with pytest.raises(ConfigError, match="norm_bound"):
+        AggregationConfig(rule="median", params={"norm_bound": -1})
+    assert (
+        AggregationConfig(rule="krum", f=1, params={"norm_bound": 2.5}).params["norm_bound"] == 2.5
+    )

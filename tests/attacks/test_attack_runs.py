@@ -4,12 +4,13 @@ First measurements of the benchmark matrix (docs/design.md, "Adversaries")."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fedledger.config import load_config
+from fedledger.config import AggregationConfig, load_config
 from fedledger.errors import ConfigError
 from fedledger.launcher import attack_setup, run_task, with_overrides
 
@@ -56,6 +57,18 @@ def test_multi_krum_holds_against_sign_flipping(tmp_path: Path, clean: dict[str,
     # Multi-Krum keeps the honest cluster.
     report = run(tmp_path, "multi_krum", "sign_flip")
     assert report["final"]["honest_acc_mean"] >= clean["multi_krum"] - 0.03
+
+
+@pytest.mark.parametrize("attack", ["scaled", "gaussian"])
+def test_a_norm_bound_lets_plain_fedavg_hold(
+    tmp_path: Path, clean: dict[str, float], attack: str
+) -> None:
+    # Updates stepping more than 3x the round's median step from the base are rejected.
+    task = with_overrides(DIGITS, rounds=ROUNDS, nodes=None)
+    task = replace(task, aggregation=AggregationConfig(rule="fedavg", params={"norm_bound": 3.0}))
+    report = run_task(task, out=tmp_path, transport="memory", chain="none", attack=attack,
+                      attackers=0.3).to_dict()  # fmt: skip
+    assert report["final"]["honest_acc_mean"] >= clean["fedavg"] - 0.03
 
 
 def test_attack_setup_checks_what_can_run() -> None:

@@ -490,34 +490,82 @@ def aggregate(
     ``center`` is the round's base model: centered clipping clips around it, and with any rule
     an update *identical* to it (after quantization) is rejected as free-riding -- a node that
     did no training and resubmits the model it received -- so it scores 0 and earns nothing.
+
+    ``params["norm_bound"]`` (any rule, with ``center``): an update whose step from the base is
+    longer than ``norm_bound`` times the median step length of the round's valid updates is
+    rejected (computed exactly on the quantized values, so every node agrees).
     """
     info = RULES.get(rule)
     if info is None:
         raise AggregationError(f"unknown aggregation rule {rule!r}; known: {', '.join(RULES)}")
     kwargs: dict[str, Any] = dict(params or {})
+    norm_bound = kwargs.pop("norm_bound", None)
     unknown = set(kwargs) - set(info.params)
     if unknown:
         raise AggregationError(f"{rule} takes no parameter(s) {sorted(unknown)}")
     if rule == "centered_clipping":
         kwargs["center"] = center
-    free_riders = _copies_of(center, updates, spec) if center is not None else []
+    screened: dict[int, str] = {}
+    if center is not None:
+        screened = dict.fromkeys(_copies_of(center, updates, spec), FREE_RIDING)
+        if norm_bound is not None:
+            screened |= _too_long(center, updates, spec, norm_bound, skip=screened)
     inputs: Sequence[Any] = updates
-    if free_riders:  # rejected by the rule's validation, with the reason set below
-        inputs = [None if i in free_riders else u for i, u in enumerate(updates)]
+    if screened:  # rejected by the rule's validation, with the reasons set below
+        inputs = [None if i in screened else u for i, u in enumerate(updates)]
     args = (inputs, weights) if info.uses_weights else (inputs,)
     try:
         result: AggregationResult = info.fn(*args, f=f, spec=spec, **kwargs)
     except TypeError as exc:  # a required rule parameter is missing (beta, tau)
         raise AggregationError(f"{rule}: {exc}") from exc
-    if not free_riders:
+    if not screened:
         return result
-    rejected = dict(result.rejected)
-    for i in free_riders:
-        rejected[i] = FREE_RIDING
-    return replace(result, rejected=rejected)
+    return replace(result, rejected={**result.rejected, **screened})
 
 
 FREE_RIDING = "identical to the round's base model (no training: free-riding)"
+
+
+def _too_long(
+    center: Sequence[np.ndarray],
+    updates: Updates,
+    spec: ParamSpec | None,
+    bound: float,
+    *,
+    skip: Mapping[int, str],
+) -> dict[int, str]:
+    """Updates whose squared step from ``center`` exceeds ``bound**2`` times the median
+    squared step (lower median) of the valid updates not in ``skip``; exact integers."""
+    if not bound > 0:
+        raise AggregationError(f"norm_bound must be > 0, got {bound}")
+    want = spec if spec is not None else spec_of(center)
+    try:
+        check_update(center, want)
+    except InvalidUpdateError:
+        return {}
+    ref = np.concatenate([fx.quantize(a).reshape(-1) for a in center])
+    steps: dict[int, int] = {}
+    for i, u in enumerate(updates):
+        if i in skip:
+            continue
+        try:
+            check_update(u, want)
+        except InvalidUpdateError:
+            continue
+        assert isinstance(u, Sequence)
+        d = np.concatenate([fx.quantize(a).reshape(-1) for a in u]) - ref
+        steps[i] = sum(int(x) * int(x) for x in d.tolist())
+    if not steps:
+        return {}
+    ordered = sorted(steps.values())
+    median = ordered[(len(ordered) - 1) // 2]
+    limit = Fraction(bound).limit_denominator(10**6) ** 2 * median
+    return {
+        i: f"step {math.isqrt(sq) / fx.SCALE:.4g} longer than {bound} x the round's median "
+        f"{math.isqrt(median) / fx.SCALE:.4g}"
+        for i, sq in steps.items()
+        if sq > limit
+    }
 
 
 def _copies_of(center: Sequence[np.ndarray], updates: Updates, spec: ParamSpec | None) -> list[int]:
