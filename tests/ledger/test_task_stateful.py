@@ -766,6 +766,9 @@ def test_task_state_machine(deployment: Deployed) -> None:
             stateful_step_count=STEPS,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
+            # The same 1,000 sequences every run, so the coverage checks below cannot flake on
+            # an unlucky draw (seen once: no "joined during this round").
+            derandomize=True,
         ),
     )
     assert OUTCOMES["sequences"] >= EXAMPLES
