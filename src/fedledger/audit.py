@@ -56,7 +56,6 @@ from fedledger.errors import (
     BlobError,
     CodecError,
     ConfigError,
-    FedledgerError,
     LedgerError,
 )
 from fedledger.gossip.blobs import BlobStore, FileBlobStore
@@ -591,7 +590,6 @@ __all__ = [
     "Auditor",
     "BlobSource",
     "Check",
-    "FedledgerError",
     "RoundVerdict",
     "audit_run",
     "format_report",

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -218,7 +217,6 @@ async def run_in_memory(
     """Every node in this process, over one in-memory network."""
     if not configs:
         return []
-    _enough_threads(len(configs))
     network = network or MemoryNetwork(seed=configs[0].task.seed)
     task = prepare_task(configs[0].task)
     collusion = _collusion(configs, omniscient=True)
@@ -365,15 +363,6 @@ def _collusion(configs: Sequence[NodeConfig], *, omniscient: bool) -> Collusion 
     return Collusion(count, nodes=len(configs), omniscient=omniscient)
 
 
-def _enough_threads(nodes: int) -> None:
-    """Every node of this process runs its training, evaluation and chain calls in worker
-    threads; asyncio's default pool (cpu count + 4 threads) would queue them behind each other
-    and add latency to every phase. Give each node a few."""
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=4 * nodes + 4,
-                                                  thread_name_prefix="fedledger"))  # fmt: skip
-
-
 async def run_ledger_in_process(
     configs: Sequence[NodeConfig],
     *,
@@ -388,7 +377,6 @@ async def run_ledger_in_process(
     them). The owner starts round 1 once every node joined."""
     from eth_account import Account
 
-    _enough_threads(len(configs))
     task = prepare_task(configs[0].task)
     network = MemoryNetwork(seed=configs[0].task.seed)
     collusion = _collusion(configs, omniscient=False)  # commit-reveal hides honest updates

@@ -479,16 +479,24 @@ class _Web3Chain:
     def logs(
         self, address: str, *, from_block: int, to_block: int | None = None, window: int = 1000
     ) -> list[LogReceipt]:
+        return self._windowed(lambda a, b: self._raw_logs(address, a, b), from_block, to_block,
+                              window)  # fmt: skip
+
+    def _windowed(
+        self, read: Callable[[int, int], list[T]], from_block: int, to_block: int | None,
+        window: int,
+    ) -> list[T]:  # fmt: skip
+        """``read(start, end)`` over ``[from_block, to_block]``, ``window`` blocks at a time."""
         if window < 1:
             raise ConfigError(f"must be at least 1, got {window}", field="window")
         if from_block < 0:
             raise ConfigError(f"must not be negative, got {from_block}", field="from_block")
         last = self.block_number() if to_block is None else to_block
-        found: list[LogReceipt] = []
+        found: list[T] = []
         start = from_block
         while start <= last:
             end = min(start + window - 1, last)
-            found.extend(self._raw_logs(address, start, end))
+            found.extend(read(start, end))
             start = end + 1
         return found
 
@@ -500,18 +508,7 @@ class _Web3Chain:
         to_block: int | None = None,
         window: int = 1000,
     ) -> list[EventData]:
-        if window < 1:
-            raise ConfigError(f"must be at least 1, got {window}", field="window")
-        if from_block < 0:
-            raise ConfigError(f"must not be negative, got {from_block}", field="from_block")
-        last = self.block_number() if to_block is None else to_block
-        found: list[EventData] = []
-        start = from_block
-        while start <= last:
-            end = min(start + window - 1, last)
-            found.extend(self._logs(event, start, end))
-            start = end + 1
-        return found
+        return self._windowed(lambda a, b: self._logs(event, a, b), from_block, to_block, window)
 
     # -- transactions -----------------------------------------------------------------------
 

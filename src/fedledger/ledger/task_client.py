@@ -481,7 +481,51 @@ def _feed_of(chain: Chain, address: str) -> _Feed:
         return feeds.setdefault(address, _Feed())
 
 
-class ContractLedger:
+class _Transactions:
+    """The task's transactions, the same for every :class:`Ledger`: each implementation sends
+    them by name with ``_send``."""
+
+    def _send(self, name: str, *args: Any, value: int = 0, gas: int | None = None) -> TxResult:
+        raise NotImplementedError
+
+    def join(self, endpoint: str, stake: int) -> TxResult:
+        return self._send("join", endpoint, value=stake)
+
+    def leave(self) -> TxResult:
+        return self._send("leave")
+
+    def withdraw(self) -> TxResult:
+        return self._send("withdraw")
+
+    def allow(self, account: str) -> TxResult:
+        return self._send("allow", to_checksum_address(account))
+
+    def start(self) -> TxResult:
+        return self._send("start")
+
+    def commit(self, round: int, commitment: bytes) -> TxResult:
+        return self._send("commit", round, commitment)
+
+    def reveal(
+        self, round: int, update_digest: bytes, cid: str, num_examples: int, salt: bytes
+    ) -> TxResult:
+        return self._send("reveal", round, update_digest, cid, num_examples, salt)
+
+    def attest(self, round: int, model_digest: bytes, result_digest: bytes) -> TxResult:
+        return self._send("attest", round, model_digest, result_digest)
+
+    def skip(self, round: int) -> TxResult:
+        return self._send("skip", round)
+
+    def distribute(
+        self, round: int, contributors: Sequence[str], scores: Sequence[int]
+    ) -> TxResult:
+        gas = DISTRIBUTE_GAS_BASE + DISTRIBUTE_GAS_EACH * len(contributors)
+        return self._send("distribute", round, [to_checksum_address(a) for a in contributors],
+                          list(scores), gas=gas)  # fmt: skip
+
+
+class ContractLedger(_Transactions):
     """:class:`Ledger` over a deployed Task contract, signing as ``account``.
 
     ``account`` may be ``None`` for a read-only handle (the audit): transactions then raise
@@ -653,42 +697,6 @@ class ContractLedger:
             receipt = self.chain.transact(fn, sender=self._account, value=value,
                                           gas=None, timeout=self.timeout)  # fmt: skip
         return TxResult(tx=receipt.tx_hash, block=receipt.block, gas_used=receipt.gas_used)
-
-    def join(self, endpoint: str, stake: int) -> TxResult:
-        return self._send("join", endpoint, value=stake)
-
-    def leave(self) -> TxResult:
-        return self._send("leave")
-
-    def withdraw(self) -> TxResult:
-        return self._send("withdraw")
-
-    def allow(self, account: str) -> TxResult:
-        return self._send("allow", to_checksum_address(account))
-
-    def start(self) -> TxResult:
-        return self._send("start")
-
-    def commit(self, round: int, commitment: bytes) -> TxResult:
-        return self._send("commit", round, commitment)
-
-    def reveal(
-        self, round: int, update_digest: bytes, cid: str, num_examples: int, salt: bytes
-    ) -> TxResult:
-        return self._send("reveal", round, update_digest, cid, num_examples, salt)
-
-    def attest(self, round: int, model_digest: bytes, result_digest: bytes) -> TxResult:
-        return self._send("attest", round, model_digest, result_digest)
-
-    def skip(self, round: int) -> TxResult:
-        return self._send("skip", round)
-
-    def distribute(
-        self, round: int, contributors: Sequence[str], scores: Sequence[int]
-    ) -> TxResult:
-        gas = DISTRIBUTE_GAS_BASE + DISTRIBUTE_GAS_EACH * len(contributors)
-        return self._send("distribute", round, [to_checksum_address(a) for a in contributors],
-                          list(scores), gas=gas)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1001,7 +1009,7 @@ class MemoryTask:
         self.time = self.now() + seconds
 
 
-class MemoryLedger:
+class MemoryLedger(_Transactions):
     """:class:`Ledger` over a :class:`MemoryTask`, acting as ``account``."""
 
     def __init__(self, task: MemoryTask, account: str) -> None:
@@ -1074,42 +1082,9 @@ class MemoryLedger:
     def token_supply(self) -> int:
         return self.task.total_minted
 
-    def _send(self, name: str, *args: Any, value: int = 0) -> TxResult:
+    def _send(self, name: str, *args: Any, value: int = 0, gas: int | None = None) -> TxResult:
+        del gas  # the memory ledger meters nothing
         return self.task.transact(self._account, name, *args, value=value)
-
-    def join(self, endpoint: str, stake: int) -> TxResult:
-        return self._send("join", endpoint, value=stake)
-
-    def leave(self) -> TxResult:
-        return self._send("leave")
-
-    def withdraw(self) -> TxResult:
-        return self._send("withdraw")
-
-    def allow(self, account: str) -> TxResult:
-        return self._send("allow", account)
-
-    def start(self) -> TxResult:
-        return self._send("start")
-
-    def commit(self, round: int, commitment: bytes) -> TxResult:
-        return self._send("commit", round, commitment)
-
-    def reveal(
-        self, round: int, update_digest: bytes, cid: str, num_examples: int, salt: bytes
-    ) -> TxResult:
-        return self._send("reveal", round, update_digest, cid, num_examples, salt)
-
-    def attest(self, round: int, model_digest: bytes, result_digest: bytes) -> TxResult:
-        return self._send("attest", round, model_digest, result_digest)
-
-    def skip(self, round: int) -> TxResult:
-        return self._send("skip", round)
-
-    def distribute(
-        self, round: int, contributors: Sequence[str], scores: Sequence[int]
-    ) -> TxResult:
-        return self._send("distribute", round, list(contributors), list(scores))
 
 
 def quorum_stake(rules: TaskRules, round_stake: int) -> int:
