@@ -51,9 +51,11 @@ from fedledger.commit import cid_from_digest, encode, sha256
 from fedledger.config import TaskConfig, load_config
 from fedledger.errors import ChainUnavailable, LedgerError
 from fedledger.launcher import run_task
+from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import Chain, EmbeddedChain
-from fedledger.ledger.contracts import commitment, load_artifact, result_digest, sort_result
-from fedledger.ledger.task_client import ContractLedger, TxResult, deploy_task
+from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
+from fedledger.ledger.records import TxResult
+from fedledger.ledger.rules import commitment, result_digest, sort_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,7 +242,7 @@ def bench_tps(task: TaskConfig, n: int) -> dict[str, Any]:
     embedded = EmbeddedChain(accounts=1, clock=time.time, pace="elapsed")  # as `fedledger run`
     out["embedded"] = chain_rates(embedded, task, n, "embedded")
     try:
-        from fedledger.ledger.anvil import find_anvil, install_anvil, start_anvil
+        from fedledger.ledger.chain.anvil import find_anvil, install_anvil, start_anvil
 
         binary = find_anvil(ROOT) or install_anvil(ROOT)
         with start_anvil(anvil=binary) as anvil:

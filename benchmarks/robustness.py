@@ -48,7 +48,8 @@ import numpy as np
 from fedledger.aggregation.rules import RULES
 from fedledger.attacks.behaviour import ATTACKS, PROTOCOL_ATTACKS
 from fedledger.config import TaskConfig, load_config
-from fedledger.launcher import run_task, with_overrides
+from fedledger.config.overrides import with_overrides
+from fedledger.launcher import run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

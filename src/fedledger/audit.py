@@ -48,25 +48,22 @@ from typing import Any
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 
-from fedledger.aggregation import aggregate, spec_of
-from fedledger.commit import cid_from_digest, decode, digest_from_cid, encode
+from fedledger.aggregation.round import aggregate_round
+from fedledger.commit import cid_from_digest, digest_from_cid, encode
 from fedledger.config import TaskConfig, load_config
 from fedledger.errors import (
-    AggregationError,
     BlobError,
     CodecError,
     ConfigError,
     LedgerError,
 )
 from fedledger.gossip.blobs import BlobStore, FileBlobStore
+from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import Chain, EmbeddedChain, RpcChain
-from fedledger.ledger.contracts import commitment, load_artifact, result_digest
-from fedledger.ledger.reputation import round_reputation, uses_reputation
-from fedledger.ledger.task_client import (
-    RULE_IDS,
+from fedledger.ledger.contract_ledger import ContractLedger
+from fedledger.ledger.records import (
     Attested,
     Committed,
-    ContractLedger,
     Distributed,
     Finalized,
     LedgerEvent,
@@ -76,7 +73,13 @@ from fedledger.ledger.task_client import (
     RoundStarted,
     Skipped,
     Slashed,
+)
+from fedledger.ledger.reputation import round_reputation, uses_reputation
+from fedledger.ledger.rules import (
+    RULE_IDS,
+    commitment,
     quorum_stake,
+    result_digest,
     rule_params_digest,
 )
 from fedledger.seeds import derive_seed
@@ -368,32 +371,21 @@ class Auditor:
             )
             return checks, None
         agg = self.task.aggregation
-        base_params = decode(base)
-        params: list[Any] = []
-        for w in who:
-            try:
-                params.append(decode(updates[w]))
-            except CodecError:
-                params.append(None)  # the rule rejects it, as the nodes' did
-        weights = [max(st.reveals[w].num_examples, 1) for w in who]
         reputation = (
             round_reputation(self._events, rnd, who) if uses_reputation(agg.params) else None
         )
         try:
-            result = aggregate(
-                agg.rule,
-                params,
-                weights,
-                f=agg.f,
-                params=agg.params,
-                spec=spec_of(base_params),
-                center=base_params,
+            outcome = aggregate_round(
+                agg,
+                base=base,
+                updates=[updates[w] for w in who],
+                num_examples=[st.reveals[w].num_examples for w in who],
                 reputation=reputation,
             )
-            model = encode(result.params)
-            scores = list(result.scores)
-        except AggregationError:
-            model, scores = base, [0] * len(who)  # the nodes keep the base model
+        except CodecError as exc:
+            checks.append(Check(name="aggregate", ok=False, detail=f"base model: {exc}"))
+            return checks, None
+        model, scores = outcome.model, list(outcome.scores)
         got = _sha(model)
         ok = got == f.model_digest
         checks.append(

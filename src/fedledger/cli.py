@@ -1,23 +1,41 @@
-"""The ``fedledger`` command line."""
+"""The ``fedledger`` command line.
+
+Whatever goes wrong, ``fedledger`` prints one line on stderr and exits non-zero: a
+:class:`~fedledger.errors.FedledgerError` as ``error: <message>`` with status 2, anything else
+as ``error: unexpected <Type>: <message>`` with status 1; Ctrl-C exits 130 quietly. The global
+``--debug`` flag (or ``FEDLEDGER_DEBUG=1`` in the environment, which reaches the node processes
+of ``fedledger run``) adds the traceback; a node also writes it to its node.log.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from fedledger import __version__
 from fedledger.attacks.behaviour import ATTACKS
-from fedledger.errors import FedledgerError
+from fedledger.errors import ConfigError, FedledgerError
 
 console = Console(stderr=True)
+
+EXIT_ERROR = 2
+"""A FedledgerError: bad input, a failed chain, ... (``error: <message>``)."""
+EXIT_UNEXPECTED = 1
+"""Any other exception: a bug or an untranslated third-party error."""
+EXIT_INTERRUPTED = 130
 
 
 def _progress() -> Progress:
@@ -32,6 +50,28 @@ def _progress() -> Progress:
     )
 
 
+def _out_dir(path: Path) -> Path:
+    """``--out``: created if missing; a clear error if it cannot be a directory."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {str(path)!r} as the output directory: "
+                          f"{exc.strerror or exc}", field="out") from exc  # fmt: skip
+    return path
+
+
+def _rpc_url(url: str, *, field: str) -> str:
+    """A JSON-RPC URL as the command line takes it: http(s), a host, a valid port."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parses the port: ValueError if out of range
+    except ValueError as exc:
+        raise ConfigError(f"not a JSON-RPC URL: {url!r} ({exc})", field=field) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"not an http(s) JSON-RPC URL: {url!r}", field=field)
+    return url
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from fedledger.baseline import run_baseline
     from fedledger.config import load_config
@@ -40,6 +80,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.rounds is not None:
         cfg = replace(cfg, rounds=args.rounds)
+    _out_dir(args.out)
     task = prepare_task(cfg)
     with _progress() as bar:
         bars: dict[str, Any] = {}
@@ -77,32 +118,57 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_node(args: argparse.Namespace) -> int:
     import logging
 
+    from fedledger.config.node import load_node_config
     from fedledger.launcher import run_node
-    from fedledger.node.config import load_node_config
 
     cfg = load_node_config(args.config)
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {str(cfg.state_dir)!r}: {exc.strerror or exc}",
+                          field="state_dir") from exc  # fmt: skip
     logging.basicConfig(
         filename=cfg.state_dir / "node.log",
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    summary = run_node(cfg)
+    summary = run_node(cfg, password_file=args.password_file)
     console.print(f"node {cfg.index} finished: model {summary['final_model']}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fedledger.config import load_config
+    from fedledger.config.overrides import with_overrides
     from fedledger.gossip.topology import TopologySpec
-    from fedledger.launcher import run_task, with_overrides
+    from fedledger.launcher import run_task
 
+    if args.deployer_key is not None:
+        raise ConfigError("a key on the command line shows in ps and shell histories: give the "
+                          "deployer's key with FEDLEDGER_DEPLOYER_KEY or --deployer-keyfile",
+                          field="deployer-key")  # fmt: skip
     base = load_config(args.config)
+    _out_dir(args.out)
     n = args.nodes if args.nodes is not None else base.nodes
     cfg = with_overrides(base, rounds=args.rounds, nodes=args.nodes, rule=args.rule,
                          f=round(args.attackers * n) if args.attack else 0)  # fmt: skip
     topology = TopologySpec(kind=args.topology, degree=args.degree, p=args.p)
     chain = args.chain or ("embedded" if args.mode == "consensus" else "none")
+    deployer_key = None
+    if chain in ("embedded", "none"):
+        if args.deployer_keyfile is not None:
+            raise ConfigError("--deployer-keyfile deploys on a JSON-RPC chain: give --chain URL",
+                              field="deployer-keyfile")  # fmt: skip
+    else:
+        from fedledger.keys import deployer_identity
+        from fedledger.ledger.chain import RpcChain
+
+        RpcChain(_rpc_url(chain, field="chain"))  # fails now, before any output, if unreachable
+
+        deployer = deployer_identity(
+            keyfile=args.deployer_keyfile, password_file=args.password_file
+        )
+        deployer_key = deployer.private_key if deployer is not None else None
     if chain == "embedded":
         where = f"one process over {args.transport}, embedded EVM ledger"
     elif chain == "none":
@@ -122,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = run_task(
             cfg, out=args.out, mode=args.mode, transport=args.transport, topology=topology,
             mixing=args.mixing, progress=progress, timeout=args.timeout, chain=chain,
-            deployer_key=args.deployer_key, audit=not args.no_audit, attack=args.attack,
+            deployer_key=deployer_key, audit=not args.no_audit, attack=args.attack,
             attackers=args.attackers,
         )  # fmt: skip
         bar.update(task_id, completed=report.final.get("rounds_completed", 0))
@@ -179,6 +245,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ConfigError("give --run DIR, or --rpc URL with --task and --config", field="run")
     if args.run is None and (args.task is None or args.config is None):
         raise ConfigError("with --rpc, give --task ADDRESS and --config TASK.toml", field="rpc")
+    if args.rpc is not None:
+        from fedledger.config import load_config
+
+        _rpc_url(args.rpc, field="rpc")
+        body = args.task[2:] if args.task.startswith("0x") else ""
+        if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
+            raise ConfigError(f"not an address (0x and 40 hex digits): {args.task!r}", field="task")
+        if args.config is not None:
+            load_config(args.config)  # a bad file fails before the chain is asked anything
     report = audit_run(
         args.run or Path("."), rpc=args.rpc, task_address=args.task, config=args.config,
         blob_dirs=args.blobs,
@@ -199,7 +274,7 @@ def cmd_chain_up(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from fedledger.ledger.anvil import find_anvil, install_anvil, project_root, start_anvil
+    from fedledger.ledger.chain.anvil import find_anvil, install_anvil, project_root, start_anvil
 
     if find_anvil() is None:
         root = project_root()
@@ -224,16 +299,35 @@ def cmd_chain_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _password_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"the password of {what}: the file's first line (mode 0600); default: "
+        "$FEDLEDGER_KEY_PASSWORD. Never on the command line",
+    )
+
+
+_DEBUG_HELP = "on an error, print the traceback too"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedledger",
         description="Decentralized federated learning with a verifiable ledger.",
     )
     parser.add_argument("--version", action="version", version=f"fedledger {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    # --debug is global: accepted after the command too (without overriding one given before).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
         "baseline",
+        parents=[common],
         help="train a task centrally and with server-based FedAvg (the reference)",
         description="Train the task two ways over the same partition, centrally on all the "
         "data and with classic server-based FedAvg, and write DIR/report.json.",
@@ -245,15 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "node",
+        parents=[common],
         help="run one node (one participant) from a node.toml",
         description="Run one node over gRPC: its own process, data partition and key.",
     )
     p.add_argument("--config", required=True, type=Path, help="node configuration (TOML)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _password_option(p, "the node's key file, if an encrypted keystore")
     p.set_defaults(func=cmd_node)
 
     p = sub.add_parser(
         "run",
+        parents=[common],
         help="run a whole task on this machine, serverless, and write report.json",
         description="Start the task's nodes (separate processes on 127.0.0.1 over gRPC, or one "
         "process over the in-memory transport), show progress, and write DIR/report.json.",
@@ -287,11 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
         "node), or none (no ledger; the default in gossip mode)",
     )
     p.add_argument(
-        "--deployer-key",
+        "--deployer-keyfile",
+        type=Path,
         default=None,
-        help="with --chain URL: the hex key that deploys the task and funds the nodes "
-        "(default: anvil's first development account)",
+        metavar="FILE",
+        help="with --chain URL: the key that deploys the task and funds the nodes, a hex key "
+        "file or an encrypted keystore (mode 0600; or the hex key in $FEDLEDGER_DEPLOYER_KEY). "
+        "Default on a local development chain (chain id 31337 or 1337 on 127.0.0.1): anvil's "
+        "first development account",
     )
+    p.add_argument("--deployer-key", default=None, help=argparse.SUPPRESS)  # refused, see cmd_run
+    _password_option(p, "the --deployer-keyfile keystore")
     p.add_argument("--no-audit", action="store_true", help="skip the audit after a ledger run")
     p.add_argument(
         "--attack",
@@ -313,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "audit",
+        parents=[common],
         help="replay a task from its chain, fetch its blobs and recompute every round",
         description="Check that a task's training followed its rules: signatures, "
         "commitments, blobs, quorum, the aggregate of every round, scores and rewards. Prints "
@@ -328,10 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_audit)
 
-    chain = sub.add_parser("chain", help="local EVM chains for the ledger")
+    chain = sub.add_parser("chain", parents=[common], help="local EVM chains for the ledger")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True, metavar="ACTION")
     p = chain_sub.add_parser(
         "up",
+        parents=[common],
         help="start a local anvil on 127.0.0.1 (installed from npm if missing)",
         description="Start anvil (Foundry's local EVM node, from the npm package pinned in "
         "package-lock.json) on 127.0.0.1 and keep it running until Ctrl-C.",
@@ -342,17 +447,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line: exception messages may span several (web3's, TOML's, ...)."""
+    return " ".join(text.split())
+
+
+def _print_error(message: str) -> None:
+    # A Text, not markup: a message may hold brackets ("peers[0]", "[task]"); soft_wrap keeps
+    # it on one line whatever the terminal's width.
+    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or bool(os.environ.get("FEDLEDGER_DEBUG"))
     try:
         code: int = args.func(args)
-    except FedledgerError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
     except KeyboardInterrupt:
-        console.print("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    except FedledgerError as exc:
+        if debug:
+            traceback.print_exc()
+        _print_error(_one_line(str(exc)) or type(exc).__name__)
+        return EXIT_ERROR
+    except Exception as exc:  # the one place that turns anything into one line
+        if debug:
+            traceback.print_exc()
+        elif logging.getLogger().hasHandlers():  # e.g. a node's node.log: keep the traceback
+            logging.getLogger("fedledger.cli").error("unexpected error", exc_info=True)
+        hint = "" if debug else " (run with --debug for the traceback)"
+        _print_error(f"unexpected {type(exc).__name__}: {_one_line(str(exc))}{hint}")
+        return EXIT_UNEXPECTED
     return code
 
 

@@ -15,39 +15,37 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
 from fedledger.attacks.behaviour import (
-    BACKDOOR_TARGET,
     OMNISCIENT,
     PROTOCOL_ATTACKS,
     Attack,
     Collusion,
-    trigger_value,
 )
-from fedledger.attacks.data import backdoor_test, choose_attackers
+from fedledger.attacks.data import choose_attackers
 from fedledger.commit import digest_from_cid
-from fedledger.config import AggregationConfig, TaskConfig
+from fedledger.config import TaskConfig
+from fedledger.config.node import NodeConfig, Peer, write_node_config
 from fedledger.errors import ConfigError, FedledgerError
-from fedledger.gossip.blobs import BlobStore, FileBlobStore, MemoryBlobStore
+from fedledger.gossip.blobs import FileBlobStore, MemoryBlobStore
 from fedledger.gossip.grpc_transport import GrpcTransport
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
 from fedledger.gossip.topology import TopologySpec
 from fedledger.gossip.transport import Transport
 from fedledger.ledger.chain import Chain, EmbeddedChain, RpcChain
+from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
+from fedledger.ledger.records import Finalized, Ledger, Slashed
 from fedledger.ledger.reputation import uses_reputation
-from fedledger.ledger.task_client import ContractLedger, Finalized, Ledger, Slashed, deploy_task
-from fedledger.node.config import NodeConfig, Peer, write_node_config
+from fedledger.node.build import build_node
 from fedledger.node.consensus import Timeouts
-from fedledger.node.runner import Node
 from fedledger.report import Accuracy, Report, RoundRecord
-from fedledger.seeds import derive_seed
-from fedledger.task import Task, build_trainer, prepare_task
+from fedledger.task import prepare_task
 
 log = logging.getLogger("fedledger.launcher")
 
@@ -58,61 +56,31 @@ ProgressFn = Callable[[int, int, float], None]
 # -- one node -------------------------------------------------------------------------------------
 
 
-def load_identity(path: Path) -> Identity:
-    """The node's key from ``path``; a new key is created (mode 0600) if the file is missing."""
+def load_identity(path: Path, *, password_file: Path | None = None) -> Identity:
+    """The node's key from ``path``: hex or an encrypted keystore, mode 0600 (fedledger.keys;
+    the password from ``password_file`` or ``$FEDLEDGER_KEY_PASSWORD``). A missing file gets a
+    new random key: a keystore when a password is set, hex (mode 0600) otherwise."""
+    from fedledger.keys import key_password
+
+    password = key_password(password_file)
     if path.exists():
-        return Identity.load(path)
+        return Identity.load(path, password=password)
     identity = Identity.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    identity.save(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {str(path.parent)!r}: {exc}", field="key_file") from exc
+    if password is not None:
+        identity.save_keystore(path, password)
+    else:
+        identity.save(path)
     return identity
 
 
-def build_node(
-    cfg: NodeConfig,
-    *,
-    identity: Identity,
-    transport: Transport,
-    store: BlobStore | None = None,
-    task: Task | None = None,
-    ledger: Ledger | None = None,
-    collusion: Collusion | None = None,
-) -> Node:
-    task = task or prepare_task(cfg.task)
-    attack = None
-    if cfg.attack is not None:
-        attack = Attack(name=cfg.attack, n=cfg.task.nodes, f=cfg.attackers,
-                        seed=derive_seed(cfg.task.seed, "attack", cfg.index),
-                        rule=cfg.task.aggregation, collusion=collusion)  # fmt: skip
-    trainer = build_trainer(cfg.task, task.data)
-    initial = trainer.init_params(derive_seed(cfg.task.seed, "init"))
-    return Node(
-        config=cfg,
-        identity=identity,
-        transport=transport,
-        # Blobs can be fetched again; the one state.json names is verified on restart.
-        store=store if store is not None else FileBlobStore(cfg.state_dir / "blobs", durable=False),
-        trainer=trainer,
-        evaluator=build_trainer(cfg.task, task.data),
-        data=task.data.nodes[cfg.index],
-        test=task.data.test,
-        initial_params=initial,
-        ledger=ledger,
-        stake=cfg.stake,
-        attack=attack,
-        observed_by=collusion if attack is None else None,
-        probe=backdoor_test(
-            task.data.test, target=BACKDOOR_TARGET, value=trigger_value(task.data.test)
-        )
-        if cfg.probe == "backdoor"
-        else None,
-    )
-
-
-def run_node(cfg: NodeConfig) -> dict[str, Any]:
+def run_node(cfg: NodeConfig, *, password_file: Path | None = None) -> dict[str, Any]:
     """Run one node over gRPC until the task's last round (``fedledger node``)."""
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    identity = load_identity(cfg.key_file)
+    identity = load_identity(cfg.key_file, password_file=password_file)
     host, _, port = cfg.listen.rpartition(":")
     try:
         transport = GrpcTransport(host=host, port=int(port))
@@ -161,14 +129,19 @@ def plan(
     task_address: str | None = None,
     attack: str | None = None,
     attackers: Sequence[int] = (),
+    identities: Sequence[Identity] | None = None,
 ) -> list[NodeConfig]:
     """Node configurations for every member of ``task`` on 127.0.0.1.
 
-    Keys are derived from the task seed (:meth:`Identity.from_seed`): reproducible local
-    simulations, never for real deployments (``fedledger node`` makes a fresh key).
+    ``identities`` are the nodes' keys; by default they are derived from the task seed
+    (:meth:`Identity.from_seed`): reproducible local simulations only, never where stakes are
+    real (fedledger.keys decides; ``fedledger node`` makes a fresh key).
     """
     n = task.nodes
-    identities = [Identity.from_seed(task.seed, i) for i in range(n)]
+    if identities is None:
+        identities = [Identity.from_seed(task.seed, i) for i in range(n)]
+    if len(identities) != n:
+        raise ConfigError(f"{len(identities)} keys for {n} nodes", field="task.nodes")
     if transport == "grpc":
         endpoints = [f"127.0.0.1:{p}" for p in free_ports(n)]
     else:
@@ -193,8 +166,7 @@ def plan(
         )  # fmt: skip
         if transport == "grpc":
             node_dir.mkdir(parents=True, exist_ok=True)
-            if not configs[-1].key_file.exists():
-                identities[i].save(configs[-1].key_file)
+            identities[i].save(configs[-1].key_file)  # mode 0600; replaces a previous run's
             write_node_config(configs[-1], node_dir / "node.toml")
     return configs
 
@@ -559,7 +531,7 @@ def run_task(
     progress: ProgressFn | None = None,
     timeout: float | None = None,
     chain: str = "none",
-    deployer_key: str | None = None,
+    deployer_key: str | bytes | None = None,
     audit: bool = True,
     attack: str | None = None,
     attackers: float = 0.0,
@@ -569,9 +541,10 @@ def run_task(
     ``chain``: ``"none"`` (consensus or gossip mode without a ledger), ``"embedded"`` (an
     in-process EVM shared by every node, all in this process; its journal is saved as
     ``chain.jsonl``) or a JSON-RPC URL (one process per node, over gRPC; ``deployer_key``
-    deploys and funds, by default anvil's first development account). With a ledger the run
-    directory also gets ``ledger.json``, and the audit runs at the end unless ``audit`` is
-    False.
+    deploys and funds, by default anvil's first development account on a local development
+    chain only; nodes get random keys unless the chain is one: fedledger.keys). With a ledger
+    the run directory also gets ``ledger.json``, and the audit runs at the end unless
+    ``audit`` is False.
     """
     if transport not in ("grpc", "memory"):
         raise ConfigError(f"unknown transport {transport!r}; known: grpc, memory",
@@ -657,23 +630,35 @@ def _run_with_ledger(
     progress: ProgressFn | None,
     timeout: float | None,
     chain: str,
-    deployer_key: str | None,
+    deployer_key: str | bytes | None,
     audit: bool,
     attack: str | None = None,
     attackers: Sequence[int] = (),
 ) -> Report:
-    members = [Identity.from_seed(task.seed, i).address for i in range(task.nodes)]
     backend: Chain
     if chain == "embedded":
         # Chain time runs one second per block, and at the wall clock's rate while idle: the
         # windows are upper bounds on waiting, whatever the number of transactions.
         embedded = EmbeddedChain(accounts=1, clock=time.time, pace="elapsed")
         backend = embedded
+        identities = [Identity.from_seed(task.seed, i) for i in range(task.nodes)]
     else:
-        from fedledger.ledger.anvil import mnemonic_accounts
+        from fedledger import keys
 
-        rpc = RpcChain(chain, private_key=deployer_key or mnemonic_accounts(1)[0].key)
+        # Seeded keys and anvil's public account only on a local development chain: elsewhere
+        # anyone holding task.toml could sign for the nodes (fedledger.keys, docs/keys.md).
+        chain_id = RpcChain(chain).chain_id
+        dev = keys.is_dev_chain(chain_id, chain)
+        if deployer_key is None and not dev:
+            raise ConfigError(f"the chain at {chain} (chain id {chain_id}) is not a local "
+                              f"development chain: give the deployer's key with "
+                              f"{keys.DEPLOYER_KEY_ENV} or --deployer-keyfile",
+                              field="deployer")  # fmt: skip
+        rpc = RpcChain(chain, private_key=deployer_key if deployer_key is not None
+                       else keys.dev_deployer_key())  # fmt: skip
         backend = rpc
+        identities = keys.node_identities(task.seed, task.nodes, seeded=dev)
+    members = [identity.address for identity in identities]
     owner = backend.accounts()[0]
     deployment = deploy_for_run(backend, task, owner=owner, members=members,
                                 backend="embedded" if chain == "embedded" else chain)  # fmt: skip
@@ -694,7 +679,7 @@ def _run_with_ledger(
         configs = plan(task, task_path=task_path, out=out, mode="consensus", topology=topology,
                        transport="grpc", timeouts=timeouts, chain_url=chain,
                        task_address=deployment.task, attack=attack,
-                       attackers=attackers)  # fmt: skip
+                       attackers=attackers, identities=identities)  # fmt: skip
         owner_ledger = ContractLedger(backend, deployment.task, owner)
         started = [False]
 
@@ -714,48 +699,3 @@ def _run_with_ledger(
     return merge_report(configs, summaries, mode="consensus", transport=transport,
                         topology=topology, chain=deployment.backend, ledger=figures)  # fmt: skip
 
-
-def with_overrides(
-    task: TaskConfig,
-    *,
-    rounds: int | None,
-    nodes: int | None,
-    rule: str | None = None,
-    f: int | None = None,
-) -> TaskConfig:
-    """The task with the command line's overrides applied (and validated again). ``rule``
-    replaces the aggregation rule, tolerating ``f`` Byzantine inputs, with default parameters
-    where the rule needs some (trimmed_mean's beta trims f per side; centered_clipping's tau is
-    1.0). ``rule="robust"`` is :func:`robust_rule`."""
-    changes: dict[str, Any] = {}
-    if rounds is not None:
-        changes["rounds"] = rounds
-    if nodes is not None:
-        changes["nodes"] = nodes
-    if rule == "robust":
-        # A defender does not know how many attack: the robust rule tolerates all it can.
-        changes["aggregation"] = robust_rule(nodes if nodes is not None else task.nodes)
-    elif rule is not None:
-        n = nodes if nodes is not None else task.nodes
-        tolerate = 0 if rule == "fedavg" else (f or 0)
-        params: dict[str, Any] = {}
-        if rule == "trimmed_mean":
-            params["beta"] = (tolerate + 0.5) / n
-        elif rule == "centered_clipping":
-            params["tau"] = 1.0
-        changes["aggregation"] = AggregationConfig(rule=rule, f=tolerate, params=params)
-    return replace(task, **changes) if changes else task
-
-
-def robust_rule(n: int, f: int | None = None) -> AggregationConfig:
-    """fedledger's default robust rule: Multi-Krum after nearest-neighbour mixing, tolerating
-    ``f`` Byzantine inputs -- by default as many as Multi-Krum can among ``n``
-    (``n > 2f + 2``). Measured on the reference task (docs/aggregation.md, "Default robust
-    rule"): with 30 % attackers it stays within 3 points of its clean run against sign
-    flipping, Gaussian noise, label flipping and adaptive ALIE, and stops the backdoor."""
-    most = max(0, (n - 3) // 2)
-    tolerate = f or most
-    if tolerate == 0:
-        raise ConfigError(f"{n} nodes are too few for a robust rule (Multi-Krum needs "
-                          "n > 2f + 2 with f >= 1)", field="aggregation.rule")  # fmt: skip
-    return AggregationConfig(rule="multi_krum", f=tolerate, params={"nnm": True})

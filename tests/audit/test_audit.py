@@ -23,8 +23,8 @@ from fedledger.config import AggregationConfig, DataConfig, LedgerConfig, TaskCo
 from fedledger.gossip.blobs import FileBlobStore
 from fedledger.learning.trainer import ModelSpec
 from fedledger.ledger.chain import EmbeddedChain
-from fedledger.ledger.contracts import commitment, result_digest, sort_result
-from fedledger.ledger.task_client import ContractLedger, deploy_task
+from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
+from fedledger.ledger.rules import commitment, result_digest, sort_result
 
 TASK = TaskConfig(
     name="audit",

@@ -14,10 +14,12 @@ import pytest
 from fedledger.audit import audit_run
 from fedledger.cli import main
 from fedledger.config import load_config
+from fedledger.config.overrides import with_overrides
 from fedledger.gossip.blobs import FileBlobStore
-from fedledger.launcher import JOURNAL_FILE, LEDGER_FILE, LedgerDeployment, run_task, with_overrides
-from fedledger.ledger.anvil import find_anvil, install_anvil, start_anvil
-from fedledger.ledger.task_client import ContractLedger, Revealed
+from fedledger.launcher import JOURNAL_FILE, LEDGER_FILE, LedgerDeployment, run_task
+from fedledger.ledger.chain.anvil import find_anvil, install_anvil, start_anvil
+from fedledger.ledger.contract_ledger import ContractLedger
+from fedledger.ledger.records import Revealed
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits.toml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -134,12 +135,121 @@ def test_load_errors_are_config_errors(tmp_path: Path) -> None:
         Identity.load(tmp_path / "missing.key")
     bad = tmp_path / "bad.key"
     bad.write_text("not a key\n")
-    with pytest.raises(ConfigError, match=r"bad\.key"):
+    bad.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"bad\.key.*64 hex digits"):
         Identity.load(bad)
     binary = tmp_path / "binary.key"
     binary.write_bytes(b"\xff\xfe")
-    with pytest.raises(ConfigError):
+    binary.chmod(0o600)
+    with pytest.raises(ConfigError, match="neither hex nor a keystore"):
         Identity.load(binary)
+    with pytest.raises(ConfigError, match="cannot read key file.*directory"):
+        Identity.load(tmp_path)
+
+
+# -- key files: permissions and encrypted keystores --------------------------------------------
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+CHEAP = {"iterations": 2**10}  # scrypt n: fast tests; real keystores keep eth-account's 2**18
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o601, 0o620])
+def test_key_files_others_can_access_are_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "node.key"
+    ALICE.save(path)
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as info:
+        Identity.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"chmod 600 {path}" in message
+    assert f"{mode:04o}" in message
+    assert "\n" not in message
+    path.chmod(0o600)
+    assert Identity.load(path) == ALICE
+    path.chmod(0o400)  # stricter is fine
+    assert Identity.load(path) == ALICE
+
+
+@posix_only
+def test_keystores_others_can_access_are_refused_too(tmp_path: Path) -> None:
+    path = tmp_path / "node.json"
+    ALICE.save_keystore(path, "pw", **CHEAP)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        Identity.load(path, password="pw")
+
+
+def test_keystore_round_trip_is_eth_account_format(tmp_path: Path) -> None:
+    path = tmp_path / "node.json"
+    ALICE.save_keystore(path, "correct horse", **CHEAP)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    keystore = json.loads(path.read_text())
+    assert keystore["version"] == 3
+    assert keystore["crypto"]["kdf"] == "scrypt"
+    assert ALICE.private_key.hex() not in path.read_text()
+    # eth-account (and so geth, MetaMask, ...) reads it, and fedledger reads it back.
+    assert bytes(Account.decrypt(keystore, "correct horse")) == ALICE.private_key
+    assert Identity.load(path, password="correct horse") == ALICE
+    # pbkdf2 keystores, and ones written by eth-account itself, load as well.
+    other = tmp_path / "bob.json"
+    other.write_text(json.dumps(Account.encrypt(BOB.private_key, "pw", kdf="pbkdf2", iterations=2)))
+    other.chmod(0o600)
+    assert Identity.load(other, password="pw") == BOB
+    # A hex key file ignores a password.
+    ALICE.save(tmp_path / "alice.key")
+    assert Identity.load(tmp_path / "alice.key", password="anything") == ALICE
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_keystore_wrong_or_missing_password_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "node.json"
+    ALICE.save_keystore(path, "right", **CHEAP)
+    with pytest.raises(ConfigError) as info:
+        Identity.load(path, password="wrong")
+    assert str(info.value) == f"key file {str(path)!r}: wrong password"
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    with pytest.raises(ConfigError, match="encrypted keystore and needs its password"):
+        Identity.load(path)
+    with pytest.raises(ConfigError, match="non-empty password"):
+        ALICE.save_keystore(path, "")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("{", "not valid keystore JSON"),
+        ("[1]", "not a keystore v3"),
+        ('{"version": 3}', "no crypto.kdfparams"),
+        ('{"version": 4, "crypto": {}}', "not a keystore v3"),
+        ("scrypt-huge", "excessive KDF parameters"),
+        ("bad-kdf", "not a valid keystore"),
+        ("bad-address", "does not match its address"),
+        ("no-cipher", "not a valid keystore"),
+    ],
+)
+def test_malformed_keystores_are_config_errors(tmp_path: Path, content: str, reason: str) -> None:
+    keystore = Account.encrypt(ALICE.private_key, "pw", iterations=2**4)
+    if content == "scrypt-huge":
+        keystore["crypto"]["kdfparams"]["n"] = 2**40
+        content = json.dumps(keystore)
+    elif content == "bad-kdf":
+        keystore["crypto"]["kdf"] = "argon2"
+        content = json.dumps(keystore)
+    elif content == "bad-address":
+        keystore["address"] = BOB.address[2:].lower()
+        content = json.dumps(keystore)
+    elif content == "no-cipher":
+        del keystore["crypto"]["ciphertext"]
+        content = json.dumps(keystore)
+    path = tmp_path / "node.json"
+    path.write_text(content)
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match=reason) as info:
+        Identity.load(path, password="pw")
+    assert str(path) in str(info.value)
 
 
 @FAST

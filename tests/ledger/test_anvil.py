@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fedledger.errors import ConfigError
-from fedledger.ledger.anvil import (
+from fedledger.errors import ChainUnavailable, ConfigError, LedgerError
+from fedledger.ledger.chain import RpcChain
+from fedledger.ledger.chain.anvil import (
     ANVIL_CHAIN_ID,
     ENV_ANVIL,
     find_anvil,
@@ -19,7 +20,7 @@ from fedledger.ledger.anvil import (
     project_root,
     start_anvil,
 )
-from fedledger.ledger.chain import ChainUnavailable, LedgerError, RpcChain
+from tests.support import refusing_port, wait_until
 
 from .test_chain_suite import REPO_ROOT, anvil_binary
 
@@ -165,13 +166,17 @@ def test_block_time_mines_on_an_interval() -> None:
         chain = node.chain()
         receipt = chain.transfer(chain.accounts()[1].address, 1, sender=chain.accounts()[0])
         assert receipt.status == 1
+        # Blocks come on the interval, transactions or not (mining on demand would stay put).
+        mined = chain.block_number()
+        wait_until(
+            lambda: chain.block_number() >= mined + 2,
+            timeout=60,
+            what="anvil to mine empty blocks on its interval",
+        )
 
 
 def test_unreachable_url_is_chain_unavailable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with pytest.raises(ChainUnavailable):
+    with refusing_port() as port, pytest.raises(ChainUnavailable):
         RpcChain(f"http://127.0.0.1:{port}", request_timeout=1.0)
 
 

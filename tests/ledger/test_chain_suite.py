@@ -8,9 +8,10 @@ it with npm (``install_anvil``), as a clean checkout in CI needs.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +23,10 @@ from hexbytes import HexBytes
 from web3.contract import Contract
 from web3.types import RPCEndpoint
 
-from fedledger.errors import ConfigError
-from fedledger.ledger.anvil import AnvilProcess, find_anvil, install_anvil, start_anvil
-from fedledger.ledger.chain import (
-    DEFAULT_GENESIS_TIMESTAMP,
-    OUT_OF_GAS,
-    Chain,
-    EmbeddedChain,
-    LedgerError,
-    RpcChain,
-    TransactionReverted,
-)
+from fedledger.errors import ChainUnavailable, ConfigError, LedgerError, TransactionReverted
+from fedledger.ledger.chain import OUT_OF_GAS, Chain, EmbeddedChain, RpcChain
+from fedledger.ledger.chain.anvil import AnvilProcess, find_anvil, install_anvil, start_anvil
+from fedledger.ledger.chain.embedded import DEFAULT_GENESIS_TIMESTAMP
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ETHER = 10**18
@@ -437,6 +431,116 @@ def test_rejected_transaction_raises_ledger_error(
     assert not isinstance(caught.value, TransactionReverted)
     # The chain stays usable.
     assert chain.transact(counter.functions.bump(), sender=owner).status == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The error boundary: only fedledger's errors leave a chain, the original as __cause__
+# --------------------------------------------------------------------------------------------
+
+
+def assert_translated(error: BaseException, expected: type[LedgerError] = LedgerError) -> None:
+    """``error`` is exactly ``expected`` (not a subclass), translated from a third-party
+    error kept as its cause."""
+    assert type(error) is expected, repr(error)
+    cause = error.__cause__
+    assert cause is not None, repr(error)
+    assert not type(cause).__module__.startswith("fedledger"), repr(cause)
+
+
+def raised_by(call: Callable[[], object]) -> BaseException:
+    """What ``call`` raised (the test fails if it raised nothing)."""
+    try:
+        call()
+    except BaseException as exc:
+        return exc
+    pytest.fail(f"{call} raised nothing")
+
+
+def test_every_public_method_is_behind_the_error_boundary() -> None:
+    for cls in (EmbeddedChain, RpcChain):
+        for name, attr in inspect.getmembers(cls, inspect.isfunction):
+            if name.startswith("_"):
+                continue
+            assert hasattr(attr, "__wrapped__"), f"{cls.__name__}.{name} is not @translated"
+
+
+def test_a_call_to_an_address_without_code_is_a_ledger_error(
+    chain: AnyChain, counter_artifact: tuple[Any, str]
+) -> None:
+    owner, other = chain.accounts()[:2]
+    abi, _ = counter_artifact
+    nothing = chain.contract(other.address, abi)  # an account, not a contract
+    with pytest.raises(LedgerError) as caught:
+        chain.call(nothing.functions.count())
+    assert_translated(caught.value)
+    assert "no contract" in str(caught.value)
+    head = chain.block_number()
+    with pytest.raises(LedgerError, match="no contract") as refused:
+        chain.transact(nothing.functions.bump(), sender=owner, gas=100_000)
+    assert type(refused.value) is LedgerError
+    assert chain.block_number() == head  # nothing was sent
+    counter = deploy_counter(chain, counter_artifact, owner)  # the chain stays usable
+    assert chain.transact(counter.functions.bump(), sender=owner).status == 1
+
+
+@pytest.mark.parametrize("address", ["0x1234", "0x" + "zz" * 20, "not an address", ""])
+def test_a_malformed_address_is_a_ledger_error(
+    chain: AnyChain, counter_artifact: tuple[Any, str], address: str
+) -> None:
+    abi, _ = counter_artifact
+    sender = chain.accounts()[0]
+    calls = {
+        "balance": lambda: chain.balance(address),
+        "code": lambda: chain.code(address),
+        "contract": lambda: chain.contract(address, abi),
+        "logs": lambda: chain.logs(address, from_block=0),
+        "transfer": lambda: chain.transfer(address, 1, sender=sender),
+    }
+    raised = {name: raised_by(call) for name, call in calls.items()}
+    assert {name: type(e) for name, e in raised.items()} == dict.fromkeys(calls, LedgerError)
+    for error in raised.values():
+        assert_translated(error)
+
+
+def test_unknown_blocks_and_transactions_are_ledger_errors(
+    chain: AnyChain, counter_artifact: tuple[Any, str]
+) -> None:
+    counter = deploy_counter(chain, counter_artifact, chain.accounts()[0])
+    future = chain.block_number() + 1000
+    calls = [
+        lambda: chain.block_timestamp(future),
+        lambda: chain.block_timestamp(-1),
+        lambda: chain.call(counter.functions.count(), block=future),  # anvil: Web3RPCError
+        lambda: chain.raw_transaction("not hex"),
+        lambda: chain.transaction_input("0x12"),
+    ]
+    for error in map(raised_by, calls):
+        assert isinstance(error, LedgerError), repr(error)
+        assert not isinstance(error, TransactionReverted | ChainUnavailable), repr(error)
+    with pytest.raises(LedgerError, match="no mined transaction"):
+        chain.transaction_input("0x" + "ab" * 32)
+
+
+def test_malformed_deployments_are_ledger_errors(
+    chain: AnyChain, counter_artifact: tuple[Any, str]
+) -> None:
+    abi, bytecode = counter_artifact
+    owner = chain.accounts()[0]
+    with pytest.raises(LedgerError) as caught:
+        chain.deploy(abi, "0xnothex", 0, sender=owner)
+    assert_translated(caught.value)
+    with pytest.raises(LedgerError) as caught:
+        chain.deploy(abi, bytecode, "not a number", sender=owner)
+    assert_translated(caught.value)
+    assert deploy_counter(chain, counter_artifact, owner).address
+
+
+def test_reverts_keep_their_cause(chain: AnyChain, counter_artifact: tuple[Any, str]) -> None:
+    counter = deploy_counter(chain, counter_artifact, chain.accounts()[0])
+    with pytest.raises(TransactionReverted) as caught:
+        chain.call(counter.functions.checked(0))
+    assert_translated(caught.value, TransactionReverted)
+    assert caught.value.reason == "nope"
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,19 +12,16 @@ import pytest
 import vyper
 from eth_abi.abi import encode as abi_encode
 
-from fedledger.ledger import contracts
-from fedledger.ledger.contracts import (
+from fedledger.ledger import artifacts
+from fedledger.ledger.artifacts import (
     BUILD_DIR,
     CONTRACT_NAMES,
     CONTRACTS_DIR,
-    PHASE_COMMIT,
     artifact_json,
-    commitment,
     compile_contract,
     load_artifact,
-    result_digest,
-    sort_result,
 )
+from fedledger.ledger.rules import PHASE_COMMIT, commitment, result_digest, sort_result
 
 ETHER = 10**18
 
@@ -41,7 +38,7 @@ def test_checked_in_artifact_matches_a_fresh_compile(
     artifact = load_artifact(name)
     built = fresh[name]
     source = (CONTRACTS_DIR / f"{name}.vy").read_bytes()
-    hint = "stale artifact: run `python -m fedledger.ledger.contracts`"
+    hint = "stale artifact: run `python -m fedledger.ledger.artifacts`"
     assert artifact["source_sha256"] == hashlib.sha256(source).hexdigest(), hint
     assert artifact["source_sha256"] == built["source_sha256"], hint
     assert artifact["integrity"] == built["integrity"], hint  # covers snekmate's modules too
@@ -93,8 +90,8 @@ def test_result_digest_rejects_mismatched_lengths() -> None:
 
 
 def test_main_rebuilds_every_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(contracts, "BUILD_DIR", tmp_path)
-    assert contracts.main([]) == 0
+    monkeypatch.setattr(artifacts, "BUILD_DIR", tmp_path)
+    assert artifacts.main([]) == 0
     written = sorted(tmp_path.iterdir())
     assert [p.name for p in written] == ["RewardToken.json", "Task.json"]
     for path in written:

@@ -11,7 +11,7 @@ from typing import Any
 import boa
 import pytest
 
-from fedledger.ledger.contracts import (
+from fedledger.ledger.rules import (
     ACCESS_MEMBERS,
     ACCESS_PUBLIC,
     ACCESS_TOKEN_HOLDERS,

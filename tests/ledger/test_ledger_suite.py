@@ -1,4 +1,4 @@
-"""One behaviour suite for every :class:`~fedledger.ledger.task_client.Ledger` implementation.
+"""One behaviour suite for every :class:`~fedledger.ledger.records.Ledger` implementation.
 
 Each test runs against the in-memory ledger (:class:`MemoryTask` with a fake clock) and against
 the real Task contract on a fresh :class:`EmbeddedChain` (:class:`ContractLedger`), and asserts
@@ -12,6 +12,7 @@ and move time with :meth:`World.travel_to`, never assume absolute timestamps.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -20,9 +21,30 @@ import pytest
 from eth_account import Account
 
 from fedledger.config import LedgerConfig, TaskConfig
-from fedledger.errors import TransactionReverted
+from fedledger.errors import LedgerError, TransactionReverted
 from fedledger.ledger.chain import EmbeddedChain
-from fedledger.ledger.contracts import (
+from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
+from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
+from fedledger.ledger.records import (
+    Attested,
+    Committed,
+    Distributed,
+    Equivocated,
+    Joined,
+    Ledger,
+    LedgerEvent,
+    Left,
+    Revealed,
+    Rewarded,
+    RoundClock,
+    RoundStarted,
+    Selected,
+    Skipped,
+    Slashed,
+    TaskRules,
+    TxResult,
+)
+from fedledger.ledger.rules import (
     PHASE_ATTEST,
     PHASE_COMMIT,
     PHASE_FAILED,
@@ -35,31 +57,8 @@ from fedledger.ledger.contracts import (
     STATUS_SLASHED,
     commitment,
     result_digest,
-    sort_result,
-)
-from fedledger.ledger.task_client import (
-    Attested,
-    Committed,
-    ContractLedger,
-    Distributed,
-    Equivocated,
-    Joined,
-    Ledger,
-    LedgerEvent,
-    Left,
-    MemoryLedger,
-    MemoryTask,
-    Revealed,
-    Rewarded,
-    RoundClock,
-    RoundStarted,
-    Selected,
-    Skipped,
-    Slashed,
-    TaskRules,
-    TxResult,
-    deploy_task,
     rules_for,
+    sort_result,
 )
 
 ETHER = 10**18
@@ -984,3 +983,42 @@ def test_leave_and_withdraw_with_cooldown(world: World) -> None:
         assert kinds(tx_events(m, m.attest(1, MODEL, b"\x55" * 32))) == ["Attested"]
     assert world.owner.current_round() == 1
     assert world.owner.phase(1) == PHASE_ATTEST
+
+
+# ------------------------------------------------------------------------------------------------
+# The contract ledger's error boundary: only fedledger's errors, web3's translated
+# ------------------------------------------------------------------------------------------------
+
+
+def test_contract_ledger_methods_are_behind_the_error_boundary() -> None:
+    for name, attr in vars(ContractLedger).items():
+        function = attr.fget if isinstance(attr, property) else attr
+        if name.startswith("_") or not inspect.isfunction(function):
+            continue
+        if name in ("account", "task_address"):  # attribute reads, nothing to translate
+            continue
+        assert hasattr(function, "__wrapped__"), f"ContractLedger.{name} is not @translated"
+
+
+def test_contract_ledger_translates_web3_errors() -> None:
+    world = embedded_world(task_config())
+    owner = world.owner
+    assert isinstance(owner, ContractLedger)
+    chain = owner.chain
+    malformed = {
+        "task address": lambda: ContractLedger(chain, "0x12", None),
+        "account": lambda: owner.status_of("not an address"),
+        "allowed": lambda: owner.allow("0x12"),
+        "contributor": lambda: owner.distribute(1, ["0x12"], [1]),
+        "commitment": lambda: world.accounts[0].commit(1, "not bytes"),  # type: ignore[arg-type]
+        "no contract": ContractLedger(chain, world.treasury, None).rules,  # an account's address
+    }
+    raised = {}
+    for name, call in malformed.items():
+        with pytest.raises(LedgerError) as caught:
+            call()
+        raised[name] = caught.value
+    assert {name: type(e) for name, e in raised.items()} == dict.fromkeys(malformed, LedgerError)
+    assert all(e.__cause__ is not None for e in raised.values())
+    assert "no contract" in str(raised["no contract"])
+    assert owner.current_round() == 0  # the ledger stays usable

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from fedledger.ledger.records import Revealed, RoundStarted, Selected
 from fedledger.ledger.reputation import reputation_at, round_reputation, uses_reputation
-from fedledger.ledger.task_client import Revealed, RoundStarted, Selected
 
 A, B = "0xAa00000000000000000000000000000000000001", "0xbB00000000000000000000000000000000000002"
 

@@ -46,7 +46,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from fedledger.ledger.contracts import (
+from fedledger.ledger.artifacts import load_artifact
+from fedledger.ledger.rules import (
     ACCESS_MEMBERS,
     PHASE_ATTEST,
     PHASE_COMMIT,
@@ -59,7 +60,6 @@ from fedledger.ledger.contracts import (
     STATUS_NONE,
     STATUS_SLASHED,
     commitment,
-    load_artifact,
     result_digest,
     sort_result,
 )

@@ -24,21 +24,20 @@ from eth_utils.address import to_checksum_address
 from fedledger.commit import cid_from_digest, cid_of
 from fedledger.config import LedgerConfig, TaskConfig
 from fedledger.errors import TransactionReverted
-from fedledger.ledger.task_client import (
+from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
+from fedledger.ledger.records import (
     Attested,
     Committed,
     Distributed,
     Finalized,
     LedgerEvent,
-    MemoryLedger,
-    MemoryTask,
     Revealed,
     Rewarded,
     RoundStarted,
     Skipped,
     TxResult,
-    rules_for,
 )
+from fedledger.ledger.rules import rules_for
 from fedledger.node.consensus import Aggregate, Fetch, Finished, Train
 from fedledger.node.ledger_round import (
     Action,

@@ -20,8 +20,11 @@ from fedledger.gossip.messages import encode_frame, make_message
 from fedledger.gossip.topology import TopologySpec
 from fedledger.launcher import build_node, plan
 from fedledger.learning.trainer import ModelSpec
-from fedledger.ledger.task_client import Finalized, MemoryLedger, MemoryTask, rules_for
-from fedledger.node.runner import Node
+from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
+from fedledger.ledger.records import Finalized
+from fedledger.ledger.rules import rules_for
+from fedledger.node.core import NodeCore as Node
+from fedledger.node.drivers.ledger import LedgerDriver
 
 
 def make_node(tmp_path: Path, access: str) -> tuple[Node, MemoryTask]:
@@ -37,10 +40,17 @@ def make_node(tmp_path: Path, access: str) -> tuple[Node, MemoryTask]:
     for identity in ids:
         MemoryLedger(memory, identity.address).join("node", 10)
     MemoryLedger(memory, owner).start()
+    ledger = MemoryLedger(memory, ids[0].address)
     node = build_node(configs[0], identity=ids[0], store=MemoryBlobStore(),
                       transport=MemoryNetwork(seed=0).transport("node-0"),
-                      ledger=MemoryLedger(memory, ids[0].address))  # fmt: skip
+                      ledger=ledger)  # fmt: skip
+    driver(node).update_registry(ledger.events(-1))  # who is a member
     return node, memory
+
+
+def driver(node: Node) -> LedgerDriver:
+    assert isinstance(node.driver, LedgerDriver)
+    return node.driver
 
 
 def fetch(node: Node, who: Identity, cid: str) -> bytes:
@@ -58,7 +68,7 @@ def finalize(node: Node, blob: bytes) -> str:
     event = Finalized(block=9, time=1000, tx="0x" + "00" * 32, index=0, round=1,
                       model_digest=hashlib.sha256(blob).digest(),
                       result_digest=b"\x01" * 32)  # fmt: skip
-    node.logic.on_events([event], 1000.0)  # type: ignore[union-attr]
+    driver(node).logic.on_events([event], 1000.0)  # the actions it asks for are not needed
     return cid
 
 
@@ -100,5 +110,5 @@ def test_token_holders_may_download_once_they_hold_tokens(tmp_path: Path) -> Non
     with pytest.raises(FetchRefused, match="access policy"):
         fetch(node, holder, model)
     memory.tokens[holder.address] = 1  # e.g. bought on a market, or a former contributor
-    node._can_download.clear()  # the node caches the answer for a few seconds
+    driver(node)._access.clear()  # the node caches the answer for a few seconds
     assert fetch(node, holder, model) == MODEL

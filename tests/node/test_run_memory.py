@@ -70,6 +70,7 @@ def test_consensus_over_lossy_network_still_agrees(tmp_path: Path) -> None:
     assert network.stats.frames_dropped > 0
 
 
+@pytest.mark.slow  # 17-21 s each on 2 idle cores: 30 rounds of the whole task
 @pytest.mark.parametrize(
     ("kind", "degree", "mixing"),
     [("ring", 2, "metropolis_hastings"), ("regular", 3, "metropolis_hastings"),

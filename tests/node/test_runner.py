@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fedledger.commit import cid_of
 from fedledger.config import load_config
+from fedledger.errors import FetchRefused
 from fedledger.gossip.blobs import MemoryBlobStore
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
@@ -17,8 +19,9 @@ from fedledger.gossip.messages import encode_frame, make_message
 from fedledger.gossip.topology import TopologySpec
 from fedledger.launcher import build_node, merge_report, plan
 from fedledger.node.consensus import Timeouts
-from fedledger.node.runner import task_id
+from fedledger.node.core import task_id
 from fedledger.task import prepare_task
+from tests.support import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits.toml"
@@ -69,6 +72,7 @@ def test_garbage_frames_are_rejected_and_the_node_keeps_running(tmp_path: Path) 
     ]
 
     sent = {"frames": 0}
+    attacked: list[int] = []  # node-0's last completed round at each batch of garbage
 
     async def scenario() -> list[dict[str, Any]]:
         network = MemoryNetwork(seed=1)
@@ -84,19 +88,28 @@ def test_garbage_frames_are_rejected_and_the_node_keeps_running(tmp_path: Path) 
         ]
         rogue = network.transport("rogue")
 
+        def rounds_done() -> int:
+            return max((r["round"] for r in nodes[0].round_records), default=0)
+
         async def attack() -> None:
-            while network.is_alive("node-0") and sent["frames"] < 5 * 40:
+            # A batch now and after each round node-0 completes, until its last round: the
+            # garbage arrives all through the task, and always while node-0 still serves.
+            while (done := rounds_done()) < configs[0].task.rounds and not runs[0].done():
                 for frame in garbage:
                     await rogue.send("node-0", frame, timeout=1.0)
                     sent["frames"] += 1
-                await asyncio.sleep(0.02)
+                attacked.append(done)
+                await wait_until_async(
+                    lambda: rounds_done() > done or runs[0].done(),
+                    timeout=60,
+                    what=f"node-0 to complete round {done + 1}",
+                )
 
         runs = [asyncio.create_task(n.run()) for n in nodes]
-        deadline = asyncio.get_running_loop().time() + 60
-        while not network.is_alive("node-0"):  # node-0 serves once it has warmed up
-            assert not runs[0].done(), runs[0]  # it finished (or failed) before serving?
-            assert asyncio.get_running_loop().time() < deadline, "node-0 never served"
-            await asyncio.sleep(0.05)
+        await wait_until_async(  # node-0 serves once it has warmed up
+            lambda: network.is_alive("node-0") or runs[0].done(), timeout=60, what="node-0 to serve"
+        )
+        assert not runs[0].done(), runs[0]  # it finished (or failed) before serving?
         await attack()
         try:
             return list(await asyncio.wait_for(asyncio.gather(*runs), 120))
@@ -112,7 +125,9 @@ def test_garbage_frames_are_rejected_and_the_node_keeps_running(tmp_path: Path) 
     assert report["final"]["model_digests_agree"] is True
     assert report["final"]["rounds_completed"] == 6
     victim = summaries[0]
-    assert sent["frames"] >= 5 * 10  # the attack ran during the rounds
+    # the attack ran during the rounds, not just before or after them
+    assert len(attacked) >= 2, attacked
+    assert sent["frames"] == 5 * len(attacked)
     assert victim["frames_rejected"] >= sent["frames"]
     reasons = " ".join(victim["reject_reasons"])
     for word in ("frame", "from", "signature", "fetch"):
@@ -120,8 +135,10 @@ def test_garbage_frames_are_rejected_and_the_node_keeps_running(tmp_path: Path) 
 
 
 def test_a_node_that_cannot_progress_stops_instead_of_hanging(tmp_path: Path) -> None:
-    # Three members; the other two are ghosts that announce a round-1 model nobody can serve.
-    # The live node adopts the majority's model, cannot fetch it, and must give up in time.
+    # Three members; the other two are ghosts that announce a round-2 model nobody can serve
+    # (they answer, but refuse every fetch). The live node, in round 1, is behind a majority:
+    # it adopts their model, cannot fetch it, and must give up in time. (A round-1 model would
+    # be adopted only if it came while the node still trained: a race with its training.)
     configs = _configs(
         tmp_path, nodes=3, rounds=3, ready_timeout=0.2, stall_timeout=2.0, linger=0.1
     )
@@ -129,9 +146,20 @@ def test_a_node_that_cannot_progress_stops_instead_of_hanging(tmp_path: Path) ->
     tid = task_id(cfg)
     ghosts = [Identity.from_seed(cfg.task.seed, i) for i in (1, 2)]
     unobtainable = cid_of(b"a model no one has")
+    asked: list[bytes] = []  # the fetch requests the ghosts refused
+
+    class Ghost:
+        async def on_frame(self, frame: bytes) -> None:
+            pass
+
+        def on_fetch(self, request: bytes) -> AsyncIterator[bytes]:
+            asked.append(request)
+            raise FetchRefused("a ghost has no blobs")
 
     async def scenario() -> dict[str, Any]:
         network = MemoryNetwork(seed=2)
+        for c in configs[1:]:
+            await network.transport(c.listen).start(Ghost())
         node = build_node(
             cfg,
             identity=Identity.from_seed(cfg.task.seed, 0),
@@ -139,13 +167,16 @@ def test_a_node_that_cannot_progress_stops_instead_of_hanging(tmp_path: Path) ->
             store=MemoryBlobStore(),
         )
         run = asyncio.create_task(node.run())
-        await asyncio.sleep(0.5)
+        await wait_until_async(  # its rounds have begun: the ghosts' models are news to it
+            lambda: node.started_at > 0 or run.done(), timeout=60, what="the node to start"
+        )
+        assert not run.done(), run
         for g in ghosts:
             msg = make_message(
                 kind="model",
                 identity=g,
                 task=tid,
-                round=1,
+                round=2,
                 body={"cid": unobtainable, "included": []},
             )
             await node.on_frame(encode_frame(msg, ttl=0))
@@ -154,3 +185,6 @@ def test_a_node_that_cannot_progress_stops_instead_of_hanging(tmp_path: Path) ->
     summary = asyncio.run(scenario())
     assert summary["stalled"] is True
     assert summary["final_model"] is None
+    # it stalled on the ghosts' model (without their announcements it stalls waiting for them)
+    assert asked, "the node never tried to fetch the announced model"
+    assert all(unobtainable.encode() in request for request in asked), asked[:1]

@@ -25,20 +25,21 @@ from typing import Any
 import numpy as np
 
 from fedledger.aggregation import fixedpoint as fx
+from fedledger.aggregation.params import rule_params
 from fedledger.aggregation.validation import (
     ParamSpec,
     Prepared,
-    check_update,
+    canonical,
     prepare,
-    spec_of,
     unflatten,
 )
-from fedledger.errors import AggregationError, ByzantineBoundError, InvalidUpdateError
+from fedledger.errors import AggregationError, ByzantineBoundError
 
 SCORE_TOTAL = 1_000_000
 """Scores of one aggregation are integers that sum to this (parts per million)."""
 
-Updates = Sequence[Sequence[np.ndarray]]
+Updates = Sequence[Sequence[np.ndarray]] | Prepared
+r"""Parameter lists, or inputs already :func:`prepare`\ d (validated and quantized once)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -428,7 +429,9 @@ def geometric_median(
 
 @dataclass(frozen=True, kw_only=True)
 class RuleInfo:
-    """A rule's name, function and the parameters a task configuration may set."""
+    """A rule's name, function and the parameters a task configuration may set for it alone
+    (from :mod:`fedledger.aggregation.params`, which describes every parameter's type and range;
+    the any-rule ones, applied by :func:`aggregate`, are there too)."""
 
     name: str
     fn: Callable[..., AggregationResult]
@@ -443,33 +446,36 @@ RULES: Mapping[str, RuleInfo] = {
     "fedavg": RuleInfo(
         name="fedavg",
         fn=fedavg,
-        params=("max_weight_fraction",),
+        params=rule_params("fedavg"),
         uses_weights=True,
         min_inputs=lambda f: 1 if f == 0 else 2**62,
         bound="f = 0",
     ),
     "median": RuleInfo(
-        name="median", fn=median, params=(), uses_weights=False,
+        name="median", fn=median, params=rule_params("median"), uses_weights=False,
         min_inputs=lambda f: 2 * f + 1, bound="n > 2f",
     ),
     "trimmed_mean": RuleInfo(
-        name="trimmed_mean", fn=trimmed_mean, params=("beta",), uses_weights=False,
+        name="trimmed_mean", fn=trimmed_mean, params=rule_params("trimmed_mean"),
+        uses_weights=False,
         min_inputs=lambda f: 2 * f + 1, bound="n > 2f",
     ),
     "krum": RuleInfo(
-        name="krum", fn=krum, params=(), uses_weights=False,
+        name="krum", fn=krum, params=rule_params("krum"), uses_weights=False,
         min_inputs=lambda f: 2 * f + 3, bound="n > 2f + 2",
     ),
     "multi_krum": RuleInfo(
-        name="multi_krum", fn=multi_krum, params=("m",), uses_weights=False,
+        name="multi_krum", fn=multi_krum, params=rule_params("multi_krum"), uses_weights=False,
         min_inputs=lambda f: 2 * f + 3, bound="n > 2f + 2",
     ),
     "centered_clipping": RuleInfo(
-        name="centered_clipping", fn=centered_clipping, params=("tau", "iterations"),
+        name="centered_clipping", fn=centered_clipping,
+        params=rule_params("centered_clipping"),
         uses_weights=False, min_inputs=lambda f: 2 * f + 1, bound="n > 2f",
     ),
     "geometric_median": RuleInfo(
-        name="geometric_median", fn=geometric_median, params=("max_iter", "tol"),
+        name="geometric_median", fn=geometric_median,
+        params=rule_params("geometric_median"),
         uses_weights=False, min_inputs=lambda f: 2 * f + 1, bound="n > 2f",
     ),
 }  # fmt: skip
@@ -477,7 +483,7 @@ RULES: Mapping[str, RuleInfo] = {
 
 def aggregate(
     rule: str,
-    updates: Updates,
+    updates: Sequence[Sequence[np.ndarray]],
     weights: Sequence[int] | None = None,
     *,
     f: int = 0,
@@ -534,37 +540,36 @@ def aggregate(
         raise AggregationError(f"{rule} takes no parameter(s) {sorted(unknown)}")
     if rule == "centered_clipping":
         kwargs["center"] = center
-    screened: dict[int, str] = {}
+    # Validate and quantize every input once; the screens, the mixing and the rule all work on
+    # these fixed-point rows.
+    prep = prepare(updates, weights if info.uses_weights else None, spec=spec)
     if min_rep is not None:  # first: a member with a poor record is not even looked at
         assert reputation is not None
-        screened = _low_reputation(reputation, min_rep, rep_after)
+        prep = prep.without(_low_reputation(reputation, min_rep, rep_after))
     if center is not None:
-        copies = _copies_of(center, updates, spec)
-        screened |= {i: FREE_RIDING for i in copies if i not in screened}
-        if norm_bound is not None:
-            screened |= _too_long(center, updates, spec, norm_bound, skip=screened)
-    inputs: Sequence[Any] = updates
-    if screened:  # rejected by the rule's validation, with the reasons set below
-        inputs = [None if i in screened else u for i, u in enumerate(updates)]
+        cprep = prepare([center], spec=prep.spec)
+        if cprep.n == 1:
+            base = cprep.matrix[0]
+            prep = prep.without(_copies_of(base, prep))
+            if norm_bound is not None:
+                prep = prep.without(_too_long(base, prep, norm_bound))
     if f > 0:  # rejected inputs use up the Byzantine budget: the rule tolerates f - r of the rest
         _check_f(f)
-        f = max(0, f - len(prepare(inputs, spec=spec).rejected))
+        f = max(0, f - len(prep.rejected))
 
-    def run(inputs: Sequence[Any], weights: Sequence[int] | None) -> AggregationResult:
-        args = (inputs, weights) if info.uses_weights else (inputs,)
+    def run(inputs: Prepared) -> AggregationResult:
+        args = (inputs, list(inputs.weights)) if info.uses_weights else (inputs,)
         try:
-            out: AggregationResult = info.fn(*args, f=f, spec=spec, **kwargs)
+            out: AggregationResult = info.fn(*args, f=f, spec=inputs.spec, **kwargs)
         except TypeError as exc:  # a required rule parameter is missing (beta, tau)
             raise AggregationError(f"{rule}: {exc}") from exc
         return out
 
-    result = _mixed(run, inputs, weights, f=f, spec=spec) if nnm else run(inputs, weights)
+    result = _mixed(run, prep, f=f) if nnm else run(prep)
     if rep_rewards:
         assert reputation is not None
         result = _reputation_weighted(result, reputation)
-    if not screened:
-        return result
-    return replace(result, rejected={**result.rejected, **screened})
+    return result
 
 
 def _low_reputation(
@@ -611,24 +616,18 @@ def nearest_neighbour_mixing(matrix: np.ndarray, f: int) -> list[tuple[int, ...]
 
 
 def _mixed(
-    run: Callable[[Sequence[Any], Sequence[int] | None], AggregationResult],
-    updates: Sequence[Any],
-    weights: Sequence[int] | None,
-    *,
-    f: int,
-    spec: ParamSpec | None,
+    run: Callable[[Prepared], AggregationResult], prep: Prepared, *, f: int
 ) -> AggregationResult:
-    """``run`` over the NNM-mixed valid inputs; scores mapped back to the inputs."""
-    prep = prepare(updates, weights, spec=spec)
+    """``run`` over the NNM-mixed valid inputs; scores mapped back to the inputs. The mixed
+    rows are exact fixed-point means of the prepared rows: they never leave the integers."""
     if prep.n == 0:
-        return run(updates, weights)
+        return run(prep)
     groups = nearest_neighbour_mixing(prep.matrix, f)
     mixed = [
-        unflatten(fx.dequantize(fx.weighted_mean([prep.matrix[j] for j in g], [1] * len(g)),
-                                np.float64), prep.spec)
-        for g in groups
-    ]  # fmt: skip
-    inner = run(mixed, list(prep.weights) if weights is not None else None)
+        (row, fx.weighted_mean([prep.matrix[j] for j in g], [1] * len(g)), 1)
+        for row, g in enumerate(groups)
+    ]
+    inner = run(canonical(prep.spec, mixed, rejected={}, n_inputs=prep.n))
     contribution = [0] * prep.n
     for row, group in enumerate(groups):
         for j in group:
@@ -642,37 +641,17 @@ def _mixed(
     return replace(inner, kept=kept, scores=tuple(scores), rejected=rejected)
 
 
-def _too_long(
-    center: Sequence[np.ndarray],
-    updates: Updates,
-    spec: ParamSpec | None,
-    bound: float,
-    *,
-    skip: Mapping[int, str],
-) -> dict[int, str]:
-    """Updates whose squared step from ``center`` exceeds ``bound**2`` times the median
-    squared step (lower median) of the valid updates not in ``skip``; exact integers."""
+def _too_long(base: np.ndarray, prep: Prepared, bound: float) -> dict[int, str]:
+    """Inputs whose squared step from ``base`` exceeds ``bound**2`` times the median squared
+    step (lower median) of the valid inputs; exact integers."""
     if not bound > 0:
         raise AggregationError(f"norm_bound must be > 0, got {bound}")
-    want = spec if spec is not None else spec_of(center)
-    try:
-        check_update(center, want)
-    except InvalidUpdateError:
+    if prep.n == 0:
         return {}
-    ref = np.concatenate([fx.quantize(a).reshape(-1) for a in center])
     steps: dict[int, int] = {}
-    for i, u in enumerate(updates):
-        if i in skip:
-            continue
-        try:
-            check_update(u, want)
-        except InvalidUpdateError:
-            continue
-        assert isinstance(u, Sequence)
-        d = np.concatenate([fx.quantize(a).reshape(-1) for a in u]) - ref
+    for row, i in enumerate(prep.index):
+        d = prep.matrix[row] - base
         steps[i] = sum(int(x) * int(x) for x in d.tolist())
-    if not steps:
-        return {}
     ordered = sorted(steps.values())
     median = ordered[(len(ordered) - 1) // 2]
     limit = Fraction(bound).limit_denominator(10**6) ** 2 * median
@@ -684,21 +663,8 @@ def _too_long(
     }
 
 
-def _copies_of(center: Sequence[np.ndarray], updates: Updates, spec: ParamSpec | None) -> list[int]:
-    """Indices of the updates equal to ``center`` once quantized (valid ones only)."""
-    want = spec if spec is not None else spec_of(center)
-    try:
-        check_update(center, want)
-    except InvalidUpdateError:
-        return []
-    ref = [fx.quantize(a) for a in center]
-    found = []
-    for i, u in enumerate(updates):
-        try:
-            check_update(u, want)
-        except InvalidUpdateError:
-            continue
-        assert isinstance(u, Sequence)
-        if all(np.array_equal(fx.quantize(a), r) for a, r in zip(u, ref, strict=True)):
-            found.append(i)
-    return found
+def _copies_of(base: np.ndarray, prep: Prepared) -> dict[int, str]:
+    """The valid inputs equal to ``base`` once quantized: free-riders."""
+    return {
+        i: FREE_RIDING for row, i in enumerate(prep.index) if np.array_equal(prep.matrix[row], base)
+    }

@@ -105,20 +105,41 @@ class Prepared:
     def n(self) -> int:
         return len(self.index)
 
+    def without(self, reasons: Mapping[int, str]) -> Prepared:
+        """These inputs (by caller index) rejected too, with their reasons."""
+        if not reasons:
+            return self
+        keep = [r for r, i in enumerate(self.index) if i not in reasons]
+        return Prepared(
+            spec=self.spec,
+            index=tuple(self.index[r] for r in keep),
+            matrix=self.matrix[keep],
+            weights=tuple(self.weights[r] for r in keep),
+            rejected={**self.rejected, **reasons},
+            n_inputs=self.n_inputs,
+        )
+
 
 def prepare(
-    updates: Sequence[object],
+    updates: Sequence[object] | Prepared,
     weights: Sequence[object] | None = None,
     *,
     spec: ParamSpec | None = None,
 ) -> Prepared:
-    """Validate, quantize and canonically order the inputs of a rule."""
+    """Validate, quantize and canonically order the inputs of a rule.
+
+    Inputs that are already :class:`Prepared` are returned as they are: a rule called from
+    :func:`fedledger.aggregation.aggregate` receives its inputs prepared once, after the
+    screens and mixing, and does not validate or quantize them again.
+    """
+    if isinstance(updates, Prepared):
+        return updates
     if weights is not None and len(weights) != len(updates):
         raise AggregationError(f"{len(weights)} weights for {len(updates)} updates")
     if spec is None:
         spec = infer_spec(updates)
     rejected: dict[int, str] = {}
-    rows: list[tuple[bytes, int, np.ndarray, int]] = []
+    rows: list[tuple[int, np.ndarray, int]] = []
     for i, params in enumerate(updates):
         try:
             if spec is None:
@@ -130,18 +151,34 @@ def prepare(
             continue
         assert isinstance(params, Sequence)
         flat = np.concatenate([quantize(a).reshape(-1) for a in params]) if spec else _EMPTY
-        digest = hashlib.sha256(flat.astype("<i8").tobytes() + w.to_bytes(8, "big")).digest()
-        rows.append((digest, i, flat, w))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    size = sum(int(np.prod(shape)) for shape, _ in spec) if spec else 0
-    matrix = np.stack([r[2] for r in rows]) if rows else np.zeros((0, size), dtype=np.int64)
+        rows.append((i, flat, w))
+    return canonical(spec or (), rows, rejected=rejected, n_inputs=len(updates))
+
+
+def canonical(
+    spec: ParamSpec,
+    rows: Sequence[tuple[int, np.ndarray, int]],
+    *,
+    rejected: Mapping[int, str],
+    n_inputs: int,
+) -> Prepared:
+    """Valid fixed-point rows ``(caller index, int64 row, weight)`` in canonical order: by the
+    sha256 of their values and weight (then index), so every permutation of the same inputs
+    gives the same matrix."""
+    keyed = [
+        (hashlib.sha256(flat.astype("<i8").tobytes() + w.to_bytes(8, "big")).digest(), i, flat, w)
+        for i, flat, w in rows
+    ]
+    keyed.sort(key=lambda r: (r[0], r[1]))
+    size = sum(int(np.prod(shape)) for shape, _ in spec)
+    matrix = np.stack([r[2] for r in keyed]) if keyed else np.zeros((0, size), dtype=np.int64)
     return Prepared(
-        spec=spec or (),
-        index=tuple(r[1] for r in rows),
+        spec=spec,
+        index=tuple(r[1] for r in keyed),
         matrix=matrix,
-        weights=tuple(r[3] for r in rows),
-        rejected=rejected,
-        n_inputs=len(updates),
+        weights=tuple(r[3] for r in keyed),
+        rejected=dict(rejected),
+        n_inputs=n_inputs,
     )
 
 

@@ -84,6 +84,36 @@ def encode(params: Sequence[np.ndarray]) -> bytes:
     return b"".join([struct.pack("<Q", len(header)), header, *(a.tobytes() for a in arrays)])
 
 
+def encoded_size(spec: Sequence[tuple[Sequence[int], np.dtype | str]]) -> int:
+    """The exact length of :func:`encode`'s output for arrays of these ``(shape, dtype)``.
+
+    The encoding is canonical, so shapes and dtypes alone fix its size: a node sets the blob
+    limit of updates and models to ``encoded_size(spec_of(initial_params))`` and refuses any
+    longer blob while it streams in. Raises :class:`CodecError` for an unsupported dtype or a
+    negative dimension, like :func:`encode`.
+    """
+    if len(spec) > MAX_ARRAYS:
+        raise CodecError(f"{len(spec)} arrays exceed the limit of {MAX_ARRAYS}")
+    entries: list[tuple[str, tuple[int, ...], int]] = []
+    for i, (shape, dtype) in enumerate(spec):
+        try:
+            dt = np.dtype(dtype)
+        except TypeError as exc:
+            raise CodecError(f"array {i} has an invalid dtype {dtype!r}") from exc
+        le = dt.newbyteorder("<") if dt.byteorder == ">" else dt
+        code = _CODES.get(le)
+        if code is None:
+            raise CodecError(f"array {i} has unsupported dtype {dt}")
+        dims = tuple(int(s) for s in shape)
+        if any(s < 0 for s in dims):
+            raise CodecError(f"array {i} has a negative dimension in {dims}")
+        count = 1
+        for s in dims:
+            count *= s
+        entries.append((code, dims, count * _DTYPES[code].itemsize))
+    return 8 + len(_header(entries)) + sum(e[2] for e in entries)
+
+
 def decode(
     data: bytes | bytearray | memoryview, *, max_bytes: int = MAX_BLOB_BYTES
 ) -> list[np.ndarray]:

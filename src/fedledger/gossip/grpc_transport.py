@@ -35,6 +35,18 @@ On the server side, ``on_fetch`` raising :class:`~fedledger.errors.FetchRefused`
 with NOT_FOUND and the reason as details; raising anything else aborts it with INTERNAL (the
 exception is logged, its text is not sent to the peer).
 
+Hostile peers (see :class:`ServerLimits`): the server runs at most ``max_concurrent_rpcs``
+calls and ``max_concurrent_fetches`` blob streams at once, each HTTP/2 connection at most
+``max_concurrent_streams`` streams; every remote host (or connection) has a token bucket of
+frames and one of bytes (:class:`fedledger.gossip.limits.RateLimiter`, at most ``max_peers``
+of them, least recently used evicted). A call over any limit is aborted with
+RESOURCE_EXHAUSTED before the handler sees it (so before any parsing or signature check);
+:attr:`GrpcTransport.refused` counts them by reason. The client dials only endpoints that
+:func:`fedledger.gossip.endpoints.parse_endpoint` accepts (``host:port``), through the
+``dns:///`` resolver so that no endpoint is ever read as a ``unix:`` (or other) target; any
+other endpoint raises :class:`fedledger.gossip.endpoints.InvalidEndpoint` (a
+:class:`~fedledger.errors.PeerUnavailable`) without dialling.
+
 The server binds only to ``host`` (``127.0.0.1`` by default, never all interfaces unless you
 pass ``0.0.0.0`` or ``::`` yourself) and without ``SO_REUSEPORT``, so two nodes can never share
 a port. There is no TLS: authenticity comes from the signed frames and content-addressed blobs
@@ -46,7 +58,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # gRPC's C core logs routine events (a peer's GOAWAY when it shuts down) to stderr at INFO;
@@ -57,9 +71,11 @@ import grpc
 import grpc.aio
 
 from fedledger.errors import ConfigError, FetchRefused, PeerUnavailable, TransportError
+from fedledger.gossip.endpoints import parse_endpoint
+from fedledger.gossip.limits import RateLimiter
 from fedledger.gossip.transport import DEFAULT_CHUNK_BYTES, DEFAULT_MAX_FRAME_BYTES, Handler
 
-__all__ = ["GRPC_MESSAGE_OVERHEAD", "SERVICE", "GrpcTransport"]
+__all__ = ["GRPC_MESSAGE_OVERHEAD", "SERVICE", "GrpcTransport", "ServerLimits"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +93,57 @@ _UNAVAILABLE = frozenset(
 _REFUSED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED})
 
 GrpcOption = tuple[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerLimits:
+    """What one node serves at once and per remote peer (all checked before the handler).
+
+    The defaults fit a task of a few dozen members flooding frames on one machine (where all
+    peers share the host 127.0.0.1: set ``per_connection`` there, or raise the rates).
+    """
+
+    max_concurrent_rpcs: int = 128
+    """Calls (frames and fetches) served at once; gRPC refuses more (RESOURCE_EXHAUSTED)."""
+    max_concurrent_streams: int = 100
+    """Streams one HTTP/2 connection may have open (``grpc.max_concurrent_streams``; 100 is
+    HTTP/2's recommended minimum). A client that opens more before it has read the server's
+    SETTINGS has the excess refused (RST_STREAM REFUSED_STREAM, seen as PeerUnavailable), and
+    the transports of one process share connections, so keep it above a node's burst of
+    concurrent sends to one peer."""
+    max_concurrent_fetches: int = 32
+    """Blob streams served at once (a trickling reader holds one for its whole duration)."""
+    frames_per_second: float = 200.0
+    """Calls a remote peer may make per second, sustained (frames and fetch requests)."""
+    burst_frames: float = 1000.0
+    """Calls a remote peer may make at once."""
+    bytes_per_second: float = float(16 << 20)
+    """Frame bytes a remote peer may send per second, sustained."""
+    burst_bytes: float = float(64 << 20)
+    """Frame bytes a remote peer may send at once (at least the frame limit)."""
+    max_peers: int = 1024
+    """Remote peers tracked (least recently used forgotten): the rate table's bound."""
+    per_connection: bool = False
+    """Rate-limit each connection (``ip:port``) instead of each remote host (``ip``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_concurrent_rpcs", "max_concurrent_streams", "max_concurrent_fetches",
+                     "max_peers"):  # fmt: skip
+            _positive_int(getattr(self, name), f"limits.{name}")
+        for name in ("frames_per_second", "burst_frames", "bytes_per_second", "burst_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"must be a number > 0, got {value!r}", field=f"limits.{name}")
+
+
+def _peer_key(peer: str, *, per_connection: bool) -> str:
+    """``"ipv4:1.2.3.4:567"`` -> ``"1.2.3.4"`` (or the whole string, per connection)."""
+    if per_connection:
+        return peer
+    scheme, _, rest = peer.partition(":")
+    if scheme in ("ipv4", "ipv6"):
+        return rest.rpartition(":")[0] or rest
+    return peer
 
 
 def _format_endpoint(host: str, port: int) -> str:
@@ -109,6 +176,7 @@ class GrpcTransport:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         options: Sequence[GrpcOption] = (),
+        limits: ServerLimits | None = None,
     ) -> None:
         if not isinstance(host, str) or not host:
             raise ConfigError(f"must be a non-empty str, got {host!r}", field="host")
@@ -118,6 +186,23 @@ class GrpcTransport:
         self._port = port
         self.max_frame_bytes = _positive_int(max_frame_bytes, "max_frame_bytes")
         self.chunk_bytes = _positive_int(chunk_bytes, "chunk_bytes")
+        self.limits = limits if limits is not None else ServerLimits()
+        if not isinstance(self.limits, ServerLimits):
+            raise ConfigError(f"expected ServerLimits, got {limits!r}", field="limits")
+        self._frame_quota: RateLimiter[str] = RateLimiter(
+            rate=self.limits.frames_per_second,
+            burst=self.limits.burst_frames,
+            max_keys=self.limits.max_peers,
+        )
+        self._byte_quota: RateLimiter[str] = RateLimiter(
+            rate=self.limits.bytes_per_second,
+            burst=max(self.limits.burst_bytes, float(self.max_frame_bytes)),
+            max_keys=self.limits.max_peers,
+        )
+        self._fetches = 0
+        self.refused: Counter[str] = Counter()
+        """Calls refused with RESOURCE_EXHAUSTED, by reason (``"frames"``, ``"bytes"``,
+        ``"fetches"``, ``"size"``): for counters and tests."""
         message_limit = max(self.max_frame_bytes, self.chunk_bytes) + GRPC_MESSAGE_OVERHEAD
         common: dict[str, Any] = {
             "grpc.max_receive_message_length": message_limit,
@@ -128,6 +213,7 @@ class GrpcTransport:
             {
                 **common,
                 "grpc.so_reuseport": 0,
+                "grpc.max_concurrent_streams": self.limits.max_concurrent_streams,
                 # Ping idle clients every minute; tolerate client pings every 10 s.
                 "grpc.keepalive_time_ms": 60_000,
                 "grpc.keepalive_timeout_ms": 20_000,
@@ -200,7 +286,10 @@ class GrpcTransport:
             raise TransportError("transport is already started")
         self._started = True
         self._handler = handler
-        server = grpc.aio.server(options=self._server_options)
+        server = grpc.aio.server(
+            options=self._server_options,
+            maximum_concurrent_rpcs=self.limits.max_concurrent_rpcs,
+        )
         methods = {
             "Deliver": grpc.unary_unary_rpc_method_handler(self._serve_deliver),
             "Fetch": grpc.unary_stream_rpc_method_handler(self._serve_fetch),
@@ -219,8 +308,27 @@ class GrpcTransport:
         self._server = server
         await server.start()
 
+    def _over_quota(self, context: grpc.aio.ServicerContext, size: int) -> str | None:
+        """Spend the remote peer's tokens for one call of ``size`` bytes; the reason to refuse
+        it (the bucket that ran dry), or None."""
+        key = _peer_key(context.peer() or "", per_connection=self.limits.per_connection)
+        now = asyncio.get_running_loop().time()
+        if not self._frame_quota.allow(key, now=now):
+            return "frames"
+        if size and not self._byte_quota.allow(key, now=now, cost=float(size)):
+            return "bytes"
+        return None
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, reason: str, text: str) -> None:
+        self.refused[reason] += 1
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, text)
+
     async def _serve_deliver(self, frame: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        over = self._over_quota(context, len(frame))
+        if over is not None:
+            await self._refuse(context, over, f"over the {over} rate limit")
         if len(frame) > self.max_frame_bytes:
+            self.refused["size"] += 1
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"frame of {len(frame)} bytes exceeds the limit of {self.max_frame_bytes}",
@@ -242,6 +350,21 @@ class GrpcTransport:
         if handler is None:  # closing
             await context.abort(grpc.StatusCode.UNAVAILABLE, "node is shutting down")
             return  # pragma: no cover (abort raises)
+        over = self._over_quota(context, len(request))
+        if over is not None:
+            await self._refuse(context, over, f"over the {over} rate limit")
+        if self._fetches >= self.limits.max_concurrent_fetches:
+            await self._refuse(context, "fetches", "too many fetches in progress")
+        self._fetches += 1
+        try:
+            async for chunk in self._stream_blob(handler, request, context):
+                yield chunk
+        finally:
+            self._fetches -= 1
+
+    async def _stream_blob(
+        self, handler: Handler, request: bytes, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
         size = self.chunk_bytes
         reason: str | None = None
         failed = False
@@ -282,8 +405,11 @@ class GrpcTransport:
             raise TransportError("transport is closed")
         channel = self._channels.get(endpoint)
         if channel is None:
+            # InvalidEndpoint (a PeerUnavailable) for anything but host:port; dialled through
+            # the DNS resolver so that no endpoint can name a unix:, vsock:... target.
+            target = "dns:///" + parse_endpoint(endpoint)
             try:
-                channel = grpc.aio.insecure_channel(endpoint, options=self._channel_options)
+                channel = grpc.aio.insecure_channel(target, options=self._channel_options)
             except Exception as e:  # e.g. a malformed target
                 raise PeerUnavailable(f"cannot open a channel to {endpoint!r}: {e}") from e
             self._channels[endpoint] = channel
@@ -293,8 +419,11 @@ class GrpcTransport:
         """Deliver ``frame`` to ``endpoint``'s ``on_frame``, within ``timeout`` seconds.
 
         Raises :class:`TransportError` if the frame exceeds :attr:`max_frame_bytes` (nothing is
-        sent), the peer's limit is lower, or this transport is closed; :class:`PeerUnavailable`
-        if the peer cannot be reached or does not handle the frame in time.
+        sent), the peer's limit is lower, the peer refuses it over its limits
+        (RESOURCE_EXHAUSTED), or this transport is closed; :class:`PeerUnavailable` if the peer
+        cannot be reached or does not handle the frame in time;
+        :class:`~fedledger.gossip.endpoints.InvalidEndpoint` (a :class:`PeerUnavailable`) if
+        ``endpoint`` is not ``host:port`` (nothing is dialled).
         """
         if len(frame) > self.max_frame_bytes:
             raise TransportError(
@@ -312,7 +441,9 @@ class GrpcTransport:
         Raises :class:`FetchRefused` (with the peer's reason) if the peer refuses,
         :class:`PeerUnavailable` if it cannot be reached or sends nothing for ``timeout``
         seconds between two chunks (the call is then cancelled), :class:`TransportError` if
-        its handler fails or this transport is closed. Closing the iterator early (``aclose()``,
+        its handler fails, it refuses over its limits, or this transport is closed;
+        :class:`~fedledger.gossip.endpoints.InvalidEndpoint` if ``endpoint`` is not
+        ``host:port``. Closing the iterator early (``aclose()``,
         or leaving an ``async for`` whose iterator is then collected) cancels the call.
         """
         call = self._channel(endpoint).unary_stream(_FETCH)(bytes(request))

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from coincurve import PrivateKey, PublicKey
 from eth_hash.auto import keccak
@@ -38,6 +41,7 @@ __all__ = [
     "Identity",
     "checksum_address",
     "is_checksum_address",
+    "read_private_file",
     "recover_signer",
     "signing_hash",
 ]
@@ -81,6 +85,74 @@ def _is_checksum_str(value: str) -> bool:
 
 def _address_of(public_key: PublicKey) -> str:
     return checksum_address(keccak(public_key.format(compressed=False)[1:])[-20:])
+
+
+def read_private_file(path: str | os.PathLike[str], *, what: str) -> bytes:
+    """The bytes of a secret file (a key, a password), refused on POSIX if group or others have
+    any access to it: :class:`ConfigError` naming the file, its mode and ``chmod 600``.
+
+    The mode is checked on the open file (``fstat``), the very file that is read.
+    """
+    where = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"{what} {where!r} is not a regular file")
+            if os.name == "posix" and mode & 0o077:
+                raise ConfigError(
+                    f"{what} {where!r} is accessible by group or others (mode "
+                    f"{stat.S_IMODE(mode):04o}); make it private: chmod 600 {where}"
+                )
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {where!r}: {exc.strerror or exc}") from exc
+
+
+def _write_private(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` with mode 0600, atomically (temporary file, then rename)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(f"cannot write key file {os.fspath(target)!r}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ConfigError(f"cannot write key file {os.fspath(target)!r}: {exc}") from exc
+        raise
+
+
+_MAX_SCRYPT_BYTES = 1 << 31
+"""A keystore whose scrypt needs more memory than this (2 GiB) is refused, not attempted."""
+_MAX_PBKDF2_ROUNDS = 10**8
+
+
+def _check_keystore(keystore: Any, where: str) -> None:
+    """Refuse a keystore that is not a v3 JSON object, or whose KDF parameters would exhaust
+    memory or time (a hand-edited or hostile file), before decrypting anything."""
+    if not isinstance(keystore, dict) or keystore.get("version") != 3:
+        raise ConfigError(f"key file {where!r} is not a keystore v3 JSON object")
+    crypto = keystore.get("crypto", keystore.get("Crypto"))
+    if not isinstance(crypto, dict) or not isinstance(params := crypto.get("kdfparams"), dict):
+        raise ConfigError(f"key file {where!r} is not a valid keystore: no crypto.kdfparams")
+    try:
+        if crypto.get("kdf") == "scrypt":
+            n, r, p = int(params["n"]), int(params["r"]), int(params["p"])
+            ok = n > 1 and r > 0 and p > 0 and 128 * r * n <= _MAX_SCRYPT_BYTES and p <= 16
+        else:
+            ok = 0 < int(params.get("c", 1)) <= _MAX_PBKDF2_ROUNDS
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"key file {where!r}: unsupported or excessive KDF parameters")
 
 
 def signing_hash(payload: bytes | bytearray) -> bytes:
@@ -199,16 +271,57 @@ class Identity:
         return cls._from_key(bytes.fromhex(text))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Identity:
-        """Read a key file written by :meth:`save` (hex, one line)."""
+    def load(cls, path: str | os.PathLike[str], *, password: str | None = None) -> Identity:
+        """Read a key file: hex (one line, as :meth:`save` writes it) or an encrypted keystore
+        (Ethereum's keystore v3 JSON, as :meth:`save_keystore` and geth write it), told apart
+        by its content. A keystore needs ``password``; a hex file ignores it.
+
+        On POSIX the file must not be accessible by group or others (mode 0600 or stricter):
+        a key others can read is refused, naming the file and ``chmod 600``. Every failure,
+        a wrong password included, is a one-line :class:`ConfigError` naming the file.
+        """
+        where = os.fspath(path)
+        raw = read_private_file(path, what="key file")
         try:
-            text = Path(path).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read key file {os.fspath(path)!r}: {exc}") from exc
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(f"key file {where!r} is neither hex nor a keystore") from None
+        if text.startswith(("{", "[")):  # JSON: a keystore
+            return cls._from_keystore(text, where, password)
         try:
             return cls.from_hex(text)
         except ConfigError as exc:
-            raise ConfigError(f"key file {os.fspath(path)!r}: {exc}") from None
+            raise ConfigError(f"key file {where!r}: {exc}") from None
+
+    @classmethod
+    def _from_keystore(cls, text: str, where: str, password: str | None) -> Identity:
+        from eth_account import Account
+
+        if password is None:
+            raise ConfigError(
+                f"key file {where!r} is an encrypted keystore and needs its password "
+                "(FEDLEDGER_KEY_PASSWORD or a password file)"
+            )
+        try:
+            keystore = json.loads(text)
+        except ValueError:
+            raise ConfigError(f"key file {where!r} is not valid keystore JSON") from None
+        _check_keystore(keystore, where)
+        try:
+            key = bytes(Account.decrypt(keystore, password))
+        except ValueError as exc:
+            if "mismatch" in str(exc):  # eth-keyfile: "MAC mismatch" (v3)
+                raise ConfigError(f"key file {where!r}: wrong password") from None
+            raise ConfigError(f"key file {where!r} is not a valid keystore: {exc}") from None
+        except (KeyError, TypeError, NotImplementedError, OverflowError) as exc:
+            raise ConfigError(f"key file {where!r} is not a valid keystore: {exc!r}") from None
+        identity = cls._from_key(key)
+        stated = keystore.get("address")
+        if isinstance(stated, str) and stated.lower().removeprefix("0x") != (
+            identity.address.lower().removeprefix("0x")
+        ):
+            raise ConfigError(f"key file {where!r}: the key does not match its address field")
+        return identity
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the key as ``0x``-prefixed hex to ``path``, readable by the owner only (0600).
@@ -216,19 +329,27 @@ class Identity:
         The file is written to a temporary file in the same directory (created 0600) and then
         renamed over ``path``, so the key is never readable by others, even briefly.
         """
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write("0x" + self.private_key.hex() + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _write_private(Path(path), "0x" + self.private_key.hex() + "\n")
+
+    def save_keystore(
+        self,
+        path: str | os.PathLike[str],
+        password: str,
+        *,
+        kdf: Literal["scrypt", "pbkdf2"] = "scrypt",
+        iterations: int | None = None,
+    ) -> None:
+        """Write the key encrypted with ``password`` as an Ethereum keystore v3 JSON file
+        (``eth_account.Account.encrypt``; geth and eth-account read it), mode 0600, atomically
+        like :meth:`save`. ``iterations`` is the KDF's work factor (scrypt's n, pbkdf2's
+        rounds); the default is eth-account's (scrypt n = 2**18, about 256 MiB and a second).
+        """
+        from eth_account import Account
+
+        if not isinstance(password, str) or not password:
+            raise ConfigError("a keystore needs a non-empty password")
+        keystore = Account.encrypt(self.private_key, password, kdf=kdf, iterations=iterations)
+        _write_private(Path(path), json.dumps(keystore) + "\n")
 
     def sign(self, payload: bytes | bytearray) -> bytes:
         """The 65-byte signature ``r || s || v`` (v in {27, 28}, low s) over ``payload``.

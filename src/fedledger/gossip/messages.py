@@ -48,7 +48,10 @@ id (64 lowercase hex digits).
 ==========  ==================================================================================
 kind        body
 ==========  ==================================================================================
-``hello``   ``{"endpoint": str}``: 1..256 printable ASCII characters
+``hello``   ``{"endpoint": str}``: ``host:port`` as
+            :func:`fedledger.gossip.endpoints.parse_endpoint` accepts it, in its canonical
+            form (a hostname lowercased, an IPv6 address compressed): never ``unix:...``;
+            or a bare lowercase host name (an in-memory network's endpoint, ``node-3``)
 ``update``  ``{"cid": CID, "num_examples": int in [0, 2**40], "base": CID}``: a local update,
             trained from the model ``base``
 ``model``   ``{"cid": CID, "included": [[ADDRESS, CID], ...]}``: an aggregated model and the
@@ -56,7 +59,14 @@ kind        body
             of the checksummed form (what ``sorted()`` gives), addresses unique
 ``ihave``   ``{"ids": [ID, ...]}``: at most 4096 ids, unique (the list may be empty)
 ``want``    ``{"ids": [ID, ...]}``: as for ``ihave``
-``fetch``   ``{"cid": CID}``: a request for a blob
+``fetch``   ``{"cid": CID, "to": ADDRESS, "chain": int in [0, 2**64), "contract": ADDRESS,
+            "expires": int in [0, 2**40], "nonce": NONCE}``: a request for a blob, bound to
+            the node asked (``to``), the chain and task contract (``0`` and
+            :data:`ZERO_ADDRESS` without a ledger) and valid until ``expires`` (unix
+            seconds); ``NONCE`` is 32 lowercase hex digits. Build it with
+            :func:`make_fetch_request`, check it with :func:`check_fetch_request`. (The
+            legacy unbound body ``{"cid": CID}`` still parses, until the node sends bound
+            requests; :func:`check_fetch_request` refuses it.)
 ``done``    ``{"cid": CID}``: the sender finished round ``round`` (consensus mode: the last one)
             with the model ``cid``, and serves it
 ==========  ==================================================================================
@@ -78,19 +88,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fedledger.commit.cid import digest_from_cid
 from fedledger.errors import CodecError, MessageError
+from fedledger.gossip.endpoints import InvalidEndpoint, parse_endpoint, parse_hostname
 from fedledger.gossip.identity import (
     SIGNATURE_BYTES,
     Identity,
+    checksum_address,
     is_checksum_address,
     recover_signer,
 )
+
+if TYPE_CHECKING:
+    from fedledger.gossip.limits import TtlCache
 
 __all__ = [
     "HEADER_BYTES",
@@ -103,11 +119,14 @@ __all__ = [
     "MAX_ROUND",
     "MAX_TTL",
     "VERSION",
+    "ZERO_ADDRESS",
     "Message",
     "SignedMessage",
     "canonical_json",
+    "check_fetch_request",
     "decode_frame",
     "encode_frame",
+    "make_fetch_request",
     "make_message",
     "parse_payload",
 ]
@@ -128,6 +147,16 @@ MAX_ENDPOINT_CHARS: Final = 256
 MAX_NUM_EXAMPLES: Final = 2**40
 MAX_INCLUDED: Final = 10_000
 MAX_IDS: Final = 4096
+MAX_CHAIN_ID: Final = 2**64 - 1
+MAX_EXPIRES: Final = 2**40
+ZERO_ADDRESS: Final = "0x" + "0" * 40
+"""The ``contract`` of a fetch request when there is no ledger."""
+FETCH_REQUEST_TTL: Final = 30
+"""Seconds a fetch request made by :func:`make_fetch_request` stays valid by default."""
+MAX_FETCH_REQUEST_AHEAD: Final = 60
+"""A server refuses a fetch request that expires more than this many seconds ahead."""
+MAX_FETCH_REQUEST_BYTES: Final = 1024
+"""A bound fetch request frame is about 420 bytes; a server parses nothing longer."""
 
 _FIELDS: Final = frozenset({"v", "kind", "from", "task", "round", "body"})
 _BODY_FIELDS: Final[Mapping[str, frozenset[str]]] = {
@@ -136,9 +165,10 @@ _BODY_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "model": frozenset({"cid", "included"}),
     "ihave": frozenset({"ids"}),
     "want": frozenset({"ids"}),
-    "fetch": frozenset({"cid"}),
+    "fetch": frozenset({"cid", "to", "chain", "contract", "expires", "nonce"}),
     "done": frozenset({"cid"}),
 }
+_LEGACY_FETCH_FIELDS: Final = frozenset({"cid"})
 _LOWER_HEX: Final = frozenset("0123456789abcdef")
 _CID_MAX_CHARS: Final = 128  # a CIDv1 raw sha2-256 base32 string has 59; bound before decoding
 _MIN_PAYLOAD_BYTES: Final = 2  # "{}"
@@ -363,14 +393,30 @@ def _check_included(value: object, path: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _check_nonce(value: object, path: str) -> str:
+    text = _check_str(value, path, 32)
+    if len(text) != 32 or not _LOWER_HEX.issuperset(text):
+        raise _fail(path, f"expected 32 lowercase hex digits: {_short(text)}")
+    return text
+
+
 def _check_body(kind: str, value: object) -> Mapping[str, Any]:
     """Validate a body against its kind's schema; return a read-only copy."""
-    body = _check_keys(value, "body", _BODY_FIELDS[kind])
+    fields = _BODY_FIELDS[kind]
+    if kind == "fetch" and type(value) is dict and "to" not in value:
+        fields = _LEGACY_FETCH_FIELDS
+    body = _check_keys(value, "body", fields)
     out: dict[str, Any]
     if kind == "hello":
         endpoint = _check_str(body["endpoint"], "body.endpoint", MAX_ENDPOINT_CHARS)
-        if not endpoint or not (endpoint.isascii() and endpoint.isprintable()):
-            raise _fail("body.endpoint", "expected 1..256 printable ASCII characters")
+        try:
+            # host:port; or a bare host name: an in-memory network's endpoint (GrpcTransport
+            # never dials one, it needs host:port).
+            canonical = (parse_endpoint if ":" in endpoint else parse_hostname)(endpoint)
+        except InvalidEndpoint as exc:
+            raise _fail("body.endpoint", str(exc).removeprefix("endpoint: ")) from None
+        if canonical != endpoint:
+            raise _fail("body.endpoint", f"not in canonical form (expected {canonical!r})")
         out = {"endpoint": endpoint}
     elif kind == "update":
         out = {
@@ -387,7 +433,16 @@ def _check_body(kind: str, value: object) -> Mapping[str, Any]:
         }
     elif kind in ("ihave", "want"):
         out = {"ids": _check_ids(body["ids"], "body.ids")}
-    else:  # fetch, done
+    elif kind == "fetch" and fields is not _LEGACY_FETCH_FIELDS:
+        out = {
+            "chain": _check_int(body["chain"], "body.chain", 0, MAX_CHAIN_ID),
+            "cid": _check_cid(body["cid"], "body.cid"),
+            "contract": _check_address(body["contract"], "body.contract"),
+            "expires": _check_int(body["expires"], "body.expires", 0, MAX_EXPIRES),
+            "nonce": _check_nonce(body["nonce"], "body.nonce"),
+            "to": _check_address(body["to"], "body.to"),
+        }
+    else:  # fetch (legacy), done
         out = {"cid": _check_cid(body["cid"], "body.cid")}
     return MappingProxyType(out)
 
@@ -512,3 +567,97 @@ def decode_frame(
     if signer != message.sender:
         raise MessageError(f"signature: signed by {signer}, not by from={message.sender}")
     return SignedMessage(message=message, payload=payload, signature=signature), ttl
+
+
+# -- fetch requests --------------------------------------------------------------------------
+
+
+def make_fetch_request(
+    *,
+    identity: Identity,
+    task: str,
+    cid: str,
+    to: str,
+    now: float,
+    chain_id: int = 0,
+    contract: str = ZERO_ADDRESS,
+    ttl: int = FETCH_REQUEST_TTL,
+    nonce: str | None = None,
+) -> bytes:
+    """The frame asking the node ``to`` for blob ``cid``, valid for ``ttl`` seconds from
+    ``now`` (unix seconds). ``chain_id`` and ``contract``: the ledger's (``0`` and
+    :data:`ZERO_ADDRESS` without one). ``nonce``: 32 lowercase hex digits, random by default.
+
+    Send it with ``transport.fetch(endpoint, frame, ...)``; make a new one per source and per
+    attempt (a server may refuse a request it has already served).
+    """
+    if type(ttl) is not int or not 1 <= ttl <= MAX_FETCH_REQUEST_AHEAD:
+        raise MessageError(f"ttl: expected an integer in [1, {MAX_FETCH_REQUEST_AHEAD}]")
+    body = {
+        "cid": cid,
+        "to": _checksummed(to, "to"),
+        "chain": chain_id,
+        "contract": _checksummed(contract, "contract"),
+        "expires": int(now) + ttl,
+        "nonce": nonce if nonce is not None else os.urandom(16).hex(),
+    }
+    signed = make_message(kind="fetch", identity=identity, task=task, round=0, body=body)
+    return encode_frame(signed, ttl=0)
+
+
+def _checksummed(address: object, path: str) -> str:
+    """A caller's address in checksummed form (any casing accepted from local callers)."""
+    if type(address) is not str or len(address) != 42 or not address.startswith("0x"):
+        raise MessageError(f"{path}: expected an address, got {_short(address)}")
+    return checksum_address(bytes.fromhex(address[2:]))
+
+
+def check_fetch_request(
+    frame: bytes | bytearray | memoryview,
+    *,
+    task: str,
+    me: str,
+    now: float,
+    chain_id: int = 0,
+    contract: str = ZERO_ADDRESS,
+    known: Collection[str] | None = None,
+    max_ahead: float = MAX_FETCH_REQUEST_AHEAD,
+    seen: TtlCache[str, bool] | None = None,
+) -> tuple[str, str]:
+    """Verify a fetch request sent to this node (``me``): ``(sender, cid)``.
+
+    Raises :class:`MessageError` saying why if the frame is not a valid signed ``fetch``
+    message of ``task`` from a ``known`` sender (when given; at most
+    :data:`MAX_FETCH_REQUEST_BYTES`), or is bound to another recipient, chain or contract,
+    has expired (``expires <= now``), expires more than ``max_ahead`` seconds after ``now``,
+    or (with ``seen``, a :class:`~fedledger.gossip.limits.TtlCache` the node keeps) was
+    already presented: a request is good once, and only until it expires, so a captured one
+    cannot be replayed, and ``seen`` never needs to remember a request past its expiry.
+    """
+    signed, _ = decode_frame(frame, max_bytes=MAX_FETCH_REQUEST_BYTES, task=task, known=known)
+    m = signed.message
+    if m.kind != "fetch":
+        raise MessageError(f"kind: expected a fetch request, got {m.kind!r}")
+    if m.round != 0:
+        raise MessageError(f"round: a fetch request has round 0, got {m.round}")
+    body = m.body
+    if "to" not in body:
+        raise MessageError("body: an unbound fetch request (no recipient, chain or expiry)")
+    if body["to"] != _checksummed(me, "me"):
+        raise MessageError(f"body.to: the request is for {body['to']}, not for this node")
+    if body["chain"] != chain_id:
+        raise MessageError(f"body.chain: the request is for chain {body['chain']}")
+    if body["contract"] != _checksummed(contract, "contract"):
+        raise MessageError(f"body.contract: the request is for contract {body['contract']}")
+    expires = body["expires"]
+    if expires <= now:
+        raise MessageError(f"body.expires: the request expired at {expires} (now {int(now)})")
+    if expires > now + max_ahead:
+        raise MessageError(
+            f"body.expires: {expires} is more than {max_ahead} s ahead (now {int(now)})"
+        )
+    if seen is not None:
+        if seen.get(signed.id, now=now) is not None:
+            raise MessageError("fetch request replayed (already presented)")
+        seen.put(signed.id, True, now=now, ttl=expires - now)
+    return m.sender, str(body["cid"])

@@ -13,6 +13,16 @@ the only sources of nondeterminism (time and randomness) are passed in, so tests
   lost to drops, crashes and partitions.
 
 Messages are kept for a window of rounds (``keep_rounds``) and forgotten afterwards.
+
+**Round window** (hostile peers): the rounds this node accepts follow *its own* round, never
+the rounds other nodes claim. The node reports its round with :meth:`Gossip.set_round` (its
+own publications advance it too); a message whose round lies outside
+``[current - behind, min(current + ahead, last)]`` (:class:`RoundWindow`) is dropped without
+changing any state, so one signed frame for round ``2**32 - 1`` neither moves the horizon nor
+makes the node forget what it holds. Each sender (the signer, whoever relayed it) has at most
+``max_per_sender`` messages held; beyond that its lowest-round message is evicted, so a member
+flooding the window only crowds out its own messages. :func:`round_window` gives the window of
+each node mode.
 """
 
 from __future__ import annotations
@@ -27,6 +37,77 @@ MakeMessage = Callable[[str, int, dict[str, object]], SignedMessage]
 """``make(kind, round, body)``: sign a control message (ihave/want) as this node."""
 
 MAX_IDS = 4096
+
+DEFAULT_AHEAD = 1024
+"""Rounds ahead of its own a node accepts when it was given no task length."""
+DEFAULT_MAX_PER_SENDER = 64
+"""Messages held per sender (an honest node has a few per round: update, model, done)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundWindow:
+    """Rounds a node accepts messages for, relative to its own round ``current``.
+
+    Accepted: ``current - behind <= round <= min(current + ahead, last)``.
+    """
+
+    behind: int = 2
+    """Rounds behind the node's own that still count (late messages, re-announcements)."""
+    ahead: int = DEFAULT_AHEAD
+    """Rounds ahead of the node's own that count (peers further on: catch-up needs them)."""
+    last: int | None = None
+    """The highest round of the task (no message is ever valid past it); None: no bound."""
+    max_per_sender: int = DEFAULT_MAX_PER_SENDER
+    """Messages held per sender; beyond it the sender's lowest-round message is evicted."""
+
+    def __post_init__(self) -> None:
+        from fedledger.errors import ConfigError
+
+        for name in ("behind", "ahead"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ConfigError(f"must be an int >= 0, got {value!r}", field=f"window.{name}")
+        if self.last is not None and (type(self.last) is not int or self.last < 0):
+            raise ConfigError(f"must be an int >= 0, got {self.last!r}", field="window.last")
+        if type(self.max_per_sender) is not int or self.max_per_sender < 1:
+            raise ConfigError(
+                f"must be an int >= 1, got {self.max_per_sender!r}", field="window.max_per_sender"
+            )
+
+    def bounds(self, current: int) -> tuple[int, int]:
+        """``(lowest, highest)`` accepted round, inclusive, for a node at round ``current``."""
+        high = current + self.ahead
+        if self.last is not None:
+            high = min(high, self.last)
+        return max(current - self.behind, 0), high
+
+    def contains(self, current: int, round: int) -> bool:
+        lo, hi = self.bounds(current)
+        return lo <= round <= hi
+
+
+def round_window(
+    *, mode: str, rounds: int, keep_rounds: int = 2, staleness: int = 0
+) -> RoundWindow:
+    """The window for a node of ``mode`` (``"consensus"``, ``"gossip"`` or ``"ledger"``).
+
+    ``rounds`` is the task's length: rounds are numbered ``1..rounds`` (``done`` is sent for
+    round ``rounds``; hello and fetch requests for 0), so no honest message is past it. The
+    node reports ``ConsensusNode.round`` / ``GossipLearner.iteration`` / the ledger round with
+    :meth:`Gossip.set_round`, and signs its ``hello`` with that round. Ahead, the whole
+    rest of the task is accepted, since a node restarted from disk (consensus, ledger) or a
+    slow learner (gossip) catches up from the others' later announcements. Behind:
+    ``keep_rounds`` (late updates and re-announced models of the previous rounds), and in
+    gossip mode at least ``staleness`` iterations, the age of a model a learner still mixes.
+    """
+    from fedledger.errors import ConfigError
+
+    if mode not in ("consensus", "gossip", "ledger"):
+        raise ConfigError(f"unknown mode {mode!r}", field="mode")
+    if type(rounds) is not int or rounds < 0:
+        raise ConfigError(f"must be an int >= 0, got {rounds!r}", field="task.rounds")
+    behind = max(keep_rounds, staleness) if mode == "gossip" else keep_rounds
+    return RoundWindow(behind=behind, ahead=rounds + 1, last=rounds)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,20 +160,42 @@ class Gossip:
         make: MakeMessage,
         rng: random.Random,
         complete: bool = False,
+        window: RoundWindow | None = None,
     ) -> None:
-        """``complete``: the topology links every pair of members."""
+        """``complete``: the topology links every pair of members. ``window``: the rounds
+        accepted around this node's own (default: ``RoundWindow(behind=config.keep_rounds)``,
+        i.e. up to :data:`DEFAULT_AHEAD` rounds ahead, no task bound; pass
+        :func:`round_window`)."""
         self.me = me
         self.neighbours = tuple(n for n in neighbours if n != me)
         self.config = config
+        self.window = window if window is not None else RoundWindow(behind=config.keep_rounds)
         self._make = make
         self._rng = rng
         self._store: dict[str, SignedMessage] = {}
+        self._by_sender: dict[str, set[str]] = {}
         self._seen: set[str] = set()
-        self._newest_round = 0
+        self._current = 0
         self._next_pull = 0.0
         self._ttl = config.ttl if config.ttl is not None else (0 if complete else 8)
 
     # -- bookkeeping ----------------------------------------------------------------------
+
+    @property
+    def current_round(self) -> int:
+        """This node's round, as last reported (:meth:`set_round`, or its own publications)."""
+        return self._current
+
+    def set_round(self, current: int) -> None:
+        """The node is now at round ``current``: move the window and forget what fell behind
+        ``current - keep_rounds``. Rounds only move forward (a lower value is ignored)."""
+        if current > self._current:
+            self._current = current
+            self._forget()
+
+    def in_window(self, round: int) -> bool:
+        """Whether a message for ``round`` is accepted now (see :class:`RoundWindow`)."""
+        return self.window.contains(self._current, round)
 
     def has(self, message_id: str) -> bool:
         return message_id in self._seen
@@ -101,18 +204,34 @@ class Gossip:
         """Messages currently kept, oldest round first (then by id)."""
         return sorted(self._store.values(), key=lambda m: (m.message.round, m.id))
 
+    def held_from(self, sender: str) -> int:
+        """How many messages signed by ``sender`` are kept."""
+        return len(self._by_sender.get(sender, ()))
+
     def _keep(self, signed: SignedMessage) -> None:
         self._seen.add(signed.id)
+        sender = signed.message.sender
+        ids = self._by_sender.setdefault(sender, set())
+        if len(ids) >= self.window.max_per_sender:
+            evict = min(ids, key=lambda i: (self._store[i].message.round, i))
+            ids.discard(evict)
+            del self._store[evict]
         self._store[signed.id] = signed
-        if signed.message.round > self._newest_round:
-            self._newest_round = signed.message.round
-            self._forget()
+        ids.add(signed.id)
+
+    def _drop(self, message_id: str) -> None:
+        signed = self._store.pop(message_id)
+        ids = self._by_sender.get(signed.message.sender)
+        if ids is not None:
+            ids.discard(message_id)
+            if not ids:
+                del self._by_sender[signed.message.sender]
 
     def _forget(self) -> None:
-        oldest = self._newest_round - self.config.keep_rounds
+        oldest = self._current - self.config.keep_rounds
         stale = [i for i, m in self._store.items() if m.message.round < oldest]
         for i in stale:
-            del self._store[i]
+            self._drop(i)
         # Ids of forgotten messages stay in _seen so they are not accepted again; _seen is
         # trimmed to the ids still stored once it grows large.
         if len(self._seen) > 8 * max(len(self._store), 1024):
@@ -128,7 +247,9 @@ class Gossip:
     # -- push -----------------------------------------------------------------------------
 
     def publish(self, signed: SignedMessage) -> list[Send]:
-        """Send a message of this node's own."""
+        """Send a message of this node's own; its round moves this node's round forward
+        (as :meth:`set_round`) when it is ahead."""
+        self.set_round(signed.message.round)
         self._keep(signed)
         frame = encode_frame(signed, ttl=self._ttl)
         return [Send(peer, frame) for peer in self._targets(None)]
@@ -143,9 +264,8 @@ class Gossip:
         """
         if signed.id in self._seen:
             return False, []
-        if signed.message.round < self._newest_round - self.config.keep_rounds:
-            self._seen.add(signed.id)
-            return False, []
+        if not self.in_window(signed.message.round):
+            return False, []  # outside the window: no state changes (not even _seen)
         self._keep(signed)
         if ttl <= 0:
             return True, []
@@ -162,7 +282,7 @@ class Gossip:
         self._next_pull = now + self.config.pull_interval
         peer = self._rng.choice(self.neighbours)
         ids = [m.id for m in self.held()][-MAX_IDS:]
-        ihave = self._make("ihave", self._newest_round, {"ids": ids})
+        ihave = self._make("ihave", self._current, {"ids": ids})
         return [Send(peer, encode_frame(ihave, ttl=0))]
 
     def on_ihave(self, peer: str, ids: Iterable[str]) -> list[Send]:
@@ -171,7 +291,7 @@ class Gossip:
         out = [Send(peer, encode_frame(m, ttl=0)) for m in self.held() if m.id not in theirs]
         missing = sorted(i for i in theirs if i not in self._seen)[:MAX_IDS]
         if missing:
-            want = self._make("want", self._newest_round, {"ids": missing})
+            want = self._make("want", self._current, {"ids": missing})
             out.append(Send(peer, encode_frame(want, ttl=0)))
         return out
 

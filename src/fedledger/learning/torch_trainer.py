@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,7 +45,13 @@ class TorchTrainer:
         num_classes: int,
         image_shape: Sequence[int] | None = None,
         threads: int | None = 1,
+        module: Callable[[], torch.nn.Module] | None = None,
     ) -> None:
+        """``module``: a factory of the user's own ``torch.nn.Module`` (called under a seeded
+        RNG, so initial parameters are reproducible); it replaces the registry's ``model``,
+        which then only names it. Every state-dict entry must be a float32 tensor (no
+        integer buffers such as BatchNorm's ``num_batches_tracked``)."""
+        self._module = module
         if threads is not None:
             if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
                 raise ConfigError(
@@ -65,8 +71,8 @@ class TorchTrainer:
         """State-dict keys, in :data:`Params` order."""
         self._tensors: list[torch.Tensor] = [t.detach() for t in state.values()]
         for name, t in zip(self.param_names, self._tensors, strict=True):
-            if t.dtype != torch.float32:  # pragma: no cover - every registry model is float32
-                raise ConfigError(f"parameter {name} is {t.dtype}, not float32", field="model.name")
+            if t.dtype != torch.float32:  # a user's module may hold integer buffers
+                raise ConfigError(f"parameter {name} is {t.dtype}, not float32", field="model")
         self.param_shapes: tuple[tuple[int, ...], ...] = tuple(
             tuple(t.shape) for t in self._tensors
         )
@@ -96,6 +102,18 @@ class TorchTrainer:
     def _build(self, seed: int) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if self._module is not None:
+                try:
+                    built = self._module()
+                except Exception as exc:  # the user's code: any error is a bad model
+                    raise ConfigError(f"the model factory failed: {exc}", field="model") from exc
+                if not isinstance(built, torch.nn.Module):
+                    raise ConfigError(
+                        f"the model factory returned a {type(built).__name__}, not a "
+                        "torch.nn.Module",
+                        field="model",
+                    )
+                return built
             return build_model(
                 self.model_spec,
                 feature_shape=self.feature_shape,

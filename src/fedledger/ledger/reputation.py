@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from fedledger.ledger.task_client import LedgerEvent, Revealed, RoundStarted, Selected
+from fedledger.ledger.records import LedgerEvent, Revealed, RoundStarted, Selected
 
 Reputation = tuple[int, int]
 """``(selections, reveals)``."""

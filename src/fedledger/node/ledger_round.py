@@ -38,17 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from fedledger.commit import cid_from_digest, digest_from_cid
-from fedledger.ledger.contracts import (
-    PHASE_ATTEST,
-    PHASE_COMMIT,
-    PHASE_FAILED,
-    PHASE_REVEAL,
-    commitment,
-    result_digest,
-    sort_result,
-)
-from fedledger.ledger.reputation import round_reputation
-from fedledger.ledger.task_client import (
+from fedledger.ledger.records import (
     Attested,
     Committed,
     Finalized,
@@ -60,6 +50,16 @@ from fedledger.ledger.task_client import (
     Selected,
     Skipped,
     TaskRules,
+)
+from fedledger.ledger.reputation import round_reputation
+from fedledger.ledger.rules import (
+    PHASE_ATTEST,
+    PHASE_COMMIT,
+    PHASE_FAILED,
+    PHASE_REVEAL,
+    commitment,
+    result_digest,
+    sort_result,
 )
 from fedledger.node.consensus import Aggregate, Contribution, Fetch, Finished, Train
 

@@ -44,8 +44,11 @@
     allowlist = false           # true: only addresses the task owner allows may join
     cooldown = 60               # seconds between leave() and withdraw()
 
-Every value is checked when the file is loaded; an error names the offending key
+Every value is checked when the file is loaded -- its type, its range, that it is finite --
+and every mistake is a :class:`~fedledger.errors.ConfigError` naming the offending key
 (``aggregation.f: ...``). Unknown keys are errors too, since a typo would otherwise be ignored.
+The aggregation rules' parameters are described in :mod:`fedledger.aggregation.params`. Wei
+amounts are exact integers within uint256 (a float such as ``1e16`` only when it is exact).
 """
 
 from __future__ import annotations
@@ -56,10 +59,12 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from fedledger.aggregation.mixing import MIXING_RULES
+from fedledger.aggregation.params import check_rule_for_nodes, check_rule_params
 from fedledger.aggregation.rules import RULES
 from fedledger.errors import ConfigError
 from fedledger.learning.trainer import ModelSpec, TrainConfig
@@ -67,12 +72,110 @@ from fedledger.learning.trainer import ModelSpec, TrainConfig
 DATASETS = ("digits", "breast_cancer", "csv", "npz")
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
 
+UINT256_MAX = 2**256 - 1
+"""The largest wei amount the contracts can hold."""
+MAX_SECONDS = 2**32 - 1
+"""The longest window or cooldown, in seconds (about 136 years): block time plus it never
+overflows, and every node can wait for it."""
+MAX_SEED = 2**63 - 1
+
+
+# -- value checks shared by the task and node configurations ------------------------------------
+
+
+def is_int(value: object) -> bool:
+    """An integer, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(where: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an integer in ``[low, high]``, or a :class:`ConfigError` naming ``where``."""
+    if not is_int(value):
+        raise ConfigError(f"must be an integer, got {value!r}", field=where)
+    assert isinstance(value, int)
+    if low is not None and value < low:
+        raise ConfigError(f"must be >= {low}, got {value}", field=where)
+    if high is not None and value > high:
+        raise ConfigError(f"must be <= {high}, got {value}", field=where)
+    return value
+
+
+def check_real(
+    where: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite number (int or float, not bool) in the range, or a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"must be a number, got {value!r}", field=where)
+    if not math.isfinite(value):
+        raise ConfigError(f"must be a finite number, got {value!r}", field=where)
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        if low is not None and high is not None:
+            left, right = "(" if low_open else "[", ")" if high_open else "]"
+            span = f"in {left}{low:g}, {high:g}{right}"
+        elif low is not None:
+            span = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            span = f"{'<' if high_open else '<='} {high:g}"
+        raise ConfigError(f"must be {span}, got {value!r}", field=where)
+    return float(value)
+
+
+def check_wei(where: str, value: object, *, low: int = 0) -> int:
+    """A wei amount: an exact integer in ``[low, 2**256 - 1]``.
+
+    A TOML float is accepted only when it is an integer that its shortest decimal form
+    names exactly (``1e16``); ``1e80`` is not (the float is 10**80 plus about 1.6e63), so wei
+    must then be written as an integer.
+    """
+    if isinstance(value, float) and not isinstance(value, bool):
+        exact = math.isfinite(value) and value.is_integer()
+        if not exact or Decimal(repr(value)) != Decimal(int(value)):
+            raise ConfigError(f"must be an exact integer number of wei, got the float {value!r};"
+                              " write it as an integer", field=where)  # fmt: skip
+        value = int(value)
+    return check_int(where, value, low=low, high=UINT256_MAX)
+
+
+def check_choice(where: str, value: object, choices: tuple[str, ...], what: str) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; known: {', '.join(choices)}", field=where)
+    return value
+
+
+def check_str(where: str, value: object, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"must be a non-empty string, got {value!r}", field=where)
+    return value
+
+
+def check_bool(where: str, value: object, *, optional: bool = False) -> bool | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, got {value!r}", field=where)
+    return value
+
+
+# -- sections -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     dataset: str = "digits"
     path: str | None = None
+    """csv and npz only: the file (relative to the working directory)."""
     label_column: str | None = None
+    """csv only: the column that holds the labels."""
     partition: str = "dirichlet"
     alpha: float = 0.5
     classes_per_node: int = 2
@@ -82,30 +185,29 @@ class DataConfig:
     """None: on for breast_cancer/csv/npz, off for digits (already in [0, 1])."""
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(
-                f"unknown data set {self.dataset!r}; known: {', '.join(DATASETS)}",
-                field="data.dataset",
-            )
+        check_choice("data.dataset", self.dataset, DATASETS, "data set")
+        check_str("data.path", self.path, optional=True)
+        check_str("data.label_column", self.label_column, optional=True)
         if self.dataset in ("csv", "npz") and not self.path:
             raise ConfigError(f"a {self.dataset} data set needs a path", field="data.path")
+        if self.dataset not in ("csv", "npz") and self.path is not None:
+            raise ConfigError(f"the {self.dataset} data set is built in and takes no path",
+                              field="data.path")  # fmt: skip
         if self.dataset == "csv" and not self.label_column:
             raise ConfigError("a csv data set needs the label column", field="data.label_column")
-        if self.partition not in PARTITIONS:
-            raise ConfigError(
-                f"unknown partition {self.partition!r}; known: {', '.join(PARTITIONS)}",
-                field="data.partition",
-            )
-        if not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise ConfigError(f"must be > 0, got {self.alpha}", field="data.alpha")
-        if self.classes_per_node < 1:
-            raise ConfigError(
-                f"must be >= 1, got {self.classes_per_node}", field="data.classes_per_node"
-            )
+        if self.dataset != "csv" and self.label_column is not None:
+            raise ConfigError("applies to a csv data set only", field="data.label_column")
+        check_choice("data.partition", self.partition, PARTITIONS, "partition")
+        check_real("data.alpha", self.alpha, low=0, low_open=True)
+        check_int("data.classes_per_node", self.classes_per_node, low=1)
         for name in ("test_fraction", "val_fraction"):
-            value = getattr(self, name)
-            if not 0 < value < 1:
-                raise ConfigError(f"must be in (0, 1), got {value}", field=f"data.{name}")
+            check_real(f"data.{name}", getattr(self, name), low=0, high=1, low_open=True,
+                       high_open=True)  # fmt: skip
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ConfigError(f"test_fraction + val_fraction must be < 1 (some data must be left "
+                              f"to train on), got {self.test_fraction} + {self.val_fraction}",
+                              field="data.val_fraction")  # fmt: skip
+        check_bool("data.standardize", self.standardize, optional=True)
 
     @property
     def should_standardize(self) -> bool:
@@ -116,69 +218,25 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class AggregationConfig:
+    """The ``[aggregation]`` table: ``rule``, ``f`` and the rule's parameters, each checked
+    against :mod:`fedledger.aggregation.params` (type, range, which rules take it)."""
+
     rule: str = "fedavg"
     f: int = 0
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        info = RULES.get(self.rule)
-        if info is None:
-            raise ConfigError(
-                f"unknown aggregation rule {self.rule!r}; known: {', '.join(RULES)}",
-                field="aggregation.rule",
-            )
-        if self.f < 0:
-            raise ConfigError(f"must be >= 0, got {self.f}", field="aggregation.f")
+        check_choice("aggregation.rule", self.rule, tuple(RULES), "aggregation rule")
+        check_int("aggregation.f", self.f, low=0)
         if self.rule == "fedavg" and self.f:
             raise ConfigError(
                 "fedavg tolerates no Byzantine nodes: use f = 0 or a robust rule",
                 field="aggregation.f",
             )
-        for key in self.params:
-            if key == "norm_bound":  # any rule: a screen before it (fedledger.aggregation)
-                bound = self.params[key]
-                if isinstance(bound, bool) or not isinstance(bound, int | float) or bound <= 0:
-                    raise ConfigError(f"must be a number > 0, got {bound!r}",
-                                      field="aggregation.norm_bound")  # fmt: skip
-                continue
-            value = self.params[key]
-            if key == "min_reputation":  # any rule, with a ledger (fedledger.aggregation)
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, int | float)
-                    or not (0 <= value <= 1)
-                ):
-                    raise ConfigError(f"must be a number in [0, 1], got {value!r}",
-                                      field="aggregation.min_reputation")  # fmt: skip
-                continue
-            if key == "reputation_after":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ConfigError(f"must be an integer >= 1, got {value!r}",
-                                      field="aggregation.reputation_after")  # fmt: skip
-                continue
-            if key == "reputation_rewards":
-                if not isinstance(value, bool):
-                    raise ConfigError(f"must be true or false, got {value!r}",
-                                      field="aggregation.reputation_rewards")  # fmt: skip
-                continue
-            if key == "nnm":  # any robust rule: nearest-neighbour mixing before it
-                if not isinstance(self.params[key], bool):
-                    raise ConfigError(f"must be true or false, got {self.params[key]!r}",
-                                      field="aggregation.nnm")  # fmt: skip
-                if self.rule == "fedavg":
-                    raise ConfigError("nnm needs a robust rule, not fedavg",
-                                      field="aggregation.nnm")  # fmt: skip
-                continue
-            if key not in info.params:
-                allowed = ", ".join(info.params) or "none"
-                raise ConfigError(
-                    f"{self.rule} has no parameter {key!r} (parameters: {allowed})",
-                    field=f"aggregation.{key}",
-                )
-        if self.rule == "trimmed_mean" and "beta" not in self.params:
-            raise ConfigError("trimmed_mean needs beta", field="aggregation.beta")
-        if self.rule == "centered_clipping" and "tau" not in self.params:
-            raise ConfigError("centered_clipping needs tau", field="aggregation.tau")
+        params: object = self.params
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"must be a table, got {params!r}", field="aggregation")
+        check_rule_params(self.rule, self.params)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,11 +254,7 @@ class MixingConfig:
     delta: float | None = None
 
     def __post_init__(self) -> None:
-        if self.rule not in MIXING_RULES:
-            raise ConfigError(
-                f"unknown mixing rule {self.rule!r}; known: {', '.join(MIXING_RULES)}",
-                field="gossip.rule",
-            )
+        check_choice("gossip.rule", self.rule, tuple(MIXING_RULES), "mixing rule")
         if self.rule == "mean":
             if self.delta is not None:
                 raise ConfigError("delta is a parameter of clipped mixing; mean takes none",
@@ -210,8 +264,7 @@ class MixingConfig:
         if delta is None:
             raise ConfigError("clipped mixing needs delta, e.g. delta = 0.3",
                               field="gossip.delta")  # fmt: skip
-        if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 < delta < 1:
-            raise ConfigError(f"must be a number in (0, 1), got {delta!r}", field="gossip.delta")
+        check_real("gossip.delta", delta, low=0, high=1, low_open=True, high_open=True)
 
 
 ACCESS_POLICIES = ("members", "token_holders", "public")
@@ -219,7 +272,12 @@ ACCESS_POLICIES = ("members", "token_holders", "public")
 
 @dataclass(frozen=True, kw_only=True)
 class LedgerConfig:
-    """The rules a task's contract is deployed with (see docs/contracts.md)."""
+    """The rules a task's contract is deployed with (see docs/contracts.md).
+
+    Wei amounts (``min_stake``) are exact integers within uint256; windows and the cooldown are
+    whole seconds up to :data:`MAX_SECONDS`; ``reward_per_round`` is in whole tokens (18
+    decimals) and must come to at most uint256 wei.
+    """
 
     quorum: float = 0.67
     min_stake: int = 10**16
@@ -233,24 +291,21 @@ class LedgerConfig:
     max_participants: int = 256
 
     def __post_init__(self) -> None:
-        if not 0.5 < self.quorum <= 1:
-            raise ConfigError(f"must be in (0.5, 1], got {self.quorum}", field="ledger.quorum")
-        if self.min_stake < 1:
-            raise ConfigError(f"must be >= 1 wei, got {self.min_stake}", field="ledger.min_stake")
+        check_real("ledger.quorum", self.quorum, low=0.5, high=1, low_open=True)
+        check_wei("ledger.min_stake", self.min_stake, low=1)
+        stake: object = self.min_stake
+        if isinstance(stake, float):  # an exact integral float (1e16): store the integer
+            object.__setattr__(self, "min_stake", int(stake))
         for name in ("commit_window", "reveal_window", "attest_window"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be >= 1 s, got {getattr(self, name)}",
-                                  field=f"ledger.{name}")  # fmt: skip
-        if self.reward_per_round < 0:
-            raise ConfigError("must be >= 0", field="ledger.reward_per_round")
-        if self.access not in ACCESS_POLICIES:
-            raise ConfigError(f"unknown policy {self.access!r}; known: "
-                              f"{', '.join(ACCESS_POLICIES)}", field="ledger.access")  # fmt: skip
-        if self.cooldown < 0:
-            raise ConfigError(f"must be >= 0, got {self.cooldown}", field="ledger.cooldown")
-        if not 1 <= self.max_participants <= 256:
-            raise ConfigError(f"must be in [1, 256], got {self.max_participants}",
-                              field="ledger.max_participants")  # fmt: skip
+            check_int(f"ledger.{name}", getattr(self, name), low=1, high=MAX_SECONDS)
+        check_real("ledger.reward_per_round", self.reward_per_round, low=0)
+        if self.reward_per_round > UINT256_MAX / 10**18 or self.reward_wei > UINT256_MAX:
+            raise ConfigError(f"{self.reward_per_round!r} tokens is more than uint256 wei",
+                              field="ledger.reward_per_round")  # fmt: skip
+        check_choice("ledger.access", self.access, ACCESS_POLICIES, "policy")
+        check_bool("ledger.allowlist", self.allowlist)
+        check_int("ledger.cooldown", self.cooldown, low=0, high=MAX_SECONDS)
+        check_int("ledger.max_participants", self.max_participants, low=1, high=256)
 
     @property
     def quorum_bps(self) -> int:
@@ -277,12 +332,15 @@ class TaskConfig:
     gossip: MixingConfig = field(default_factory=MixingConfig)
 
     def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError(f"must be >= 1, got {self.rounds}", field="task.rounds")
-        if self.nodes < 1:
-            raise ConfigError(f"must be >= 1, got {self.nodes}", field="task.nodes")
-        if self.seed < 0:
-            raise ConfigError(f"must be >= 0, got {self.seed}", field="task.seed")
+        check_str("task.name", self.name)
+        check_int("task.seed", self.seed, low=0, high=MAX_SEED)
+        check_int("task.rounds", self.rounds, low=1)
+        check_int("task.nodes", self.nodes, low=1)
+        for name, cls in (("data", DataConfig), ("model", ModelSpec), ("train", TrainConfig),
+                          ("aggregation", AggregationConfig), ("ledger", LedgerConfig),
+                          ("gossip", MixingConfig)):  # fmt: skip
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"must be a {cls.__name__}", field=name)
         agg = self.aggregation
         info = RULES[agg.rule]
         if info.min_inputs(agg.f) > self.nodes:
@@ -290,19 +348,14 @@ class TaskConfig:
                 f"f={agg.f} is too large for {self.nodes} nodes: {agg.rule} needs {info.bound}",
                 field="aggregation.f",
             )
+        check_rule_for_nodes(agg.rule, agg.params, nodes=self.nodes, f=agg.f)
         if self.ledger.max_participants < self.nodes:
             raise ConfigError(f"must be >= task.nodes ({self.nodes})",
                               field="ledger.max_participants")  # fmt: skip
-        if agg.rule == "trimmed_mean":
-            beta = float(agg.params["beta"])
-            if not 0 <= beta < 0.5:
-                raise ConfigError(f"must be in [0, 0.5), got {beta}", field="aggregation.beta")
-            if int(beta * self.nodes) < agg.f:
-                raise ConfigError(
-                    f"beta={beta} trims {int(beta * self.nodes)} of {self.nodes} nodes per side,"
-                    f" fewer than f={agg.f}",
-                    field="aggregation.beta",
-                )
+        if self.ledger.reward_wei * self.rounds > UINT256_MAX:
+            raise ConfigError(f"{self.rounds} rounds of {self.ledger.reward_per_round!r} tokens "
+                              "would mint more than uint256 wei",
+                              field="ledger.reward_per_round")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dictionary of every setting (with defaults filled in)."""
@@ -341,10 +394,12 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
+    # A JSON string is a TOML basic string once non-BMP characters stay literal (JSON would
+    # write surrogate pairs, which TOML refuses) and DEL is escaped (JSON leaves it raw).
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-def _typed(
+def check_table(
     section: str, table: Mapping[str, Any], cls: type, extra_ok: bool = False
 ) -> dict[str, Any]:
     """Check keys and value types of one TOML table against a dataclass."""
@@ -362,6 +417,8 @@ def _typed(
 
 
 def _check_type(where: str, value: Any, annotation: str) -> Any:
+    """``value`` if it has the type ``annotation`` names (an int for a float is converted,
+    a list of ints for a tuple of them); NaN and infinities are never a valid float."""
     expects = annotation.replace(" ", "")
     optional = "None" in expects
     base = expects.split("|")[0]
@@ -374,6 +431,8 @@ def _check_type(where: str, value: Any, annotation: str) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif base == "float":
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"must be a finite number, got {value!r}", field=where)
         value = float(value) if ok else value
     elif base == "str":
         ok = isinstance(value, str)
@@ -395,19 +454,24 @@ _SECTIONS = ("task", "data", "model", "train", "aggregation", "ledger", "gossip"
 
 
 def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
-    """Build and validate a TaskConfig from a parsed TOML document."""
+    """Build and validate a TaskConfig from a parsed TOML document.
+
+    Every key is known, of its type and in its range, or this raises :class:`ConfigError`
+    naming it (``aggregation.beta``); nothing else escapes, whatever the values."""
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"must be a TOML document (a table), got {type(doc).__name__}")
     for section, table in doc.items():
         if section not in _SECTIONS:
             raise ConfigError(f"unknown section; known: {', '.join(_SECTIONS)}", field=section)
         if not isinstance(table, dict):
             raise ConfigError("must be a table", field=section)
-    task = _typed("task", doc.get("task", {}), TaskConfig)
+    task = check_table("task", doc.get("task", {}), TaskConfig)
     for nested in ("data", "model", "train", "aggregation", "ledger", "gossip"):
         if nested in task:
             raise ConfigError(f"unknown key; use the [{nested}] section", field=f"task.{nested}")
-    data = DataConfig(**_typed("data", doc.get("data", {}), DataConfig))
-    model = ModelSpec(**_typed("model", doc.get("model", {}), ModelSpec))
-    train = TrainConfig(**_typed("train", doc.get("train", {}), TrainConfig))
+    data = DataConfig(**check_table("data", doc.get("data", {}), DataConfig))
+    model = ModelSpec(**check_table("model", doc.get("model", {}), ModelSpec))
+    train = TrainConfig(**check_table("train", doc.get("train", {}), TrainConfig))
     agg_table = dict(doc.get("aggregation", {}))
     rule = agg_table.pop("rule", "fedavg")
     f = agg_table.pop("f", 0)
@@ -415,10 +479,10 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
     _check_type("aggregation.f", f, "int")
     aggregation = AggregationConfig(rule=rule, f=f, params=agg_table)
     ledger_table = dict(doc.get("ledger", {}))
-    if isinstance(ledger_table.get("min_stake"), float) and ledger_table["min_stake"].is_integer():
-        ledger_table["min_stake"] = int(ledger_table["min_stake"])  # 1e16 is a TOML float
-    ledger = LedgerConfig(**_typed("ledger", ledger_table, LedgerConfig))
-    gossip = MixingConfig(**_typed("gossip", doc.get("gossip", {}), MixingConfig))
+    if isinstance(ledger_table.get("min_stake"), float):  # 1e16 is a TOML float
+        ledger_table["min_stake"] = check_wei("ledger.min_stake", ledger_table["min_stake"])
+    ledger = LedgerConfig(**check_table("ledger", ledger_table, LedgerConfig))
+    gossip = MixingConfig(**check_table("gossip", doc.get("gossip", {}), MixingConfig))
     return TaskConfig(**task, data=data, model=model, train=train, aggregation=aggregation,
                       ledger=ledger, gossip=gossip)  # fmt: skip
 
@@ -437,7 +501,7 @@ def read_toml(path: str | Path, *, what: str = "configuration file") -> dict[str
 
 
 def load_config(path: str | Path) -> TaskConfig:
-    """Read and validate a task configuration file."""
+    """Read and validate a task configuration file: every mistake is a :class:`ConfigError`."""
     doc = read_toml(path)
     try:
         return parse_config(doc)

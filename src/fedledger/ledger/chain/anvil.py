@@ -1,4 +1,4 @@
-"""A local anvil (Foundry's dev node) for :class:`~fedledger.ledger.chain.RpcChain`.
+"""A local anvil (Foundry's dev node) for :class:`~fedledger.ledger.chain.rpc.RpcChain`.
 
 anvil comes from npm: the repository's ``package.json`` / ``package-lock.json`` pin
 ``@foundry-rs/anvil`` as a dev dependency, so ``npm ci`` (or :func:`install_anvil`) in the
@@ -39,8 +39,8 @@ from eth_account import Account
 from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
 from eth_account.signers.local import LocalAccount
 
-from fedledger.errors import ConfigError
-from fedledger.ledger.chain import ChainUnavailable, LedgerError, RpcChain
+from fedledger.errors import ChainUnavailable, ConfigError, LedgerError
+from fedledger.ledger.chain.rpc import RpcChain
 
 __all__ = [
     "ANVIL_MNEMONIC",
@@ -346,7 +346,7 @@ def start_anvil(
     if binary is None:
         raise LedgerError(
             "anvil not found: run `npm ci` in the repository root (see package.json), "
-            "call fedledger.ledger.anvil.install_anvil(), or set $FEDLEDGER_ANVIL"
+            "call fedledger.ledger.chain.anvil.install_anvil(), or set $FEDLEDGER_ANVIL"
         )
     owns_log = log_path is None
     if log_path is None:

@@ -28,11 +28,24 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fedledger.config import TaskConfig, load_config, read_toml, toml_value
+from fedledger.config.task import (
+    TaskConfig,
+    check_choice,
+    check_int,
+    check_real,
+    check_str,
+    check_table,
+    check_wei,
+    load_config,
+    read_toml,
+    toml_value,
+)
 from fedledger.errors import ConfigError
 from fedledger.gossip.protocol import GossipConfig
 from fedledger.gossip.topology import TopologySpec
@@ -40,6 +53,16 @@ from fedledger.node.consensus import Timeouts
 
 MODES = ("consensus", "gossip")
 MIXINGS = ("metropolis_hastings", "uniform")
+PROBES = ("backdoor",)
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def check_address(where: str, value: object) -> str:
+    """An Ethereum address: ``0x`` and 40 hex digits."""
+    if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
+        raise ConfigError(f"must be an address (0x and 40 hex digits), got {value!r}",
+                          field=where)  # fmt: skip
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +90,7 @@ class NodeConfig:
     """Gossip mode: how many iterations a neighbour's model may lag behind this node's and
     still count as fresh (0: wait for its current iteration, up to the adaptive deadline)."""
     max_blob_bytes: int = 1 << 30
+    """The largest blob (a model or an update) the node accepts, in bytes (>= 1)."""
     ready_timeout: float = 120.0
     """Seconds to wait for every member to say hello before the first round."""
     linger: float = 10.0
@@ -80,55 +104,75 @@ class NodeConfig:
     task_address: str | None = None
     """Ledger mode: the Task contract's address."""
     stake: int | None = None
-    """Ledger mode: wei to stake when joining (default: the task's minimum)."""
+    """Ledger mode: wei to stake when joining (default: the task's minimum; never less, or the
+    contract refuses the node)."""
     attack: str | None = None
     """For robustness experiments only: this node is Byzantine and mounts this attack
     (fedledger.attacks.behaviour.ATTACKS)."""
     attackers: int = 0
-    """With ``attack``: how many of the task's nodes attack (ALIE's z depends on it)."""
+    """How many of the task's nodes attack (ALIE's z depends on it): in [0, nodes), and at
+    least 1 with ``attack``."""
     probe: str | None = None
     """For robustness experiments only: ``"backdoor"`` makes the node record, each round, the
     backdoor success rate of its model (fedledger.attacks.data.backdoor_test)."""
 
     def __post_init__(self) -> None:
+        task: object = self.task
+        if not isinstance(task, TaskConfig):
+            raise ConfigError(f"must be a task configuration, got {task!r}", field="task")
+        n = self.task.nodes
         if (self.chain is None) != (self.task_address is None):
             raise ConfigError("give both chain and task_address, or neither", field="chain")
-        if self.mode not in MODES:
-            raise ConfigError(
-                f"unknown mode {self.mode!r}; known: {', '.join(MODES)}", field="mode"
-            )
-        if not 0 <= self.index < self.task.nodes:
-            raise ConfigError(
-                f"must be in [0, {self.task.nodes}) for a task of {self.task.nodes} nodes",
-                field="index",
-            )
+        check_str("chain", self.chain, optional=True)
+        if self.task_address is not None:
+            check_address("task_address", self.task_address)
+        check_choice("mode", self.mode, MODES, "mode")
+        if not is_index(self.index, n):
+            raise ConfigError(f"must be an integer in [0, {n}) for a task of {n} nodes, got "
+                              f"{self.index!r}", field="index")  # fmt: skip
+        check_str("listen", self.listen)
+        for i, peer in enumerate(self.peers):
+            if not is_index(peer.index, n):
+                raise ConfigError(f"must be an integer in [0, {n}), got {peer.index!r}",
+                                  field=f"peers[{i}].index")  # fmt: skip
+            check_address(f"peers[{i}].address", peer.address)
+            check_str(f"peers[{i}].endpoint", peer.endpoint)
         indices = [p.index for p in self.peers] + [self.index]
         if len(set(indices)) != len(indices):
             raise ConfigError(
                 "peer indices must be unique and differ from this node's", field="peers"
             )
-        if self.mixing not in MIXINGS:
-            raise ConfigError(
-                f"unknown mixing {self.mixing!r}; known: {', '.join(MIXINGS)}", field="mixing"
-            )
-        if not self.stall_timeout > 0:
-            raise ConfigError(f"must be > 0, got {self.stall_timeout}", field="stall_timeout")
-        if self.staleness < 0:
-            raise ConfigError(f"must be >= 0, got {self.staleness}", field="staleness")
+        check_choice("mixing", self.mixing, MIXINGS, "mixing")
+        check_int("staleness", self.staleness, low=0)
+        check_int("max_blob_bytes", self.max_blob_bytes, low=1)
+        check_real("ready_timeout", self.ready_timeout, low=0, low_open=True)
+        check_real("linger", self.linger, low=0)
+        check_real("stall_timeout", self.stall_timeout, low=0, low_open=True)
+        if self.stake is not None:
+            minimum = self.task.ledger.min_stake
+            check_wei("stake", self.stake, low=minimum)
+        check_int("attackers", self.attackers, low=0, high=max(0, n - 1))
+        if self.attack is not None:
+            from fedledger.attacks.behaviour import ATTACKS
+
+            check_choice("attack", self.attack, ATTACKS, "attack")
+            check_int("attackers", self.attackers, low=1)
+        if self.probe is not None:
+            check_choice("probe", self.probe, PROBES, "probe")
 
 
-def _table(doc: dict[str, Any], name: str, cls: type) -> Any:
+def is_index(value: object, n: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n
+
+
+def _table(doc: Mapping[str, Any], name: str, cls: type) -> Any:
+    """One sub-table (``[topology]``, ``[gossip]``, ``[timeouts]``): known keys, each of its
+    annotated type (finite numbers), then the class's own range checks."""
     table = doc.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError("must be a table", field=name)
-    known = {f.name for f in fields(cls)}
-    for key in table:
-        if key not in known:
-            raise ConfigError(
-                f"unknown key; known: {', '.join(sorted(known))}", field=f"{name}.{key}"
-            )
     try:
-        return cls(**table)
+        return cls(**check_table(name, table, cls))
     except TypeError as exc:
         raise ConfigError(str(exc), field=name) from exc
 
@@ -157,49 +201,67 @@ _TOP = {
     "attackers",
     "probe",
 }
+_REQUIRED = ("task", "index", "key_file", "state_dir")
+_STRUCTURED = {"task", "index", "key_file", "state_dir", "peers", "topology", "gossip", "timeouts"}
+_PEER_KEYS = ("index", "address", "endpoint")
+
+
+def _peers(doc: Mapping[str, Any]) -> tuple[Peer, ...]:
+    entries = doc.get("peers", [])
+    if not isinstance(entries, list):
+        raise ConfigError("must be an array of tables ([[peers]])", field="peers")
+    peers = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != set(_PEER_KEYS):
+            raise ConfigError("needs exactly index, address and endpoint", field=f"peers[{i}]")
+        check_int(f"peers[{i}].index", entry["index"], low=0)
+        check_address(f"peers[{i}].address", entry["address"])
+        check_str(f"peers[{i}].endpoint", entry["endpoint"])
+        peers.append(Peer(index=entry["index"], address=entry["address"],
+                          endpoint=entry["endpoint"]))  # fmt: skip
+    return tuple(peers)
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
-    """Read and validate a node.toml."""
+    """Read and validate a node.toml: every mistake is a :class:`ConfigError` naming its key."""
     p = Path(path)
     doc = read_toml(p, what="node configuration")
     for key in doc:
         if key not in _TOP:
             raise ConfigError(f"unknown key; known: {', '.join(sorted(_TOP))}", field=key)
-    base = p.parent
-    for key in ("task", "index", "key_file", "state_dir"):
+    for key in _REQUIRED:
         if key not in doc:
             raise ConfigError("missing", field=key)
-    task_path = base / str(doc["task"])
-    peers = []
-    for i, entry in enumerate(doc.get("peers", [])):
-        if not isinstance(entry, dict) or set(entry) != {"index", "address", "endpoint"}:
-            raise ConfigError("needs exactly index, address and endpoint", field=f"peers[{i}]")
-        peers.append(
-            Peer(
-                index=int(entry["index"]),
-                address=str(entry["address"]),
-                endpoint=str(entry["endpoint"]),
-            )
-        )
-    structured = {
-        "task",
-        "index",
-        "key_file",
-        "state_dir",
-        "peers",
-        "topology",
-        "gossip",
-        "timeouts",
-    }
-    simple = {k: doc[k] for k in _TOP - structured if k in doc}
+    for key in ("task", "key_file", "state_dir"):
+        check_str(key, doc[key])
+    check_int("index", doc["index"], low=0)
+    stake = doc.get("stake")
+    if isinstance(stake, float):  # a TOML float is wei only when exact (1e16)
+        stake = check_wei("stake", stake)
+    simple = {k: doc[k] for k in _TOP - _STRUCTURED if k in doc} | (
+        {"stake": stake} if "stake" in doc else {}
+    )
+    for key in ("chain", "task_address", "attack", "probe", "listen", "mode", "mixing"):
+        if key in simple:
+            check_str(key, simple[key])
+    for key in ("ready_timeout", "linger", "stall_timeout"):
+        if key in simple:
+            simple[key] = check_real(key, simple[key])
+    base = p.parent
+    task_path = base / doc["task"]
+    try:
+        task = load_config(task_path)
+    except ConfigError as exc:
+        if exc.field is not None:  # a key of the task file: named as it is there
+            raise
+        raise ConfigError(str(exc), field="task") from exc  # the file itself
     return NodeConfig(
-        task=load_config(task_path),
+        task=task,
         task_path=task_path,
-        index=int(doc["index"]),
-        key_file=base / str(doc["key_file"]),
-        state_dir=base / str(doc["state_dir"]),
-        peers=tuple(peers),
+        index=doc["index"],
+        key_file=base / doc["key_file"],
+        state_dir=base / doc["state_dir"],
+        peers=_peers(doc),
         topology=_table(doc, "topology", TopologySpec),
         gossip=_table(doc, "gossip", GossipConfig),
         timeouts=_table(doc, "timeouts", Timeouts),

@@ -4,22 +4,20 @@ The Vyper sources live in the repository's ``contracts/`` directory and import s
 modules (``from snekmate.tokens import erc20``), found in the installed snekmate package.
 :func:`compile_contract` compiles one of them with vyper's Python API; the results are checked
 in as ``fedledger/ledger/build/<Name>.json`` so that nodes need neither the compiler nor the
-sources at run time (:func:`load_artifact`). ``python -m fedledger.ledger.contracts`` rebuilds
+sources at run time (:func:`load_artifact`). ``python -m fedledger.ledger.artifacts`` rebuilds
 the artifacts; tests/ledger/test_contract_build.py fails when they no longer match the sources.
 
 An artifact holds the ABI, the deployment and runtime bytecode, the vyper version, the sha256
 of the contract's own source and vyper's integrity sum (a hash over the source and every module
 it imports, snekmate's included).
 
-The two hashes the Task contract checks are computed here too, so that nodes and the audit use
-exactly the contract's formulas: :func:`commitment` and :func:`result_digest`.
+The contract's numbering and the hashes it checks live in :mod:`fedledger.ledger.rules`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import itertools
 import json
 import sys
 from collections.abc import Sequence
@@ -27,38 +25,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from eth_abi.abi import encode as abi_encode
-from eth_utils.address import to_canonical_address, to_checksum_address
-from eth_utils.crypto import keccak
-
 CONTRACT_NAMES: Final = ("RewardToken", "Task")
 
 #: The repository's contracts/ directory (present in a source checkout, not in a wheel).
 CONTRACTS_DIR: Final = Path(__file__).resolve().parents[3] / "contracts"
 #: Where the artifacts are written (inside the package, shipped as package data).
 BUILD_DIR: Final = Path(__file__).resolve().parent / "build"
-
-# Task.phase(round)
-PHASE_NOT_STARTED: Final = 0
-PHASE_COMMIT: Final = 1
-PHASE_REVEAL: Final = 2
-PHASE_ATTEST: Final = 3
-PHASE_FINALIZED: Final = 4
-PHASE_FAILED: Final = 5
-
-# Task.status_of(address)
-STATUS_NONE: Final = 0
-STATUS_ACTIVE: Final = 1
-STATUS_LEFT: Final = 2
-STATUS_SLASHED: Final = 3
-
-# Task.access_policy()
-ACCESS_MEMBERS: Final = 0
-ACCESS_TOKEN_HOLDERS: Final = 1
-ACCESS_PUBLIC: Final = 2
-
-#: Task's MAX: the most members at once, and the most contributors a result can name.
-MAX_PARTICIPANTS: Final = 256
 
 
 def _check_name(name: str) -> None:
@@ -137,56 +109,8 @@ def build_artifacts(contracts_dir: Path | None = None, build_dir: Path | None = 
     return written
 
 
-def commitment(update_digest: bytes, sender: str | bytes, round_number: int, salt: bytes) -> bytes:
-    """The value a member commits: keccak256(abi_encode(update_digest, sender, round, salt)).
-
-    Binding the sender and the round makes a copied commitment useless to anyone else, and an
-    old one useless in a later round.
-    """
-    return keccak(
-        abi_encode(
-            ["bytes32", "address", "uint256", "bytes32"],
-            [_bytes32(update_digest), to_canonical_address(sender), round_number, _bytes32(salt)],
-        )
-    )
-
-
-def result_digest(contributors: Sequence[str | bytes], scores: Sequence[int]) -> bytes:
-    """The round's result digest: keccak256(abi_encode(contributors, scores)).
-
-    ``contributors`` must be strictly increasing addresses (as the contract requires to
-    distribute): :func:`sort_result` orders a result that way.
-    """
-    if len(contributors) != len(scores):
-        raise ValueError("contributors and scores differ in length")
-    return keccak(
-        abi_encode(
-            ["address[]", "uint256[]"],
-            [[to_canonical_address(a) for a in contributors], list(scores)],
-        )
-    )
-
-
-def sort_result(
-    contributors: Sequence[str | bytes], scores: Sequence[int]
-) -> tuple[list[str], list[int]]:
-    """Contributors (checksummed) and their scores, in the increasing address order."""
-    if len(contributors) != len(scores):
-        raise ValueError("contributors and scores differ in length")
-    pairs = sorted(zip((to_canonical_address(a) for a in contributors), scores, strict=True))
-    if any(a == b for (a, _), (b, _) in itertools.pairwise(pairs)):
-        raise ValueError("duplicate contributor")
-    return [to_checksum_address(a) for a, _ in pairs], [s for _, s in pairs]
-
-
-def _bytes32(value: bytes) -> bytes:
-    if len(value) != 32:
-        raise ValueError(f"expected 32 bytes, got {len(value)}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Rebuild the artifacts: ``python -m fedledger.ledger.contracts``."""
+    """Rebuild the artifacts: ``python -m fedledger.ledger.artifacts``."""
     del argv
     for path in build_artifacts():
         print(path)

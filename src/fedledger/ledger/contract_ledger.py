@@ -1,0 +1,338 @@
+"""The task ledger on chain: :class:`ContractLedger` over a deployed Task contract.
+
+A :class:`~fedledger.ledger.records.Ledger` backed by the Task contract (and its RewardToken)
+through a :class:`~fedledger.ledger.chain.Chain`, embedded or JSON-RPC; :func:`deploy_task`
+deploys both with a task configuration's rules. Every public method raises only fedledger's
+errors: the chain's, and web3's own (a malformed address, an argument the ABI refuses, a log
+that does not decode) translated by :func:`~fedledger.ledger.chain.base.map_chain_errors`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
+from web3.contract import Contract
+
+from fedledger.config import TaskConfig
+from fedledger.errors import LedgerError, TransactionReverted
+from fedledger.ledger.artifacts import load_artifact
+from fedledger.ledger.chain import OUT_OF_GAS, Chain, Receipt
+from fedledger.ledger.chain.base import map_chain_errors, translated
+from fedledger.ledger.records import (
+    EVENT_TYPES,
+    LedgerEvent,
+    Member,
+    RoundClock,
+    TaskRules,
+    TaskTransactions,
+    TxResult,
+)
+from fedledger.ledger.rules import (
+    PHASE_FAILED,
+    PHASE_FINALIZED,
+    PHASE_NOT_STARTED,
+    ZERO_ADDRESS,
+    rules_for,
+)
+
+__all__ = [
+    "DISTRIBUTE_GAS_BASE",
+    "DISTRIBUTE_GAS_EACH",
+    "GAS_LIMITS",
+    "ContractLedger",
+    "deploy_task",
+]
+
+#: Fixed gas limits for the round's calls, above their costliest path (transaction gas
+#: measured on the embedded chain: commit at most 88k; reveal 158k, a member's first reveal
+#: closing the phase; attest 213k when it finalizes and starts the next round; join with a
+#: 256-byte endpoint about 300k). A fixed limit costs nothing (only gas used is paid) and
+#: saves an estimate, and the failed first try a cached estimate of a cheaper path would cause.
+GAS_LIMITS: Final[Mapping[str, int]] = {
+    "join": 500_000,
+    "commit": 150_000,
+    "reveal": 250_000,
+    "attest": 350_000,
+    "skip": 200_000,
+}
+DISTRIBUTE_GAS_BASE: Final = 150_000
+DISTRIBUTE_GAS_EACH: Final = 80_000
+"""``distribute``'s limit: base + each x contributors (a counter, a mint and two events
+each: at most about 64k, for a contributor selected and paid for the first time)."""
+
+_RULE_FIELDS: Final = (
+    "token", "rule_id", "rule_params_digest", "config_digest", "quorum_bps", "min_stake",
+    "commit_window", "reveal_window", "attest_window", "max_participants", "allowlist_only",
+    "reward_per_round", "access_policy", "cooldown", "treasury",
+)  # fmt: skip
+
+
+def deploy_task(
+    chain: Chain,
+    task: TaskConfig,
+    *,
+    owner: LocalAccount,
+    treasury: str | None = None,
+    token_name: str = "fedledger reward",
+    token_symbol: str = "FLR",
+) -> tuple[str, str]:
+    """Deploy a RewardToken and a Task with ``task``'s rules, owned by ``owner``; the Task is
+    made the token's minter. Returns ``(task address, token address)``."""
+    with map_chain_errors("deploying the task"):
+        token_art, task_art = load_artifact("RewardToken"), load_artifact("Task")
+        token = chain.deploy(token_art["abi"], token_art["bytecode"], token_name[:25],
+                             token_symbol[:5], 18, token_name[:50], "1",
+                             sender=owner)  # fmt: skip
+        rules = rules_for(task, token=token.address, treasury=treasury or owner.address)
+        args = [getattr(rules, name) for name in _RULE_FIELDS]
+        contract = chain.deploy(task_art["abi"], task_art["bytecode"], *args, sender=owner)
+        chain.transact(token.functions.set_minter(contract.address, True), sender=owner)
+        return str(contract.address), str(token.address)
+
+
+@dataclass
+class _Feed:
+    """A task's decoded events, read once per process and shared by every handle on the same
+    chain object (the nodes of one ``fedledger run`` poll one chain). Assumes no reorgs, as
+    on the embedded chain and anvil; the audit reads afresh."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    read_from: int = -1
+    read_to: int = -1
+    events: list[LedgerEvent] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)
+
+
+_FEEDS: weakref.WeakKeyDictionary[Any, dict[str, _Feed]] = weakref.WeakKeyDictionary()
+_FEEDS_LOCK = threading.Lock()
+
+
+def _feed_of(chain: Chain, address: str) -> _Feed:
+    with _FEEDS_LOCK:
+        feeds = _FEEDS.setdefault(chain, {})
+        return feeds.setdefault(address, _Feed())
+
+
+class ContractLedger(TaskTransactions):
+    """:class:`Ledger` over a deployed Task contract, signing as ``account``.
+
+    ``account`` may be ``None`` for a read-only handle (the audit): transactions then raise
+    :class:`~fedledger.errors.LedgerError`. Every public method raises only fedledger's errors
+    (the chain's, and web3's own translated: a malformed address or argument, a log that does
+    not decode).
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        task_address: str,
+        account: LocalAccount | None,
+        *,
+        timeout: float = 60.0,
+    ) -> None:
+        self.chain = chain
+        self._where = f"task at {task_address}"
+        self._account = account
+        self.timeout = timeout
+        self._rules: TaskRules | None = None
+        self._token: Contract | None = None
+        self._times: dict[int, int] = {}
+        self._topics: dict[bytes, Any] = {}
+        with self._errors():
+            self.contract: Contract = chain.contract(task_address, load_artifact("Task")["abi"])
+            for name in EVENT_TYPES:
+                event = self.contract.events[name]()
+                self._topics[bytes(HexBytes(event.topic))] = event
+
+    def _errors(self) -> AbstractContextManager[None]:
+        """The error boundary of every public method (the chain's own raise fedledger's)."""
+        return map_chain_errors(self._where)
+
+    # -- identity ----------------------------------------------------------------------------
+
+    @property
+    def account(self) -> str:
+        return ZERO_ADDRESS if self._account is None else str(self._account.address)
+
+    @property
+    def task_address(self) -> str:
+        return str(self.contract.address)
+
+    @property
+    @translated
+    def token(self) -> Contract:
+        if self._token is None:
+            self._token = self.chain.contract(self.rules().token,
+                                              load_artifact("RewardToken")["abi"])  # fmt: skip
+        return self._token
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _call(self, name: str, *args: Any) -> Any:
+        return self.chain.call(self.contract.functions[name](*args))
+
+    @translated
+    def rules(self) -> TaskRules:
+        if self._rules is None:
+            values = {name: self._call(name) for name in _RULE_FIELDS}
+            self._rules = TaskRules(**values)
+        return self._rules
+
+    @translated
+    def now(self) -> int:
+        return self.chain.now()
+
+    @translated
+    def head(self) -> int:
+        return self.chain.block_number()
+
+    def _time_of(self, block: int) -> int:
+        if block not in self._times:
+            self._times[block] = self.chain.block_timestamp(block)
+        return self._times[block]
+
+    @translated
+    def events(self, after: int, until: int | None = None) -> list[LedgerEvent]:
+        last = self.head() if until is None else until
+        if last <= after:
+            return []
+        feed = _feed_of(self.chain, self.task_address)
+        with feed.lock:
+            if feed.read_to < 0 and feed.read_from < 0:
+                feed.read_from = feed.read_to = after  # start where the first reader starts
+            if after < feed.read_from:  # older than the shared feed: read it directly
+                return self._decode(
+                    self.chain.logs(self.task_address, from_block=after + 1, to_block=last)
+                )
+            if last > feed.read_to:
+                logs = self.chain.logs(self.task_address, from_block=feed.read_to + 1,
+                                       to_block=last)  # fmt: skip
+                new = self._decode(logs)
+                feed.events += new
+                feed.blocks += [e.block for e in new]
+                feed.read_to = last
+            lo = bisect.bisect_right(feed.blocks, after)
+            hi = bisect.bisect_right(feed.blocks, last)
+            return feed.events[lo:hi]
+
+    def _decode(self, logs: Sequence[Any]) -> list[LedgerEvent]:
+        out: list[LedgerEvent] = []
+        for log in logs:
+            topics = log["topics"]
+            event = self._topics.get(bytes(HexBytes(topics[0]))) if topics else None
+            if event is None:
+                continue
+            data = event.process_log(log)
+            cls = EVENT_TYPES[data["event"]]
+            args = {k: (to_checksum_address(v) if isinstance(v, str) and v.startswith("0x")
+                        and len(v) == 42 else v) for k, v in data["args"].items()}  # fmt: skip
+            block = int(log["blockNumber"])
+            out.append(cls(block=block, time=self._time_of(block),
+                           tx=HexBytes(log["transactionHash"]).to_0x_hex(),
+                           index=int(log["logIndex"]), **args))  # fmt: skip
+        return out
+
+    @translated
+    def members(self) -> list[Member]:
+        found = []
+        for address in self._call("members"):
+            found.append(Member(
+                address=to_checksum_address(address),
+                endpoint=str(self._call("endpoint_of", address)),
+                stake=int(self._call("stake_of", address)),
+                first_round=int(self._call("first_round_of", address)),
+            ))  # fmt: skip
+        return sorted(found, key=lambda m: m.address.lower())
+
+    @translated
+    def member_count(self) -> int:
+        return int(self._call("member_count"))
+
+    @translated
+    def status_of(self, account: str) -> int:
+        return int(self._call("status_of", to_checksum_address(account)))
+
+    @translated
+    def reputation(self, account: str) -> tuple[int, int]:
+        account = to_checksum_address(account)
+        return int(self._call("selections_of", account)), int(self._call("reveals_of", account))
+
+    @translated
+    def current_round(self) -> int:
+        return int(self._call("current_round"))
+
+    @translated
+    def round_clock(self, round: int) -> RoundClock:
+        return RoundClock(
+            start=int(self._call("round_start", round)),
+            reveal_opens=int(self._call("reveal_opens", round)),
+            attest_opens=int(self._call("attest_opens", round)),
+            attest_closes=int(self._call("attest_closes", round)),
+        )
+
+    @translated
+    def phase(self, round: int) -> int:
+        phase = int(self._call("phase", round))
+        if phase in (PHASE_NOT_STARTED, PHASE_FINALIZED):
+            return phase
+        if phase == PHASE_FAILED and round != self.current_round():
+            return phase  # skipped
+        return self.round_clock(round).phase(self.now())
+
+    @translated
+    def model_digest(self, round: int) -> bytes:
+        return bytes(self._call("model_digest", round))
+
+    @translated
+    def can_download(self, account: str) -> bool:
+        return bool(self._call("can_download", to_checksum_address(account)))
+
+    @translated
+    def token_balance(self, account: str) -> int:
+        return int(self.chain.call(self.token.functions.balanceOf(to_checksum_address(account))))
+
+    @translated
+    def token_supply(self) -> int:
+        return int(self.chain.call(self.token.functions.totalSupply()))
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @translated
+    def allow(self, account: str) -> TxResult:
+        return self._send("allow", to_checksum_address(account))
+
+    @translated
+    def distribute(
+        self, round: int, contributors: Sequence[str], scores: Sequence[int]
+    ) -> TxResult:
+        return self._send("distribute", round, [to_checksum_address(a) for a in contributors],
+                          list(scores))  # fmt: skip
+
+    @translated
+    def _send(self, name: str, *args: Any, value: int = 0) -> TxResult:
+        if self._account is None:
+            raise LedgerError("this ledger handle is read-only (no account)")
+        fn = self.contract.functions[name](*args)
+        gas = GAS_LIMITS.get(name)
+        if name == "distribute":
+            gas = DISTRIBUTE_GAS_BASE + DISTRIBUTE_GAS_EACH * len(args[1])
+        try:
+            receipt: Receipt = self.chain.transact(fn, sender=self._account, value=value,
+                                                   gas=gas, timeout=self.timeout)  # fmt: skip
+        except TransactionReverted as exc:
+            if exc.reason != OUT_OF_GAS:
+                raise
+            # A limit too low for this path (the chain estimates functions without a fixed
+            # limit once, then reuses that): estimate afresh, once.
+            receipt = self.chain.transact(fn, sender=self._account, value=value,
+                                          gas=None, timeout=self.timeout)  # fmt: skip
+        return TxResult(tx=receipt.tx_hash, block=receipt.block, gas_used=receipt.gas_used)

@@ -1,0 +1,179 @@
+"""The Task contract's numbering and formulas, in Python, without a chain.
+
+Nodes, the in-memory ledger and the audit compute exactly what the contract computes, from
+here: the phase, status and access-policy numbers, the aggregation rules' on-chain ids, the
+two hashes the contract checks (:func:`commitment`, :func:`result_digest`), the quorum
+(:func:`quorum_stake`) and the rules a task configuration asks for (:func:`rules_for`).
+
+Hashing uses eth_abi and eth_utils (the contract's ABI encoding and keccak256); nothing here
+imports web3 or talks to a chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Final
+
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_canonical_address, to_checksum_address
+from eth_utils.crypto import keccak
+
+from fedledger.config import ACCESS_POLICIES, TaskConfig
+
+if TYPE_CHECKING:
+    from fedledger.ledger.records import TaskRules
+
+__all__ = [
+    "ACCESS_MEMBERS",
+    "ACCESS_PUBLIC",
+    "ACCESS_TOKEN_HOLDERS",
+    "BPS",
+    "MAX_PARTICIPANTS",
+    "PHASE_ATTEST",
+    "PHASE_COMMIT",
+    "PHASE_FAILED",
+    "PHASE_FINALIZED",
+    "PHASE_NOT_STARTED",
+    "PHASE_REVEAL",
+    "RULE_IDS",
+    "RULE_NAMES",
+    "STATUS_ACTIVE",
+    "STATUS_LEFT",
+    "STATUS_NONE",
+    "STATUS_SLASHED",
+    "ZERO_ADDRESS",
+    "commitment",
+    "quorum_stake",
+    "result_digest",
+    "rule_params_digest",
+    "rules_for",
+    "sort_result",
+]
+
+# Task.phase(round)
+PHASE_NOT_STARTED: Final = 0
+PHASE_COMMIT: Final = 1
+PHASE_REVEAL: Final = 2
+PHASE_ATTEST: Final = 3
+PHASE_FINALIZED: Final = 4
+PHASE_FAILED: Final = 5
+
+# Task.status_of(address)
+STATUS_NONE: Final = 0
+STATUS_ACTIVE: Final = 1
+STATUS_LEFT: Final = 2
+STATUS_SLASHED: Final = 3
+
+# Task.access_policy()
+ACCESS_MEMBERS: Final = 0
+ACCESS_TOKEN_HOLDERS: Final = 1
+ACCESS_PUBLIC: Final = 2
+
+#: Task's MAX: the most members at once, and the most contributors a result can name.
+MAX_PARTICIPANTS: Final = 256
+
+#: Basis points: ``quorum_bps`` is out of this.
+BPS: Final = 10_000
+
+ZERO_ADDRESS: Final = "0x" + "00" * 20
+
+#: The on-chain id of each aggregation rule (``Task.rule_id``). Never renumber.
+RULE_IDS: Final[Mapping[str, int]] = {
+    "fedavg": 1,
+    "median": 2,
+    "trimmed_mean": 3,
+    "krum": 4,
+    "multi_krum": 5,
+    "centered_clipping": 6,
+    "geometric_median": 7,
+}
+RULE_NAMES: Final[Mapping[int, str]] = {v: k for k, v in RULE_IDS.items()}
+
+
+def commitment(update_digest: bytes, sender: str | bytes, round_number: int, salt: bytes) -> bytes:
+    """The value a member commits: keccak256(abi_encode(update_digest, sender, round, salt)).
+
+    Binding the sender and the round makes a copied commitment useless to anyone else, and an
+    old one useless in a later round.
+    """
+    return keccak(
+        abi_encode(
+            ["bytes32", "address", "uint256", "bytes32"],
+            [_bytes32(update_digest), to_canonical_address(sender), round_number, _bytes32(salt)],
+        )
+    )
+
+
+def result_digest(contributors: Sequence[str | bytes], scores: Sequence[int]) -> bytes:
+    """The round's result digest: keccak256(abi_encode(contributors, scores)).
+
+    ``contributors`` must be strictly increasing addresses (as the contract requires to
+    distribute): :func:`sort_result` orders a result that way.
+    """
+    if len(contributors) != len(scores):
+        raise ValueError("contributors and scores differ in length")
+    return keccak(
+        abi_encode(
+            ["address[]", "uint256[]"],
+            [[to_canonical_address(a) for a in contributors], list(scores)],
+        )
+    )
+
+
+def sort_result(
+    contributors: Sequence[str | bytes], scores: Sequence[int]
+) -> tuple[list[str], list[int]]:
+    """Contributors (checksummed) and their scores, in the increasing address order."""
+    if len(contributors) != len(scores):
+        raise ValueError("contributors and scores differ in length")
+    pairs = sorted(zip((to_canonical_address(a) for a in contributors), scores, strict=True))
+    if any(a == b for (a, _), (b, _) in itertools.pairwise(pairs)):
+        raise ValueError("duplicate contributor")
+    return [to_checksum_address(a) for a, _ in pairs], [s for _, s in pairs]
+
+
+def _bytes32(value: bytes) -> bytes:
+    if len(value) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(value)}")
+    return value
+
+
+def quorum_stake(rules: TaskRules, round_stake: int) -> int:
+    """ceil(quorum_bps * round_stake / 10000), as the contract computes it."""
+    return -(-rules.quorum_bps * round_stake // BPS)
+
+
+def rule_params_digest(task: TaskConfig) -> bytes:
+    """sha256 of the canonical JSON of the aggregation rule, its ``f`` and its parameters."""
+    agg = task.aggregation
+    blob = json.dumps({"rule": agg.rule, "f": agg.f, "params": dict(agg.params)},
+                      sort_keys=True, separators=(",", ":"))  # fmt: skip
+    return hashlib.sha256(blob.encode()).digest()
+
+
+def rules_for(task: TaskConfig, *, token: str, treasury: str) -> TaskRules:
+    """The contract rules a task configuration asks for."""
+    # Imported here: the records import this module's numbering (a record's phase, its rule).
+    from fedledger.ledger.records import TaskRules
+
+    cfg = task.ledger
+    return TaskRules(
+        token=to_checksum_address(token),
+        rule_id=RULE_IDS[task.aggregation.rule],
+        rule_params_digest=rule_params_digest(task),
+        config_digest=task.digest(),
+        quorum_bps=cfg.quorum_bps,
+        min_stake=cfg.min_stake,
+        commit_window=cfg.commit_window,
+        reveal_window=cfg.reveal_window,
+        attest_window=cfg.attest_window,
+        max_participants=cfg.max_participants,
+        allowlist_only=cfg.allowlist,
+        reward_per_round=cfg.reward_wei,
+        access_policy=ACCESS_POLICIES.index(cfg.access),
+        cooldown=cfg.cooldown,
+        treasury=to_checksum_address(treasury),
+    )

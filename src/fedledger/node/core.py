@@ -1,0 +1,499 @@
+"""The node core: what every mode shares, around one mode driver.
+
+The core owns the node's I/O: the transport (it is the transport's frame and fetch handler),
+the blob store, the trainer, the gossip layer, the node's durable state and its round records.
+A driver (:mod:`fedledger.node.drivers`) runs one mode's I/O-free state machine and reaches
+the world only through the core's :class:`~fedledger.node.services.Services` methods.
+
+Training, aggregation and evaluation run in a worker thread (torch and NumPy release the GIL,
+so frames and blob transfers keep flowing). Every frame is parsed strictly; anything
+malformed, badly signed, or from a stranger is rejected with a logged reason and never stops
+the node. A background job that fails (training, aggregation, a transaction the driver did
+not expect to fail) ends the node with that job and error as its ``failure``: a clear outcome
+instead of a stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedledger.aggregation import spec_of
+from fedledger.aggregation.mixing import mix as mix_models
+from fedledger.aggregation.round import aggregate_round
+from fedledger.attacks.adversary import Adversary
+from fedledger.commit import decode, encode
+from fedledger.config.node import NodeConfig
+from fedledger.data import Dataset, NodeData
+from fedledger.errors import (
+    BlobError,
+    CodecError,
+    FedledgerError,
+    FetchRefused,
+    MessageError,
+    TransportError,
+)
+from fedledger.gossip.blobs import BlobStore
+from fedledger.gossip.identity import Identity
+from fedledger.gossip.messages import (
+    HEADER_BYTES,
+    SignedMessage,
+    decode_frame,
+    encode_frame,
+    make_message,
+)
+from fedledger.gossip.protocol import Gossip, Send
+from fedledger.gossip.topology import build_topology
+from fedledger.gossip.transport import Transport
+from fedledger.learning import Params, Trainer
+from fedledger.node.consensus import Contribution, Fetch, Finished, Publish, Train
+from fedledger.node.services import Driver
+from fedledger.node.state import NodeState
+from fedledger.seeds import derive_seed
+
+log = logging.getLogger("fedledger.node")
+
+GOSSIP_TICK_SECONDS = 0.05
+SEND_TIMEOUT = 5.0
+FETCH_TIMEOUT = 10.0
+
+
+@dataclass
+class Counters:
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    frames_rejected: int = 0
+    frames_duplicate: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def task_id(node: NodeConfig) -> str:
+    """What every message of the task names: the task configuration's digest."""
+    return node.task.digest().hex()
+
+
+class NodeCore:
+    """One participant: its I/O, around the mode ``driver`` built by ``make_driver``.
+
+    ``members`` are taken from ``config.peers`` (index, address, endpoint) plus this node;
+    in ledger mode the driver replaces them with the task's registry.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        identity: Identity,
+        transport: Transport,
+        store: BlobStore,
+        trainer: Trainer,
+        evaluator: Trainer | None = None,
+        data: NodeData,
+        test: Dataset,
+        initial_params: Params,
+        make_driver: Callable[[NodeCore], Driver],
+        adversary: Adversary | None = None,
+        probe: Dataset | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.transport = transport
+        self.store = store
+        self.trainer = trainer
+        # Evaluation runs while the next round trains: a trainer is not thread-safe.
+        self.evaluator = evaluator if evaluator is not None else trainer
+        self._adversary = adversary if adversary is not None else Adversary()
+        self.data = self._adversary.data(data, test.num_classes)
+        self.test = test
+        self.probe = probe
+        """Robustness experiments: the backdoor's test set, to record its success rate."""
+        self._clock = clock
+        self.wall = wall
+        self.task = config.task
+        self.task_id = task_id(config)
+        self.counters = Counters()
+        self.spec = spec_of(initial_params)
+        encoded = encode(initial_params)
+        self.blob_bytes = min(len(encoded), config.max_blob_bytes)
+        """Every valid update or model has exactly the initial model's encoded size."""
+        self.initial_cid = store.put(encoded)
+        members = {p.index: p.address for p in config.peers} | {config.index: identity.address}
+        order = sorted(members)
+        self.addresses = [members[i] for i in order]
+        self.member_set: frozenset[str] = frozenset(self.addresses)
+        self.endpoints: dict[str, str] = {p.address: p.endpoint for p in config.peers}
+        self.topology = build_topology(config.topology, len(order), seed=config.task.seed)
+        self.position = order.index(config.index)
+        self.neighbours = [self.addresses[j] for j in self.topology[self.position]]
+        self.gossip = Gossip(
+            me=identity.address,
+            neighbours=self.neighbours,
+            config=config.gossip,
+            make=self._make,
+            rng=random.Random(derive_seed(config.task.seed, "gossip", config.index)),
+            complete=all(len(nb) == len(order) - 1 for nb in self.topology),
+        )
+        self.state = NodeState(config.state_dir, task_id=self.task_id)
+        self.resume = self.state.load(store)
+        self.finished = asyncio.Event()
+        self.final_model: str | None = None
+        self.failure: str | None = None
+        self.refused: str | None = None
+        self.started_at = 0.0
+        self.stalled = False
+        self.aggregated_rounds = 0
+        """Rounds in which this node's rule produced a model (not the base kept)."""
+        self._last_progress = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._round_lock = asyncio.Lock()
+        self.driver = make_driver(self)
+
+    # -- Services ----------------------------------------------------------------------------
+
+    @property
+    def me(self) -> str:
+        return self.identity.address
+
+    @property
+    def adversary(self) -> Adversary:
+        return self._adversary
+
+    @property
+    def round_records(self) -> list[dict[str, Any]]:
+        return self.state.records
+
+    def clock(self) -> float:
+        return self._clock()
+
+    def publish(self, kind: str, rnd: int, body: Mapping[str, object]) -> None:
+        self._send_all(self.gossip.publish(self._make(kind, rnd, dict(body))))
+
+    def spawn(self, job: Coroutine[Any, Any, None], *, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._job_done(t, what))
+
+    def progressed(self) -> None:
+        self._last_progress = self.clock()
+
+    def set_members(self, members: Collection[str], endpoints: Mapping[str, str]) -> None:
+        self.member_set = frozenset(members) | {self.me}
+        self.endpoints = {a: e for a, e in endpoints.items() if a != self.me}
+
+    def common(self, action: object) -> bool:
+        if isinstance(action, Train):
+            self.spawn(self._train(action), what=f"round {action.round}: training")
+        elif isinstance(action, Publish):
+            self.publish(action.kind, action.round, action.body)
+        elif isinstance(action, Fetch):
+            self.spawn(self._fetch(action), what=f"fetching {action.cid}")
+        elif isinstance(action, Finished):
+            self.final_model = action.model
+            self.finished.set()
+        else:
+            return False
+        return True
+
+    async def aggregate(
+        self,
+        rnd: int,
+        base: str,
+        inputs: Sequence[Contribution],
+        reputation: Sequence[tuple[int, int]] | None,
+    ) -> tuple[str, list[int]]:
+        blobs: list[bytes | None] = []
+        for c in inputs:
+            try:
+                blobs.append(self.store.get(c.cid))
+            except BlobError as exc:
+                log.warning("round %d: no blob %s from %s: %s", rnd, c.cid, c.sender, exc)
+                blobs.append(None)
+        base_blob = self.store.get(base)
+        outcome = await asyncio.to_thread(
+            aggregate_round,
+            self.task.aggregation,
+            base=base_blob,
+            updates=blobs,
+            num_examples=[c.num_examples for c in inputs],
+            reputation=reputation,
+            max_bytes=self.blob_bytes,
+        )
+        self._adversary.saw(
+            [b for b, c in zip(blobs, inputs, strict=True) if b is not None and c.sender != self.me]
+        )
+        for i, reason in outcome.rejected.items():
+            log.warning("round %d: rejected update of %s: %s", rnd, inputs[i].sender, reason)
+        if outcome.failure is not None:
+            log.warning("round %d: cannot aggregate (%s); keeping the round's base model",
+                        rnd, outcome.failure)  # fmt: skip
+            return base, list(outcome.scores)
+        self.aggregated_rounds += 1
+        return self.store.put(outcome.model), list(outcome.scores)
+
+    async def mix(self, iteration: int, inputs: Sequence[tuple[str, float]]) -> str:
+        own = self.params(inputs[0][0])
+        neighbours: list[object] = []
+        for cid, _ in inputs[1:]:
+            try:
+                neighbours.append(self.params(cid))
+            except (CodecError, BlobError) as exc:
+                log.warning("iteration %d: model %s is not a parameter blob: %s",
+                            iteration, cid, exc)  # fmt: skip
+                neighbours.append(None)  # rejected by the mixing rule, weight back to own
+        weights = [w for _, w in inputs[1:]]
+        rule = self.task.gossip
+        delta = rule.delta if rule.rule != "mean" else None
+        result = await asyncio.to_thread(
+            mix_models, rule.rule, own, neighbours, weights,
+            delta=delta, spec=self.spec,
+        )  # fmt: skip
+        for j, reason in result.rejected.items():
+            log.warning("iteration %d: rejected model %s: %s", iteration, inputs[j + 1][0],
+                        reason)  # fmt: skip
+        self.aggregated_rounds += 1
+        return self.store.put(encode(result.params))
+
+    async def round_done(self, rnd: int, model: str, extra: Mapping[str, Any]) -> None:
+        # One at a time, in order: a round reported again (a re-based or corrected node) must
+        # leave its last report last, and the evaluator is not thread-safe.
+        async with self._round_lock:
+            self.state.save(rnd, model)
+            params = self.params(model)
+            ev = self.evaluator
+            test = await asyncio.to_thread(ev.evaluate, params, self.test)
+            val = self.data.val
+            local = await asyncio.to_thread(ev.evaluate, params, val) if len(val) else None
+            probe = self.probe
+            backdoor = await asyncio.to_thread(ev.evaluate, params, probe) if probe else None
+            self.state.record({
+                "node": self.config.index, "round": rnd, "model": model, "t": self.wall(),
+                "acc": test["accuracy"], "loss": test["loss"],
+                "local_acc": None if local is None else local["accuracy"],
+                "backdoor": None if backdoor is None else backdoor["accuracy"],
+                "bytes_sent": self.counters.bytes_sent, "bytes_recv": self.counters.bytes_recv,
+                "rejected": self.counters.frames_rejected, **extra,
+            })  # fmt: skip
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def params(self, cid: str) -> Params:
+        return decode(self.store.get(cid), max_bytes=self.blob_bytes)
+
+    def fail(self, reason: str) -> None:
+        """End the node: ``reason`` is its failure."""
+        if self.failure is None:
+            self.failure = reason
+            log.error("stopping: %s", reason)
+        self.finished.set()
+
+    def _job_done(self, task: asyncio.Task[None], what: str) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        log.error("%s failed", what, exc_info=exc)
+        detail = str(exc) if isinstance(exc, FedledgerError) else f"{type(exc).__name__}: {exc}"
+        self.fail(f"{what} failed: {detail}")
+
+    def _make(self, kind: str, rnd: int, body: dict[str, object]) -> SignedMessage:
+        return make_message(kind=kind, identity=self.identity, task=self.task_id, round=rnd,
+                            body=body)  # fmt: skip
+
+    def _send_all(self, sends: Sequence[Send]) -> None:
+        for s in sends:
+            endpoint = self.endpoints.get(s.peer)
+            if endpoint is None:
+                continue
+            self.counters.bytes_sent += len(s.frame)
+            self.spawn(self._send_one(endpoint, s.frame), what="sending")
+
+    async def _send_one(self, endpoint: str, frame: bytes) -> None:
+        try:
+            await self.transport.send(endpoint, frame, timeout=SEND_TIMEOUT)
+        except TransportError as exc:
+            log.debug("send to %s failed: %s", endpoint, exc)
+
+    def _reject(self, reason: str) -> None:
+        self.counters.frames_rejected += 1
+        key = reason.split(":")[0][:40]
+        if key in self.counters.reasons or len(self.counters.reasons) < 64:
+            self.counters.reasons[key] = self.counters.reasons.get(key, 0) + 1
+        log.info("rejected frame: %s", reason)
+
+    async def _train(self, a: Train) -> None:
+        params = self.params(a.base)
+        seed = derive_seed(self.task.seed, "fit", a.round, self.config.index)
+        fit = await asyncio.to_thread(self.trainer.fit, params, self.data.train, self.task.train,
+                                      seed=seed)  # fmt: skip
+        self._adversary.observe(a.round, fit.params)
+        published = await self._adversary.publish(a.round, params, fit.params)
+        honest = self.store.put(encode(fit.params))
+        cid = honest if published is fit.params else self.store.put(encode(published))
+        self._adversary.published(cid)
+        self.driver.trained(a.round, a.base, cid, fit.num_examples, honest)
+
+    async def _fetch(self, a: Fetch) -> None:
+        for source in a.sources:
+            endpoint = self.endpoints.get(source)
+            if endpoint is None:
+                continue
+            request = encode_frame(self._make("fetch", 0, {"cid": a.cid}), ttl=0)
+            try:
+                with self.store.writer(a.cid, max_bytes=self.blob_bytes) as w:
+                    async for chunk in self.transport.fetch(
+                        endpoint, request, timeout=FETCH_TIMEOUT
+                    ):
+                        self.counters.bytes_recv += len(chunk)
+                        w.write(chunk)
+                    w.commit()
+            except (TransportError, BlobError) as exc:
+                log.info("fetch %s from %s failed: %s", a.cid, source, exc)
+                continue
+            self.driver.blob(a.cid, True)
+            return
+        self.driver.blob(a.cid, False)
+
+    # -- transport handler -------------------------------------------------------------------
+
+    async def on_frame(self, frame: bytes) -> None:
+        self.counters.bytes_recv += len(frame)
+        # A message id is the hash of its payload: drop a duplicate before the (costlier)
+        # signature check. Only verified messages are ever marked seen.
+        if len(frame) > HEADER_BYTES and self.gossip.has(
+            hashlib.sha256(memoryview(frame)[HEADER_BYTES:]).hexdigest()
+        ):
+            self.counters.frames_duplicate += 1
+            return
+        try:
+            signed, ttl = decode_frame(frame, task=self.task_id, known=self.member_set)
+        except MessageError as exc:
+            self._reject(str(exc))
+            return
+        m = signed.message
+        if m.kind == "ihave":
+            self._send_all(self.gossip.on_ihave(m.sender, m.body["ids"]))
+            return
+        if m.kind == "want":
+            self._send_all(self.gossip.on_want(m.sender, m.body["ids"]))
+            return
+        if m.kind == "fetch":
+            self._reject("fetch: a blob request sent as a frame")
+            return
+        new, sends = self.gossip.receive(signed, ttl)
+        self._send_all(sends)
+        if new:
+            self.driver.deliver(m)
+
+    async def on_fetch(self, request: bytes) -> AsyncIterator[bytes]:
+        try:
+            signed, _ = decode_frame(request, task=self.task_id, known=None)
+        except MessageError as exc:
+            raise FetchRefused(f"bad request: {exc}") from exc
+        m = signed.message
+        if m.kind != "fetch":
+            raise FetchRefused("not a fetch request")
+        cid = str(m.body["cid"])
+        await self.driver.authorize(m.sender, cid)
+        if not self._adversary.serves(cid):
+            raise FetchRefused(f"{cid} is withheld")
+        if not self.store.has(cid):
+            raise FetchRefused(f"no blob {cid}")
+        for chunk in self.store.read_chunks(cid):
+            self.counters.bytes_sent += len(chunk)
+            yield chunk
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _warm_up(self) -> None:
+        """One tiny fit and evaluation: torch initializes lazily, and that first-call cost
+        belongs to start-up, not to round 1."""
+        params = self.params(self.initial_cid)
+        few = self.data.train.subset(np.arange(min(len(self.data.train), 8)))
+        self.trainer.fit(params, few, self.task.train, seed=0)
+        self.evaluator.evaluate(params, few)
+
+    async def _until_finished(self) -> bool:
+        """Wait for the last round; False if no progress was made for ``stall_timeout``."""
+        self._last_progress = self.clock()
+        while not self.finished.is_set():
+            if self.clock() - self._last_progress > self.config.stall_timeout:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.finished.wait(), timeout=1.0)
+        return True
+
+    async def run(self) -> dict[str, Any]:
+        """Serve, set up (join, meet the peers), run every round, linger, and return a
+        summary."""
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._warm_up)
+        await self.transport.start(self)
+        gossip = asyncio.get_running_loop().create_task(self._gossip_ticker())
+        ticker: asyncio.Task[None] | None = None
+        try:
+            self.refused = await self.driver.setup()
+            if self.refused is not None:
+                return self.summary()
+            ticker = asyncio.get_running_loop().create_task(self.driver.ticker())
+            ticker.add_done_callback(lambda t: self._job_done(t, "the round ticker"))
+            self.started_at = self.wall()
+            self.driver.start()
+            if not await self._until_finished():
+                self.stalled = True
+                self.fail(f"no progress for {self.config.stall_timeout:.0f} s")
+            if self.failure is None:
+                await self._linger()
+        finally:
+            for t in (gossip, ticker):
+                if t is not None:
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.transport.close()
+        return self.summary()
+
+    async def _gossip_ticker(self) -> None:
+        while True:
+            self._send_all(self.gossip.tick(self.clock()))
+            await asyncio.sleep(GOSSIP_TICK_SECONDS)
+
+    async def _linger(self) -> None:
+        """Keep serving until no laggard needs this node, or ``linger`` seconds."""
+        deadline = self.clock() + self.config.linger
+        while self.clock() < deadline and not self.driver.may_stop():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(min(0.5, self.config.linger))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "node": self.config.index,
+            "address": self.identity.address,
+            "final_model": self.final_model if self.failure is None else None,
+            "failure": self.failure,
+            "stalled": self.stalled,
+            "started_at": self.started_at,
+            "aggregated_rounds": self.aggregated_rounds,
+            "bytes_sent": self.counters.bytes_sent,
+            "bytes_recv": self.counters.bytes_recv,
+            "frames_rejected": self.counters.frames_rejected,
+            "frames_duplicate": self.counters.frames_duplicate,
+            "reject_reasons": self.counters.reasons,
+            "refused": self.refused,
+            **self.driver.summary(),
+        }

@@ -1,0 +1,267 @@
+"""Ledger mode's shell: join the task, then drive :class:`LedgerRoundNode` with the chain's
+events and time, send its transactions, and serve blobs as the task's access policy says.
+
+Peers come only from the task's on-chain registry (``Joined`` events; a member that left or
+was slashed is dropped), never from what a peer says about itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from fedledger.attacks.adversary import Adversary
+from fedledger.errors import FetchRefused, LedgerError, TransactionReverted
+from fedledger.gossip.messages import Message
+from fedledger.ledger.rules import PHASE_ATTEST, STATUS_ACTIVE, STATUS_NONE
+from fedledger.ledger.reputation import uses_reputation
+from fedledger.ledger.records import Joined, Ledger, LedgerEvent, Left, Slashed, TxResult
+from fedledger.node.consensus import Aggregate
+from fedledger.node.ledger_round import (
+    Attest,
+    Commit,
+    Distribute,
+    LedgerRoundDone,
+    LedgerRoundNode,
+    Reveal,
+    Skip,
+)
+from fedledger.node.services import Services
+
+log = logging.getLogger("fedledger.node")
+
+POLL_SECONDS = 0.05
+ACCESS_CACHE_SECONDS = 5.0
+ACCESS_CACHE_SIZE = 1024
+"""Outsiders whose download permission is remembered (least recently asked dropped first)."""
+
+
+class LedgerDriver:
+    def __init__(self, services: Services, logic: LedgerRoundNode, *, ledger: Ledger,
+                 endpoint: str, stake: int | None, ready_timeout: float,
+                 aggregation_params: dict[str, Any]) -> None:  # fmt: skip
+        self.services = services
+        self.logic = logic
+        self.ledger = ledger
+        self.endpoint = endpoint
+        self.stake = stake
+        self.ready_timeout = ready_timeout
+        self.uses_reputation = uses_reputation(aggregation_params)
+        self.adversary: Adversary = services.adversary
+        self.chain_now = 0.0
+        self.gas_distribute = 0
+        self.active: dict[str, str] = {}
+        """The task's active members and their endpoints, from the registry's events."""
+        self._access: OrderedDict[str, tuple[float, bool]] = OrderedDict()
+
+    def now(self) -> float:
+        return self.chain_now
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    async def setup(self) -> str | None:
+        """Join the task (unless already a member) and wait for round 1."""
+        ledger = self.ledger
+        me = self.services.me
+        status = await asyncio.to_thread(ledger.status_of, me)
+        if status == STATUS_NONE:
+            rules = await asyncio.to_thread(ledger.rules)
+            stake = self.stake if self.stake is not None else rules.min_stake
+            stake = self.adversary.stake(stake)
+            try:
+                await asyncio.to_thread(ledger.join, self.endpoint, stake)
+            except TransactionReverted as exc:  # e.g. a stake below the minimum
+                log.error("the task refused %s: %s", me, exc.reason)
+                return exc.reason
+            log.info("joined task %s with stake %d", ledger.task_address, stake)
+        elif status != STATUS_ACTIVE:
+            raise LedgerError(f"{me} cannot take part: its membership status is {status}")
+        deadline = self.services.clock() + self.ready_timeout
+        while await asyncio.to_thread(ledger.current_round) == 0:
+            if self.services.clock() > deadline:
+                raise LedgerError(f"the task did not start within {self.ready_timeout} s")
+            await asyncio.sleep(0.2)
+        # Members and their endpoints come from the registry's Joined events (the poller's
+        # first read covers the whole history), not from one view call per member.
+        self.chain_now = float(await asyncio.to_thread(ledger.now))
+        return None
+
+    def start(self) -> None:
+        self.act(self.logic.start(self.now()))
+
+    # -- the chain ---------------------------------------------------------------------------
+
+    async def ticker(self) -> None:
+        """Feed new chain events and the chain's time to the logic."""
+        ledger = self.ledger
+        cursor = -1
+        while True:
+            try:
+                head = await asyncio.to_thread(ledger.head)
+                events = (
+                    await asyncio.to_thread(ledger.events, cursor, head) if head > cursor else []
+                )
+                self.chain_now = float(await asyncio.to_thread(ledger.now))
+            except LedgerError as exc:
+                log.warning("cannot read the chain: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            cursor = max(cursor, head)
+            self.on_chain(events, self.chain_now)
+            self._attest_phase_hook()
+            await asyncio.sleep(POLL_SECONDS)
+
+    def on_chain(self, events: Sequence[LedgerEvent], now: float) -> None:
+        """New chain events: the registry's changes, then the round logic."""
+        self.chain_now = now
+        self.update_registry(events)
+        self.act(self.logic.on_events(events, now))
+
+    def update_registry(self, events: Sequence[LedgerEvent]) -> None:
+        """Who the active members are, and where: joins, departures and slashings."""
+        changed = False
+        for e in events:
+            if isinstance(e, Joined):
+                self.active[e.member] = e.endpoint
+                changed = True
+            elif isinstance(e, Left | Slashed):
+                changed = self.active.pop(e.member, None) is not None or changed
+        if changed:
+            self.services.set_members(self.active, self.active)
+
+    def _attest_phase_hook(self) -> None:
+        """Robustness experiments: what the adversary attests as the attest phase opens."""
+        rnd = self.logic.current()
+        clock = self.logic.clock(rnd)
+        if clock is None or clock.phase(int(self.chain_now)) != PHASE_ATTEST:
+            return
+        extra = self.adversary.extra_attestations(rnd)
+        if extra:
+            self.services.spawn(self._attest_extra(rnd, extra), what=f"round {rnd}: attesting")
+
+    async def _attest_extra(self, rnd: int, pairs: Sequence[tuple[bytes, bytes]]) -> None:
+        def send() -> None:
+            for model, result in pairs:
+                self.ledger.attest(rnd, model, result)
+
+        try:
+            await asyncio.to_thread(send)
+            log.warning("round %d: attested %d more result(s)", rnd, len(pairs))
+        except LedgerError as exc:
+            log.info("round %d: extra attestation failed: %s", rnd, exc)
+
+    # -- messages and blobs ------------------------------------------------------------------
+
+    def deliver(self, m: Message) -> None:
+        """Ledger rounds run on chain events; gossip carries nothing the logic needs."""
+
+    def trained(self, rnd: int, base: str, cid: str, num_examples: int, honest: str) -> None:
+        self.act(self.logic.trained(rnd, base, cid, num_examples, self.now()))
+
+    def blob(self, cid: str, ok: bool) -> None:
+        now = self.now()
+        self.act(self.logic.blob_ready(cid, now) if ok else self.logic.blob_failed(cid, now))
+
+    async def authorize(self, requester: str, cid: str) -> None:
+        """Active members get every blob but an update not revealed yet; others only
+        finalized models, and only if the task's access policy lets them (read from the
+        chain, remembered for a few seconds in a bounded cache)."""
+        if requester in self.active:
+            if not self.logic.servable(cid):
+                raise FetchRefused(f"{cid} is not revealed yet")
+            return
+        if cid not in self.logic.finalized_models:
+            raise FetchRefused(f"{cid} is not a finalized model, and {requester} not a member")
+        now = self.services.clock()
+        cached = self._access.get(requester)
+        if cached is None or now - cached[0] > ACCESS_CACHE_SECONDS:
+            try:
+                allowed = await asyncio.to_thread(self.ledger.can_download, requester)
+            except LedgerError as exc:
+                raise FetchRefused(f"cannot read the access policy: {exc}") from exc
+            cached = (now, allowed)
+            self._access[requester] = cached
+            while len(self._access) > ACCESS_CACHE_SIZE:
+                self._access.popitem(last=False)
+        self._access.move_to_end(requester)
+        if not cached[1]:
+            raise FetchRefused(f"the task's access policy does not let {requester} download")
+
+    def may_stop(self) -> bool:
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        return {"gas_distribute": self.gas_distribute}
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def act(self, actions: Sequence[Any]) -> None:
+        for a in actions:
+            if self.services.common(a):
+                continue
+            if isinstance(a, Commit | Reveal | Attest | Skip | Distribute):
+                self.services.spawn(self._transact(a), what=f"round {a.round}: transaction")
+            elif isinstance(a, Aggregate):
+                self.services.spawn(self._aggregate(a), what=f"round {a.round}: aggregation")
+            elif isinstance(a, LedgerRoundDone):
+                self.services.progressed()
+                log.info("round %d %s: model %s (%d attested it, gas %d)%s", a.round,
+                         "finalized" if a.finalized else "skipped", a.model, a.attesters, a.gas,
+                         ", adopted" if a.adopted else "")  # fmt: skip
+                extra = {
+                    "finalized": a.finalized, "adopted": a.adopted, "caught_up": a.caught_up,
+                    "included": a.included, "attesters": a.attesters,
+                    "attestations": a.attestations, "gas": a.gas, "gas_by_kind": a.gas_by_kind,
+                }  # fmt: skip
+                self.services.spawn(self.services.round_done(a.round, a.model, extra),
+                                    what=f"round {a.round}: recording")  # fmt: skip
+
+    async def _aggregate(self, a: Aggregate) -> None:
+        senders = [c.sender for c in a.inputs]
+        reputation = self.logic.reputation(a.round, senders) if self.uses_reputation else None
+        cid, scores = await self.services.aggregate(a.round, a.base, a.inputs, reputation)
+        self.act(self.logic.aggregated(a.round, cid, senders, scores, self.now()))
+
+    async def _transact(self, a: Commit | Reveal | Attest | Skip | Distribute) -> None:
+        ledger, logic = self.ledger, self.logic
+        kind = type(a).__name__.lower()
+        result: TxResult | None = None
+        reason: str | None = None
+        gas = 0
+        try:
+            if isinstance(a, Commit):
+                result = await asyncio.to_thread(ledger.commit, a.round, a.commitment)
+            elif isinstance(a, Reveal):
+                result = await asyncio.to_thread(ledger.reveal, a.round, a.update_digest, a.cid,
+                                                 a.num_examples, a.salt)  # fmt: skip
+            elif isinstance(a, Attest):
+
+                def attest() -> TxResult | None:
+                    # Once a quorum finalized the round, a late attestation only reverts.
+                    if logic.closed(a.round):
+                        return None
+                    return ledger.attest(a.round, a.model_digest, a.result_digest)
+
+                result = await asyncio.to_thread(attest)
+                if result is None:
+                    reason = "round already closed"
+            elif isinstance(a, Skip):
+                result = await asyncio.to_thread(ledger.skip, a.round)
+            else:
+                result = await asyncio.to_thread(ledger.distribute, a.round, list(a.contributors),
+                                                 list(a.scores))  # fmt: skip
+            gas = result.gas_used if result is not None else 0
+        except TransactionReverted as exc:
+            reason = exc.reason
+            gas = int(getattr(exc.receipt, "gas_used", 0) or 0)
+            log.info("round %d: %s reverted: %s", a.round, kind, exc.reason)
+        except LedgerError as exc:
+            reason = str(exc)
+            log.warning("round %d: %s failed: %s", a.round, kind, exc)
+        if kind == "distribute":
+            self.gas_distribute += gas
+        self.act(logic.tx_done(kind, a.round, ok=result is not None, gas=gas, reason=reason,
+                               now=self.now()))  # fmt: skip

@@ -1,0 +1,99 @@
+"""A node's durable round progress: ``state.json`` (the last round done and its model) and
+``rounds.jsonl`` (one record per round done, what report.json is merged from).
+
+``state.json`` is written atomically and durably: to a temporary file, fsynced, renamed over
+the old one, and the directory fsynced, so a crash at any point leaves either the old or the
+new progress, never a torn file. A restarted node resumes from it only if it names this task
+and a model blob that is still in the store and verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from fedledger.errors import BlobError, CodecError
+from fedledger.gossip.blobs import BlobStore
+
+log = logging.getLogger("fedledger.node")
+
+STATE_FILE = "state.json"
+ROUNDS_FILE = "rounds.jsonl"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: whole or not at all, and on disk when this returns."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class NodeState:
+    """Round progress of one node in ``directory`` for task ``task_id``."""
+
+    def __init__(self, directory: Path, *, task_id: str) -> None:
+        self.directory = directory
+        self.task_id = task_id
+        self.records: list[dict[str, Any]] = []
+
+    def load(self, store: BlobStore) -> tuple[int, str] | None:
+        """The ``(round, model)`` to resume from, or None to start afresh (with the reason
+        logged when a file was there but unusable)."""
+        path = self.directory / STATE_FILE
+        if not path.exists():
+            return None
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+            if state.get("task") != self.task_id or not store.has(str(state["model"])):
+                log.warning("ignoring state.json of another task or with a missing model")
+                return None
+            verify = getattr(store, "verify", None)
+            if verify is not None:
+                verify(state["model"])  # BlobMismatch (and deleted) if a crash truncated it
+            rnd = state["round"]
+            if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0:
+                raise ValueError(f"bad round {rnd!r}")
+            log.info("resuming after round %d", rnd)
+            return rnd, str(state["model"])
+        except (OSError, ValueError, KeyError, CodecError, BlobError) as exc:
+            log.warning("ignoring unusable state.json: %s", exc)
+            return None
+
+    def save(self, rnd: int, model: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        doc = {"task": self.task_id, "round": rnd, "model": model}
+        write_atomically(self.directory / STATE_FILE, json.dumps(doc))
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Append one round's record (kept in memory too, for in-process runs)."""
+        self.records.append(record)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / ROUNDS_FILE).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def read_rounds(directory: Path) -> list[dict[str, Any]]:
+    """The records a node's ``rounds.jsonl`` holds (a line being written is skipped)."""
+    path = directory / ROUNDS_FILE
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

@@ -1,0 +1,171 @@
+"""Every key of every section of a task file is typed and range-checked when the file loads.
+
+Each case is one class of mistake in one section -- wrong type, out of range, not finite,
+unknown key, missing required key -- written as TOML text and read by :func:`load_config`, the
+way a user's file is: the result is a ConfigError naming the key, never a traceback, and never a
+configuration that loads and fails later (an infinite reward that overflows at deployment, a
+min_stake above uint256, a rule parameter that breaks every round).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedledger.config import LedgerConfig, TaskConfig, load_config, toml_value
+from fedledger.config.task import UINT256_MAX
+from fedledger.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = (ROOT / "examples" / "digits.toml").read_text(encoding="utf-8")
+
+
+def _with(tmp_path: Path, section: str, lines: str) -> Path:
+    """The reference task with ``lines`` (TOML text, so that inf, nan and 1e80 are what tomllib
+    gives) in ``[section]``, replacing the keys they set."""
+    doc = tomllib.loads(DIGITS)
+    new = tomllib.loads(lines)
+    doc.setdefault(section, {})
+    out = []
+    for name, table in doc.items():
+        out.append(f"[{name}]")
+        out += [
+            f"{k} = {toml_value(v)}" for k, v in table.items() if name != section or k not in new
+        ]
+        if name == section:
+            out.append(lines)
+    path = tmp_path / "task.toml"
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+CASES = [
+    # [task]
+    ("task", 'rounds = "3"', "task.rounds", "expected int"),
+    ("task", "rounds = 1.5", "task.rounds", "expected int"),
+    ("task", "seed = -1", "task.seed", ">= 0"),
+    ("task", "nodes = 0", "task.nodes", ">= 1"),
+    ("task", "nodes = 300", "ledger.max_participants", ">= task.nodes"),
+    ('task', 'name = ""', "task.name", "non-empty"),
+    ("task", "workers = 3", "task.workers", "unknown key"),
+    # [data]
+    ("data", "alpha = inf", "data.alpha", "finite"),
+    ("data", "alpha = nan", "data.alpha", "finite"),
+    ("data", "alpha = -1.0", "data.alpha", "> 0"),
+    ("data", 'classes_per_node = 2.0', "data.classes_per_node", "expected int"),
+    ("data", "classes_per_node = 0", "data.classes_per_node", ">= 1"),
+    ("data", "val_fraction = 0.85", "data.val_fraction", "must be < 1"),
+    ("data", "standardize = 1", "data.standardize", "expected bool"),
+    ("data", 'path = "x.csv"', "data.path", "takes no path"),
+    ("data", 'label_column = "y"', "data.label_column", "csv data set only"),
+    ("data", "shuffle = true", "data.shuffle", "unknown key"),
+    # [model]
+    ("model", "hidden = [0]", "model.hidden", "integers >= 1"),
+    ("model", "hidden = [true]", "model.hidden", "expected"),
+    ("model", "hidden = 64", "model.hidden", "expected"),
+    ("model", "depth = 2", "model.depth", "unknown key"),
+    # [train]
+    ("train", "lr = inf", "train.lr", "finite"),
+    ("train", "lr = nan", "train.lr", "finite"),
+    ("train", "epochs = 0", "train.epochs", ">= 1"),
+    ("train", "epochs = true", "train.epochs", "expected int"),
+    ("train", "momentum = 1.0", "train.momentum", "[0, 1)"),
+    ("train", "weight_decay = -0.1", "train.weight_decay", ">= 0"),
+    # [aggregation]
+    ("aggregation", 'max_weight_fraction = "x"', "aggregation.max_weight_fraction", "number"),
+    ("aggregation", "max_weight_fraction = 0", "aggregation.max_weight_fraction", "(0, 1]"),
+    ("aggregation", "max_weight_fraction = 1.5", "aggregation.max_weight_fraction", "(0, 1]"),
+    ("aggregation", "max_weight_fraction = nan", "aggregation.max_weight_fraction", "finite"),
+    ("aggregation", "norm_bound = inf", "aggregation.norm_bound", "finite"),
+    ("aggregation", "norm_bound = 0", "aggregation.norm_bound", "> 0"),
+    ("aggregation", "min_reputation = 1.5", "aggregation.min_reputation", "[0, 1]"),
+    ("aggregation", "min_reputation = 0.5\nreputation_after = 0",
+     "aggregation.reputation_after", ">= 1"),
+    ("aggregation", "reputation_after = 2", "aggregation.reputation_after",
+     "applies with min_reputation"),
+    ("aggregation", "reputation_rewards = 1", "aggregation.reputation_rewards", "true or false"),
+    ("aggregation", "nnm = true", "aggregation.nnm", "cannot be used with fedavg"),
+    ("aggregation", "tau = 1.0", "aggregation.tau", "fedavg has no parameter"),
+    ("aggregation", "f = 1.0", "aggregation.f", "expected int"),
+    ("aggregation", "f = true", "aggregation.f", "expected int"),
+    # [ledger]
+    ("ledger", "reward_per_round = inf", "ledger.reward_per_round", "finite"),
+    ("ledger", "reward_per_round = nan", "ledger.reward_per_round", "finite"),
+    ("ledger", "reward_per_round = -1.0", "ledger.reward_per_round", ">= 0"),
+    ("ledger", "reward_per_round = 1e60", "ledger.reward_per_round", "more than uint256 wei"),
+    ("ledger", "min_stake = 1e80", "ledger.min_stake", "exact integer"),
+    ("ledger", "min_stake = 1.5", "ledger.min_stake", "exact integer"),
+    ("ledger", "min_stake = 0", "ledger.min_stake", ">= 1"),
+    ("ledger", "min_stake = -5", "ledger.min_stake", ">= 1"),
+    ("ledger", 'min_stake = "1e16"', "ledger.min_stake", "expected int"),
+    ("ledger", "quorum = 0.5", "ledger.quorum", "(0.5, 1]"),
+    ("ledger", "quorum = nan", "ledger.quorum", "finite"),
+    ("ledger", "commit_window = 0", "ledger.commit_window", ">= 1"),
+    ("ledger", "commit_window = 300.0", "ledger.commit_window", "expected int"),
+    ("ledger", "attest_window = 9999999999999", "ledger.attest_window", "<= 4294967295"),
+    ("ledger", "cooldown = -1", "ledger.cooldown", ">= 0"),
+    ("ledger", "allowlist = 0", "ledger.allowlist", "expected bool"),
+    ("ledger", 'access = "everyone"', "ledger.access", "unknown policy"),
+    ("ledger", "max_participants = 257", "ledger.max_participants", "<= 256"),
+    ("ledger", "gas = 1", "ledger.gas", "unknown key"),
+    # [gossip]
+    ("gossip", 'rule = "clipped"\ndelta = inf', "gossip.delta", "finite"),
+    ("gossip", 'rule = "clipped"\ndelta = 1', "gossip.delta", "(0, 1)"),
+    ("gossip", 'rule = "clipped"\ndelta = "0.3"', "gossip.delta", "expected float"),
+    ("gossip", 'rule = "clipped"', "gossip.delta", "needs delta"),
+    ("gossip", "fanout = 3", "gossip.fanout", "unknown key"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("section", "lines", "field", "words"), CASES)
+def test_a_bad_value_is_a_config_error_naming_its_key(
+    tmp_path: Path, section: str, lines: str, field: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_with(tmp_path, section, lines))
+    assert info.value.field == field, str(info.value)
+    assert words in str(info.value)
+
+
+def test_the_reproduced_load_time_failures(tmp_path: Path) -> None:
+    """The values that used to load and then fail (or end in a traceback at deployment)."""
+    for section, line, field in [
+        ("aggregation", 'max_weight_fraction = "x"', "aggregation.max_weight_fraction"),
+        ("ledger", "reward_per_round = inf", "ledger.reward_per_round"),
+        ("ledger", "min_stake = 1e80", "ledger.min_stake"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load_config(_with(tmp_path, section, line))
+        assert info.value.field == field
+
+
+def test_wei_and_tokens_that_are_exact_load(tmp_path: Path) -> None:
+    cfg = load_config(_with(tmp_path, "ledger", "min_stake = 1e16\nreward_per_round = 2.5"))
+    assert cfg.ledger.min_stake == 10**16
+    assert isinstance(cfg.ledger.min_stake, int)
+    assert cfg.ledger.reward_wei == 25 * 10**17
+    big = load_config(_with(tmp_path, "ledger", f"min_stake = {2**63 - 1}"))
+    assert big.ledger.min_stake == 2**63 - 1
+    assert LedgerConfig(min_stake=UINT256_MAX).min_stake == UINT256_MAX
+    with pytest.raises(ConfigError, match="must be <= "):
+        LedgerConfig(min_stake=UINT256_MAX + 1)
+
+
+def test_the_rewards_of_every_round_must_fit_uint256() -> None:
+    ledger = LedgerConfig(reward_per_round=1e58)  # fits once
+    TaskConfig(rounds=1, ledger=ledger)
+    with pytest.raises(ConfigError) as info:
+        TaskConfig(rounds=100, ledger=ledger)
+    assert info.value.field == "ledger.reward_per_round"
+
+
+def test_built_in_dataclasses_check_types_too() -> None:
+    """Configurations built in Python (as the launcher and tests do) get the same checks."""
+    with pytest.raises(ConfigError) as info:
+        TaskConfig(rounds="3")  # type: ignore[arg-type]
+    assert info.value.field == "task.rounds"
+    with pytest.raises(ConfigError) as info:
+        LedgerConfig(commit_window=True)
+    assert info.value.field == "ledger.commit_window"
