@@ -26,7 +26,7 @@ from typing import Any
 
 from fedledger.baseline import run_fedavg
 from fedledger.config import load_config
-from fedledger.launcher import run_task
+from fedledger.run.task import run_task
 from fedledger.task import prepare_task
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -50,12 +50,12 @@ from eth_utils.address import to_checksum_address
 from fedledger.commit import cid_from_digest, encode, sha256
 from fedledger.config import TaskConfig, load_config
 from fedledger.errors import ChainUnavailable, LedgerError
-from fedledger.launcher import run_task
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import Chain, EmbeddedChain
 from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
 from fedledger.ledger.records import TxResult
 from fedledger.ledger.rules import commitment, result_digest, sort_result
+from fedledger.run.task import run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

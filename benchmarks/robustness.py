@@ -6,9 +6,10 @@
                                     [--out runs/robustness] [--keep-runs]
 
 Every cell is one ``fedledger run --attack NAME --attackers FRACTION --rule RULE`` through
-:func:`fedledger.launcher.run_task`: consensus mode, every node in this process over the
+:func:`fedledger.run.task.run_task`: consensus mode, every node in this process over the
 in-memory transport, no ledger (issue 6, section 3). The rule replaces the task's with
-:func:`fedledger.launcher.with_overrides`, as the command line's ``--rule`` does: it tolerates
+:func:`fedledger.config.overrides.with_overrides`, as the command line's ``--rule`` does:
+it tolerates
 ``f`` = the number of attackers (``round(fraction * nodes)``), with the same default parameters
 (trimmed_mean's beta trims f per side; centered_clipping's tau is 1.0; Multi-Krum averages
 ``n - f``). A cell's figure is the honest nodes' mean test accuracy after the last round
@@ -49,7 +50,7 @@ from fedledger.aggregation.rules import RULES
 from fedledger.attacks.behaviour import ATTACKS, PROTOCOL_ATTACKS
 from fedledger.config import TaskConfig, load_config
 from fedledger.config.overrides import with_overrides
-from fedledger.launcher import run_task
+from fedledger.run.task import run_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,6 @@ runs every node in this process, each on its own data set.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +40,7 @@ from fedledger.seeds import derive_seed
 if TYPE_CHECKING:
     import torch
 
+    from fedledger.gossip.blobs import BlobStore
     from fedledger.gossip.identity import Identity
     from fedledger.gossip.transport import Transport
     from fedledger.learning import Trainer
@@ -87,7 +87,7 @@ def site_data(
     order = np.random.default_rng(derive_seed(seed, "site-split", dataset.name)).permutation(
         len(dataset)
     )
-    n_val = int(round(val_fraction * len(dataset)))
+    n_val = round(val_fraction * len(dataset))
     if len(dataset) - n_val < 1:
         raise DataError(f"{dataset.name}: {len(dataset)} rows leave nothing to train on")
     return NodeData(
@@ -112,6 +112,7 @@ def _dataset(source: DataSource, *, label_column: str | None, name: str) -> Data
         y64 = y.astype(np.int64)
         classes = int(y64.max()) + 1 if len(y64) else 1
         return Dataset(name=name, x=x, y=y64, num_classes=classes, feature_shape=x.shape[1:])
+    assert isinstance(source, str | Path)
     path = Path(source)
     kind = path.suffix.lower().lstrip(".")
     if kind not in ("csv", "npz"):
@@ -146,6 +147,7 @@ def make_node(
     test: Dataset | None = None,
     ledger: Ledger | None = None,
     label_column: str | None = None,
+    store: BlobStore | None = None,
 ) -> NodeCore:
     """A node (not started: ``await node.run()``). Without ``data`` it takes its partition of
     the task's data set (a simulation); with ``data`` it trains on that whole and evaluates on
@@ -154,7 +156,8 @@ def make_node(
 
     if data is None:
         if model is None:
-            return build_node(config, identity=identity, transport=transport, ledger=ledger)
+            return build_node(config, identity=identity, transport=transport, ledger=ledger,
+                              store=store)  # fmt: skip
         from fedledger.task import prepare_task
 
         task = prepare_task(config.task)
@@ -167,7 +170,7 @@ def make_node(
     trainer = trainer_for(config.task, own.train, model=model)
     return build_node(
         config, identity=identity, transport=transport, ledger=ledger, data=own, test=test,
-        trainer=trainer, evaluator=trainer_for(config.task, own.train, model=model),
+        trainer=trainer, evaluator=trainer_for(config.task, own.train, model=model), store=store,
     )  # fmt: skip
 
 
@@ -176,37 +179,18 @@ def run_node(
     *,
     model: ModelFactory | None = None,
     data: DataSource | None = None,
-    test: Dataset | None = None,
     label_column: str | None = None,
     password_file: Path | None = None,
 ) -> dict[str, Any]:
     """Run one node over gRPC until the task's last round (what ``fedledger node`` does),
     with the user's ``model`` and ``data`` if given; returns the node's summary (also written
-    to ``state_dir/summary.json``). Raises :class:`~fedledger.errors.FedledgerError` if the
-    node failed or no round produced a model."""
-    from fedledger.launcher import node_io
+    to ``state_dir/summary.json``). Raises :class:`~fedledger.errors.RunFailed` if the node
+    was refused, failed, or no round produced a model."""
+    from fedledger.run.node import run_node as run
 
     cfg = config if isinstance(config, NodeConfig) else load_node_config(config)
-    identity, transport, ledger = node_io(cfg, password_file=password_file)
-    node = make_node(cfg, identity=identity, transport=transport, model=model, data=data,
-                     test=test, ledger=ledger, label_column=label_column)  # fmt: skip
-    summary = asyncio.run(node.run())
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.state_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    check_summary(summary)
-    return summary
-
-
-def check_summary(summary: dict[str, Any]) -> None:
-    """Raise :class:`~fedledger.errors.NodeFailed` unless the node completed its task."""
-    from fedledger.errors import NodeFailed
-
-    if summary.get("refused"):
-        raise NodeFailed(f"the task refused this node: {summary['refused']}")
-    if summary.get("failure"):
-        raise NodeFailed(str(summary["failure"]))
-    if not summary.get("final_model"):
-        raise NodeFailed("the node ended without a final model")
+    return run(cfg, password_file=password_file, model=model, data=data,
+               label_column=label_column)  # fmt: skip
 
 
 def run_task(
@@ -221,13 +205,51 @@ def run_task(
 ) -> Report:
     """Every node of ``task`` in this process over the in-memory network, without a ledger;
     writes report.json in ``out`` and returns the report. ``data``: one source per node (the
-    task's ``nodes`` is set to their number); ``model``: the nodes' module factory."""
-    from fedledger.launcher import run_sites
+    task's ``nodes`` becomes their number), each node training on its own whole; without it,
+    the nodes take their partitions of the task's data set. ``model``: the nodes' module
+    factory (default: the task's ``[model]``). Raises :class:`~fedledger.errors.RunFailed`
+    (after writing the report) if no round produced a model."""
+    from fedledger.gossip.identity import Identity
+    from fedledger.gossip.memory import MemoryNetwork
+    from fedledger.gossip.topology import TopologySpec
+    from fedledger.run.local import run_nodes
+    from fedledger.run.plan import plan
+    from fedledger.run.results import check_run, merge_report
+    from fedledger.rundir import TASK_FILE
 
     cfg = task if isinstance(task, TaskConfig) else load_config(task)
     if data is not None:
         if not data:
             raise ConfigError("needs at least one data source", field="data")
         cfg = replace(cfg, nodes=len(data))
-    return run_sites(cfg, out=Path(out), model=model, data=data, label_column=label_column,
-                     mode=mode, test=test)  # fmt: skip
+    where = Path(out)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / TASK_FILE).write_text(cfg.to_toml(), encoding="utf-8")
+    configs = plan(cfg, task_path=where / TASK_FILE, out=where, mode=mode,
+                   topology=TopologySpec(), transport="memory")  # fmt: skip
+
+    async def go() -> list[dict[str, Any]]:
+        from fedledger.gossip.blobs import MemoryBlobStore
+
+        network = MemoryNetwork(seed=cfg.seed)
+        nodes = [
+            make_node(
+                c,
+                identity=Identity.from_seed(cfg.seed, c.index),
+                transport=network.transport(c.listen),
+                model=model,
+                data=None if data is None else data[c.index],
+                test=test,
+                label_column=label_column,
+                store=MemoryBlobStore(),
+            )
+            for c in configs
+        ]
+        return await run_nodes(nodes)
+
+    summaries = asyncio.run(go())
+    report = merge_report(configs, summaries, mode=mode, transport="memory",
+                          topology=TopologySpec())  # fmt: skip
+    report.write(where)
+    check_run(summaries)
+    return report

@@ -533,7 +533,7 @@ def audit_run(
 ) -> AuditReport:
     """Audit a run directory (``ledger.json``, ``task.toml``, ``chain.jsonl`` for an embedded
     chain, the nodes' blobs), or a task on ``rpc`` at ``task_address``."""
-    from fedledger.launcher import JOURNAL_FILE, LedgerDeployment
+    from fedledger.rundir import JOURNAL_FILE, LedgerDeployment
 
     first = 0
     if rpc is None:

@@ -119,7 +119,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     import logging
 
     from fedledger.config.node import load_node_config
-    from fedledger.launcher import run_node
+    from fedledger.run.node import run_node
 
     cfg = load_node_config(args.config)
     try:
@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fedledger.config import load_config
     from fedledger.config.overrides import with_overrides
     from fedledger.gossip.topology import TopologySpec
-    from fedledger.launcher import run_task
+    from fedledger.run.task import run_task
 
     if args.deployer_key is not None:
         raise ConfigError("a key on the command line shows in ps and shell histories: give the "

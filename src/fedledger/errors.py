@@ -1,4 +1,4 @@
-"""The fedledger exception tree.
+"""The fedledger exception tree (docs/errors.md).
 
 Every error fedledger raises on purpose derives from :class:`FedledgerError`, so callers can
 catch one type. Errors from third-party libraries (torch, safetensors, grpc, web3, ...) are
@@ -8,24 +8,32 @@ as ``__cause__``.
 ::
 
     FedledgerError
-    ├── ConfigError            bad task or node configuration (names the offending field)
+    ├── ConfigError            bad task or node configuration; .field names the key
+    │                          ("aggregation.f"); also key and password files (unreadable,
+    │                          readable by others, malformed, wrong keystore password)
     ├── DataError              a data set that cannot be loaded or partitioned
-    ├── TrainingError          local training or evaluation failed
-    ├── CodecError             bytes that are not a canonical parameter blob / CID
-    ├── AggregationError       an aggregation rule cannot run
-    │   └── ByzantineBoundError    too few valid inputs for the tolerated number of attackers
-    ├── InvalidUpdateError     one update is malformed (NaN/Inf, shape, dtype, range)
+    ├── TrainingError          local training or evaluation failed (bad parameters, diverged loss)
+    ├── CodecError             bytes that are not a canonical parameter blob, digest or CID
+    ├── AggregationError       an aggregation rule cannot run (bad rule parameters)
+    │   └── ByzantineBoundError    too few valid inputs for the f attackers the rule must tolerate
+    ├── InvalidUpdateError     one update is malformed (NaN/Inf, shapes, dtype, range)
     ├── MessageError           a network message that is malformed, badly signed or from an
-    │                          unknown sender (always rejected, never fatal to the node)
+    │                          unknown sender (rejected with a logged reason, never fatal)
     ├── TransportError         the network failed to deliver
     │   ├── PeerUnavailable        the peer cannot be reached, or timed out
     │   └── FetchRefused           the peer answered but will not serve that blob
     ├── BlobError              a blob store failure
-    │   ├── BlobNotFound           the store has no blob under that CID
-    │   └── BlobMismatch           received bytes do not hash to the CID asked for
-    └── LedgerError            a chain operation failed
-        ├── TransactionReverted    a transaction or view call reverted (.reason, .receipt)
-        └── ChainUnavailable       the chain cannot be reached, or did not mine in time
+    │   ├── BlobNotFound           no blob under that CID
+    │   └── BlobMismatch           received bytes do not hash to the CID, or exceed the size limit
+    ├── LedgerError            a chain operation failed
+    │   ├── TransactionReverted    a transaction or view call reverted; .reason, .receipt, .tx_hash
+    │   └── ChainUnavailable       the chain cannot be reached, or did not mine in time
+    └── RunFailed              a node or a run did not complete its task: refused at join, a
+                               background job failed, stalled, or no round produced a model
+
+The command line (:mod:`fedledger.cli`) prints a FedledgerError as one line,
+``error: <message>``, and exits with status 2; any other exception as
+``error: unexpected <Type>: <message>`` with status 1; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -137,3 +145,7 @@ class TransactionReverted(LedgerError):
 
 class ChainUnavailable(LedgerError):
     """The chain cannot be reached, kept failing, or did not mine a transaction in time."""
+
+
+class RunFailed(FedledgerError):
+    """A node or a whole run did not complete its task (the message says why)."""

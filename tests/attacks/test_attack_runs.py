@@ -14,7 +14,7 @@ import pytest
 from fedledger.config import AggregationConfig, load_config
 from fedledger.config.overrides import robust_rule, with_overrides
 from fedledger.errors import ConfigError
-from fedledger.launcher import attack_setup, run_task
+from fedledger.run.task import attack_setup, run_task
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = load_config(ROOT / "examples" / "digits.toml")

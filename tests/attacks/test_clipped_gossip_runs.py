@@ -13,7 +13,7 @@ import pytest
 
 from fedledger.config import MixingConfig, load_config
 from fedledger.gossip.topology import TopologySpec, build_topology
-from fedledger.launcher import run_task
+from fedledger.run.task import run_task
 
 ROOT = Path(__file__).resolve().parents[2]
 # Seed 3 draws attackers 3 and 8 (20 %): one in each clique, neither on the bridge 4-5, so every

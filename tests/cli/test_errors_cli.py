@@ -95,7 +95,8 @@ def test_deployer_key_on_the_command_line_is_refused(tmp_path: Path) -> None:
     proc = fedledger("run", "--config", str(DIGITS), "--out", str(tmp_path), "--chain",
                      "http://127.0.0.1:1", "--deployer-key", "0x" + "11" * 32)  # fmt: skip
     line = one_line_error(proc, 2)
-    assert "FEDLEDGER_DEPLOYER_KEY" in line and "--deployer-keyfile" in line
+    assert "FEDLEDGER_DEPLOYER_KEY" in line
+    assert "--deployer-keyfile" in line
     assert "11" * 32 not in line
 
 
@@ -139,7 +140,8 @@ def test_debug_shows_the_traceback(where: str) -> None:
         "audit", "--run", ".", "--debug"]  # fmt: skip
     proc = run_broken('LookupError("gone")', *args)
     assert proc.returncode == 1
-    assert "Traceback" in proc.stderr and "in broken" in proc.stderr
+    assert "Traceback" in proc.stderr
+    assert "in broken" in proc.stderr
     assert proc.stderr.splitlines()[-1] == "error: unexpected LookupError: gone"
 
 
@@ -147,7 +149,8 @@ def test_fedledger_error_keeps_status_2_and_debug_adds_the_traceback() -> None:
     proc = run_broken('cli.ConfigError("nope", field="x")', "audit", "--run", ".")
     assert one_line_error(proc, 2) == "error: x: nope"
     proc = run_broken('cli.ConfigError("nope", field="x")', "--debug", "audit", "--run", ".")
-    assert proc.returncode == 2 and "Traceback" in proc.stderr
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr
 
 
 def test_keyboard_interrupt_exits_130_quietly() -> None:

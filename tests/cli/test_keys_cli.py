@@ -16,8 +16,9 @@ import pytest
 from fedledger.cli import main
 from fedledger.gossip.identity import Identity
 from fedledger.keys import DEPLOYER_KEY_ENV, PASSWORD_ENV, dev_deployer_key
-from fedledger.launcher import LEDGER_FILE, free_ports
 from fedledger.ledger.chain.anvil import find_anvil, install_anvil, start_anvil
+from fedledger.run.plan import free_ports
+from fedledger.rundir import LEDGER_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits.toml"
@@ -49,11 +50,15 @@ def _run(out: Path, url: str, *extra: str) -> int:
 
 
 def test_dev_chain_gets_seeded_keys_and_anvils_deployer(
-    tmp_path: Path, anvil_binary: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    anvil_binary: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv(DEPLOYER_KEY_ENV, raising=False)
     with start_anvil(anvil=anvil_binary) as node:  # chain id 31337 on 127.0.0.1
-        assert _run(tmp_path, node.url) == 2  # the 1 s timeout
+        assert _run(tmp_path, node.url) == 2
+        assert "error: nodes did not finish within 1.0 s" in capsys.readouterr().err
         keys = _node_keys(tmp_path, 2)
         assert keys == [Identity.from_seed(0, i) for i in range(2)]  # reproducible
         deployment = json.loads((tmp_path / LEDGER_FILE).read_text())
@@ -73,7 +78,8 @@ def test_other_chains_get_random_keys_and_need_a_deployer_key(
         # No deployer key: refused before anything is deployed or written.
         assert _run(tmp_path / "a", node.url) == 2
         err = capsys.readouterr().err
-        assert "not a local development chain" in err and DEPLOYER_KEY_ENV in err
+        assert "not a local development chain" in err
+        assert DEPLOYER_KEY_ENV in err
         assert not (tmp_path / "a" / LEDGER_FILE).exists()
 
         # The deployer's key from an encrypted keystore, its password from the environment.
@@ -81,12 +87,14 @@ def test_other_chains_get_random_keys_and_need_a_deployer_key(
         deployer.save_keystore(keystore, "s3cret", iterations=CHEAP)
         monkeypatch.setenv(PASSWORD_ENV, "s3cret")
         assert _run(tmp_path / "b", node.url, "--deployer-keyfile", str(keystore)) == 2
+        assert "error: nodes did not finish within 1.0 s" in capsys.readouterr().err
         b = _node_keys(tmp_path / "b", 2)
         assert json.loads((tmp_path / "b" / LEDGER_FILE).read_text())["owner"] == deployer.address
 
         # The same from $FEDLEDGER_DEPLOYER_KEY: new random keys again.
         monkeypatch.setenv(DEPLOYER_KEY_ENV, "0x" + deployer.private_key.hex())
         assert _run(tmp_path / "c", node.url) == 2
+        assert "error: nodes did not finish within 1.0 s" in capsys.readouterr().err
         c = _node_keys(tmp_path / "c", 2)
 
         seeded = {Identity.from_seed(0, i) for i in range(2)}
@@ -102,7 +110,9 @@ def test_other_chains_get_random_keys_and_need_a_deployer_key(
         monkeypatch.setenv(PASSWORD_ENV, "wrong")
         capsys.readouterr()
         assert _run(tmp_path / "d", node.url, "--deployer-keyfile", str(keystore)) == 2
-        assert capsys.readouterr().err.strip() == f"error: key file {str(keystore)!r}: wrong password"
+        assert (
+            capsys.readouterr().err.strip() == f"error: key file {str(keystore)!r}: wrong password"
+        )
 
 
 def test_deployer_keyfile_needs_a_chain_url(tmp_path: Path) -> None:
@@ -147,9 +157,12 @@ def test_node_with_a_keystore_and_the_password_in_the_environment(tmp_path: Path
 
     wrong = node("not it")
     assert wrong.returncode == 2
-    assert wrong.stderr.strip() == f"error: key file {str(tmp_path / 'node.json')!r}: wrong password"
+    assert (
+        wrong.stderr.strip() == f"error: key file {str(tmp_path / 'node.json')!r}: wrong password"
+    )
     missing = node(None)
-    assert missing.returncode == 2 and "needs its password" in missing.stderr
+    assert missing.returncode == 2
+    assert "needs its password" in missing.stderr
     assert "Traceback" not in wrong.stderr + missing.stderr
 
     done = node("pass phrase")

@@ -15,13 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DIGITS = load_config(ROOT / "examples" / "digits.toml")
 
 
-def test_the_overrides_live_in_the_config_package_only() -> None:
-    import fedledger.launcher
-
-    assert not hasattr(fedledger.launcher, "with_overrides")
-    assert not hasattr(fedledger.launcher, "robust_rule")
-
-
 @pytest.mark.parametrize("rule", RULE_NAMES)
 def test_every_rule_gets_the_parameters_it_needs(rule: str) -> None:
     f = 0 if rule == "fedavg" else 2

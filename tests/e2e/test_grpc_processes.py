@@ -15,8 +15,11 @@ from fedledger.baseline import run_fedavg
 from fedledger.commit import params_digest
 from fedledger.config import load_config
 from fedledger.gossip.topology import TopologySpec
-from fedledger.launcher import merge_report, plan, run_processes, run_task, start_node_process
 from fedledger.node.consensus import Timeouts
+from fedledger.run.plan import plan
+from fedledger.run.processes import run_processes, start_node_process
+from fedledger.run.results import merge_report
+from fedledger.run.task import run_task
 from fedledger.task import prepare_task
 
 ROOT = Path(__file__).resolve().parents[2]

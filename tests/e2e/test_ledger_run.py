@@ -16,10 +16,11 @@ from fedledger.cli import main
 from fedledger.config import load_config
 from fedledger.config.overrides import with_overrides
 from fedledger.gossip.blobs import FileBlobStore
-from fedledger.launcher import JOURNAL_FILE, LEDGER_FILE, LedgerDeployment, run_task
 from fedledger.ledger.chain.anvil import find_anvil, install_anvil, start_anvil
 from fedledger.ledger.contract_ledger import ContractLedger
 from fedledger.ledger.records import Revealed
+from fedledger.run.task import run_task
+from fedledger.rundir import JOURNAL_FILE, LEDGER_FILE, LedgerDeployment
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits.toml"

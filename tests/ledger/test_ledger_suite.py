@@ -1022,3 +1022,19 @@ def test_contract_ledger_translates_web3_errors() -> None:
     assert all(e.__cause__ is not None for e in raised.values())
     assert "no contract" in str(raised["no contract"])
     assert owner.current_round() == 0  # the ledger stays usable
+
+
+def test_contract_ledger_decodes_its_transactions() -> None:
+    world = embedded_world(task_config())
+    owner = world.owner
+    assert isinstance(owner, ContractLedger)
+    started = owner.start()
+    assert owner.decode_input(started.tx) == ("start", {})
+    (member,) = world.join(1)
+    joined = owner.events(started.block)[-1]
+    assert joined.tx != started.tx
+    assert owner.decode_input(joined.tx) == ("join", {"endpoint": endpoint_of(member)})
+    funded = owner.chain.transfer(member.account, 1, sender=owner.chain.accounts()[0])
+    with pytest.raises(LedgerError) as caught:  # not a Task call: web3's Web3ValueError
+        owner.decode_input(funded.tx_hash)
+    assert caught.value.__cause__ is not None

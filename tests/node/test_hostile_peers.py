@@ -45,10 +45,11 @@ from fedledger.gossip.messages import (
 )
 from fedledger.gossip.topology import TopologySpec
 from fedledger.gossip.transport import Handler
-from fedledger.launcher import merge_report, plan
 from fedledger.node.build import build_node
 from fedledger.node.consensus import Timeouts
 from fedledger.node.core import NodeCore, task_id
+from fedledger.run.plan import plan
+from fedledger.run.results import merge_report
 from fedledger.task import prepare_task
 from tests.support import wait_until_async
 

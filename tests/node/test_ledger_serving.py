@@ -18,13 +18,14 @@ from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
 from fedledger.gossip.messages import encode_frame, make_message
 from fedledger.gossip.topology import TopologySpec
-from fedledger.launcher import build_node, plan
 from fedledger.learning.trainer import ModelSpec
 from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
 from fedledger.ledger.records import Finalized
 from fedledger.ledger.rules import rules_for
+from fedledger.node.build import build_node
 from fedledger.node.core import NodeCore as Node
 from fedledger.node.drivers.ledger import LedgerDriver
+from fedledger.run.plan import plan
 
 
 def make_node(tmp_path: Path, access: str) -> tuple[Node, MemoryTask]:

@@ -21,7 +21,7 @@ DIGITS = ROOT / "examples" / "digits.toml"
 
 
 def test_written_node_config_reads_back_equal(tmp_path: Path) -> None:
-    from fedledger.launcher import plan
+    from fedledger.run.plan import plan
 
     task = replace(load_config(DIGITS), nodes=4)
     task_path = tmp_path / "task.toml"

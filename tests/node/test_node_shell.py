@@ -23,11 +23,11 @@ from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
 from fedledger.gossip.messages import encode_frame, make_message
 from fedledger.gossip.topology import TopologySpec
-from fedledger.launcher import plan
 from fedledger.learning import FitResult, Params, TrainConfig, Trainer
 from fedledger.node.build import build_node
 from fedledger.node.consensus import Timeouts
 from fedledger.node.core import task_id
+from fedledger.run.plan import plan
 from fedledger.task import build_trainer, prepare_task
 from tests.support import wait_until_async
 
@@ -119,9 +119,13 @@ def test_gossip_mode_rejects_a_neighbour_model_of_the_wrong_shape(tmp_path: Path
         await network.transport(configs[2].listen).start(Hostile())
         task = prepare_task(configs[0].task)
         nodes = [
-            build_node(cfg, identity=Identity.from_seed(cfg.task.seed, cfg.index),
-                       transport=network.transport(cfg.listen), store=MemoryBlobStore(),
-                       task=task)  # fmt: skip
+            build_node(
+                cfg,
+                identity=Identity.from_seed(cfg.task.seed, cfg.index),
+                transport=network.transport(cfg.listen),
+                store=MemoryBlobStore(),
+                task=task,
+            )
             for cfg in configs[:2]
         ]
         runs = [asyncio.create_task(n.run()) for n in nodes]
@@ -169,7 +173,8 @@ def test_round_function_keeps_the_base_when_the_rule_cannot_run() -> None:
     base = _blob(0.5)
     out = aggregate_round(AggregationConfig(rule="krum", f=1), base=base,
                           updates=[_blob(1.0), _blob(2.0)], num_examples=[3, 4])  # fmt: skip
-    assert out.failure is not None and "krum" in out.failure.lower()
+    assert out.failure is not None
+    assert "krum" in out.failure.lower()
     assert out.model == base
     assert out.scores == (0, 0)
 

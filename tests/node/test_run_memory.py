@@ -16,8 +16,11 @@ from fedledger.commit import params_digest
 from fedledger.config import load_config
 from fedledger.gossip.memory import MemoryNetwork
 from fedledger.gossip.topology import TopologySpec
-from fedledger.launcher import merge_report, plan, run_in_memory, run_task
 from fedledger.node.consensus import Timeouts
+from fedledger.run.local import run_in_memory
+from fedledger.run.plan import plan
+from fedledger.run.results import merge_report
+from fedledger.run.task import run_task
 from fedledger.task import prepare_task
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,9 +17,11 @@ from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
 from fedledger.gossip.messages import encode_frame, make_message
 from fedledger.gossip.topology import TopologySpec
-from fedledger.launcher import build_node, merge_report, plan
+from fedledger.node.build import build_node
 from fedledger.node.consensus import Timeouts
 from fedledger.node.core import task_id
+from fedledger.run.plan import plan
+from fedledger.run.results import merge_report
 from fedledger.task import prepare_task
 from tests.support import wait_until_async
 

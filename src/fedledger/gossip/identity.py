@@ -311,10 +311,10 @@ class Identity:
             key = bytes(Account.decrypt(keystore, password))
         except ValueError as exc:
             if "mismatch" in str(exc):  # eth-keyfile: "MAC mismatch" (v3)
-                raise ConfigError(f"key file {where!r}: wrong password") from None
-            raise ConfigError(f"key file {where!r} is not a valid keystore: {exc}") from None
+                raise ConfigError(f"key file {where!r}: wrong password") from exc
+            raise ConfigError(f"key file {where!r} is not a valid keystore: {exc}") from exc
         except (KeyError, TypeError, NotImplementedError, OverflowError) as exc:
-            raise ConfigError(f"key file {where!r} is not a valid keystore: {exc!r}") from None
+            raise ConfigError(f"key file {where!r} is not a valid keystore: {exc!r}") from exc
         identity = cls._from_key(key)
         stated = keystore.get("address")
         if isinstance(stated, str) and stated.lower().removeprefix("0x") != (

@@ -304,6 +304,13 @@ class ContractLedger(TaskTransactions):
     def token_supply(self) -> int:
         return int(self.chain.call(self.token.functions.totalSupply()))
 
+    @translated
+    def decode_input(self, tx_hash: str) -> tuple[str, dict[str, Any]]:
+        """The Task function a mined transaction called, and its arguments (calldata that is
+        not a Task call raises :class:`~fedledger.errors.LedgerError`)."""
+        fn, args = self.contract.decode_function_input(self.chain.transaction_input(tx_hash))
+        return str(fn.fn_name), dict(args)
+
     # -- transactions ----------------------------------------------------------------------
 
     @translated

@@ -59,10 +59,10 @@ __all__ = [
     "Receipt",
     "RevertOf",
     "decode_reason",
-    "is_unavailable",
     "map_chain_errors",
     "message_of",
     "revert_of",
+    "to_bytes",
     "translate_error",
     "translated",
 ]
@@ -263,7 +263,10 @@ def decode_reason(data: bytes | None, message: str | None) -> str | None:
 
 def message_of(exc: BaseException) -> str:
     """An exception's message; a JSON-RPC error's ``message`` field when it carries one."""
-    if isinstance(exc, Web3RPCError) and exc.message:
+    if isinstance(exc, Web3RPCError):
+        error = (exc.rpc_response or {}).get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
         return str(exc.message)
     if exc.args and isinstance(exc.args[0], dict):
         return str(exc.args[0].get("message", exc.args[0]))
@@ -319,11 +322,6 @@ def translate_error(exc: Exception, *, where: str, revert: RevertOf = revert_of)
     if isinstance(exc, Web3RPCError):
         return LedgerError(f"{where}: the node refused the request: {message_of(exc)}")
     return LedgerError(f"{where}: {type(exc).__name__}: {message_of(exc)}")
-
-
-def is_unavailable(exc: Exception, *, where: str = "chain", revert: RevertOf = revert_of) -> bool:
-    """Whether ``exc`` means the chain could not be reached (worth retrying a read)."""
-    return isinstance(translate_error(exc, where=where, revert=revert), ChainUnavailable)
 
 
 @contextlib.contextmanager

@@ -16,9 +16,9 @@ from typing import Any
 from fedledger.attacks.adversary import Adversary
 from fedledger.errors import FetchRefused, LedgerError, TransactionReverted
 from fedledger.gossip.messages import Message
-from fedledger.ledger.rules import PHASE_ATTEST, STATUS_ACTIVE, STATUS_NONE
-from fedledger.ledger.reputation import uses_reputation
 from fedledger.ledger.records import Joined, Ledger, LedgerEvent, Left, Slashed, TxResult
+from fedledger.ledger.reputation import uses_reputation
+from fedledger.ledger.rules import PHASE_ATTEST, STATUS_ACTIVE, STATUS_NONE
 from fedledger.node.consensus import Aggregate
 from fedledger.node.ledger_round import (
     Attest,

@@ -1,0 +1,141 @@
+"""Every node of a task in this process: over the in-memory network, or with a shared embedded
+chain (over memory or gRPC on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from fedledger.attacks.behaviour import Collusion
+from fedledger.config.node import NodeConfig
+from fedledger.gossip.blobs import FileBlobStore, MemoryBlobStore
+from fedledger.gossip.grpc_transport import GrpcTransport
+from fedledger.gossip.identity import Identity
+from fedledger.gossip.memory import MemoryNetwork
+from fedledger.gossip.transport import Transport
+from fedledger.ledger.chain import Chain
+from fedledger.ledger.contract_ledger import ContractLedger
+from fedledger.node.build import build_node
+from fedledger.node.core import NodeCore
+from fedledger.run.plan import ProgressFn
+from fedledger.rundir import LedgerDeployment
+from fedledger.task import prepare_task
+
+log = logging.getLogger("fedledger.run")
+
+
+def collusion_of(configs: Sequence[NodeConfig], *, omniscient: bool) -> Collusion | None:
+    """One board for the attackers of this process to share what they know on: without a
+    ledger every update is announced before aggregation, so they see the honest ones too
+    (omniscient); under commit-reveal only their own."""
+    count = sum(1 for c in configs if c.attack is not None)
+    if not count:
+        return None
+    return Collusion(count, nodes=len(configs), omniscient=omniscient)
+
+
+def start_when_joined(owner: ContractLedger, n: int) -> bool:
+    """The owner starts round 1 once ``n`` members joined; True once started."""
+    if owner.current_round() > 0:
+        return True
+    if owner.member_count() < n:
+        return False
+    owner.start()
+    return True
+
+
+def joining(configs: Sequence[NodeConfig]) -> int:
+    """How many nodes the owner waits for before starting: all but the Sybils, whose join the
+    contract refuses (their stake is below the minimum)."""
+    return sum(1 for c in configs if c.attack != "sybil")
+
+
+async def run_in_memory(
+    configs: Sequence[NodeConfig],
+    *,
+    network: MemoryNetwork | None = None,
+    progress: ProgressFn | None = None,
+) -> list[dict[str, Any]]:
+    """Every node in this process, over one in-memory network."""
+    if not configs:
+        return []
+    network = network or MemoryNetwork(seed=configs[0].task.seed)
+    task = prepare_task(configs[0].task)
+    collusion = collusion_of(configs, omniscient=True)
+    nodes = [
+        build_node(
+            cfg,
+            identity=Identity.from_seed(cfg.task.seed, cfg.index),
+            transport=network.transport(cfg.listen),
+            store=MemoryBlobStore(),
+            task=task,
+            collusion=collusion,
+        )
+        for cfg in configs
+    ]
+    return await run_nodes(nodes, progress=progress)
+
+
+async def run_nodes(
+    nodes: Sequence[NodeCore], *, progress: ProgressFn | None = None
+) -> list[dict[str, Any]]:
+    """Run ``nodes`` in this event loop to the end; their summaries, in order."""
+    runs = [asyncio.create_task(n.run()) for n in nodes]
+    if progress is not None and nodes:
+        total = nodes[0].task.rounds
+        while not all(r.done() for r in runs):
+            report_progress(nodes, total, progress)
+            await asyncio.wait(runs, timeout=0.2)
+    return list(await asyncio.gather(*runs))
+
+
+def report_progress(nodes: Sequence[NodeCore], total: int, progress: ProgressFn) -> None:
+    rounds = [max((rec["round"] for rec in n.round_records), default=0) for n in nodes]
+    accs = [n.round_records[-1]["acc"] for n in nodes if n.round_records]
+    progress(min(rounds), total, sum(accs) / len(accs) if accs else 0.0)
+
+
+async def run_ledger_in_process(
+    configs: Sequence[NodeConfig],
+    *,
+    chain: Chain,
+    deployment: LedgerDeployment,
+    owner: LocalAccount,
+    transport: str = "memory",
+    progress: ProgressFn | None = None,
+) -> list[dict[str, Any]]:
+    """Every node in this process, each with its own account on the shared chain, over the
+    memory transport or gRPC on 127.0.0.1. Blobs go to each node's directory (the audit reads
+    them). The owner starts round 1 once every node joined."""
+    from eth_account import Account
+
+    task = prepare_task(configs[0].task)
+    network = MemoryNetwork(seed=configs[0].task.seed)
+    collusion = collusion_of(configs, omniscient=False)  # commit-reveal hides honest updates
+    nodes = []
+    for cfg in configs:
+        identity = Identity.from_seed(cfg.task.seed, cfg.index)
+        if transport == "memory":
+            node_transport: Transport = network.transport(cfg.listen)
+        else:
+            host, _, port = cfg.listen.rpartition(":")
+            node_transport = GrpcTransport(host=host, port=int(port))
+        ledger = ContractLedger(chain, deployment.task, Account.from_key(identity.private_key))
+        store = FileBlobStore(cfg.state_dir / "blobs", durable=False)
+        nodes.append(build_node(cfg, identity=identity, transport=node_transport, store=store,
+                                task=task, ledger=ledger, collusion=collusion))  # fmt: skip
+    runs = [asyncio.create_task(n.run()) for n in nodes]
+    owner_ledger = ContractLedger(chain, deployment.task, owner)
+    started = False
+    total = configs[0].task.rounds
+    while not all(r.done() for r in runs):
+        if not started:
+            started = await asyncio.to_thread(start_when_joined, owner_ledger, joining(configs))
+        if progress is not None:
+            report_progress(nodes, total, progress)
+        await asyncio.wait(runs, timeout=0.2)
+    return list(await asyncio.gather(*runs))

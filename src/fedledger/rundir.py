@@ -1,0 +1,65 @@
+"""The run directory's format: what ``fedledger run`` writes and ``fedledger audit`` reads.
+
+::
+
+    OUT/task.toml          the effective task (overrides included), for every node
+    OUT/ledger.json        where the task lives on chain (:class:`LedgerDeployment`)
+    OUT/chain.jsonl        the embedded chain's journal (raw transactions, timestamps)
+    OUT/report.json        the merged report (docs/report.md)
+    OUT/audit.json         the audit's verdict
+    OUT/node-N/node.toml   node N's configuration; node.key its key (gRPC runs)
+    OUT/node-N/state/      its state.json, rounds.jsonl, summary.json and blobs/
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fedledger.config.node import NodeConfig
+from fedledger.errors import ConfigError
+from fedledger.node.state import read_rounds as _read_state_rounds
+
+TASK_FILE = "task.toml"
+LEDGER_FILE = "ledger.json"
+JOURNAL_FILE = "chain.jsonl"
+REPORT_FILE = "report.json"
+AUDIT_FILE = "audit.json"
+SUMMARY_FILE = "summary.json"
+
+
+def node_dir(out: Path, index: int) -> Path:
+    return out / f"node-{index}"
+
+
+def read_rounds(cfg: NodeConfig) -> list[dict[str, Any]]:
+    """Node ``cfg``'s round records so far."""
+    return _read_state_rounds(cfg.state_dir)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerDeployment:
+    """Where a run's task lives on chain (written to ``ledger.json`` in the run directory)."""
+
+    backend: str
+    """``"embedded"`` or the JSON-RPC URL."""
+    chain_id: int
+    task: str
+    token: str
+    owner: str
+    first_block: int
+    """The block before the deployment: events are read from here on."""
+
+    def write(self, out: Path) -> None:
+        (out / LEDGER_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, out: Path) -> LedgerDeployment:
+        try:
+            return cls(**json.loads((out / LEDGER_FILE).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"{out / LEDGER_FILE} is missing or not a ledger file: {exc}"
+            ) from exc
