@@ -109,3 +109,24 @@ def test_deployer_from_environment_or_key_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=DEPLOYER_KEY_ENV) as info:
         deployer_identity(environ={DEPLOYER_KEY_ENV: hex_key[:-2] + "zz"})
     assert hex_key[4:] not in str(info.value)  # the key is never quoted
+
+
+def test_a_node_without_a_key_file_gets_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedledger.run.node import load_identity
+
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    plain = load_identity(tmp_path / "a" / "node.key")
+    assert (tmp_path / "a" / "node.key").read_text().startswith("0x")
+    assert load_identity(tmp_path / "a" / "node.key") == plain
+    # With a password set, the new key is written as an encrypted keystore.
+    password = tmp_path / "pw"
+    password.write_text("pw\n")
+    password.chmod(0o600)
+    path = tmp_path / "b" / "node.json"
+    sealed = load_identity(path, password_file=password)
+    assert path.read_text().startswith("{")
+    assert sealed.private_key.hex() not in path.read_text()
+    assert Identity.load(path, password="pw") == sealed
+    assert sealed not in (plain, ALICE)

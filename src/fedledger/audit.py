@@ -231,7 +231,6 @@ class Auditor:
         self.blobs = blobs
         self.from_block = from_block
         self.initial = initial if initial is not None else initial_model(task)
-        self._abi_contract = self.ledger.contract
         self._slashed: dict[str, int] = {}
         self._events: list[LedgerEvent] = []
 
@@ -261,11 +260,23 @@ class Auditor:
         checks.append(Check(name="rules", ok=not problems, detail="; ".join(problems)))
         return checks
 
+    def _history(self, rounds: dict[int, _Round]) -> Check:
+        """Every round the contract started (up to the task's last) is in the audited block
+        range: an audit that read the wrong range would otherwise verify nothing and pass."""
+        started = min(self.ledger.current_round(), self.task.rounds)
+        missing = [r for r in range(1, started + 1) if r not in rounds or not rounds[r].started]
+        detail = ""
+        if missing:
+            detail = (
+                f"the contract started round(s) {missing[:5]}{'...' if len(missing) > 5 else ''}"
+                f" but the events from block {self.from_block} on hold no such round"
+            )
+        return Check(name="history", ok=not missing, detail=detail)
+
     # -- per round --------------------------------------------------------------------------------
 
     def _decode(self, tx: str) -> tuple[str, dict[str, Any]]:
-        fn, args = self._abi_contract.decode_function_input(self.chain.transaction_input(tx))
-        return str(fn.fn_name), dict(args)
+        return self.ledger.decode_input(tx)
 
     def _signatures(self, st: _Round) -> Check:
         bad = []
@@ -499,7 +510,7 @@ class Auditor:
             task=self.ledger.task_address,
             chain_id=self.chain.chain_id,
             rule=rules.rule,
-            task_checks=tuple(self._task_checks()),
+            task_checks=(*self._task_checks(), self._history(rounds)),
             rounds=tuple(verdicts),
             notes=tuple(notes),
         )

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -93,7 +94,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         report = run_baseline(task, progress=progress)
     path = report.write(args.out)
 
-    table = Table(title=f"{cfg.name}: {cfg.nodes} nodes, {cfg.rounds} rounds, {cfg.data.partition}")
+    table = Table(
+        title=f"{escape(cfg.name)}: {cfg.nodes} nodes, {cfg.rounds} rounds, {cfg.data.partition}"
+    )
     for col in ("mode", "test acc (mean / min / max)", "wall s", "s / round"):
         table.add_column(col, justify="right" if col != "mode" else "left")
     central = report.extra["central"]
@@ -111,7 +114,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         f"{f['wall_s_per_round']:.3f}",
     )
     Console().print(table)
-    console.print(f"report: {path}")
+    console.print(f"report: {escape(str(path))}")
     return 0
 
 
@@ -155,6 +158,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     topology = TopologySpec(kind=args.topology, degree=args.degree, p=args.p)
     chain = args.chain or ("embedded" if args.mode == "consensus" else "none")
     deployer_key = None
+    if args.password_file is not None and args.deployer_keyfile is None:
+        raise ConfigError("--password-file unlocks the --deployer-keyfile keystore: give both",
+                          field="password-file")  # fmt: skip
     if chain in ("embedded", "none"):
         if args.deployer_keyfile is not None:
             raise ConfigError("--deployer-keyfile deploys on a JSON-RPC chain: give --chain URL",
@@ -174,10 +180,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif chain == "none":
         where = "one process" if args.transport == "memory" else "one process per node, gRPC"
     else:
-        where = f"one process per node, gRPC, ledger at {chain}"
+        where = f"one process per node, gRPC, ledger at {escape(chain)}"
     console.print(
-        f"[bold]{cfg.name}[/bold]: {cfg.nodes} nodes, {cfg.rounds} rounds, {args.mode} mode, "
-        f"{args.topology} topology, {where}, rule {cfg.aggregation.rule}"
+        f"[bold]{escape(cfg.name)}[/bold]: {cfg.nodes} nodes, {cfg.rounds} rounds, "
+        f"{args.mode} mode, {args.topology} topology, {where}, rule {cfg.aggregation.rule}"
     )
     with _progress() as bar:
         task_id = bar.add_task("rounds", total=cfg.rounds, acc=0.0)
@@ -193,7 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         bar.update(task_id, completed=report.final.get("rounds_completed", 0))
     f = report.final
-    table = Table(title=f"{cfg.name}: {args.mode} mode, {cfg.nodes} nodes, {args.transport}")
+    table = Table(
+        title=f"{escape(cfg.name)}: {args.mode} mode, {cfg.nodes} nodes, {args.transport}"
+    )
     for col in ("round", "test acc (mean / min / max)", "wall s", "KB sent / node", "agree"):
         table.add_column(col, justify="right")
     shown = (
@@ -230,8 +238,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if "audit_ok" in f:
             verdict = "[green]OK[/green]" if f["audit_ok"] else "[red]FAILED[/red]"
-            console.print(f"audit: {verdict} (details: {args.out / 'audit.json'})")
-    console.print(f"report: {args.out / 'report.json'}")
+            console.print(f"audit: {verdict} (details: {escape(str(args.out / 'audit.json'))})")
+    console.print(f"report: {escape(str(args.out / 'report.json'))}")
     if f.get("audit_ok") is False:
         return 1
     return 0
@@ -270,17 +278,32 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def cmd_chain_up(args: argparse.Namespace) -> int:
     import signal
     import time
 
+    from fedledger.errors import LedgerError
     from fedledger.ledger.chain.anvil import find_anvil, install_anvil, project_root, start_anvil
 
+    if 0 < args.port <= 65535 and not _port_free(args.port):
+        # Another process (another anvil?) would answer in anvil's place.
+        raise ConfigError(f"127.0.0.1:{args.port} is in use: choose another --port (0: any "
+                          "free port)", field="port")  # fmt: skip
     if find_anvil() is None:
         root = project_root()
         if root is None:
-            console.print("[red]error:[/red] anvil not found; install it with npm (see README)")
-            return 2
+            raise LedgerError("anvil not found; install it with npm (see README)")
         console.print("installing anvil from the project's package-lock.json (npm)...")
         install_anvil(root)
     signal.signal(signal.SIGTERM, _interrupt)  # stop anvil on SIGTERM as on Ctrl-C
@@ -292,6 +315,11 @@ def cmd_chain_up(args: argparse.Namespace) -> int:
             console.print("Ctrl-C stops it")
             while node.running:
                 time.sleep(0.5)
+            tail = node.log_tail().strip().splitlines()
+            raise LedgerError(
+                f"anvil stopped by itself (exit status {node.process.returncode})"
+                + (f": {tail[-1]}" if tail else "")
+            )
     except KeyboardInterrupt:
         # Leaving the block stops anvil; an interrupt while it was still starting (it may
         # already answer requests) stops it too (start_anvil cleans up): a clean stop either way.

@@ -30,6 +30,12 @@ AUDIT_FILE = "audit.json"
 SUMMARY_FILE = "summary.json"
 
 
+def is_hex_address(text: str) -> bool:
+    """``0x`` and 40 hex digits (any case)."""
+    body = text[2:]
+    return text[:2] == "0x" and len(body) == 40 and all(c in "0123456789abcdefABCDEF" for c in body)
+
+
 def node_dir(out: Path, index: int) -> Path:
     return out / f"node-{index}"
 
@@ -52,6 +58,19 @@ class LedgerDeployment:
     first_block: int
     """The block before the deployment: events are read from here on."""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.backend, str) or not self.backend:
+            raise ConfigError(f"must be 'embedded' or a URL, got {self.backend!r}", field="backend")
+        for name in ("chain_id", "first_block"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                raise ConfigError(f"must be an integer in [0, 2**63), got {value!r}", field=name)
+        for name in ("task", "token", "owner"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not is_hex_address(value):
+                raise ConfigError(f"must be a 0x-prefixed 20-byte address, got {value!r}",
+                                  field=name)  # fmt: skip
+
     def write(self, out: Path) -> None:
         (out / LEDGER_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
@@ -59,6 +78,8 @@ class LedgerDeployment:
     def read(cls, out: Path) -> LedgerDeployment:
         try:
             return cls(**json.loads((out / LEDGER_FILE).read_text()))
+        except ConfigError as exc:
+            raise ConfigError(f"{out / LEDGER_FILE}: {exc}") from exc
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(
                 f"{out / LEDGER_FILE} is missing or not a ledger file: {exc}"

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from fedledger.aggregation import SCORE_TOTAL, aggregate, spec_of
+from fedledger.aggregation import SCORE_TOTAL
+from fedledger.aggregation.round import aggregate_round
 from fedledger.audit import Auditor, BlobSource, format_report, initial_model
 from fedledger.commit import decode, encode
 from fedledger.config import AggregationConfig, DataConfig, LedgerConfig, TaskConfig
@@ -78,14 +79,13 @@ class World:
         for m, d, s, cid, n in zip(self.members, digests, salts, cids, EXAMPLES, strict=True):
             m.reveal(rnd, d, cid, n, s)
         order = sorted(range(len(self.members)), key=lambda i: self.members[i].account.lower())
-        result = aggregate(
-            TASK.aggregation.rule,
-            [decode(blobs[i]) for i in order],
-            [EXAMPLES[i] for i in order],
-            spec=spec_of(base),
-            center=base,
+        result = aggregate_round(
+            TASK.aggregation,
+            base=self.base,
+            updates=[blobs[i] for i in order],
+            num_examples=[EXAMPLES[i] for i in order],
         )
-        model = encode(result.params)
+        model = result.model
         who, scores = sort_result([self.members[i].account for i in order], list(result.scores))
         if collude == "model":
             model = blobs[0]  # one member's update, passed off as the aggregate
@@ -128,6 +128,23 @@ def test_honest_rounds_verify(world: World, initial: bytes) -> None:
                      "rewards"}  # fmt: skip
     assert report.to_dict()["ok"] is True
     assert format_report(report)[-1] == "audit: OK, every round verifies"
+
+
+def test_an_audit_of_the_wrong_block_range_fails_instead_of_verifying_nothing(
+    world: World, initial: bytes
+) -> None:
+    # Before: with the events read from a block past the task's history, no round was seen,
+    # nothing was checked, and the audit said OK.
+    for rnd in (1, 2):
+        world.play(rnd)
+    auditor = world.auditor(initial)
+    auditor.from_block = world.chain.block_number() + 1000
+    report = auditor.run()
+    assert not report.ok
+    history = next(c for c in report.task_checks if c.name == "history")
+    assert not history.ok
+    assert "[1, 2, 3]" in history.detail  # round 3 started when round 2 finalized
+    assert world.auditor(initial).run().ok
 
 
 def test_an_altered_blob_fails_its_round(world: World, initial: bytes) -> None:

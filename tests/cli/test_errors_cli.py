@@ -4,6 +4,7 @@ through a real `python -m fedledger` process."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -157,3 +158,26 @@ def test_keyboard_interrupt_exits_130_quietly() -> None:
     proc = run_broken("KeyboardInterrupt", "audit", "--run", ".")
     assert proc.returncode == 130
     assert proc.stderr == ""
+
+
+def test_chain_up_on_a_port_in_use() -> None:
+    # Before: anvil failed to bind, the other process answered its readiness check, and the
+    # command announced "anvil listening" and exited 0 once its own anvil had died.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(fedledger("chain", "up", "--port", str(port)), 2)
+    assert f"127.0.0.1:{port} is in use" in line
+
+
+def test_brackets_in_a_task_name_and_a_path_are_printed(tmp_path: Path) -> None:
+    # A task named "d[/x]" made the progress header raise MarkupError (status 1).
+    task = tmp_path / "task.toml"
+    task.write_text(DIGITS.read_text().replace('name = "digits"', 'name = "d[/x]"', 1))
+    out = tmp_path / "out[/y]"
+    proc = fedledger("run", "--config", str(task), "--out", str(out), "--rounds", "1", "--nodes",
+                     "2", "--transport", "memory", "--chain", "none")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "d[/x]" in proc.stderr
+    assert (out / "report.json").exists()

@@ -192,6 +192,7 @@ def _honest_paid(report: dict[str, Any], honest: list[str]) -> None:
     assert final["audit_ok"] is True
 
 
+@pytest.mark.slow  # about 30 s on 2 idle cores
 def test_copiers_earn_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # Round 1: nothing revealed yet to copy, so the copier sends the base model back (rejected
     # as free-riding); later rounds: it replays an update revealed in the round before, and the
@@ -206,6 +207,7 @@ def test_copiers_earn_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     assert refused
 
 
+@pytest.mark.slow  # about 30 s on 2 idle cores
 def test_blob_withholders_earn_nothing(tmp_path: Path) -> None:
     # Its commitment and reveal are on chain, but nobody can fetch the blob: the honest nodes
     # aggregate without it once `patience` of the attest window passed.

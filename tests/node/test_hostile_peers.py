@@ -28,8 +28,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from fedledger.commit import cid_of, encode
 from fedledger.config import load_config
 from fedledger.errors import FetchRefused, MessageError, TransportError
 from fedledger.gossip.grpc_transport import GrpcTransport, ServerLimits
@@ -159,8 +161,17 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    tmp_path: Path, *, nodes: int = 3, rounds: int = 3, limits: ServerLimits = LIMITS
+    tmp_path: Path,
+    *,
+    nodes: int = 3,
+    rounds: int = 3,
+    limits: ServerLimits = LIMITS,
+    impostors: dict[int, Handler] | None = None,
+    timeouts: Timeouts | None = None,
 ) -> AsyncIterator[Cluster]:
+    """``nodes`` members on real gRPC sockets; the last ``len(impostors)`` are not nodes but
+    the given handlers, holding those members' keys (hostile members)."""
+    impostors = impostors or {}
     task_config = replace(load_config(DIGITS), nodes=nodes, rounds=rounds)
     configs = plan(
         task_config,
@@ -169,7 +180,7 @@ async def cluster(
         mode="consensus",
         topology=TopologySpec(),
         transport="memory",
-        timeouts=Timeouts(initial=3.0, minimum=0.5, maximum=10.0),
+        timeouts=timeouts or Timeouts(initial=3.0, minimum=0.5, maximum=10.0),
     )
     transports = [await Bound.listen(limits) for _ in configs]
     endpoints = [t.endpoint for t in transports]
@@ -183,6 +194,9 @@ async def cluster(
         for c in configs
     ]
     task = prepare_task(configs[0].task)
+    for index, handler in impostors.items():
+        await transports[index].start(handler)
+    configs = [c for c in configs if c.index not in impostors]
     built = [
         build_node(c, identity=Identity.from_seed(c.task.seed, c.index),
                    transport=transports[c.index], task=task)
@@ -328,7 +342,6 @@ def test_a_flood_of_junk_frames_is_refused_cheaply(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=NEEDS_WIRING, strict=True)
 def test_fetch_requests_are_bound_and_cannot_be_replayed(tmp_path: Path) -> None:
     outcomes: dict[str, object] = {}
 
@@ -365,12 +378,13 @@ def test_fetch_requests_are_bound_and_cannot_be_replayed(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=NEEDS_WIRING, strict=True)
 def test_a_trickling_source_does_not_hold_a_fetch(tmp_path: Path) -> None:
-    """Node 0 asks a hostile server for a blob; it trickles a byte at a time. A node wired to
-    ``fetch_blob`` gives up after the grace period (about 2 s by default), long before the
-    round's other deadlines; this test checks the stream was cancelled before round 2 ended."""
+    """A hostile member announces an update and serves it one byte every half second. The
+    honest nodes give up on it after the fetch's grace period (about 2 s), leave it out, and
+    still agree: before, each fetch waited on the trickle chunk by chunk, holding its round
+    until the stall timeout."""
     cancelled: list[int] = []
+    blob = encode([np.zeros(3, dtype=np.float32)])
 
     class Trickler:
         async def on_frame(self, frame: bytes) -> None:
@@ -385,22 +399,40 @@ def test_a_trickling_source_does_not_hold_a_fetch(tmp_path: Path) -> None:
                 cancelled.append(1)
                 raise
 
-    async def attack(c: Cluster) -> None:
-        trickler = GrpcTransport(options=HOSTILE_OPTIONS)
-        await trickler.start(Trickler())
-        try:
-            # A member (its key) announces that it serves from the trickler's endpoint ...
-            member = c.member(2)
-            hello = make_message(kind="hello", identity=member, task=c.task, round=1,
-                                 body={"endpoint": trickler.endpoint})  # fmt: skip
-            await c.hostile.send(c.endpoint(0), encode_frame(hello, ttl=0), timeout=5.0)
-            await c.after_round(2)
-            assert cancelled, "the trickling stream was still open after round 2"
-        finally:
-            await trickler.close()
+    async def scenario() -> list[dict[str, Any]]:
+        # Deadlines well above the fetch's 2 s grace: the trickle must not be what ends a round.
+        slow = Timeouts(initial=6.0, minimum=4.0, maximum=12.0)
+        async with cluster(tmp_path, nodes=4, impostors={3: Trickler()}, timeouts=slow) as c:
+            member = c.member(3)
+            # Rounds 1 and 2. (Not the last: consensus mode's last round has no next round to
+            # re-base a node that decided on partial information, and with a silent member
+            # among four, two honest "done" reports are no strict majority to correct it; see
+            # docs/protocol.md "Ending". The ledger mode is the answer to hostile members.)
+            for rnd in (1, 2):
+                await c.after_round(rnd - 1)
+                update = make_message(kind="update", identity=member, task=c.task, round=rnd,
+                                      body={"cid": cid_of(blob), "num_examples": 10,
+                                            "base": base_of(c.nodes[0])})  # fmt: skip
+                for i in range(3):
+                    with contextlib.suppress(TransportError):
+                        await c.hostile.send(c.endpoint(i), encode_frame(update, ttl=0),
+                                             timeout=5.0)  # fmt: skip
+            summaries = await c.finish()
+            report = merge_report(c.configs, summaries, mode="consensus", transport="grpc",
+                                  topology=TopologySpec()).to_dict()  # fmt: skip
+        assert [s["failure"] for s in summaries] == [None] * 3
+        assert report["final"]["model_digests_agree"] is True
+        assert report["final"]["rounds_completed"] == 3
+        return summaries
 
-    c, summaries = run(tmp_path, attack)
-    agreed(c, summaries)
+    asyncio.run(scenario())
+    assert cancelled, "no trickling stream was cancelled"
+
+
+def base_of(node: NodeCore) -> str:
+    """The model a consensus node's current round starts from."""
+    logic = getattr(node.driver, "logic", None)
+    return str(getattr(logic, "base", node.initial_cid))
 
 
 def test_signed_frame_helper_makes_what_make_message_refuses() -> None:

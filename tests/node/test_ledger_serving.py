@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from fedledger.errors import FetchRefused
 from fedledger.gossip.blobs import MemoryBlobStore
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
-from fedledger.gossip.messages import encode_frame, make_message
+from fedledger.gossip.messages import make_fetch_request
 from fedledger.gossip.topology import TopologySpec
 from fedledger.learning.trainer import ModelSpec
 from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
@@ -55,8 +56,16 @@ def driver(node: Node) -> LedgerDriver:
 
 
 def fetch(node: Node, who: Identity, cid: str) -> bytes:
-    frame = encode_frame(make_message(kind="fetch", identity=who, task=node.task_id, round=0,
-                                      body={"cid": cid}), ttl=0)  # fmt: skip
+    chain_id, contract = node.driver.binding()
+    frame = make_fetch_request(
+        identity=who,
+        task=node.task_id,
+        cid=cid,
+        to=node.me,
+        now=time.time(),
+        chain_id=chain_id,
+        contract=contract,
+    )
 
     async def go() -> bytes:
         return b"".join([chunk async for chunk in node.on_fetch(frame)])

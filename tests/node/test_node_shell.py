@@ -5,6 +5,7 @@ ledger-mode membership follows the chain's registry."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from fedledger.errors import CodecError, FetchRefused, TrainingError
 from fedledger.gossip.blobs import MemoryBlobStore
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
-from fedledger.gossip.messages import encode_frame, make_message
+from fedledger.gossip.messages import encode_frame, make_fetch_request, make_message
 from fedledger.gossip.topology import TopologySpec
 from fedledger.learning import FitResult, Params, TrainConfig, Trainer
 from fedledger.node.build import build_node
@@ -216,8 +217,8 @@ def test_a_member_that_left_can_no_longer_download(tmp_path: Path) -> None:
     blob = node.store.put(_blob(1.0))
 
     def fetch(who: Identity) -> bytes:
-        frame = encode_frame(make_message(kind="fetch", identity=who, task=node.task_id,
-                                          round=0, body={"cid": blob}), ttl=0)  # fmt: skip
+        frame = make_fetch_request(identity=who, task=node.task_id, cid=blob, to=node.me,
+                                   now=time.time(), contract=ledger.task_address)  # fmt: skip
 
         async def go() -> bytes:
             return b"".join([c async for c in node.on_fetch(frame)])

@@ -36,7 +36,6 @@ def driver_factory(
 
     def make(core: NodeCore) -> Driver:
         members = core.member_set
-        endpoint = core.transport.endpoint
         if ledger is not None:
             if cfg.mode != "consensus":
                 raise ConfigError("a ledger runs consensus rounds: use mode = consensus",
@@ -46,7 +45,7 @@ def driver_factory(
                 initial_model=core.initial_cid, members=core.addresses,
                 rng=salt_rng or random.SystemRandom(), resume=core.resume,
             )  # fmt: skip
-            return LedgerDriver(core, logic, ledger=ledger, endpoint=endpoint, stake=cfg.stake,
+            return LedgerDriver(core, logic, ledger=ledger, stake=cfg.stake,
                                 ready_timeout=cfg.ready_timeout,
                                 aggregation_params=dict(cfg.task.aggregation.params))  # fmt: skip
         if cfg.mode == "consensus":
@@ -54,7 +53,7 @@ def driver_factory(
                 me=core.me, members=core.addresses, rounds=cfg.task.rounds,
                 initial_model=core.initial_cid, timeouts=cfg.timeouts, resume=core.resume,
             )  # fmt: skip
-            return ConsensusDriver(core, consensus, members=members, endpoint=endpoint,
+            return ConsensusDriver(core, consensus, members=members,
                                    ready_timeout=cfg.ready_timeout)  # fmt: skip
         mix = uniform_weights if cfg.mixing == "uniform" else metropolis_hastings_weights
         weights = mix(core.topology)[core.position]
@@ -64,7 +63,7 @@ def driver_factory(
             initial_model=core.initial_cid, staleness=cfg.staleness,
             timeouts=cfg.timeouts, resume=core.resume,
         )  # fmt: skip
-        return GossipDriver(core, learner, members=members, endpoint=endpoint,
+        return GossipDriver(core, learner, members=members,
                             ready_timeout=cfg.ready_timeout)  # fmt: skip
 
     return make

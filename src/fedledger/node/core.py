@@ -43,15 +43,19 @@ from fedledger.errors import (
     TransportError,
 )
 from fedledger.gossip.blobs import BlobStore
+from fedledger.gossip.endpoints import parse_endpoint
+from fedledger.gossip.fetching import FetchFailed, FetchPolicy, Source, fetch_blob
 from fedledger.gossip.identity import Identity
+from fedledger.gossip.limits import RateLimiter, TtlCache
 from fedledger.gossip.messages import (
     HEADER_BYTES,
     SignedMessage,
+    check_fetch_request,
     decode_frame,
-    encode_frame,
+    make_fetch_request,
     make_message,
 )
-from fedledger.gossip.protocol import Gossip, Send
+from fedledger.gossip.protocol import Gossip, Send, round_window
 from fedledger.gossip.topology import build_topology
 from fedledger.gossip.transport import Transport
 from fedledger.learning import Params, Trainer
@@ -64,7 +68,11 @@ log = logging.getLogger("fedledger.node")
 
 GOSSIP_TICK_SECONDS = 0.05
 SEND_TIMEOUT = 5.0
-FETCH_TIMEOUT = 10.0
+FRAMES_PER_SECOND = 100.0
+"""Each member's sustained frame budget (verified frames; bursts of ``FRAME_BURST``)."""
+FRAME_BURST = 1000.0
+FETCH_REPLAY_SECONDS = 120.0
+"""How long a served fetch request's nonce is remembered (longer than any request lives)."""
 
 
 @dataclass
@@ -136,6 +144,9 @@ class NodeCore:
         self.topology = build_topology(config.topology, len(order), seed=config.task.seed)
         self.position = order.index(config.index)
         self.neighbours = [self.addresses[j] for j in self.topology[self.position]]
+        window = round_window(mode=config.mode, rounds=config.task.rounds,
+                              keep_rounds=config.gossip.keep_rounds,
+                              staleness=config.staleness)  # fmt: skip
         self.gossip = Gossip(
             me=identity.address,
             neighbours=self.neighbours,
@@ -143,7 +154,13 @@ class NodeCore:
             make=self._make,
             rng=random.Random(derive_seed(config.task.seed, "gossip", config.index)),
             complete=all(len(nb) == len(order) - 1 for nb in self.topology),
+            window=window,
         )
+        # Bounded per-peer state: a member's frame budget, the fetch requests already served.
+        self._quota: RateLimiter[str] = RateLimiter(rate=FRAMES_PER_SECOND, burst=FRAME_BURST,
+                                  max_keys=4 * len(order) + 16)  # fmt: skip
+        self._served: TtlCache[str, bool] = TtlCache(ttl=FETCH_REPLAY_SECONDS, max_keys=1 << 16)
+        self.fetch_policy = FetchPolicy()
         self.state = NodeState(config.state_dir, task_id=self.task_id)
         self.resume = self.state.load(store)
         self.finished = asyncio.Event()
@@ -170,6 +187,10 @@ class NodeCore:
         return self._adversary
 
     @property
+    def endpoint(self) -> str:
+        return self.transport.endpoint
+
+    @property
     def round_records(self) -> list[dict[str, Any]]:
         return self.state.records
 
@@ -189,7 +210,24 @@ class NodeCore:
 
     def set_members(self, members: Collection[str], endpoints: Mapping[str, str]) -> None:
         self.member_set = frozenset(members) | {self.me}
-        self.endpoints = {a: e for a, e in endpoints.items() if a != self.me}
+        self.endpoints = {}
+        for address, endpoint in endpoints.items():
+            if address != self.me:
+                self.learn_endpoint(address, endpoint)
+
+    def learn_endpoint(self, address: str, endpoint: str) -> None:
+        """Where member ``address`` listens, if not known yet (a configured endpoint is never
+        replaced by what a peer says) and ``endpoint`` is a plain host:port (or a name on the
+        in-memory network); anything else (a ``unix:`` path, a URL) is never dialled."""
+        if address in self.endpoints or address == self.me:
+            return
+        try:
+            self.endpoints[address] = parse_endpoint(endpoint)
+        except TransportError:
+            if self.transport.endpoint.startswith("node-") and endpoint.startswith("node-"):
+                self.endpoints[address] = endpoint  # the in-memory network's names
+            else:
+                log.warning("ignoring the endpoint %r of %s: not host:port", endpoint, address)
 
     def common(self, action: object) -> bool:
         if isinstance(action, Train):
@@ -346,25 +384,30 @@ class NodeCore:
         self.driver.trained(a.round, a.base, cid, fit.num_examples, honest)
 
     async def _fetch(self, a: Fetch) -> None:
-        for source in a.sources:
-            endpoint = self.endpoints.get(source)
-            if endpoint is None:
-                continue
-            request = encode_frame(self._make("fetch", 0, {"cid": a.cid}), ttl=0)
-            try:
-                with self.store.writer(a.cid, max_bytes=self.blob_bytes) as w:
-                    async for chunk in self.transport.fetch(
-                        endpoint, request, timeout=FETCH_TIMEOUT
-                    ):
-                        self.counters.bytes_recv += len(chunk)
-                        w.write(chunk)
-                    w.commit()
-            except (TransportError, BlobError) as exc:
-                log.info("fetch %s from %s failed: %s", a.cid, source, exc)
-                continue
-            self.driver.blob(a.cid, True)
+        """Fetch ``a.cid`` from its sources in parallel, each asked with a request bound to
+        it, within an overall deadline and a minimum rate."""
+        chain_id, contract = self.driver.binding()
+        now = self.wall()
+        sources = []
+        for peer in a.sources:
+            if peer in self.endpoints:
+                request = make_fetch_request(identity=self.identity, task=self.task_id,
+                                             cid=a.cid, to=peer, now=now, chain_id=chain_id,
+                                             contract=contract)  # fmt: skip
+                sources.append(Source(endpoint=self.endpoints[peer], request=request, name=peer))
+
+        def received(n: int) -> None:
+            self.counters.bytes_recv += n
+
+        try:
+            await fetch_blob(self.transport, self.store, cid=a.cid, sources=sources,
+                             max_bytes=self.blob_bytes, policy=self.fetch_policy,
+                             on_chunk=received)  # fmt: skip
+        except FetchFailed as exc:
+            log.info("fetch %s failed: %s", a.cid, exc)
+            self.driver.blob(a.cid, False)
             return
-        self.driver.blob(a.cid, False)
+        self.driver.blob(a.cid, True)
 
     # -- transport handler -------------------------------------------------------------------
 
@@ -383,6 +426,12 @@ class NodeCore:
             self._reject(str(exc))
             return
         m = signed.message
+        if not self._quota.allow(m.sender, now=self.clock()):
+            self._reject(f"quota: {m.sender} sends more than {FRAMES_PER_SECOND:.0f} frames/s")
+            return
+        if not self.gossip.in_window(m.round):
+            self._reject(f"round: {m.round} is outside this node's window")
+            return
         if m.kind == "ihave":
             self._send_all(self.gossip.on_ihave(m.sender, m.body["ids"]))
             return
@@ -398,15 +447,14 @@ class NodeCore:
             self.driver.deliver(m)
 
     async def on_fetch(self, request: bytes) -> AsyncIterator[bytes]:
+        chain_id, contract = self.driver.binding()
         try:
-            signed, _ = decode_frame(request, task=self.task_id, known=None)
+            sender, cid = check_fetch_request(request, task=self.task_id, me=self.me,
+                                              now=self.wall(), chain_id=chain_id,
+                                              contract=contract, seen=self._served)  # fmt: skip
         except MessageError as exc:
             raise FetchRefused(f"bad request: {exc}") from exc
-        m = signed.message
-        if m.kind != "fetch":
-            raise FetchRefused("not a fetch request")
-        cid = str(m.body["cid"])
-        await self.driver.authorize(m.sender, cid)
+        await self.driver.authorize(sender, cid)
         if not self._adversary.serves(cid):
             raise FetchRefused(f"{cid} is withheld")
         if not self.store.has(cid):
@@ -470,6 +518,7 @@ class NodeCore:
 
     async def _gossip_ticker(self) -> None:
         while True:
+            self.gossip.set_round(self.driver.current_round())
             self._send_all(self.gossip.tick(self.clock()))
             await asyncio.sleep(GOSSIP_TICK_SECONDS)
 

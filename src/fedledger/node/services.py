@@ -28,6 +28,11 @@ class Services(Protocol):
     @property
     def adversary(self) -> Adversary: ...
 
+    @property
+    def endpoint(self) -> str:
+        """Where this node listens (known once the transport started)."""
+        ...
+
     def clock(self) -> float:
         """Monotonic seconds (the node's own clock, not the chain's)."""
         ...
@@ -69,6 +74,10 @@ class Services(Protocol):
         """The round logic advanced (resets the stall timer)."""
         ...
 
+    def learn_endpoint(self, address: str, endpoint: str) -> None:
+        """Where member ``address`` listens (a plain host:port; anything else is ignored)."""
+        ...
+
     def set_members(self, members: Collection[str], endpoints: Mapping[str, str]) -> None:
         """Replace who may send frames and where they are (ledger mode: from the registry)."""
         ...
@@ -79,6 +88,15 @@ class Driver(Protocol):
 
     def now(self) -> float:
         """The time the round logic runs on (the chain's in ledger mode)."""
+        ...
+
+    def current_round(self) -> int:
+        """The round (iteration) the node is in: frames far from it are dropped unread."""
+        ...
+
+    def binding(self) -> tuple[int, str]:
+        """``(chain id, task contract)`` that fetch requests are bound to: ``(0, the zero
+        address)`` without a ledger."""
         ...
 
     async def setup(self) -> str | None:

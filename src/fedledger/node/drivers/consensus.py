@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedledger.errors import FetchRefused
-from fedledger.gossip.messages import Message
+from fedledger.gossip.messages import ZERO_ADDRESS, Message
 from fedledger.node.consensus import Aggregate, ConsensusNode, RoundDone
 from fedledger.node.services import Services
 
@@ -18,10 +18,12 @@ log = logging.getLogger("fedledger.node")
 TICK_SECONDS = 0.05  # deadlines are seconds; finer ticks only cost wake-ups
 
 
-async def meet_peers(services: Services, heard: set[str], members: frozenset[str],
-                     endpoint: str, timeout: float) -> None:  # fmt: skip
-    """Announce this node's endpoint and wait (at most ``timeout``) to hear every member."""
-    services.publish("hello", 0, {"endpoint": endpoint})
+async def meet_peers(
+    services: Services, heard: set[str], members: frozenset[str], timeout: float, *, rnd: int
+) -> None:
+    """Announce this node's endpoint (signed with its round ``rnd``, so that peers' round
+    windows take it) and wait (at most ``timeout``) to hear every member."""
+    services.publish("hello", rnd, {"endpoint": services.endpoint})
     deadline = services.clock() + timeout
     while heard < members and services.clock() < deadline:
         await asyncio.sleep(0.05)
@@ -32,20 +34,25 @@ async def meet_peers(services: Services, heard: set[str], members: frozenset[str
 
 class ConsensusDriver:
     def __init__(self, services: Services, logic: ConsensusNode, *, members: frozenset[str],
-                 endpoint: str, ready_timeout: float) -> None:  # fmt: skip
+                 ready_timeout: float) -> None:  # fmt: skip
         self.services = services
         self.logic = logic
         self.members = members
-        self.endpoint = endpoint
         self.ready_timeout = ready_timeout
         self.heard: set[str] = {services.me}
 
     def now(self) -> float:
         return self.services.clock()
 
+    def current_round(self) -> int:
+        return self.logic.round
+
+    def binding(self) -> tuple[int, str]:
+        return 0, ZERO_ADDRESS
+
     async def setup(self) -> str | None:
-        await meet_peers(self.services, self.heard, self.members, self.endpoint,
-                         self.ready_timeout)  # fmt: skip
+        await meet_peers(self.services, self.heard, self.members, self.ready_timeout,
+                         rnd=self.current_round())  # fmt: skip
         return None
 
     def start(self) -> None:
@@ -60,6 +67,7 @@ class ConsensusDriver:
         self.heard.add(m.sender)
         body, now = m.body, self.now()
         if m.kind == "hello":
+            self.services.learn_endpoint(m.sender, str(body["endpoint"]))
             self.logic.on_hello(m.sender)
         elif m.kind == "update":
             self.act(self.logic.on_update(m.sender, m.round, body["cid"], body["num_examples"],

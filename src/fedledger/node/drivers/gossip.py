@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedledger.errors import FetchRefused
-from fedledger.gossip.messages import Message
+from fedledger.gossip.messages import ZERO_ADDRESS, Message
 from fedledger.node.drivers.consensus import TICK_SECONDS, meet_peers
 from fedledger.node.gossip_mode import GossipLearner, IterationDone, Mix
 from fedledger.node.services import Services
@@ -19,11 +19,10 @@ log = logging.getLogger("fedledger.node")
 
 class GossipDriver:
     def __init__(self, services: Services, logic: GossipLearner, *, members: frozenset[str],
-                 endpoint: str, ready_timeout: float) -> None:  # fmt: skip
+                 ready_timeout: float) -> None:  # fmt: skip
         self.services = services
         self.logic = logic
         self.members = members
-        self.endpoint = endpoint
         self.ready_timeout = ready_timeout
         self.heard: set[str] = {services.me}
         self._pending: IterationDone | None = None
@@ -31,9 +30,15 @@ class GossipDriver:
     def now(self) -> float:
         return self.services.clock()
 
+    def current_round(self) -> int:
+        return self.logic.iteration
+
+    def binding(self) -> tuple[int, str]:
+        return 0, ZERO_ADDRESS
+
     async def setup(self) -> str | None:
-        await meet_peers(self.services, self.heard, self.members, self.endpoint,
-                         self.ready_timeout)  # fmt: skip
+        await meet_peers(self.services, self.heard, self.members, self.ready_timeout,
+                         rnd=self.current_round())  # fmt: skip
         return None
 
     def start(self) -> None:
@@ -46,7 +51,9 @@ class GossipDriver:
 
     def deliver(self, m: Message) -> None:
         self.heard.add(m.sender)
-        if m.kind == "model":
+        if m.kind == "hello":
+            self.services.learn_endpoint(m.sender, str(m.body["endpoint"]))
+        elif m.kind == "model":
             self.act(self.logic.on_model(m.sender, m.round, m.body["cid"], self.now()))
 
     def trained(self, rnd: int, base: str, cid: str, num_examples: int, honest: str) -> None:

@@ -41,17 +41,17 @@ ACCESS_CACHE_SIZE = 1024
 
 class LedgerDriver:
     def __init__(self, services: Services, logic: LedgerRoundNode, *, ledger: Ledger,
-                 endpoint: str, stake: int | None, ready_timeout: float,
+                 stake: int | None, ready_timeout: float,
                  aggregation_params: dict[str, Any]) -> None:  # fmt: skip
         self.services = services
         self.logic = logic
         self.ledger = ledger
-        self.endpoint = endpoint
         self.stake = stake
         self.ready_timeout = ready_timeout
         self.uses_reputation = uses_reputation(aggregation_params)
         self.adversary: Adversary = services.adversary
         self.chain_now = 0.0
+        self.chain_id = int(getattr(ledger, "chain_id", 0))
         self.gas_distribute = 0
         self.active: dict[str, str] = {}
         """The task's active members and their endpoints, from the registry's events."""
@@ -59,6 +59,12 @@ class LedgerDriver:
 
     def now(self) -> float:
         return self.chain_now
+
+    def current_round(self) -> int:
+        return self.logic.current()
+
+    def binding(self) -> tuple[int, str]:
+        return self.chain_id, self.ledger.task_address
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -72,7 +78,7 @@ class LedgerDriver:
             stake = self.stake if self.stake is not None else rules.min_stake
             stake = self.adversary.stake(stake)
             try:
-                await asyncio.to_thread(ledger.join, self.endpoint, stake)
+                await asyncio.to_thread(ledger.join, self.services.endpoint, stake)
             except TransactionReverted as exc:  # e.g. a stake below the minimum
                 log.error("the task refused %s: %s", me, exc.reason)
                 return exc.reason
