@@ -120,6 +120,29 @@ def _dataset(source: DataSource, *, label_column: str | None, name: str) -> Data
     return load_dataset(kind, path=path, label_column=label_column)
 
 
+def load_model_factory(spec: str, *, base: Path | None = None) -> ModelFactory:
+    """The function ``"module:function"`` names (the module looked up in ``base`` first, then
+    on the import path): how a node.toml names a site's own model."""
+    import importlib
+    import sys
+
+    module_name, _, attr = spec.partition(":")
+    added = base is not None and str(base) not in sys.path
+    if added:
+        sys.path.insert(0, str(base))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's code: any failure to import it is a bad setting
+        raise ConfigError(f"cannot import {module_name!r}: {exc}", field="model") from exc
+    finally:
+        if added:
+            sys.path.remove(str(base))
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"{module_name!r} has no function {attr!r}", field="model")
+    return factory  # type: ignore[no-any-return]
+
+
 def trainer_for(
     task: TaskConfig, data: Dataset, *, model: ModelFactory | None = None, threads: int = 1
 ) -> Trainer:
@@ -154,6 +177,10 @@ def make_node(
     ``test`` (default: its own validation split)."""
     from fedledger.node.build import build_node
 
+    if model is None and config.model is not None:
+        model = load_model_factory(config.model, base=config.config_dir)
+    if data is None and config.data is not None:
+        data, label_column = config.data, config.label_column
     if data is None:
         if model is None:
             return build_node(config, identity=identity, transport=transport, ledger=ledger,

@@ -17,7 +17,6 @@ from fedledger.cli import main
 from fedledger.gossip.identity import Identity
 from fedledger.keys import DEPLOYER_KEY_ENV, PASSWORD_ENV, dev_deployer_key
 from fedledger.ledger.chain.anvil import find_anvil, install_anvil, start_anvil
-from fedledger.run.plan import free_ports
 from fedledger.rundir import LEDGER_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,10 +137,9 @@ name = "logreg"
 
 def test_node_with_a_keystore_and_the_password_in_the_environment(tmp_path: Path) -> None:
     (tmp_path / "task.toml").write_text(ONE_NODE_TASK)
-    (port,) = free_ports(1)
     (tmp_path / "node.toml").write_text(
         'task = "task.toml"\nindex = 0\nkey_file = "node.json"\nstate_dir = "state"\n'
-        f'listen = "127.0.0.1:{port}"\nlinger = 0.0\n'
+        'listen = "127.0.0.1:0"\nlinger = 0.0\n'
     )
     me = Identity.generate()
     me.save_keystore(tmp_path / "node.json", "pass phrase", iterations=CHEAP)

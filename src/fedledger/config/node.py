@@ -12,6 +12,12 @@
     task_address = "0x..."          #   ... and the Task contract; peers then come from its
                                     #   registry, and [[peers]] may be left out
     stake = 10000000000000000       # wei to stake when joining (default: the task's minimum)
+    data = "site.csv"               # this site's own data, trained on whole (CSV or NPZ);
+    label_column = "diagnosis"      #   without it the node takes partition ``index`` of the
+                                    #   task's data set (a simulation)
+    model = "mymodel:build"         # optional: a function returning the site's own
+                                    #   torch.nn.Module ("module:function", the module found
+                                    #   beside this file); default: the task's [model]
 
     [topology]                      # who gossips with whom (built from the task seed)
     kind = "full"                   # full | ring | regular | erdos_renyi | small_world
@@ -55,6 +61,7 @@ MODES = ("consensus", "gossip")
 MIXINGS = ("metropolis_hastings", "uniform")
 PROBES = ("backdoor",)
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 def check_address(where: str, value: object) -> str:
@@ -115,6 +122,20 @@ class NodeConfig:
     probe: str | None = None
     """For robustness experiments only: ``"backdoor"`` makes the node record, each round, the
     backdoor success rate of its model (fedledger.attacks.data.backdoor_test)."""
+    data: Path | None = None
+    """A site's own data file (CSV with ``label_column``, or NPZ), trained on whole; None:
+    partition ``index`` of the task's data set."""
+    label_column: str | None = None
+    rendezvous: Path | None = None
+    """A folder shared by the task's nodes on one machine (or a shared file system): each
+    node, once listening (on a port the OS picked, ``listen = "127.0.0.1:0"``), writes its
+    endpoint there and reads its peers' (a peer's ``endpoint`` may then be left empty)."""
+    config_dir: Path | None = None
+    """The folder of the node.toml this was read from (where ``model``'s module is looked
+    up first)."""
+    model: str | None = None
+    """``"module:function"``: the function returning the site's own ``torch.nn.Module``,
+    the module imported from the node.toml's folder first; None: the task's ``[model]``."""
 
     def __post_init__(self) -> None:
         task: object = self.task
@@ -136,7 +157,8 @@ class NodeConfig:
                 raise ConfigError(f"must be an integer in [0, {n}), got {peer.index!r}",
                                   field=f"peers[{i}].index")  # fmt: skip
             check_address(f"peers[{i}].address", peer.address)
-            check_str(f"peers[{i}].endpoint", peer.endpoint)
+            if peer.endpoint or self.rendezvous is None:
+                check_str(f"peers[{i}].endpoint", peer.endpoint)
         indices = [p.index for p in self.peers] + [self.index]
         if len(set(indices)) != len(indices):
             raise ConfigError(
@@ -159,6 +181,18 @@ class NodeConfig:
             check_int("attackers", self.attackers, low=1)
         if self.probe is not None:
             check_choice("probe", self.probe, PROBES, "probe")
+        if self.data is not None and not isinstance(self.data, Path):
+            raise ConfigError(f"must be a path, got {self.data!r}", field="data")
+        if self.data is not None and self.data.suffix.lower() not in (".csv", ".npz"):
+            raise ConfigError(f"must be a .csv or .npz file, got {str(self.data)!r}",
+                              field="data")  # fmt: skip
+        if (self.label_column is not None) != (self.data is not None and
+                                               self.data.suffix.lower() == ".csv"):  # fmt: skip
+            raise ConfigError("a CSV data file needs label_column (and only a CSV takes one)",
+                              field="label_column")  # fmt: skip
+        check_str("label_column", self.label_column, optional=True)
+        if self.model is not None and not _FACTORY.fullmatch(str(self.model)):
+            raise ConfigError(f"must be 'module:function', got {self.model!r}", field="model")
 
 
 def is_index(value: object, n: int) -> bool:
@@ -200,9 +234,16 @@ _TOP = {
     "attack",
     "attackers",
     "probe",
+    "data",
+    "label_column",
+    "model",
+    "rendezvous",
 }
 _REQUIRED = ("task", "index", "key_file", "state_dir")
-_STRUCTURED = {"task", "index", "key_file", "state_dir", "peers", "topology", "gossip", "timeouts"}
+_STRUCTURED = {
+    "task", "index", "key_file", "state_dir", "peers", "topology", "gossip", "timeouts", "data",
+    "rendezvous",
+}  # fmt: skip
 _PEER_KEYS = ("index", "address", "endpoint")
 
 
@@ -216,7 +257,9 @@ def _peers(doc: Mapping[str, Any]) -> tuple[Peer, ...]:
             raise ConfigError("needs exactly index, address and endpoint", field=f"peers[{i}]")
         check_int(f"peers[{i}].index", entry["index"], low=0)
         check_address(f"peers[{i}].address", entry["address"])
-        check_str(f"peers[{i}].endpoint", entry["endpoint"])
+        if not isinstance(entry["endpoint"], str):  # "" = found at the rendezvous
+            raise ConfigError(f"must be a string, got {entry['endpoint']!r}",
+                              field=f"peers[{i}].endpoint")  # fmt: skip
         peers.append(Peer(index=entry["index"], address=entry["address"],
                           endpoint=entry["endpoint"]))  # fmt: skip
     return tuple(peers)
@@ -241,12 +284,16 @@ def load_node_config(path: str | Path) -> NodeConfig:
     simple = {k: doc[k] for k in _TOP - _STRUCTURED if k in doc} | (
         {"stake": stake} if "stake" in doc else {}
     )
-    for key in ("chain", "task_address", "attack", "probe", "listen", "mode", "mixing"):
+    for key in ("chain", "task_address", "attack", "probe", "listen", "mode", "mixing",
+                "label_column", "model"):  # fmt: skip
         if key in simple:
             check_str(key, simple[key])
     for key in ("ready_timeout", "linger", "stall_timeout"):
         if key in simple:
             simple[key] = check_real(key, simple[key])
+    for key in ("data", "rendezvous"):
+        if key in doc:
+            check_str(key, doc[key])
     base = p.parent
     task_path = base / doc["task"]
     try:
@@ -261,6 +308,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
         index=doc["index"],
         key_file=base / doc["key_file"],
         state_dir=base / doc["state_dir"],
+        data=base / doc["data"] if "data" in doc else None,
+        rendezvous=base / doc["rendezvous"] if "rendezvous" in doc else None,
+        config_dir=base,
         peers=_peers(doc),
         topology=_table(doc, "topology", TopologySpec),
         gossip=_table(doc, "gossip", GossipConfig),
@@ -288,9 +338,13 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
         f"mixing = {toml_value(cfg.mixing)}",
         f"attackers = {cfg.attackers}",
     ]
-    for key in ("chain", "task_address", "stake", "attack", "probe"):
+    for key in ("chain", "task_address", "stake", "attack", "probe", "label_column", "model"):
         if getattr(cfg, key) is not None:
             lines.append(f"{key} = {toml_value(getattr(cfg, key))}")
+    for key in ("data", "rendezvous"):
+        value = getattr(cfg, key)
+        if value is not None:
+            lines.append(f"{key} = {toml_value(value.resolve())}")
     for name in ("topology", "gossip", "timeouts"):
         obj = getattr(cfg, name)
         lines.append(f"\n[{name}]")

@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,7 @@ from fedledger.gossip.transport import Transport
 from fedledger.learning import Params, Trainer
 from fedledger.node.consensus import Contribution, Fetch, Finished, Publish, Train
 from fedledger.node.services import Driver
-from fedledger.node.state import NodeState
+from fedledger.node.state import NodeState, write_atomically
 from fedledger.seeds import derive_seed
 
 log = logging.getLogger("fedledger.node")
@@ -140,7 +141,8 @@ class NodeCore:
         order = sorted(members)
         self.addresses = [members[i] for i in order]
         self.member_set: frozenset[str] = frozenset(self.addresses)
-        self.endpoints: dict[str, str] = {p.address: p.endpoint for p in config.peers}
+        self.endpoints: dict[str, str] = {p.address: p.endpoint for p in config.peers
+                                          if p.endpoint}  # fmt: skip
         self.topology = build_topology(config.topology, len(order), seed=config.task.seed)
         self.position = order.index(config.index)
         self.neighbours = [self.addresses[j] for j in self.topology[self.position]]
@@ -492,6 +494,8 @@ class NodeCore:
         gossip = asyncio.get_running_loop().create_task(self._gossip_ticker())
         ticker: asyncio.Task[None] | None = None
         try:
+            if self.config.rendezvous is not None:
+                await self._rendezvous(self.config.rendezvous)
             self.refused = await self.driver.setup()
             if self.refused is not None:
                 return self.summary()
@@ -515,6 +519,26 @@ class NodeCore:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.transport.close()
         return self.summary()
+
+    async def _rendezvous(self, folder: Path) -> None:
+        """Publish this node's endpoint in ``folder`` and read every member's from there
+        (waiting for them at most ``ready_timeout``)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(folder / f"{self.me}.endpoint", self.endpoint)
+        others = [a for a in self.addresses if a != self.me]
+        deadline = self.clock() + self.config.ready_timeout
+        while True:
+            missing = [a for a in others if not (folder / f"{a}.endpoint").exists()]
+            if not missing or self.clock() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        if missing:
+            log.warning("no endpoint at the rendezvous for %d member(s)", len(missing))
+        for address in others:
+            if address not in missing:
+                text = (folder / f"{address}.endpoint").read_text(encoding="utf-8").strip()
+                self.endpoints.pop(address, None)
+                self.learn_endpoint(address, text)
 
     async def _gossip_ticker(self) -> None:
         while True:

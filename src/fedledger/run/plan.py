@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,20 +18,6 @@ log = logging.getLogger("fedledger.run")
 
 ProgressFn = Callable[[int, int, float], None]
 """``progress(rounds_done_by_all, total_rounds, mean_accuracy)``."""
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct free TCP ports on ``host`` (bound and released at once)."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def plan(
@@ -62,10 +47,18 @@ def plan(
         identities = [Identity.from_seed(task.seed, i) for i in range(n)]
     if len(identities) != n:
         raise ConfigError(f"{len(identities)} keys for {n} nodes", field="task.nodes")
+    rendezvous: Path | None = None
     if transport == "grpc":
-        endpoints = [f"127.0.0.1:{p}" for p in free_ports(n)]
+        # Each node listens on a port the OS picks, and finds the others' at the rendezvous
+        # (or, on a chain, in the task's registry): no port is picked in advance.
+        endpoints = [""] * n
+        listen = ["127.0.0.1:0"] * n
+        rendezvous = out / "endpoints"
+        if rendezvous.exists():  # a previous run's endpoints are stale
+            for stale in rendezvous.glob("*.endpoint"):
+                stale.unlink()
     else:
-        endpoints = [f"node-{i}" for i in range(n)]
+        endpoints = listen = [f"node-{i}" for i in range(n)]
     configs = []
     for i in range(n):
         node_dir = out / f"node-{i}"
@@ -77,7 +70,8 @@ def plan(
         configs.append(
             NodeConfig(
                 task=task, task_path=task_path, index=i, key_file=node_dir / "node.key",
-                state_dir=node_dir / "state", listen=endpoints[i], mode=mode, peers=peers,
+                state_dir=node_dir / "state", listen=listen[i], mode=mode, peers=peers,
+                rendezvous=rendezvous,
                 topology=topology, timeouts=timeouts or Timeouts(), mixing=mixing,
                 chain=chain_url, task_address=task_address,
                 attack=attack if i in attackers else None, attackers=len(attackers),
