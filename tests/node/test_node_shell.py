@@ -232,3 +232,54 @@ def test_a_member_that_left_can_no_longer_download(tmp_path: Path) -> None:
     with pytest.raises(FetchRefused):
         fetch(ids[1])
     assert ids[1].address not in node.member_set  # its frames are refused too
+
+
+def test_outsiders_cannot_grow_the_access_cache_without_bound(tmp_path: Path) -> None:
+    # Before: every fresh outsider key added a cache entry (and a chain call) for good.
+    from fedledger.config import DataConfig, LedgerConfig, TaskConfig
+    from fedledger.learning.trainer import ModelSpec
+    from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
+    from fedledger.ledger.records import Finalized
+    from fedledger.ledger.rules import rules_for
+    from fedledger.node.drivers.ledger import ACCESS_CACHE_SIZE, LedgerDriver
+
+    task = TaskConfig(name="serve", seed=4, rounds=2, nodes=2, model=ModelSpec(name="logreg"),
+                      data=DataConfig(dataset="digits", partition="iid"),
+                      ledger=LedgerConfig(access="members", min_stake=10))  # fmt: skip
+    configs = plan(task, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
+                   topology=TopologySpec(), transport="memory")  # fmt: skip
+    me = Identity.from_seed(task.seed, 0)
+    owner = "0x" + "11" * 20
+    memory = MemoryTask(rules_for(task, token="0x" + "22" * 20, treasury=owner), owner=owner,
+                        clock=lambda: 1000.0)  # fmt: skip
+    ledger = MemoryLedger(memory, me.address)
+    transport = MemoryNetwork(seed=0).transport("node-0")
+    node = build_node(configs[0], identity=me, store=MemoryBlobStore(), transport=transport,
+                      ledger=ledger)  # fmt: skip
+    assert node.blob_bytes == len(encode(node.params(node.initial_cid)))  # the model's exact size
+    driver = node.driver
+    assert isinstance(driver, LedgerDriver)
+    blob = _blob(1.0)
+    model = node.store.put(blob)
+    import hashlib
+
+    driver.logic.on_events([Finalized(block=9, time=1000, tx="0x" + "00" * 32, index=0, round=1,
+                                      model_digest=hashlib.sha256(blob).digest(),
+                                      result_digest=b"\x01" * 32)], 1000.0)  # fmt: skip
+
+    async def flood() -> int:
+        refused = 0
+        for i in range(ACCESS_CACHE_SIZE + 200):
+            outsider = Identity.from_seed(10_000, i)
+            request = make_fetch_request(identity=outsider, task=node.task_id, cid=model,
+                                         to=node.me, now=time.time(),
+                                         contract=ledger.task_address)  # fmt: skip
+            try:
+                async for _ in node.on_fetch(request):
+                    pass
+            except FetchRefused:
+                refused += 1
+        return refused
+
+    assert asyncio.run(flood()) == ACCESS_CACHE_SIZE + 200  # access = members: all refused
+    assert len(driver._access) == ACCESS_CACHE_SIZE
