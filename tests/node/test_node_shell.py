@@ -25,11 +25,15 @@ from fedledger.gossip.memory import MemoryNetwork
 from fedledger.gossip.messages import encode_frame, make_fetch_request, make_message
 from fedledger.gossip.topology import TopologySpec
 from fedledger.learning import FitResult, Params, TrainConfig, Trainer
+from fedledger.ledger.memory_ledger import MemoryLedger
 from fedledger.node.build import build_node
 from fedledger.node.consensus import Timeouts
-from fedledger.node.core import task_id
+from fedledger.node.core import NodeCore, task_id
+from fedledger.node.drivers.ledger import ACCESS_CACHE_SIZE, LedgerDriver
 from fedledger.run.plan import plan
 from fedledger.task import build_trainer, prepare_task
+from tests.node.test_ledger_serving import finalize
+from tests.node.test_ledger_serving import make_node as ledger_node
 from tests.support import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,97 +193,47 @@ def test_round_function_refuses_a_base_that_is_no_model() -> None:
 # -- ledger-mode membership ---------------------------------------------------------------------
 
 
-def test_a_member_that_left_can_no_longer_download(tmp_path: Path) -> None:
-    from fedledger.config import DataConfig, LedgerConfig, TaskConfig
-    from fedledger.learning.trainer import ModelSpec
-    from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
-    from fedledger.ledger.rules import rules_for
-    from fedledger.node.drivers.ledger import LedgerDriver
+def _fetch(node: NodeCore, who: Identity, cid: str) -> bytes:
+    chain_id, contract = node.driver.binding()
+    request = make_fetch_request(identity=who, task=node.task_id, cid=cid, to=node.me,
+                                 now=time.time(), chain_id=chain_id, contract=contract)  # fmt: skip
 
-    task = TaskConfig(name="serve", seed=4, rounds=2, nodes=2, model=ModelSpec(name="logreg"),
-                      data=DataConfig(dataset="digits", partition="iid"),
-                      ledger=LedgerConfig(access="members", min_stake=10))  # fmt: skip
-    configs = plan(task, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
-                   topology=TopologySpec(), transport="memory")  # fmt: skip
-    ids = [Identity.from_seed(task.seed, i) for i in range(2)]
-    owner = "0x" + "11" * 20
-    memory = MemoryTask(rules_for(task, token="0x" + "22" * 20, treasury=owner), owner=owner,
-                        clock=lambda: 1000.0)  # fmt: skip
-    for identity in ids:
-        MemoryLedger(memory, identity.address).join("node", 10)
-    ledger = MemoryLedger(memory, ids[0].address)
-    node = build_node(configs[0], identity=ids[0], store=MemoryBlobStore(),
-                      transport=MemoryNetwork(seed=0).transport("node-0"),
-                      ledger=ledger)  # fmt: skip
+    async def go() -> bytes:
+        return b"".join([c async for c in node.on_fetch(request)])
+
+    return asyncio.run(go())
+
+
+def test_a_member_that_left_can_no_longer_download(tmp_path: Path) -> None:
+    # Before: the member set only grew; a member that left kept downloading.
+    node, memory = ledger_node(tmp_path, "members")
     driver = node.driver
     assert isinstance(driver, LedgerDriver)
-    driver.update_registry(ledger.events(-1))
+    ledger = MemoryLedger(memory, node.me)
+    leaver = Identity.from_seed(4, 1)
     blob = node.store.put(_blob(1.0))
-
-    def fetch(who: Identity) -> bytes:
-        frame = make_fetch_request(identity=who, task=node.task_id, cid=blob, to=node.me,
-                                   now=time.time(), contract=ledger.task_address)  # fmt: skip
-
-        async def go() -> bytes:
-            return b"".join([c async for c in node.on_fetch(frame)])
-
-        return asyncio.run(go())
-
-    assert fetch(ids[1]) == _blob(1.0)  # a member
+    assert _fetch(node, leaver, blob) == _blob(1.0)  # a member
     cursor = ledger.head()
-    MemoryLedger(memory, ids[1].address).leave()
+    MemoryLedger(memory, leaver.address).leave()
     driver.update_registry(ledger.events(cursor))
     with pytest.raises(FetchRefused):
-        fetch(ids[1])
-    assert ids[1].address not in node.member_set  # its frames are refused too
+        _fetch(node, leaver, blob)
+    assert leaver.address not in node.member_set  # its frames are refused too
 
 
 def test_outsiders_cannot_grow_the_access_cache_without_bound(tmp_path: Path) -> None:
     # Before: every fresh outsider key added a cache entry (and a chain call) for good.
-    from fedledger.config import DataConfig, LedgerConfig, TaskConfig
-    from fedledger.learning.trainer import ModelSpec
-    from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
-    from fedledger.ledger.records import Finalized
-    from fedledger.ledger.rules import rules_for
-    from fedledger.node.drivers.ledger import ACCESS_CACHE_SIZE, LedgerDriver
-
-    task = TaskConfig(name="serve", seed=4, rounds=2, nodes=2, model=ModelSpec(name="logreg"),
-                      data=DataConfig(dataset="digits", partition="iid"),
-                      ledger=LedgerConfig(access="members", min_stake=10))  # fmt: skip
-    configs = plan(task, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
-                   topology=TopologySpec(), transport="memory")  # fmt: skip
-    me = Identity.from_seed(task.seed, 0)
-    owner = "0x" + "11" * 20
-    memory = MemoryTask(rules_for(task, token="0x" + "22" * 20, treasury=owner), owner=owner,
-                        clock=lambda: 1000.0)  # fmt: skip
-    ledger = MemoryLedger(memory, me.address)
-    transport = MemoryNetwork(seed=0).transport("node-0")
-    node = build_node(configs[0], identity=me, store=MemoryBlobStore(), transport=transport,
-                      ledger=ledger)  # fmt: skip
+    node, _ = ledger_node(tmp_path, "members")
     assert node.blob_bytes == len(encode(node.params(node.initial_cid)))  # the model's exact size
     driver = node.driver
     assert isinstance(driver, LedgerDriver)
-    blob = _blob(1.0)
-    model = node.store.put(blob)
-    import hashlib
-
-    driver.logic.on_events([Finalized(block=9, time=1000, tx="0x" + "00" * 32, index=0, round=1,
-                                      model_digest=hashlib.sha256(blob).digest(),
-                                      result_digest=b"\x01" * 32)], 1000.0)  # fmt: skip
-
-    async def flood() -> int:
-        refused = 0
-        for i in range(ACCESS_CACHE_SIZE + 200):
-            outsider = Identity.from_seed(10_000, i)
-            request = make_fetch_request(identity=outsider, task=node.task_id, cid=model,
-                                         to=node.me, now=time.time(),
-                                         contract=ledger.task_address)  # fmt: skip
-            try:
-                async for _ in node.on_fetch(request):
-                    pass
-            except FetchRefused:
-                refused += 1
-        return refused
-
-    assert asyncio.run(flood()) == ACCESS_CACHE_SIZE + 200  # access = members: all refused
+    model = finalize(node, _blob(1.0))
+    outsiders = [Identity.from_seed(10_000, i) for i in range(ACCESS_CACHE_SIZE + 200)]
+    refused = 0
+    for outsider in outsiders:
+        try:
+            _fetch(node, outsider, model)
+        except FetchRefused:
+            refused += 1
+    assert refused == len(outsiders)  # access = members: all refused
     assert len(driver._access) == ACCESS_CACHE_SIZE

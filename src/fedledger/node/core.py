@@ -210,6 +210,10 @@ class NodeCore:
     def progressed(self) -> None:
         self._last_progress = self.clock()
 
+    def round_finished(self, rnd: int, model: str, extra: Mapping[str, Any]) -> None:
+        self.progressed()
+        self.spawn(self.round_done(rnd, model, extra), what=f"round {rnd}: recording")
+
     def set_members(self, members: Collection[str], endpoints: Mapping[str, str]) -> None:
         self.member_set = frozenset(members) | {self.me}
         self.endpoints = {}

@@ -70,6 +70,11 @@ class Services(Protocol):
         """Persist the round's progress and record its evaluation."""
         ...
 
+    def round_finished(self, rnd: int, model: str, extra: Mapping[str, Any]) -> None:
+        """A round (or iteration) ended with ``model``: progress, then :meth:`round_done` in
+        the background."""
+        ...
+
     def progressed(self) -> None:
         """The round logic advanced (resets the stall timer)."""
         ...

@@ -213,17 +213,14 @@ class LedgerDriver:
             elif isinstance(a, Aggregate):
                 self.services.spawn(self._aggregate(a), what=f"round {a.round}: aggregation")
             elif isinstance(a, LedgerRoundDone):
-                self.services.progressed()
                 log.info("round %d %s: model %s (%d attested it, gas %d)%s", a.round,
                          "finalized" if a.finalized else "skipped", a.model, a.attesters, a.gas,
                          ", adopted" if a.adopted else "")  # fmt: skip
-                extra = {
+                self.services.round_finished(a.round, a.model, {
                     "finalized": a.finalized, "adopted": a.adopted, "caught_up": a.caught_up,
                     "included": a.included, "attesters": a.attesters,
                     "attestations": a.attestations, "gas": a.gas, "gas_by_kind": a.gas_by_kind,
-                }  # fmt: skip
-                self.services.spawn(self.services.round_done(a.round, a.model, extra),
-                                    what=f"round {a.round}: recording")  # fmt: skip
+                })  # fmt: skip
 
     async def _aggregate(self, a: Aggregate) -> None:
         senders = [c.sender for c in a.inputs]
