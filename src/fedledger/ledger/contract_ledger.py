@@ -168,6 +168,10 @@ class ContractLedger(TaskTransactions):
         return str(self.contract.address)
 
     @property
+    def chain_id(self) -> int:
+        return int(self.chain.chain_id)
+
+    @property
     @translated
     def token(self) -> Contract:
         if self._token is None:

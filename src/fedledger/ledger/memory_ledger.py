@@ -84,6 +84,10 @@ def _key(address: str) -> str:
     return to_checksum_address(address)
 
 
+MEMORY_CHAIN_ID = 0
+"""The in-memory ledger is on no chain."""
+
+
 class MemoryTask:
     """The Task contract's rules in Python: one shared state behind many :class:`MemoryLedger`
     handles. Every transaction is its own block, stamped ``max(previous, int(clock()))``.
@@ -389,6 +393,10 @@ class MemoryLedger(TaskTransactions):
     @property
     def task_address(self) -> str:
         return self.task.address
+
+    @property
+    def chain_id(self) -> int:
+        return MEMORY_CHAIN_ID
 
     def rules(self) -> TaskRules:
         return self.task.rules

@@ -282,6 +282,11 @@ class Ledger(Protocol):
         """The task's address (an identifier for the in-memory ledger)."""
         ...
 
+    @property
+    def chain_id(self) -> int:
+        """The chain's id (what signed requests and messages are bound to)."""
+        ...
+
     def rules(self) -> TaskRules: ...
 
     def now(self) -> int:

@@ -51,7 +51,7 @@ class LedgerDriver:
         self.uses_reputation = uses_reputation(aggregation_params)
         self.adversary: Adversary = services.adversary
         self.chain_now = 0.0
-        self.chain_id = int(getattr(ledger, "chain_id", 0))
+        self.chain_id = ledger.chain_id
         self.gas_distribute = 0
         self.active: dict[str, str] = {}
         """The task's active members and their endpoints, from the registry's events."""
