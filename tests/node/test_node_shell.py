@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from fedledger.aggregation.round import aggregate_round
+from fedledger.api import run_task
 from fedledger.commit import cid_of, decode, encode
 from fedledger.config import AggregationConfig, load_config
 from fedledger.data import Dataset
-from fedledger.errors import CodecError, FetchRefused, TrainingError
+from fedledger.errors import CodecError, FetchRefused, RunFailed, TrainingError
 from fedledger.gossip.blobs import MemoryBlobStore
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
@@ -237,3 +239,28 @@ def test_outsiders_cannot_grow_the_access_cache_without_bound(tmp_path: Path) ->
             refused += 1
     assert refused == len(outsiders)  # access = members: all refused
     assert len(driver._access) == ACCESS_CACHE_SIZE
+
+
+class _Stuck(torch.nn.Module):
+    """A model whose training changes nothing: every update equals its base (free-riding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = torch.nn.Linear(30, 2)
+        self.frozen.requires_grad_(False)
+        self.idle = torch.nn.Parameter(torch.zeros(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.frozen(x) + 0.0 * self.idle
+        return out
+
+
+@pytest.mark.slow
+def test_a_run_in_which_no_round_aggregated_fails_loudly(tmp_path: Path) -> None:
+    # Before: every round kept the base model, accuracy stayed at chance, and the run "passed".
+    rng = np.random.default_rng(0)
+    data = [(rng.normal(size=(40, 30)).astype(np.float32), np.arange(40) % 2) for _ in range(3)]
+    task = replace(load_config(ROOT / "examples" / "own_model" / "task.toml"), rounds=2)
+    with pytest.raises(RunFailed, match="no round produced a model"):
+        run_task(task, out=tmp_path, model=_Stuck, data=data)
+    assert (tmp_path / "report.json").exists()  # the report is still written, for the record

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedledger.aggregation import fixedpoint as fx
-from fedledger.aggregation.params import rule_params
+from fedledger.aggregation.params import RULE_PARAMS, rule_params
 from fedledger.aggregation.validation import (
     ParamSpec,
     Prepared,
@@ -524,8 +524,8 @@ def aggregate(
     kwargs: dict[str, Any] = dict(params or {})
     norm_bound = kwargs.pop("norm_bound", None)
     min_rep = kwargs.pop("min_reputation", None)
-    rep_after = kwargs.pop("reputation_after", 3)
-    rep_rewards = kwargs.pop("reputation_rewards", False)
+    rep_after = kwargs.pop("reputation_after", RULE_PARAMS["reputation_after"].default)
+    rep_rewards = kwargs.pop("reputation_rewards", RULE_PARAMS["reputation_rewards"].default)
     if (min_rep is not None or rep_rewards) and (
         reputation is None or len(reputation) != len(updates)
     ):
