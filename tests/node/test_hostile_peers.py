@@ -107,6 +107,9 @@ class Bound:
         """Whether the node has attached itself (frames before that are dropped)."""
         return self._proxy.target is not None
 
+    def dialable(self, endpoint: str) -> str:
+        return self.grpc.dialable(endpoint)
+
     async def start(self, handler: Handler) -> None:
         self._proxy.target = handler
 

@@ -257,6 +257,10 @@ class GrpcTransport:
             raise TransportError("the endpoint of a port-0 transport is known after start()")
         return _format_endpoint(self._host, self._port)
 
+    def dialable(self, endpoint: str) -> str:
+        """``host:port`` only (:func:`fedledger.gossip.endpoints.parse_endpoint`)."""
+        return parse_endpoint(endpoint)
+
     @property
     def host(self) -> str:
         """The address the server binds to."""

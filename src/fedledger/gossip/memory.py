@@ -277,6 +277,12 @@ class MemoryTransport:
         """This node's name on the network."""
         return self._endpoint
 
+    def dialable(self, endpoint: str) -> str:
+        """A name on the in-memory network: a non-empty, printable string."""
+        if not endpoint or len(endpoint) > 256 or not endpoint.isprintable():
+            raise TransportError(f"not a name on the in-memory network: {endpoint[:60]!r}")
+        return endpoint
+
     @property
     def network(self) -> MemoryNetwork:
         """The network this transport belongs to."""

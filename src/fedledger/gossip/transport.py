@@ -48,6 +48,11 @@ class Transport(Protocol):
         """Where peers reach this node (``host:port`` for gRPC, a name in memory)."""
         ...
 
+    def dialable(self, endpoint: str) -> str:
+        """``endpoint`` in canonical form, if this transport would dial it; raises
+        :class:`fedledger.errors.TransportError` otherwise (a ``unix:`` path, a URL, ...)."""
+        ...
+
     async def start(self, handler: Handler) -> None:
         """Begin serving ``handler`` at :attr:`endpoint`."""
 

@@ -44,7 +44,6 @@ from fedledger.errors import (
     TransportError,
 )
 from fedledger.gossip.blobs import BlobStore
-from fedledger.gossip.endpoints import parse_endpoint
 from fedledger.gossip.fetching import FetchFailed, FetchPolicy, Source, fetch_blob
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.limits import RateLimiter, TtlCache
@@ -228,12 +227,9 @@ class NodeCore:
         if address in self.endpoints or address == self.me:
             return
         try:
-            self.endpoints[address] = parse_endpoint(endpoint)
-        except TransportError:
-            if self.transport.endpoint.startswith("node-") and endpoint.startswith("node-"):
-                self.endpoints[address] = endpoint  # the in-memory network's names
-            else:
-                log.warning("ignoring the endpoint %r of %s: not host:port", endpoint, address)
+            self.endpoints[address] = self.transport.dialable(endpoint)
+        except TransportError as exc:
+            log.warning("ignoring the endpoint of %s: %s", address, exc)
 
     def common(self, action: object) -> bool:
         if isinstance(action, Train):
