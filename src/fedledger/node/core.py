@@ -168,6 +168,7 @@ class NodeCore:
         self.final_model: str | None = None
         self.failure: str | None = None
         self.refused: str | None = None
+        self.expelled: str | None = None
         self.started_at = 0.0
         self.stalled = False
         self.aggregated_rounds = 0
@@ -220,11 +221,12 @@ class NodeCore:
             if address != self.me:
                 self.learn_endpoint(address, endpoint)
 
-    def learn_endpoint(self, address: str, endpoint: str) -> None:
-        """Where member ``address`` listens, if not known yet (a configured endpoint is never
-        replaced by what a peer says) and ``endpoint`` is a plain host:port (or a name on the
-        in-memory network); anything else (a ``unix:`` path, a URL) is never dialled."""
-        if address in self.endpoints or address == self.me:
+    def learn_endpoint(self, address: str, endpoint: str, *, replace: bool = False) -> None:
+        """Where member ``address`` listens, if ``endpoint`` is one the transport dials (a
+        plain host:port for gRPC; never a ``unix:`` path or a URL). A known endpoint is
+        replaced only with ``replace``: by the member's own signed ``hello`` (a restarted
+        node listens on a new port), never by what another peer says."""
+        if address == self.me or (address in self.endpoints and not replace):
             return
         try:
             self.endpoints[address] = self.transport.dialable(endpoint)
@@ -329,6 +331,13 @@ class NodeCore:
 
     def params(self, cid: str) -> Params:
         return decode(self.store.get(cid), max_bytes=self.blob_bytes)
+
+    def expel(self, reason: str) -> None:
+        """The task removed this node (it was slashed): it stops, holding no model."""
+        if self.expelled is None:
+            self.expelled = reason
+            log.error("stopping: %s", reason)
+        self.finished.set()
 
     def fail(self, reason: str) -> None:
         """End the node: ``reason`` is its failure."""
@@ -506,7 +515,7 @@ class NodeCore:
             if not await self._until_finished():
                 self.stalled = True
                 self.fail(f"no progress for {self.config.stall_timeout:.0f} s")
-            if self.failure is None:
+            if self.failure is None and self.expelled is None:
                 await self._linger()
         finally:
             for t in (gossip, ticker):
@@ -557,7 +566,8 @@ class NodeCore:
         return {
             "node": self.config.index,
             "address": self.identity.address,
-            "final_model": self.final_model if self.failure is None else None,
+            "final_model": self.final_model if self.failure is None and not self.expelled else None,
+            "expelled": self.expelled,
             "failure": self.failure,
             "stalled": self.stalled,
             "started_at": self.started_at,

@@ -75,12 +75,17 @@ class Services(Protocol):
         the background."""
         ...
 
+    def expel(self, reason: str) -> None:
+        """The task removed this node (slashed, say): it stops, holding no model."""
+        ...
+
     def progressed(self) -> None:
         """The round logic advanced (resets the stall timer)."""
         ...
 
-    def learn_endpoint(self, address: str, endpoint: str) -> None:
-        """Where member ``address`` listens (a plain host:port; anything else is ignored)."""
+    def learn_endpoint(self, address: str, endpoint: str, *, replace: bool = False) -> None:
+        """Where member ``address`` listens (a plain host:port; anything else is ignored);
+        ``replace``: the member itself said so, in a signed ``hello``."""
         ...
 
     def set_members(self, members: Collection[str], endpoints: Mapping[str, str]) -> None:

@@ -92,6 +92,8 @@ def check_summary(summary: dict[str, Any]) -> None:
     """Raise :class:`RunFailed` unless the node completed its task."""
     if summary.get("refused"):
         raise RunFailed(f"the task refused this node: {summary['refused']}")
+    if summary.get("expelled"):
+        raise RunFailed(f"the task expelled this node: {summary['expelled']}")
     if summary.get("failure"):
         raise RunFailed(str(summary["failure"]))
     if not summary.get("final_model"):

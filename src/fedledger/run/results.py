@@ -96,8 +96,10 @@ def merge_report(
             round=rnd, acc_mean=acc.acc_mean, acc_min=acc.acc_min, acc_max=acc.acc_max,
             wall_s=max(r["t"] for _, r in recs) - t0, extra=extra,
         ))  # fmt: skip
-    # Nodes the task refused to register (a stake below the minimum) hold no model.
-    finals = [s.get("final_model") for s in summaries if s.get("refused") is None]
+    # Nodes the task refused to register (a stake below the minimum), and members it expelled
+    # (slashed), hold no model.
+    finals = [s.get("final_model") for s in summaries
+              if s.get("refused") is None and s.get("expelled") is None]  # fmt: skip
     last = records[-1] if records else None
     final: dict[str, Any] = {
         "acc_mean": last.acc_mean if last else None,
@@ -108,6 +110,7 @@ def merge_report(
         "rounds_completed": last.round if last else 0,
         "model_digests_agree": None not in finals and len(set(finals)) == 1,
         "refused": {s["address"]: s["refused"] for s in summaries if s.get("refused")},
+        "expelled": {s["address"]: s["expelled"] for s in summaries if s.get("expelled")},
         "bytes_per_node_per_round": {
             "sent": sum(r.extra["bytes_per_node"]["sent"] for r in records) / max(len(records), 1),
             "recv": sum(r.extra["bytes_per_node"]["recv"] for r in records) / max(len(records), 1),

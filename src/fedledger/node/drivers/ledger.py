@@ -135,6 +135,9 @@ class LedgerDriver:
                 changed = True
             elif isinstance(e, Left | Slashed):
                 changed = self.active.pop(e.member, None) is not None or changed
+                if e.member == self.services.me and isinstance(e, Slashed):
+                    self.services.expel(f"slashed by the task in block {e.block}: its stake "
+                                        f"({e.amount} wei) was taken")  # fmt: skip
         if changed:
             self.services.set_members(self.active, self.active)
 

@@ -86,8 +86,8 @@ class PeerDriver:
 
     def deliver(self, m: Message) -> None:
         self.heard.add(m.sender)
-        if m.kind == "hello":
-            self.services.learn_endpoint(m.sender, str(m.body["endpoint"]))
+        if m.kind == "hello":  # a member says where it listens now (restarted on a new port)
+            self.services.learn_endpoint(m.sender, str(m.body["endpoint"]), replace=True)
         self.on_message(m)
 
     def blob(self, cid: str, ok: bool) -> None:
