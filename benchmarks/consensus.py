@@ -57,7 +57,7 @@ def main() -> None:
         "acc": report.final["acc_mean"], "bytes": 0.0, "agree": True,
     })  # fmt: skip
     for transport in ("memory", "grpc"):
-        rep = run_task(task, out=out / f"consensus-{transport}", transport=transport,
+        rep = run_task(task, out=out / f"consensus-{transport}", transport=transport, chain="none",
                        timeout=1800).to_dict()  # fmt: skip
         f = rep["final"]
         b = f["bytes_per_node_per_round"]

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 def test_five_node_processes_reach_consensus_on_the_fedavg_model(tmp_path: Path) -> None:
     task = replace(load_config(DIGITS), nodes=5, rounds=10)
     baseline, params = run_fedavg(prepare_task(task))
-    report = run_task(task, out=tmp_path, transport="grpc", timeout=600).to_dict()
+    report = run_task(task, out=tmp_path, transport="grpc", chain="none", timeout=600).to_dict()
     final = report["final"]
     assert final["rounds_completed"] == 10
     assert final["model_digests_agree"] is True

@@ -244,7 +244,7 @@ async def _one(
                 try:
                     if wait <= 0:
                         raise TimeoutError
-                    chunk = await asyncio.wait_for(anext(stream), wait)
+                    chunk = await _next_chunk(stream, wait)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
@@ -265,6 +265,26 @@ async def _one(
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+
+
+async def _next_chunk(stream: AsyncIterator[bytes], wait: float) -> bytes:
+    """The stream's next chunk within ``wait`` seconds, else TimeoutError. Unlike
+    ``asyncio.wait_for``, a step that ends with an error while being cancelled (a transport
+    turns the cancellation into its own error) has that error retrieved, not left unread."""
+    step: asyncio.Future[bytes] = asyncio.ensure_future(anext(stream))
+    done, _ = await asyncio.wait({step}, timeout=wait)
+    if done:
+        return step.result()
+    step.cancel()
+    try:
+        await step
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this fetch itself is being cancelled
+    except Exception:  # the step's own end, after cancelling it: nothing to report
+        pass
+    raise TimeoutError
 
 
 def _too_slow(received: int, elapsed: float, policy: FetchPolicy) -> _TooSlow:
