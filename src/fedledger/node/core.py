@@ -160,6 +160,8 @@ class NodeCore:
         # Bounded per-peer state: a member's frame budget, the fetch requests already served.
         self._quota: RateLimiter[str] = RateLimiter(rate=FRAMES_PER_SECOND, burst=FRAME_BURST,
                                   max_keys=4 * len(order) + 16)  # fmt: skip
+        self._hello_round: dict[str, int] = {}
+        """The round of each member's latest hello (members only: a bounded table)."""
         self._served: TtlCache[str, bool] = TtlCache(ttl=FETCH_REPLAY_SECONDS, max_keys=1 << 16)
         self.fetch_policy = FetchPolicy()
         self.state = NodeState(config.state_dir, task_id=self.task_id)
@@ -439,6 +441,16 @@ class NodeCore:
         m = signed.message
         if not self._quota.allow(m.sender, now=self.clock()):
             self._reject(f"quota: {m.sender} sends more than {FRAMES_PER_SECOND:.0f} frames/s")
+            return
+        if m.kind == "hello":
+            # Point to point, whatever its round: a node restarted from an old round must be
+            # able to tell the others its new endpoint. Never stored or relayed by gossip, and
+            # never older than the member's last (a replayed old hello cannot move it back).
+            if m.round < self._hello_round.get(m.sender, 0):
+                self._reject(f"hello: older than {m.sender}'s last")
+                return
+            self._hello_round[m.sender] = m.round
+            self.driver.deliver(m)
             return
         if not self.gossip.in_window(m.round):
             self._reject(f"round: {m.round} is outside this node's window")
