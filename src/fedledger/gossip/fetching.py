@@ -269,22 +269,24 @@ async def _one(
 
 async def _next_chunk(stream: AsyncIterator[bytes], wait: float) -> bytes:
     """The stream's next chunk within ``wait`` seconds, else TimeoutError. Unlike
-    ``asyncio.wait_for``, a step that ends with an error while being cancelled (a transport
-    turns the cancellation into its own error) has that error retrieved, not left unread."""
+    ``asyncio.wait_for``, the step is never left behind unread: when it times out, or this
+    fetch is cancelled (another source won), the step is cancelled and whatever it ends with
+    (a transport turns the cancellation into its own error) is retrieved."""
     step: asyncio.Future[bytes] = asyncio.ensure_future(anext(stream))
-    done, _ = await asyncio.wait({step}, timeout=wait)
+    step.add_done_callback(_retrieve)
+    try:
+        done, _ = await asyncio.wait({step}, timeout=wait)
+    finally:
+        if not step.done():
+            step.cancel()
     if done:
         return step.result()
-    step.cancel()
-    try:
-        await step
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # this fetch itself is being cancelled
-    except Exception:  # the step's own end, after cancelling it: nothing to report
-        pass
     raise TimeoutError
+
+
+def _retrieve(step: asyncio.Future[bytes]) -> None:
+    if not step.cancelled():
+        step.exception()  # marks it retrieved: a step given up on has nothing to report
 
 
 def _too_slow(received: int, elapsed: float, policy: FetchPolicy) -> _TooSlow:
