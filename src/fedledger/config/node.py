@@ -4,8 +4,12 @@
 
     task = "digits.toml"            # the task configuration (paths relative to this file)
     index = 3                       # which of the task's data partitions this node holds
-    key_file = "node.key"           # hex secp256k1 key, mode 0600 (created if missing)
-    listen = "127.0.0.1:50053"      # bind address: one interface, never all by default
+    key_file = "node.key"           # hex key or eth-account keystore, mode 0600 (created if
+                                    #   missing; the password from FEDLEDGER_KEY_PASSWORD)
+    listen = "127.0.0.1:0"          # bind address (one interface, never all by default);
+                                    #   port 0: the OS picks, peers learn it (registry,
+                                    #   rendezvous, or hello)
+    rendezvous = "../endpoints"     # nodes of one machine publish their endpoints here
     state_dir = "state"             # blobs, state.json (for restarts), rounds.jsonl, node.log
     mode = "consensus"              # consensus | gossip
     chain = "http://127.0.0.1:8545" # ledger mode: the chain's JSON-RPC URL ...
