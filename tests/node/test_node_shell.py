@@ -264,3 +264,44 @@ def test_a_run_in_which_no_round_aggregated_fails_loudly(tmp_path: Path) -> None
     with pytest.raises(RunFailed, match="no round produced a model"):
         run_task(task, out=tmp_path, model=_Stuck, data=data)
     assert (tmp_path / "report.json").exists()  # the report is still written, for the record
+
+
+class OverlapTrainer(FailingTrainer):
+    """Records whether two fits ever ran at once (a trainer is not thread-safe)."""
+
+    def __init__(self, inner: Trainer) -> None:
+        super().__init__(inner, fail_at=10**9)
+        self.running = 0
+        self.overlapped = False
+
+    def fit(self, params: Params, data: Dataset, config: TrainConfig, *, seed: int = 0
+            ) -> FitResult:  # fmt: skip
+        self.running += 1
+        self.overlapped |= self.running > 1
+        try:
+            time.sleep(0.2)  # the fit's work: long enough for a second one to start
+            return super().fit(params, data, config, seed=seed)
+        finally:
+            self.running -= 1
+
+
+def test_a_superseded_training_never_runs_beside_the_next(tmp_path: Path) -> None:
+    # Seen in a restarted process: it caught up (adopted round 132) and started round 133's
+    # training while round 5's still ran on the same trainer; torch failed the fit.
+    from fedledger.node.consensus import Train
+
+    configs = _configs(tmp_path, nodes=2, rounds=3)
+    task = prepare_task(configs[0].task)
+    trainer = OverlapTrainer(build_trainer(configs[0].task, task.data))
+    node = build_node(configs[0], identity=Identity.from_seed(configs[0].task.seed, 0),
+                      transport=MemoryNetwork(seed=0).transport(configs[0].listen),
+                      store=MemoryBlobStore(), task=task, trainer=trainer,
+                      data=task.data.nodes[0], test=task.data.test)  # fmt: skip
+
+    async def both() -> None:
+        await asyncio.gather(node._train(Train(1, node.initial_cid)),
+                             node._train(Train(2, node.initial_cid)))  # fmt: skip
+
+    asyncio.run(both())
+    assert trainer.fits == 2
+    assert not trainer.overlapped

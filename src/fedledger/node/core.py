@@ -178,6 +178,7 @@ class NodeCore:
         self._last_progress = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._round_lock = asyncio.Lock()
+        self._train_lock = asyncio.Lock()
         self.driver = make_driver(self)
 
     # -- Services ----------------------------------------------------------------------------
@@ -387,8 +388,11 @@ class NodeCore:
     async def _train(self, a: Train) -> None:
         params = self.params(a.base)
         seed = derive_seed(self.task.seed, "fit", a.round, self.config.index)
-        fit = await asyncio.to_thread(self.trainer.fit, params, self.data.train, self.task.train,
-                                      seed=seed)  # fmt: skip
+        # One fit at a time: a trainer is not thread-safe, and a node that catches up starts
+        # the next round's training while its superseded one may still run.
+        async with self._train_lock:
+            fit = await asyncio.to_thread(self.trainer.fit, params, self.data.train,
+                                          self.task.train, seed=seed)  # fmt: skip
         self._adversary.observe(a.round, fit.params)
         published = await self._adversary.publish(a.round, params, fit.params)
         honest = self.store.put(encode(fit.params))
