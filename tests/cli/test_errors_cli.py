@@ -107,11 +107,12 @@ RAISE = textwrap.dedent(
     """
     import sys
     from fedledger import cli
+    from fedledger.cli import audit as cli_audit
 
     def broken(args):
         raise {exc}
 
-    cli.cmd_audit = broken
+    cli_audit.cmd_audit = broken
     sys.exit(cli.main(sys.argv[1:]))
     """
 )
@@ -147,9 +148,9 @@ def test_debug_shows_the_traceback(where: str) -> None:
 
 
 def test_fedledger_error_keeps_status_2_and_debug_adds_the_traceback() -> None:
-    proc = run_broken('cli.ConfigError("nope", field="x")', "audit", "--run", ".")
+    proc = run_broken('cli_audit.ConfigError("nope", field="x")', "audit", "--run", ".")
     assert one_line_error(proc, 2) == "error: x: nope"
-    proc = run_broken('cli.ConfigError("nope", field="x")', "--debug", "audit", "--run", ".")
+    proc = run_broken('cli_audit.ConfigError("nope", field="x")', "--debug", "audit", "--run", ".")
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr
 

@@ -1,0 +1,246 @@
+"""Whole tasks on this machine: ``fedledger baseline`` and ``fedledger run``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from fedledger.attacks.behaviour import ATTACKS
+from fedledger.cli.common import console, out_dir, password_option, progress_bar, rpc_url
+from fedledger.errors import ConfigError
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from fedledger.baseline import run_baseline
+    from fedledger.config import load_config
+    from fedledger.task import prepare_task
+
+    cfg = load_config(args.config)
+    if args.rounds is not None:
+        cfg = replace(cfg, rounds=args.rounds)
+    out_dir(args.out)
+    task = prepare_task(cfg)
+    with progress_bar() as bar:
+        bars: dict[str, Any] = {}
+
+        def progress(phase: str, step: int, total: int, acc: float) -> None:
+            if phase not in bars:
+                bars[phase] = bar.add_task(phase, total=total, acc=0.0)
+            bar.update(bars[phase], completed=step, acc=acc)
+
+        report = run_baseline(task, progress=progress)
+    path = report.write(args.out)
+
+    table = Table(
+        title=f"{escape(cfg.name)}: {cfg.nodes} nodes, {cfg.rounds} rounds, {cfg.data.partition}"
+    )
+    for col in ("mode", "test acc (mean / min / max)", "wall s", "s / round"):
+        table.add_column(col, justify="right" if col != "mode" else "left")
+    central = report.extra["central"]
+    table.add_row(
+        f"central ({central['epochs']} epochs)",
+        f"{central['acc']:.4f}",
+        f"{central['wall_s']:.2f}",
+        f"{central['wall_s'] / cfg.rounds:.3f}",
+    )
+    f = report.final
+    table.add_row(
+        "fedavg (server)",
+        f"{f['acc_mean']:.4f} / {f['acc_min']:.4f} / {f['acc_max']:.4f}",
+        f"{f['wall_s']:.2f}",
+        f"{f['wall_s_per_round']:.3f}",
+    )
+    Console().print(table)
+    console.print(f"report: {escape(str(path))}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedledger.config import load_config
+    from fedledger.config.overrides import with_overrides
+    from fedledger.gossip.topology import TopologySpec
+    from fedledger.run.task import run_task
+
+    if args.deployer_key is not None:
+        raise ConfigError("a key on the command line shows in ps and shell histories: give the "
+                          "deployer's key with FEDLEDGER_DEPLOYER_KEY or --deployer-keyfile",
+                          field="deployer-key")  # fmt: skip
+    base = load_config(args.config)
+    out_dir(args.out)
+    n = args.nodes if args.nodes is not None else base.nodes
+    cfg = with_overrides(base, rounds=args.rounds, nodes=args.nodes, rule=args.rule,
+                         f=round(args.attackers * n) if args.attack else 0)  # fmt: skip
+    topology = TopologySpec(kind=args.topology, degree=args.degree, p=args.p)
+    chain = args.chain or ("embedded" if args.mode == "consensus" else "none")
+    deployer_key = None
+    if args.password_file is not None and args.deployer_keyfile is None:
+        raise ConfigError("--password-file unlocks the --deployer-keyfile keystore: give both",
+                          field="password-file")  # fmt: skip
+    if chain in ("embedded", "none"):
+        if args.deployer_keyfile is not None:
+            raise ConfigError("--deployer-keyfile deploys on a JSON-RPC chain: give --chain URL",
+                              field="deployer-keyfile")  # fmt: skip
+    else:
+        from fedledger.keys import deployer_identity
+        from fedledger.ledger.chain import RpcChain
+
+        RpcChain(rpc_url(chain, field="chain"))  # fails now, before any output, if unreachable
+
+        deployer = deployer_identity(
+            keyfile=args.deployer_keyfile, password_file=args.password_file
+        )
+        deployer_key = deployer.private_key if deployer is not None else None
+    if chain == "embedded":
+        where = f"one process over {args.transport}, embedded EVM ledger"
+    elif chain == "none":
+        where = "one process" if args.transport == "memory" else "one process per node, gRPC"
+    else:
+        where = f"one process per node, gRPC, ledger at {escape(chain)}"
+    console.print(
+        f"[bold]{escape(cfg.name)}[/bold]: {cfg.nodes} nodes, {cfg.rounds} rounds, "
+        f"{args.mode} mode, {args.topology} topology, {where}, rule {cfg.aggregation.rule}"
+    )
+    with progress_bar() as bar:
+        task_id = bar.add_task("rounds", total=cfg.rounds, acc=0.0)
+
+        def progress(done: int, total: int, acc: float) -> None:
+            bar.update(task_id, completed=done, acc=acc)
+
+        report = run_task(
+            cfg, out=args.out, mode=args.mode, transport=args.transport, topology=topology,
+            mixing=args.mixing, progress=progress, timeout=args.timeout, chain=chain,
+            deployer_key=deployer_key, audit=not args.no_audit, attack=args.attack,
+            attackers=args.attackers,
+        )  # fmt: skip
+        bar.update(task_id, completed=report.final.get("rounds_completed", 0))
+    f = report.final
+    table = Table(
+        title=f"{escape(cfg.name)}: {args.mode} mode, {cfg.nodes} nodes, {args.transport}"
+    )
+    for col in ("round", "test acc (mean / min / max)", "wall s", "KB sent / node", "agree"):
+        table.add_column(col, justify="right")
+    shown = (
+        report.rounds
+        if len(report.rounds) <= 10
+        else report.rounds[:: max(1, len(report.rounds) // 10)]
+    )
+    if report.rounds and shown[-1] is not report.rounds[-1]:
+        shown = [*shown, report.rounds[-1]]
+    for r in shown:
+        table.add_row(
+            str(r.round), f"{r.acc_mean:.4f} / {r.acc_min:.4f} / {r.acc_max:.4f}",
+            f"{r.wall_s:.2f}", f"{r.extra['bytes_per_node']['sent'] / 1024:.1f}",
+            "yes" if r.extra["model_digests_agree"] else "no",
+        )  # fmt: skip
+    Console().print(table)
+    Console().print(
+        f"final accuracy {f['acc_mean']:.4f} (min {f['acc_min']:.4f}, max {f['acc_max']:.4f}); "
+        f"{f['wall_s_per_round']:.3f} s per round; model digests agree: {f['model_digests_agree']}"
+    )
+    if "rounds_finalized" in f:
+        rewards = f["rewards"]
+        gas = f.get("gas_per_node_per_round")
+        console.print(
+            f"ledger: {f['rounds_finalized']} of {cfg.rounds} rounds finalized on chain; "
+            f"gas per node per round {gas:,.0f}"
+            if gas is not None
+            else "ledger: no gas used"
+        )
+        console.print(
+            "rewards per node: "
+            + ", ".join(f"{i}: {v:,.1f}" for i, v in enumerate(rewards.values()))
+            + f" (total {sum(rewards.values()):,.1f} tokens)"
+        )
+        if "audit_ok" in f:
+            verdict = "[green]OK[/green]" if f["audit_ok"] else "[red]FAILED[/red]"
+            console.print(f"audit: {verdict} (details: {escape(str(args.out / 'audit.json'))})")
+    console.print(f"report: {escape(str(args.out / 'report.json'))}")
+    if f.get("audit_ok") is False:
+        return 1
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "baseline",
+        parents=[common],
+        help="train a task centrally and with server-based FedAvg (the reference)",
+        description="Train the task two ways over the same partition, centrally on all the "
+        "data and with classic server-based FedAvg, and write DIR/report.json.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="task configuration (TOML)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--rounds", type=int, default=None, help="override the task's rounds")
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a whole task on this machine, serverless, and write report.json",
+        description="Start the task's nodes (separate processes on 127.0.0.1 over gRPC, or one "
+        "process over the in-memory transport), show progress, and write DIR/report.json.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="task configuration (TOML)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--mode", default="consensus", choices=["consensus", "gossip"])
+    p.add_argument("--transport", default="grpc", choices=["grpc", "memory"])
+    p.add_argument(
+        "--topology",
+        default="full",
+        choices=["full", "ring", "regular", "erdos_renyi", "small_world", "two_cliques"],
+    )
+    p.add_argument("--degree", type=int, default=3, help="regular / small_world degree")
+    p.add_argument("--p", type=float, default=0.3, help="erdos_renyi / small_world probability")
+    p.add_argument(
+        "--mixing",
+        default="metropolis_hastings",
+        choices=["metropolis_hastings", "uniform"],
+        help="gossip mode's mixing weights",
+    )
+    p.add_argument("--rounds", type=int, default=None, help="override the task's rounds")
+    p.add_argument("--nodes", type=int, default=None, help="override the task's nodes")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument(
+        "--chain",
+        default=None,
+        metavar="none|embedded|URL",
+        help="the ledger: embedded (an in-process EVM, every node in this process; the default "
+        "in consensus mode), a JSON-RPC URL (e.g. from `fedledger chain up`; one process per "
+        "node), or none (no ledger; the default in gossip mode)",
+    )
+    p.add_argument(
+        "--deployer-keyfile",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --chain URL: the key that deploys the task and funds the nodes, a hex key "
+        "file or an encrypted keystore (mode 0600; or the hex key in $FEDLEDGER_DEPLOYER_KEY). "
+        "Default on a local development chain (chain id 31337 or 1337 on 127.0.0.1): anvil's "
+        "first development account",
+    )
+    p.add_argument("--deployer-key", default=None, help=argparse.SUPPRESS)  # refused, see cmd_run
+    password_option(p, "the --deployer-keyfile keystore")
+    p.add_argument("--no-audit", action="store_true", help="skip the audit after a ledger run")
+    p.add_argument(
+        "--attack",
+        default=None,
+        choices=sorted(ATTACKS),
+        help="robustness experiments: the attack the Byzantine nodes mount",
+    )
+    p.add_argument(
+        "--attackers", type=float, default=0.0, help="with --attack: the fraction of nodes (0-1)"
+    )
+    p.add_argument(
+        "--rule",
+        default=None,
+        help="override the task's aggregation rule (tolerating the attackers: f = their "
+        "number); 'robust' is the default robust rule: Multi-Krum after nearest-neighbour "
+        "mixing, tolerating as many attackers as it can",
+    )
+    p.set_defaults(func=cmd_run)
