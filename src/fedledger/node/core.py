@@ -43,6 +43,7 @@ from fedledger.errors import (
     MessageError,
     TransportError,
 )
+from fedledger.export import ModelCard, write_card
 from fedledger.gossip.blobs import BlobStore
 from fedledger.gossip.fetching import FetchFailed, FetchPolicy, Source, fetch_blob
 from fedledger.gossip.identity import Identity
@@ -129,6 +130,9 @@ class NodeCore:
         self._clock = clock
         self.wall = wall
         self.task = config.task
+        self.preprocessing: dict[str, Any] = {}
+        """The task's preprocessing as this node applies it (features, classes, mean, std:
+        the model card's fields), once known."""
         self.task_id = task_id(config)
         self.counters = Counters()
         self.spec = spec_of(initial_params)
@@ -500,6 +504,22 @@ class NodeCore:
         self.trainer.fit(params, few, self.task.train, seed=0)
         self.evaluator.evaluate(params, few)
 
+    def model_card(self) -> ModelCard:
+        """What ``fedledger model export`` needs to rebuild and feed this node's model."""
+        trainer: Any = self.trainer
+        names = getattr(trainer, "param_names", None)
+        shapes = [np.shape(p) for p in self.params(self.initial_cid)]
+        return ModelCard(
+            param_names=tuple(names) if names else tuple(f"p{i:06d}" for i in range(len(shapes))),
+            feature_shape=tuple(self.data.train.feature_shape),
+            num_classes=self.data.train.num_classes,
+            image_shape=self.data.train.image_shape,
+            model=None if self.config.model else {
+                "name": self.task.model.name, "hidden": list(self.task.model.hidden)},
+            factory=self.config.model,
+            **self.preprocessing,
+        )  # fmt: skip
+
     async def _until_finished(self) -> bool:
         """Wait for the last round; False if no progress was made for ``stall_timeout``."""
         self._last_progress = self.clock()
@@ -515,6 +535,7 @@ class NodeCore:
         summary."""
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._warm_up)
+        write_card(self.config.state_dir, self.model_card())
         await self.transport.start(self)
         gossip = asyncio.get_running_loop().create_task(self._gossip_ticker())
         ticker: asyncio.Task[None] | None = None
