@@ -380,10 +380,47 @@ class TaskConfig:
             lines.append("")
         return "\n".join(lines)
 
+    def document(self) -> bytes:
+        """The canonical JSON of the whole configuration (UTF-8): what :meth:`digest` hashes,
+        published on chain when the task is deployed and read back by
+        :func:`config_from_document`."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode()  # fmt: skip
+
     def digest(self) -> bytes:
-        """sha256 of the canonical JSON of the whole configuration."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).digest()
+        """sha256 of :meth:`document`: the task's identity on chain (its CID's digest)."""
+        return hashlib.sha256(self.document()).digest()
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def config_from_document(document: bytes) -> TaskConfig:
+    """The configuration whose canonical JSON is ``document`` (as :meth:`TaskConfig.document`
+    writes it); a :class:`ConfigError` if it is not one, or not in canonical form."""
+    try:
+        doc = json.loads(document.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"not a task configuration document: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError("not a task configuration document: not a JSON object")
+    doc = _without_none(doc)
+    head = {k: doc.pop(k) for k in ("name", "seed", "rounds", "nodes") if k in doc}
+    agg = doc.get("aggregation")
+    if isinstance(agg, dict) and isinstance(agg.get("params"), dict):
+        params = agg.pop("params")
+        doc["aggregation"] = {**agg, **params}
+    try:
+        cfg = parse_config({"task": head, **doc})
+    except TypeError as exc:
+        raise ConfigError(f"not a task configuration document: {exc}") from None
+    if cfg.document() != document:
+        raise ConfigError("not a canonical task configuration document (it does not hash to "
+                          "its own digest)")  # fmt: skip
+    return cfg
 
 
 def toml_value(value: Any) -> str:
