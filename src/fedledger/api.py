@@ -34,6 +34,7 @@ import numpy as np
 from fedledger.config import TaskConfig, load_config
 from fedledger.config.node import NodeConfig, load_node_config
 from fedledger.data import Dataset, NodeData, load_dataset
+from fedledger.data.site import load_site
 from fedledger.errors import ConfigError, DataError
 from fedledger.seeds import derive_seed
 
@@ -181,6 +182,9 @@ def make_node(
         model = load_model_factory(config.model, base=config.config_dir)
     if data is None and config.data is not None:
         data, label_column = config.data, config.label_column
+    if data is None and config.task.data.is_sites:
+        raise ConfigError("a sites task: name this site's own file (node.toml: data = "
+                          "\"site.csv\")", field="data")  # fmt: skip
     if data is None:
         if model is None:
             return build_node(config, identity=identity, transport=transport, ledger=ledger,
@@ -191,8 +195,15 @@ def make_node(
         own = task.data.nodes[config.index]
         test = test if test is not None else task.data.test
     else:
+        spec = config.task.data
+        if spec.is_sites and isinstance(data, str | Path):
+            data = load_site(data, spec, name=f"site-{config.index}")
         own = site_data(data, label_column=label_column, seed=config.task.seed,
-                        val_fraction=config.task.data.val_fraction)  # fmt: skip
+                        val_fraction=spec.val_fraction,
+                        num_classes=len(spec.classes) if spec.classes else None)  # fmt: skip
+        if spec.is_sites and own.train.feature_shape != (len(spec.features or ()),):
+            raise DataError(f"this site's data has feature shape {own.train.feature_shape}; "
+                            f"the task's features are {len(spec.features or ())}")  # fmt: skip
         test = test if test is not None else (own.val if len(own.val) else own.train)
     trainer = trainer_for(config.task, own.train, model=model)
     return build_node(

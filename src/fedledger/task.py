@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from fedledger.config import TaskConfig
 from fedledger.data import FederatedData, federate, load_dataset
+from fedledger.errors import ConfigError
 from fedledger.learning import TorchTrainer, Trainer
 
 
@@ -33,6 +34,10 @@ def build_trainer(cfg: TaskConfig, data: FederatedData, *, threads: int | None =
 def prepare_task(cfg: TaskConfig, *, threads: int | None = 1) -> Task:
     """Load the task's data set, split it among its nodes and build the trainer."""
     d = cfg.data
+    if d.is_sites:
+        raise ConfigError("a sites task has no shared data set to split: each node brings its "
+                          "own (node.toml's data = ..., or data=... in the Python API)",
+                          field="data.dataset")  # fmt: skip
     dataset = load_dataset(d.dataset, path=d.path, label_column=d.label_column)
     data = federate(
         dataset,

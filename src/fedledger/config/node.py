@@ -190,8 +190,13 @@ class NodeConfig:
         if self.data is not None and self.data.suffix.lower() not in (".csv", ".npz"):
             raise ConfigError(f"must be a .csv or .npz file, got {str(self.data)!r}",
                               field="data")  # fmt: skip
-        if (self.label_column is not None) != (self.data is not None and
-                                               self.data.suffix.lower() == ".csv"):  # fmt: skip
+        spec = self.task.data
+        if spec.is_sites:
+            if self.label_column is not None and self.label_column != spec.label_column:
+                raise ConfigError(f"the task says the labels are in {spec.label_column!r}: "
+                                  "leave label_column out", field="label_column")  # fmt: skip
+        elif (self.label_column is not None) != (self.data is not None and
+                                                 self.data.suffix.lower() == ".csv"):  # fmt: skip
             raise ConfigError("a CSV data file needs label_column (and only a CSV takes one)",
                               field="label_column")  # fmt: skip
         check_str("label_column", self.label_column, optional=True)

@@ -69,7 +69,9 @@ from fedledger.aggregation.rules import RULES
 from fedledger.errors import ConfigError
 from fedledger.learning.trainer import ModelSpec, TrainConfig
 
-DATASETS = ("digits", "breast_cancer", "csv", "npz")
+DATASETS = ("digits", "breast_cancer", "csv", "npz", "sites")
+MAX_FEATURES = 4096
+"""The most named features (columns) a ``sites`` task may have."""
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
 
 UINT256_MAX = 2**256 - 1
@@ -182,21 +184,39 @@ class DataConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     standardize: bool | None = None
-    """None: on for breast_cancer/csv/npz, off for digits (already in [0, 1])."""
+    """None: on for breast_cancer/csv/npz/sites, off for digits (already in [0, 1]). In a
+    ``sites`` task the statistics are the pooled ones of every site, computed together
+    before the first round (:mod:`fedledger.data.site`)."""
+    features: tuple[str, ...] | None = None
+    """``sites`` only: the input columns, in the order the model takes them (a site's CSV
+    must have each; an NPZ site's ``x`` has this many columns)."""
+    classes: tuple[str, ...] | None = None
+    """``sites`` only: the label values as the sites' files write them; class ``i`` is
+    ``classes[i]`` (an NPZ site's ``y`` holds the indices)."""
 
     def __post_init__(self) -> None:
         check_choice("data.dataset", self.dataset, DATASETS, "data set")
         check_str("data.path", self.path, optional=True)
         check_str("data.label_column", self.label_column, optional=True)
+        if self.dataset == "sites":
+            self._check_sites()
+        elif self.features is not None or self.classes is not None:
+            key = "features" if self.features is not None else "classes"
+            raise ConfigError("applies to a sites data set only (each node brings its own "
+                              "file)", field=f"data.{key}")  # fmt: skip
         if self.dataset in ("csv", "npz") and not self.path:
             raise ConfigError(f"a {self.dataset} data set needs a path", field="data.path")
-        if self.dataset not in ("csv", "npz") and self.path is not None:
+        if self.dataset == "sites" and self.path is not None:
+            raise ConfigError("a sites task has no shared file: each node.toml names its own "
+                              "(data = ...)", field="data.path")  # fmt: skip
+        if self.dataset not in ("csv", "npz", "sites") and self.path is not None:
             raise ConfigError(f"the {self.dataset} data set is built in and takes no path",
                               field="data.path")  # fmt: skip
         if self.dataset == "csv" and not self.label_column:
             raise ConfigError("a csv data set needs the label column", field="data.label_column")
-        if self.dataset != "csv" and self.label_column is not None:
-            raise ConfigError("applies to a csv data set only", field="data.label_column")
+        if self.dataset not in ("csv", "sites") and self.label_column is not None:
+            raise ConfigError("applies to a csv or sites data set only",
+                              field="data.label_column")  # fmt: skip
         check_choice("data.partition", self.partition, PARTITIONS, "partition")
         check_real("data.alpha", self.alpha, low=0, low_open=True)
         check_int("data.classes_per_node", self.classes_per_node, low=1)
@@ -208,6 +228,40 @@ class DataConfig:
                               f"to train on), got {self.test_fraction} + {self.val_fraction}",
                               field="data.val_fraction")  # fmt: skip
         check_bool("data.standardize", self.standardize, optional=True)
+
+    def _check_sites(self) -> None:
+        for key, most in (("features", MAX_FEATURES), ("classes", 1 << 16)):
+            names: object = getattr(self, key)
+            if isinstance(names, list):
+                names = tuple(names)
+                object.__setattr__(self, key, names)
+            if names is None:
+                raise ConfigError(f"a sites task names its {key} (a list of strings), e.g. "
+                                  + ('features = ["age", "bmi"]' if key == "features"
+                                     else 'classes = ["benign", "malignant"]'),
+                                  field=f"data.{key}")  # fmt: skip
+            if (
+                not isinstance(names, tuple)
+                or not names
+                or not all(isinstance(n, str) and n for n in names)
+            ):
+                raise ConfigError(f"must be a non-empty list of non-empty strings, got "
+                                  f"{names!r}", field=f"data.{key}")  # fmt: skip
+            if len(names) > most:
+                raise ConfigError(f"at most {most} entries, got {len(names)}",
+                                  field=f"data.{key}")  # fmt: skip
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ConfigError(f"listed more than once: {', '.join(twice)}",
+                                  field=f"data.{key}")  # fmt: skip
+        if self.label_column is not None and self.features and self.label_column in self.features:
+            raise ConfigError(f"{self.label_column!r} is also a feature",
+                              field="data.label_column")  # fmt: skip
+
+    @property
+    def is_sites(self) -> bool:
+        """Each node brings its own data (a real deployment), nothing is shared."""
+        return self.dataset == "sites"
 
     @property
     def should_standardize(self) -> bool:
@@ -392,6 +446,28 @@ class TaskConfig:
         return hashlib.sha256(self.document()).digest()
 
 
+def config_differences(mine: TaskConfig, theirs: TaskConfig, *, most: int = 3) -> list[str]:
+    """The settings in which two configurations differ, as ``"train.lr: 0.05 here, 0.1 in
+    the task"`` (at most ``most``, then how many more)."""
+
+    def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(mine.to_dict()), flat(theirs.to_dict())
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    lines = [f"{k.replace('aggregation.params.', 'aggregation.')}: {a.get(k)!r} here, "
+             f"{b.get(k)!r} in the task" for k in keys[:most]]  # fmt: skip
+    if len(keys) > most:
+        lines.append(f"and {len(keys) - most} more")
+    return lines
+
+
 def _without_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_none(v) for k, v in value.items() if v is not None}
@@ -473,6 +549,9 @@ def _check_type(where: str, value: Any, annotation: str) -> Any:
         value = float(value) if ok else value
     elif base == "str":
         ok = isinstance(value, str)
+    elif base.startswith("tuple[str"):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
     elif base.startswith("tuple[int"):
         ok = isinstance(value, list) and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value

@@ -69,6 +69,12 @@ kind        body
             requests; :func:`check_fetch_request` refuses it.)
 ``done``    ``{"cid": CID}``: the sender finished round ``round`` (consensus mode: the last one)
             with the model ``cid``, and serves it
+``stats``   ``{"count": int in [1, 2**40], "mean": [HEX, ...], "m2": [HEX, ...],
+            "reply": bool}``: a site's feature statistics for pooled standardization
+            (:mod:`fedledger.data.site`), at most 4096 features, the same number in both
+            lists; ``HEX`` is a finite float64 as ``float.hex()`` writes it (floats are never
+            JSON numbers here). ``reply``: sent back to a member that asked (a reply is not
+            answered). Point to point, round 0.
 ==========  ==================================================================================
 
 A ``model`` message with many included updates is large (about 110 bytes per pair): with the
@@ -88,6 +94,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -131,7 +138,7 @@ __all__ = [
     "parse_payload",
 ]
 
-KINDS: Final = ("hello", "update", "model", "ihave", "want", "fetch", "done")
+KINDS: Final = ("hello", "update", "model", "ihave", "want", "fetch", "done", "stats")
 """The message kinds."""
 
 MAGIC: Final = b"FLG1"
@@ -167,7 +174,9 @@ _BODY_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "want": frozenset({"ids"}),
     "fetch": frozenset({"cid", "to", "chain", "contract", "expires", "nonce"}),
     "done": frozenset({"cid"}),
+    "stats": frozenset({"count", "mean", "m2", "reply"}),
 }
+MAX_STATS_FEATURES: Final = 4096
 _LEGACY_FETCH_FIELDS: Final = frozenset({"cid"})
 _LOWER_HEX: Final = frozenset("0123456789abcdef")
 _CID_MAX_CHARS: Final = 128  # a CIDv1 raw sha2-256 base32 string has 59; bound before decoding
@@ -350,6 +359,20 @@ def _check_list(value: object, path: str, max_items: int) -> list[Any]:
     return value
 
 
+def _check_floats(value: object, path: str) -> tuple[str, ...]:
+    """Finite float64 values written by ``float.hex()``: kept as the strings (canonical)."""
+    items = _check_list(value, path, MAX_STATS_FEATURES)
+    for i, item in enumerate(items):
+        text = _check_str(item, f"{path}[{i}]", 32)
+        try:
+            number = float.fromhex(text)
+        except ValueError:
+            raise _fail(f"{path}[{i}]", f"not a hex float: {_short(text)}") from None
+        if not math.isfinite(number) or number.hex() != text:
+            raise _fail(f"{path}[{i}]", f"not a finite float in canonical hex: {_short(text)}")
+    return tuple(items)
+
+
 def _check_keys(obj: object, path: str, expected: frozenset[str]) -> dict[str, Any]:
     if type(obj) is not dict:
         raise _fail(path, f"expected an object, got {_type_name(obj)}")
@@ -442,6 +465,15 @@ def _check_body(kind: str, value: object) -> Mapping[str, Any]:
             "nonce": _check_nonce(body["nonce"], "body.nonce"),
             "to": _check_address(body["to"], "body.to"),
         }
+    elif kind == "stats":
+        mean = _check_floats(body["mean"], "body.mean")
+        m2 = _check_floats(body["m2"], "body.m2")
+        if len(mean) != len(m2) or not mean:
+            raise _fail("body.m2", "needs one entry per feature, as body.mean")
+        if type(body["reply"]) is not bool:
+            raise _fail("body.reply", f"expected a boolean, got {_type_name(body['reply'])}")
+        out = {"count": _check_int(body["count"], "body.count", 1, MAX_NUM_EXAMPLES),
+               "mean": mean, "m2": m2, "reply": body["reply"]}  # fmt: skip
     else:  # fetch (legacy), done
         out = {"cid": _check_cid(body["cid"], "body.cid")}
     return MappingProxyType(out)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import random
 import time
@@ -35,9 +36,11 @@ from fedledger.attacks.adversary import Adversary
 from fedledger.commit import decode, encode
 from fedledger.config.node import NodeConfig
 from fedledger.data import Dataset, NodeData
+from fedledger.data.site import SiteStats, pool, site_stats, standardized
 from fedledger.errors import (
     BlobError,
     CodecError,
+    DataError,
     FedledgerError,
     FetchRefused,
     MessageError,
@@ -50,9 +53,11 @@ from fedledger.gossip.identity import Identity
 from fedledger.gossip.limits import RateLimiter, TtlCache
 from fedledger.gossip.messages import (
     HEADER_BYTES,
+    Message,
     SignedMessage,
     check_fetch_request,
     decode_frame,
+    encode_frame,
     make_fetch_request,
     make_message,
 )
@@ -73,6 +78,10 @@ FRAMES_PER_SECOND = 100.0
 """Each member's sustained frame budget (verified frames; bursts of ``FRAME_BURST``)."""
 FRAME_BURST = 1000.0
 FETCH_REPLAY_SECONDS = 120.0
+STATS_RESEND_SECONDS = 1.0
+"""How often a node resends its feature statistics to the founders it has not heard from."""
+PREPROCESSING_FILE = "preprocessing.json"
+"""The pooled statistics once agreed, in the state directory: a restart reuses them."""
 """How long a served fetch request's nonce is remembered (longer than any request lives)."""
 
 
@@ -130,6 +139,10 @@ class NodeCore:
         self._clock = clock
         self.wall = wall
         self.task = config.task
+        self._stats: dict[str, SiteStats] = {}
+        """Each founder's feature statistics (pooled standardization), first received kept."""
+        self._own_stats: SiteStats | None = None
+        self._stats_arrived = asyncio.Event()
         self.preprocessing: dict[str, Any] = {}
         """The task's preprocessing as this node applies it (features, classes, mean, std:
         the model card's fields), once known."""
@@ -460,6 +473,9 @@ class NodeCore:
             self._hello_round[m.sender] = m.round
             self.driver.deliver(m)
             return
+        if m.kind == "stats":  # point to point, before the first round
+            self._on_stats(m)
+            return
         if not self.gossip.in_window(m.round):
             self._reject(f"round: {m.round} is outside this node's window")
             return
@@ -545,6 +561,8 @@ class NodeCore:
             self.refused = await self.driver.setup()
             if self.refused is not None:
                 return self.summary()
+            if not await self._preprocess():
+                return self.summary()
             ticker = asyncio.get_running_loop().create_task(self.driver.ticker())
             ticker.add_done_callback(lambda t: self._job_done(t, "the round ticker"))
             self.started_at = self.wall()
@@ -585,6 +603,88 @@ class NodeCore:
                 text = (folder / f"{address}.endpoint").read_text(encoding="utf-8").strip()
                 self.endpoints.pop(address, None)
                 self.learn_endpoint(address, text)
+
+    # -- the task's preprocessing ------------------------------------------------------------
+
+    async def _preprocess(self) -> bool:
+        """A ``sites`` task: agree on the pooled feature statistics with the founders (or
+        reload them after a restart) and standardize this site's data with them. False if
+        the node failed."""
+        spec = self.task.data
+        if not spec.is_sites:
+            return True
+        self.preprocessing = {"features": spec.features, "classes": spec.classes}
+        if spec.should_standardize:
+            saved = self.config.state_dir / PREPROCESSING_FILE
+            if saved.exists():
+                doc = json.loads(saved.read_text(encoding="utf-8"))
+                mean, std = tuple(doc["mean"]), tuple(doc["std"])
+            else:
+                agreed = await self._pooled_statistics()
+                if agreed is None:
+                    return False
+                mean, std = agreed
+                write_atomically(saved, json.dumps({"mean": mean, "std": std}))
+            self.preprocessing |= {"mean": mean, "std": std}
+            train, val = (standardized(d, mean, std) for d in (self.data.train, self.data.val))
+            self.test = val if self.test is self.data.val else standardized(self.test, mean, std)
+            self.data = NodeData(node=self.data.node, train=train, val=val)
+        write_card(self.config.state_dir, self.model_card())
+        return True
+
+    async def _pooled_statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """Send this site's statistics to every founder until each founder's have arrived
+        (at most ``ready_timeout``), then pool them in address order."""
+        self._own_stats = site_stats(self.data.train)
+        founders = sorted(self.driver.founders() | {self.me})
+        if self.me in self.driver.founders() or not self.driver.founders():
+            self._stats[self.me] = self._own_stats
+        else:
+            founders.remove(self.me)  # a late joiner pools the founders' statistics only
+        deadline = self.clock() + self.config.ready_timeout
+        while True:
+            missing = [a for a in founders if a not in self._stats]
+            if not missing:
+                break
+            if self.clock() > deadline:
+                self.fail(f"no feature statistics from {len(missing)} member(s) "
+                          f"({', '.join(missing[:3])}) within {self.config.ready_timeout:.0f} s: "
+                          "is every site's node running?")  # fmt: skip
+                return None
+            self._send_stats(missing, reply=False)
+            self._stats_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stats_arrived.wait(), timeout=STATS_RESEND_SECONDS)
+        log.info("pooled the feature statistics of %d site(s)", len(founders))
+        return pool([self._stats[a] for a in founders])
+
+    def _send_stats(self, to: Sequence[str], *, reply: bool) -> None:
+        own = self._own_stats
+        if own is None:
+            return
+        body = {"count": own.count, "mean": [v.hex() for v in own.mean],
+                "m2": [v.hex() for v in own.m2], "reply": reply}  # fmt: skip
+        frame = encode_frame(self._make("stats", 0, body), ttl=0)
+        self._send_all([Send(peer=a, frame=frame) for a in to if a != self.me])
+
+    def _on_stats(self, m: Message) -> None:
+        body = m.body
+        try:
+            stats = SiteStats(count=body["count"],
+                              mean=tuple(float.fromhex(v) for v in body["mean"]),
+                              m2=tuple(float.fromhex(v) for v in body["m2"]))  # fmt: skip
+        except DataError as exc:
+            self._reject(f"stats: {exc}")
+            return
+        if self.task.data.features is not None and len(stats.mean) != len(self.task.data.features):
+            self._reject(f"stats: {len(stats.mean)} features, the task has "
+                         f"{len(self.task.data.features)}")  # fmt: skip
+            return
+        if m.sender not in self._stats:  # the first kept: a member cannot change its own
+            self._stats[m.sender] = stats
+            self._stats_arrived.set()
+        if not body["reply"]:
+            self._send_stats([m.sender], reply=True)
 
     async def _gossip_ticker(self) -> None:
         while True:

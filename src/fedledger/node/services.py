@@ -116,6 +116,11 @@ class Driver(Protocol):
 
     def start(self) -> None: ...
 
+    def founders(self) -> frozenset[str]:
+        """The members whose data statistics the task pools before its first round (its
+        members at the start; the same set at every node)."""
+        ...
+
     def deliver(self, message: Message) -> None:
         """A verified, new message from a member."""
         ...

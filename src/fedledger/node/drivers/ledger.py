@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedledger.attacks.adversary import Adversary
-from fedledger.errors import FetchRefused, LedgerError, TransactionReverted
+from fedledger.config.task import TaskConfig
+from fedledger.errors import FedledgerError, FetchRefused, LedgerError, TransactionReverted
 from fedledger.gossip.messages import Message
 from fedledger.ledger.records import Joined, Ledger, LedgerEvent, Left, Slashed, TxResult
 from fedledger.ledger.reputation import uses_reputation
@@ -41,9 +42,10 @@ ACCESS_CACHE_SIZE = 1024
 
 class LedgerDriver:
     def __init__(self, services: Services, logic: LedgerRoundNode, *, ledger: Ledger,
-                 stake: int | None, ready_timeout: float,
+                 stake: int | None, ready_timeout: float, task: TaskConfig,
                  aggregation_params: dict[str, Any]) -> None:  # fmt: skip
         self.services = services
+        self.task = task
         self.logic = logic
         self.ledger = ledger
         self.stake = stake
@@ -55,6 +57,8 @@ class LedgerDriver:
         self.gas_distribute = 0
         self.active: dict[str, str] = {}
         """The task's active members and their endpoints, from the registry's events."""
+        self.first_round: dict[str, int] = {}
+        """Each member's first round (its latest join's)."""
         self._access: OrderedDict[str, tuple[float, bool]] = OrderedDict()
 
     def now(self) -> float:
@@ -72,6 +76,10 @@ class LedgerDriver:
         """Join the task (unless already a member) and wait for round 1."""
         ledger = self.ledger
         me = self.services.me
+        mismatch = await self._config_mismatch()
+        if mismatch is not None:
+            log.error("%s", mismatch)
+            return mismatch
         status = await asyncio.to_thread(ledger.status_of, me)
         if status == STATUS_NONE:
             rules = await asyncio.to_thread(ledger.rules)
@@ -91,12 +99,37 @@ class LedgerDriver:
                 raise LedgerError(f"the task did not start within {self.ready_timeout} s")
             await asyncio.sleep(0.2)
         # Members and their endpoints come from the registry's Joined events (the poller's
-        # first read covers the whole history), not from one view call per member.
+        # first read covers the whole history again), not from one view call per member.
+        head = await asyncio.to_thread(ledger.head)
+        self.update_registry(await asyncio.to_thread(ledger.events, -1, head))
         self.chain_now = float(await asyncio.to_thread(ledger.now))
         return None
 
+    async def _config_mismatch(self) -> str | None:
+        """Why this node's task configuration is not the task's on chain, if it is not."""
+        from fedledger.config.task import config_differences
+
+        rules = await asyncio.to_thread(self.ledger.rules)
+        mine = self.task.digest()
+        if rules.config_digest == mine:
+            return None
+        what = f"this node's task.toml (digest {mine.hex()[:12]}) is not the task's on chain " \
+               f"(digest {rules.config_digest.hex()[:12]})"  # fmt: skip
+        reader = getattr(self.ledger, "task_config", None)
+        if reader is not None:
+            try:
+                theirs = await asyncio.to_thread(reader)
+            except FedledgerError as exc:
+                log.warning("cannot read the task's configuration from the chain: %s", exc)
+            else:
+                return f"{what}: " + "; ".join(config_differences(self.task, theirs))
+        return what
+
     def start(self) -> None:
         self.act(self.logic.start(self.now()))
+
+    def founders(self) -> frozenset[str]:
+        return frozenset(a for a in self.active if self.first_round.get(a, 0) <= 1)
 
     # -- the chain ---------------------------------------------------------------------------
 
@@ -132,6 +165,7 @@ class LedgerDriver:
         for e in events:
             if isinstance(e, Joined):
                 self.active[e.member] = e.endpoint
+                self.first_round[e.member] = e.first_round
                 changed = True
             elif isinstance(e, Left | Slashed):
                 changed = self.active.pop(e.member, None) is not None or changed

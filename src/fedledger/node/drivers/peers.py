@@ -79,6 +79,9 @@ class PeerDriver:
     def start(self) -> None:
         self.act(self.logic.start(self.now()))
 
+    def founders(self) -> frozenset[str]:
+        return self.members
+
     async def ticker(self) -> None:
         while True:
             self.act(self.logic.tick(self.now()))
