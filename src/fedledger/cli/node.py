@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,30 @@ def cmd_node(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    summary = run_node(cfg, password_file=args.password_file)
-    console.print(f"node {cfg.index} finished: model {summary['final_model']}")
+    rounds = cfg.task.rounds
+
+    def started(address: str) -> None:
+        if cfg.chain is not None:
+            stake = cfg.stake if cfg.stake is not None else cfg.task.ledger.min_stake
+            console.print(f"node {address}: task {cfg.task_address} on {cfg.chain}, stake "
+                          f"{stake / 10**18:g} ETH", highlight=False)  # fmt: skip
+        else:
+            console.print(f"node {address}: {cfg.mode} mode, {rounds} rounds", highlight=False)
+        console.print(f"  log: {cfg.state_dir / 'node.log'}", highlight=False)
+
+    def round_done(record: Mapping[str, Any]) -> None:
+        line = f"round {record['round']}/{rounds}: accuracy {record['acc']:.3f}"
+        if "finalized" in record:
+            line += (f", finalized on chain ({record['attesters']} attested)"
+                     if record["finalized"] else ", skipped (no quorum)")  # fmt: skip
+        elif "agreeing" in record:
+            line += f", {record['agreeing']} of {record['announced']} agree"
+        console.print(line, highlight=False)
+
+    summary = run_node(cfg, password_file=args.password_file, on_start=started,
+                       on_round=round_done)  # fmt: skip
+    console.print(f"finished: model {summary['final_model']} "
+                  f"(summary: {cfg.state_dir / 'summary.json'})", highlight=False)  # fmt: skip
     return 0
 
 
@@ -37,7 +60,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "node",
         parents=[common],
         help="run one node (one participant) from a node.toml",
-        description="Run one node over gRPC: its own process, data partition and key.",
+        description="Run one node over gRPC: its own process, data and key. Prints its "
+        "address, then each round's accuracy (and, with a ledger, whether the round was "
+        "finalized); exits non-zero if the task did not complete.",
     )
     p.add_argument("--config", required=True, type=Path, help="node configuration (TOML)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -9,6 +9,8 @@
     listen = "127.0.0.1:0"          # bind address (one interface, never all by default);
                                     #   port 0: the OS picks, peers learn it (registry,
                                     #   rendezvous, or hello)
+    advertise = "site-a.example.org:7001"  # optional: where other sites reach this node
+                                    #   (when it listens on 0.0.0.0 or behind a forward)
     rendezvous = "../endpoints"     # nodes of one machine publish their endpoints here
     state_dir = "state"             # blobs, state.json (for restarts), rounds.jsonl, node.log
     mode = "consensus"              # consensus | gossip
@@ -18,7 +20,8 @@
     stake = 10000000000000000       # wei to stake when joining (default: the task's minimum)
     data = "site.csv"               # this site's own data, trained on whole (CSV or NPZ);
     label_column = "diagnosis"      #   without it the node takes partition ``index`` of the
-                                    #   task's data set (a simulation)
+                                    #   task's data set (a simulation); a "sites" task names
+                                    #   the label column itself (leave it out here)
     model = "mymodel:build"         # optional: a function returning the site's own
                                     #   torch.nn.Module ("module:function", the module found
                                     #   beside this file); default: the task's [model]
@@ -90,6 +93,10 @@ class NodeConfig:
     key_file: Path
     state_dir: Path
     listen: str = "127.0.0.1:0"
+    advertise: str | None = None
+    """``host:port`` where the other sites reach this node, when it is not ``listen``
+    (a node listening on ``0.0.0.0:7001`` behind a public name or a port forward); published
+    in the task's registry and in hello messages."""
     mode: str = "consensus"
     peers: tuple[Peer, ...] = ()
     topology: TopologySpec = field(default_factory=TopologySpec)
@@ -156,6 +163,14 @@ class NodeConfig:
             raise ConfigError(f"must be an integer in [0, {n}) for a task of {n} nodes, got "
                               f"{self.index!r}", field="index")  # fmt: skip
         check_str("listen", self.listen)
+        if self.advertise is not None:
+            from fedledger.gossip.endpoints import InvalidEndpoint, parse_endpoint
+
+            try:
+                parse_endpoint(self.advertise)
+            except InvalidEndpoint as exc:
+                raise ConfigError(f"must be host:port, got {self.advertise!r} ({exc})",
+                                  field="advertise") from None  # fmt: skip
         for i, peer in enumerate(self.peers):
             if not is_index(peer.index, n):
                 raise ConfigError(f"must be an integer in [0, {n}), got {peer.index!r}",
@@ -226,6 +241,7 @@ _TOP = {
     "key_file",
     "state_dir",
     "listen",
+    "advertise",
     "mode",
     "peers",
     "topology",
@@ -294,7 +310,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         {"stake": stake} if "stake" in doc else {}
     )
     for key in ("chain", "task_address", "attack", "probe", "listen", "mode", "mixing",
-                "label_column", "model"):  # fmt: skip
+                "label_column", "model", "advertise"):  # fmt: skip
         if key in simple:
             check_str(key, simple[key])
     for key in ("ready_timeout", "linger", "stall_timeout"):
@@ -347,7 +363,8 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
         f"mixing = {toml_value(cfg.mixing)}",
         f"attackers = {cfg.attackers}",
     ]
-    for key in ("chain", "task_address", "stake", "attack", "probe", "label_column", "model"):
+    for key in ("chain", "task_address", "stake", "attack", "probe", "label_column", "model",
+                "advertise"):  # fmt: skip
         if getattr(cfg, key) is not None:
             lines.append(f"{key} = {toml_value(getattr(cfg, key))}")
     for key in ("data", "rendezvous"):

@@ -143,6 +143,8 @@ class NodeCore:
         """Each founder's feature statistics (pooled standardization), first received kept."""
         self._own_stats: SiteStats | None = None
         self._stats_arrived = asyncio.Event()
+        self.on_round: Callable[[Mapping[str, Any]], None] | None = None
+        """Called with each round's record (what rounds.jsonl gets), e.g. to show progress."""
         self.preprocessing: dict[str, Any] = {}
         """The task's preprocessing as this node applies it (features, classes, mean, std:
         the model card's fields), once known."""
@@ -210,7 +212,7 @@ class NodeCore:
 
     @property
     def endpoint(self) -> str:
-        return self.transport.endpoint
+        return self.config.advertise or self.transport.endpoint
 
     @property
     def round_records(self) -> list[dict[str, Any]]:
@@ -338,14 +340,17 @@ class NodeCore:
             local = await asyncio.to_thread(ev.evaluate, params, val) if len(val) else None
             probe = self.probe
             backdoor = await asyncio.to_thread(ev.evaluate, params, probe) if probe else None
-            self.state.record({
+            record = {
                 "node": self.config.index, "round": rnd, "model": model, "t": self.wall(),
                 "acc": test["accuracy"], "loss": test["loss"],
                 "local_acc": None if local is None else local["accuracy"],
                 "backdoor": None if backdoor is None else backdoor["accuracy"],
                 "bytes_sent": self.counters.bytes_sent, "bytes_recv": self.counters.bytes_recv,
                 "rejected": self.counters.frames_rejected, **extra,
-            })  # fmt: skip
+            }  # fmt: skip
+            self.state.record(record)
+            if self.on_round is not None:
+                self.on_round(record)
 
     # -- helpers -----------------------------------------------------------------------------
 

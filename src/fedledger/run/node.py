@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,15 +74,22 @@ def run_node(
     model: ModelFactory | None = None,
     data: DataSource | None = None,
     label_column: str | None = None,
+    on_start: Callable[[str], None] | None = None,
+    on_round: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one node over gRPC until the task's last round (``fedledger node``); its summary
     is also written to ``state_dir/summary.json``. Raises :class:`RunFailed` when the node
-    did not complete the task (refused, failed, stalled, or no round produced a model)."""
+    did not complete the task (refused, failed, stalled, or no round produced a model).
+    ``on_start`` gets the node's address once its key is loaded, ``on_round`` each round's
+    record (rounds.jsonl's)."""
     from fedledger.api import make_node
 
     identity, transport, ledger = node_io(cfg, password_file=password_file)
+    if on_start is not None:
+        on_start(identity.address)
     node = make_node(cfg, identity=identity, transport=transport, ledger=ledger, model=model,
                      data=data, label_column=label_column)  # fmt: skip
+    node.on_round = on_round
     summary = asyncio.run(node.run())
     (cfg.state_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     check_summary(summary)
