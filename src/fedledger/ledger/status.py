@@ -1,0 +1,329 @@
+"""A task's state on chain, read into plain frozen records: :func:`task_status`.
+
+What ``fedledger status`` shows (and ``fedledger task start`` checks): the task's rules, every
+account that ever joined (its status, stake, endpoint, reward tokens and reputation), the
+current round and its phase, every round's outcome (finalized with its model's CID and the
+number of members that attested it, skipped, or still open), the rewards and the slashes. It
+is built from :class:`~fedledger.ledger.contract_ledger.ContractLedger`'s view calls and the
+task's events; nothing here prints. :func:`check_task_code` tells "no contract at that address"
+and "a contract that is not a Task" apart before anything else is asked.
+
+Amounts are exact integers in wei (stakes) or in the reward token's smallest unit (18
+decimals); digests are ``0x`` hex.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from eth_utils.address import to_checksum_address
+
+from fedledger.commit.cid import cid_from_digest
+from fedledger.errors import LedgerError
+from fedledger.ledger.artifacts import load_artifact
+from fedledger.ledger.chain import Chain
+from fedledger.ledger.chain.base import map_chain_errors
+from fedledger.ledger.contract_ledger import ContractLedger
+from fedledger.ledger.records import (
+    Attested,
+    Committed,
+    Distributed,
+    Equivocated,
+    Finalized,
+    Joined,
+    LedgerEvent,
+    Revealed,
+    Skipped,
+    Slashed,
+)
+from fedledger.ledger.rules import (
+    PHASE_ATTEST,
+    PHASE_COMMIT,
+    PHASE_FAILED,
+    PHASE_FINALIZED,
+    PHASE_NOT_STARTED,
+    PHASE_REVEAL,
+    STATUS_ACTIVE,
+    STATUS_LEFT,
+    STATUS_NONE,
+    STATUS_SLASHED,
+)
+
+__all__ = [
+    "MEMBER_STATUS",
+    "PHASE_NAMES",
+    "MemberStatus",
+    "RoundStatus",
+    "SlashStatus",
+    "TaskStatus",
+    "check_task_code",
+    "owner_of",
+    "task_status",
+]
+
+PHASE_NAMES: Final = {
+    PHASE_NOT_STARTED: "not started",
+    PHASE_COMMIT: "commit",
+    PHASE_REVEAL: "reveal",
+    PHASE_ATTEST: "attest",
+    PHASE_FINALIZED: "finalized",
+    PHASE_FAILED: "expired",
+}
+"""A round's phase by name; ``expired``: the attest window closed without a quorum (anyone
+may ``skip`` it). A round skipped is reported as ``skipped``."""
+
+MEMBER_STATUS: Final = {
+    STATUS_NONE: "withdrawn",
+    STATUS_ACTIVE: "active",
+    STATUS_LEFT: "left",
+    STATUS_SLASHED: "slashed",
+}
+"""An account's status by name, for accounts that joined at least once (``withdrawn``: left
+and took its stake back)."""
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + bytes(data).hex()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemberStatus:
+    """One account that joined the task (active now or not)."""
+
+    address: str
+    status: str
+    """``active``, ``left`` (waiting for its cooldown), ``withdrawn`` or ``slashed``."""
+    stake: int
+    """Wei staked now (0 once withdrawn or slashed)."""
+    endpoint: str
+    first_round: int
+    """The first round it may commit in."""
+    tokens: int
+    """Its reward token balance (smallest unit)."""
+    reveals: int
+    selections: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundStatus:
+    """One round, from 1 to the current one."""
+
+    round: int
+    outcome: str
+    """``finalized``, ``skipped``, or the open round's phase (``commit``, ``reveal``,
+    ``attest``, ``expired``)."""
+    model_digest: str | None
+    """The finalized model's sha256 (``0x`` hex), None unless finalized."""
+    model_cid: str | None
+    """Its CIDv1 (what nodes fetch it by), None unless finalized."""
+    attesters: int
+    """Members whose attestation of the finalized pair counted (0 unless finalized)."""
+    commits: int
+    reveals: int
+    rewarded: int | None
+    """Tokens minted for the round (smallest unit); None if not distributed (yet)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlashStatus:
+    member: str
+    amount: int
+    """Wei sent to the treasury."""
+    reason: str
+    round: int | None
+    """The round of the offence, when known."""
+    block: int
+    tx: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskStatus:
+    """A task's whole state, as :func:`task_status` reads it."""
+
+    task: str
+    chain_id: int
+    token: str
+    owner: str
+    treasury: str
+    config_digest: str
+    rule: str
+    quorum_bps: int
+    min_stake: int
+    allowlist: bool
+    reward_per_round: int
+    head_block: int
+    current_round: int
+    """0 until the owner starts the task."""
+    phase: str
+    """The current round's phase (``not started`` before round 1)."""
+    members: tuple[MemberStatus, ...]
+    """Every account that ever joined, in the order of its first join."""
+    rounds: tuple[RoundStatus, ...]
+    slashes: tuple[SlashStatus, ...]
+    total_staked: int
+    total_slashed: int
+    total_minted: int
+    token_supply: int
+
+    @property
+    def started(self) -> bool:
+        return self.current_round > 0
+
+    @property
+    def active(self) -> tuple[MemberStatus, ...]:
+        return tuple(m for m in self.members if m.status == "active")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary: every field, members, rounds and slashes as lists."""
+        d = asdict(self)
+        for name in ("members", "rounds", "slashes"):
+            d[name] = list(d[name])
+        return d
+
+
+def check_task_code(chain: Chain, address: str) -> None:
+    """A :class:`~fedledger.errors.LedgerError` unless a Task contract of this fedledger
+    version is deployed at ``address`` (its runtime code starts with the artifact's)."""
+    with map_chain_errors(f"chain {chain.chain_id}"):
+        code = chain.code(address)
+    if not code:
+        raise LedgerError(f"no Task contract at {address} (no code there on chain "
+                          f"{chain.chain_id})")  # fmt: skip
+    runtime = bytes.fromhex(str(load_artifact("Task")["bytecode_runtime"]).removeprefix("0x"))
+    if not code.startswith(runtime):
+        raise LedgerError(f"the contract at {address} is not a Task (its code is not that of "
+                          "this fedledger version's Task)")  # fmt: skip
+
+
+def _view(ledger: ContractLedger, name: str, *args: Any) -> Any:
+    with map_chain_errors(f"task at {ledger.task_address}"):
+        return ledger.chain.call(ledger.contract.functions[name](*args))
+
+
+def owner_of(ledger: ContractLedger) -> str:
+    """The task's owner (who may start it and allowlist accounts)."""
+    return to_checksum_address(str(_view(ledger, "owner")))
+
+
+def _members(ledger: ContractLedger, events: list[LedgerEvent]) -> tuple[MemberStatus, ...]:
+    order: dict[str, None] = {}
+    for event in events:
+        if isinstance(event, Joined):
+            order.setdefault(to_checksum_address(event.member), None)
+    for member in ledger.members():  # active ones joined before the first block read, too
+        order.setdefault(member.address, None)
+    out = []
+    for address in order:
+        status = ledger.status_of(address)
+        selections, reveals = ledger.reputation(address)
+        out.append(MemberStatus(
+            address=address,
+            status=MEMBER_STATUS.get(status, str(status)),
+            stake=int(_view(ledger, "stake_of", address)),
+            endpoint=str(_view(ledger, "endpoint_of", address)),
+            first_round=int(_view(ledger, "first_round_of", address)),
+            tokens=ledger.token_balance(address),
+            reveals=reveals,
+            selections=selections,
+        ))  # fmt: skip
+    return tuple(out)
+
+
+def _rounds(
+    ledger: ContractLedger, events: list[LedgerEvent], current: int, current_phase: str
+) -> tuple[RoundStatus, ...]:
+    finalized = {e.round: e for e in events if isinstance(e, Finalized)}
+    skipped = {e.round for e in events if isinstance(e, Skipped)}
+    minted = {e.round: e.total for e in events if isinstance(e, Distributed)}
+    commits: dict[int, int] = {}
+    reveals: dict[int, int] = {}
+    attested: dict[int, dict[str, tuple[bytes, bytes]]] = {}
+    equivocated: set[tuple[int, str]] = set()
+    for e in events:
+        if isinstance(e, Committed):
+            commits[e.round] = commits.get(e.round, 0) + 1
+        elif isinstance(e, Revealed):
+            reveals[e.round] = reveals.get(e.round, 0) + 1
+        elif isinstance(e, Attested):
+            attested.setdefault(e.round, {})[e.member] = (e.model_digest, e.result_digest)
+        elif isinstance(e, Equivocated):
+            equivocated.add((e.round, e.member))
+    out = []
+    for r in range(1, current + 1):
+        model: str | None = None
+        cid: str | None = None
+        count = 0
+        if r in finalized:
+            outcome = "finalized"
+            fin = finalized[r]
+            model, cid = _hex(fin.model_digest), cid_from_digest(bytes(fin.model_digest))
+            pair = (fin.model_digest, fin.result_digest)
+            count = sum(1 for member, p in attested.get(r, {}).items()
+                        if p == pair and (r, member) not in equivocated)  # fmt: skip
+        elif r in skipped:
+            outcome = "skipped"
+        elif r == current:
+            outcome = current_phase
+        else:  # before the first block read: ask the contract
+            phase = ledger.phase(r)
+            outcome = "skipped" if phase == PHASE_FAILED else PHASE_NAMES.get(phase, str(phase))
+            if phase == PHASE_FINALIZED:
+                digest = ledger.model_digest(r)
+                model, cid = _hex(digest), cid_from_digest(digest)
+        out.append(RoundStatus(round=r, outcome=outcome, model_digest=model, model_cid=cid,
+                               attesters=count, commits=commits.get(r, 0),
+                               reveals=reveals.get(r, 0), rewarded=minted.get(r)))  # fmt: skip
+    return tuple(out)
+
+
+def _slashes(events: list[LedgerEvent]) -> tuple[SlashStatus, ...]:
+    offences = {(e.tx, e.member): e.round for e in events if isinstance(e, Equivocated)}
+    out = []
+    for e in events:
+        if isinstance(e, Slashed):
+            rnd = offences.get((e.tx, e.member))
+            reason = (f"equivocated: attested two different results in round {rnd}"
+                      if rnd is not None else "slashed")  # fmt: skip
+            out.append(SlashStatus(member=e.member, amount=e.amount, reason=reason, round=rnd,
+                                   block=e.block, tx=e.tx))  # fmt: skip
+    return tuple(out)
+
+
+def task_status(ledger: ContractLedger, *, from_block: int = 0) -> TaskStatus:
+    """Everything about ``ledger``'s task, its events read from ``from_block`` on (the block
+    the task was deployed in, or 0: the whole chain). Views give the members' state, the
+    current round and the totals; the events give the rounds' outcomes and counts and the
+    slashes, so a ``from_block`` after the deployment leaves out what happened before it
+    (earlier rounds are then asked of the contract: their outcome and model, no counts)."""
+    rules = ledger.rules()
+    head = ledger.head()
+    events = ledger.events(max(from_block - 1, 0), head)
+    current = ledger.current_round()
+    if current == 0:
+        phase = PHASE_NAMES[PHASE_NOT_STARTED]
+    else:
+        phase = PHASE_NAMES.get(ledger.phase(current), "?")
+    return TaskStatus(
+        task=ledger.task_address,
+        chain_id=ledger.chain_id,
+        token=to_checksum_address(rules.token),
+        owner=owner_of(ledger),
+        treasury=to_checksum_address(rules.treasury),
+        config_digest=_hex(rules.config_digest),
+        rule=rules.rule,
+        quorum_bps=rules.quorum_bps,
+        min_stake=rules.min_stake,
+        allowlist=rules.allowlist_only,
+        reward_per_round=rules.reward_per_round,
+        head_block=head,
+        current_round=current,
+        phase=phase,
+        members=_members(ledger, events),
+        rounds=_rounds(ledger, events, current, phase),
+        slashes=_slashes(events),
+        total_staked=int(_view(ledger, "total_staked")),
+        total_slashed=int(_view(ledger, "total_slashed")),
+        total_minted=int(_view(ledger, "total_minted")),
+        token_supply=ledger.token_supply(),
+    )
