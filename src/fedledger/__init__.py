@@ -29,6 +29,7 @@ __all__ = [
     "TaskConfig",
     "__version__",
     "aggregate_round",
+    "export_model",
     "load_config",
     "load_node_config",
     "make_node",
@@ -49,6 +50,7 @@ _WHERE = {
     "RunFailed": "fedledger.errors",
     "Report": "fedledger.report",
     "aggregate_round": "fedledger.aggregation.round",
+    "export_model": "fedledger.export",
     "make_node": "fedledger.api",
     "run_node": "fedledger.api",
     "run_task": "fedledger.api",
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from fedledger.config.node import NodeConfig, load_node_config
     from fedledger.data import Dataset, NodeData
     from fedledger.errors import FedledgerError, RunFailed
+    from fedledger.export import export_model
     from fedledger.report import Report
 
 
