@@ -109,8 +109,14 @@ def read_private_file(path: str | os.PathLike[str], *, what: str) -> bytes:
         raise ConfigError(f"cannot read {what} {where!r}: {exc.strerror or exc}") from exc
 
 
-def _write_private(target: Path, text: str) -> None:
-    """Write ``text`` to ``target`` with mode 0600, atomically (temporary file, then rename)."""
+def _write_private(target: Path, text: str, *, overwrite: bool = True) -> None:
+    """Write ``text`` to ``target`` with mode 0600, atomically (temporary file, then rename).
+
+    With ``overwrite=False`` an existing ``target`` is left alone (:class:`ConfigError`): the
+    complete temporary file is hard-linked to ``target``, which fails if anything is there.
+    """
+    if not overwrite and os.path.lexists(target):
+        raise ConfigError(f"{os.fspath(target)!r} already exists: not overwritten")
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
@@ -121,13 +127,34 @@ def _write_private(target: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            _link_new(tmp, target, text)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
             raise ConfigError(f"cannot write key file {os.fspath(target)!r}: {exc}") from exc
         raise
+
+
+def _link_new(tmp: str, target: Path, text: str) -> None:
+    """Give the written file ``tmp`` the name ``target`` if nothing has it (and drop ``tmp``)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise ConfigError(f"{os.fspath(target)!r} already exists: not overwritten") from None
+    except OSError:  # no hard links on this file system: create it exclusively, mode 0600
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise ConfigError(f"{os.fspath(target)!r} already exists: not overwritten") from None
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.unlink(tmp)
 
 
 _MAX_SCRYPT_BYTES = 1 << 31
@@ -323,13 +350,14 @@ class Identity:
             raise ConfigError(f"key file {where!r}: the key does not match its address field")
         return identity
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
         """Write the key as ``0x``-prefixed hex to ``path``, readable by the owner only (0600).
 
         The file is written to a temporary file in the same directory (created 0600) and then
-        renamed over ``path``, so the key is never readable by others, even briefly.
+        renamed over ``path``, so the key is never readable by others, even briefly. With
+        ``overwrite=False`` an existing file at ``path`` is a :class:`ConfigError`.
         """
-        _write_private(Path(path), "0x" + self.private_key.hex() + "\n")
+        _write_private(Path(path), "0x" + self.private_key.hex() + "\n", overwrite=overwrite)
 
     def save_keystore(
         self,
@@ -338,18 +366,20 @@ class Identity:
         *,
         kdf: Literal["scrypt", "pbkdf2"] = "scrypt",
         iterations: int | None = None,
+        overwrite: bool = True,
     ) -> None:
         """Write the key encrypted with ``password`` as an Ethereum keystore v3 JSON file
         (``eth_account.Account.encrypt``; geth and eth-account read it), mode 0600, atomically
         like :meth:`save`. ``iterations`` is the KDF's work factor (scrypt's n, pbkdf2's
         rounds); the default is eth-account's (scrypt n = 2**18, about 256 MiB and a second).
+        With ``overwrite=False`` an existing file at ``path`` is a :class:`ConfigError`.
         """
         from eth_account import Account
 
         if not isinstance(password, str) or not password:
             raise ConfigError("a keystore needs a non-empty password")
         keystore = Account.encrypt(self.private_key, password, kdf=kdf, iterations=iterations)
-        _write_private(Path(path), json.dumps(keystore) + "\n")
+        _write_private(Path(path), json.dumps(keystore) + "\n", overwrite=overwrite)
 
     def sign(self, payload: bytes | bytearray) -> bytes:
         """The 65-byte signature ``r || s || v`` (v in {27, 28}, low s) over ``payload``.

@@ -9,8 +9,12 @@ stopping the process stops anvil itself.
 
 :func:`start_anvil` runs one on the loopback interface, waits until its JSON-RPC answers and
 returns an :class:`AnvilProcess` (a context manager). Several can run at once (port 0 lets
-anvil pick a free port). Its accounts are the well-known test accounts of anvil's default
-mnemonic (:func:`mnemonic_accounts`): never use them for anything of value.
+anvil pick a free port). By default its chain lives in memory and ends with it; with
+``state=PATH`` anvil loads the chain from PATH if the file exists, dumps it there every
+``state_interval`` seconds and on exit (SIGTERM or SIGINT, which :meth:`AnvilProcess.stop`
+sends before waiting), so that the next start goes on where the last one stopped. Its
+accounts are the well-known test accounts of anvil's default mnemonic
+(:func:`mnemonic_accounts`): never use them for anything of value.
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ ENV_ANVIL: Final = "FEDLEDGER_ANVIL"
 
 _NPM_TIMEOUT: Final = 600.0
 _LOG_TAIL: Final = 2000
+_STOP_TIMEOUT: Final = 5.0
+_DUMP_TIMEOUT: Final = 120.0
+"""Seconds a stopping anvil has to dump its state before it is killed."""
+STATE_INTERVAL: Final = 5
+"""Default seconds between two dumps of a persisted anvil's state (what a crash may lose)."""
 
 
 def project_root(start: Path | None = None) -> Path | None:
@@ -230,6 +239,8 @@ class AnvilProcess:
         owns_log: bool,
         accounts: int,
         mnemonic: str,
+        state: Path | None = None,
+        state_loaded: bool = False,
     ) -> None:
         self.process = process
         self.host = host
@@ -240,8 +251,13 @@ class AnvilProcess:
         self._owns_log = owns_log
         self._accounts = accounts
         self._mnemonic = mnemonic
+        self.state = state
+        """The file anvil keeps its chain in (loaded on start, dumped on exit); None: memory."""
+        self.state_loaded = state_loaded
+        """Whether the chain was reloaded from :attr:`state` (False: a new chain)."""
         # Do not leave an orphan anvil behind if the caller forgets to stop it.
-        self._finalizer = weakref.finalize(self, _terminate, process, log_file)
+        grace = _STOP_TIMEOUT if state is None else _DUMP_TIMEOUT
+        self._finalizer = weakref.finalize(self, _terminate, process, log_file, grace)
 
     @property
     def pid(self) -> int:
@@ -265,12 +281,15 @@ class AnvilProcess:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop anvil (SIGTERM, then SIGKILL after ``timeout``) and free its port.
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop anvil (SIGTERM, then SIGKILL after ``timeout`` seconds: 5 by default, 120
+        with a :attr:`state` file, which anvil writes on its way out) and free its port.
         Idempotent."""
         if not self._finalizer.alive:
             return
         self._finalizer.detach()
+        if timeout is None:
+            timeout = _STOP_TIMEOUT if self.state is None else _DUMP_TIMEOUT
         _terminate(self.process, self._log_file, timeout)
         if self._owns_log:
             shutil.rmtree(self.log_path.parent, ignore_errors=True)
@@ -329,12 +348,19 @@ def start_anvil(
     anvil: Path | None = None,
     log_path: Path | None = None,
     startup_timeout: float = 20.0,
+    state: Path | None = None,
+    state_interval: int = STATE_INTERVAL,
 ) -> AnvilProcess:
     """Start anvil on ``host:port`` (``port=0``: a free port) and wait until it answers.
 
     ``host`` must be a loopback address: anvil's accounts are unlocked and their keys public.
     ``block_time`` (seconds) switches from mining each transaction at once to interval mining.
     stdout and stderr go to ``log_path`` (default: a temporary file, removed on stop).
+
+    ``state``: the file that keeps the chain across restarts (anvil's ``--state``): loaded if
+    it exists, dumped every ``state_interval`` seconds and when anvil stops (its directory is
+    created if missing). None (the default): the chain lives in memory only. A state file
+    anvil cannot load is a :class:`LedgerError` naming it.
     """
     if not _is_loopback(host):
         raise ConfigError(f"anvil binds loopback addresses only, not {host!r}", field="host")
@@ -342,6 +368,9 @@ def start_anvil(
         raise ConfigError(f"not a port: {port}", field="port")
     if block_time is not None and block_time <= 0:
         raise ConfigError(f"must be positive, got {block_time}", field="block_time")
+    if state is not None and not (isinstance(state_interval, int) and state_interval > 0):
+        raise ConfigError(f"must be a positive number of seconds, got {state_interval!r}",
+                          field="state_interval")  # fmt: skip
     binary = anvil if anvil is not None else find_anvil()
     if binary is None:
         raise LedgerError(
@@ -371,6 +400,10 @@ def start_anvil(
         command += ["--chain-id", str(chain_id)]
     if gas_limit is not None:
         command += ["--gas-limit", str(gas_limit)]
+    state_loaded = False
+    if state is not None:
+        state_loaded = _check_state(state)
+        command += ["--state", str(state), "--state-interval", str(state_interval)]
     command += list(extra_args)
     log_file = log_path.open("wb")
     try:
@@ -388,6 +421,13 @@ def start_anvil(
         tail = log_path.read_bytes()[-_LOG_TAIL:].decode(errors="replace")
         if owns_log:
             shutil.rmtree(log_path.parent, ignore_errors=True)
+        if isinstance(exc, ChainUnavailable) and state is not None and "--state" in tail:
+            line = next((line for line in tail.splitlines() if "--state" in line), "")
+            reason = line.split("<PATH>':", 1)[-1].strip()  # "error: invalid value ... <PATH>':"
+            raise LedgerError(
+                f"anvil cannot load the chain state {str(state)!r} ({reason}): move "
+                "the file away to start a new chain"
+            ) from None
         if isinstance(exc, ChainUnavailable):
             raise ChainUnavailable(f"{exc}\n--- anvil log (tail) ---\n{tail}") from None
         raise
@@ -400,7 +440,21 @@ def start_anvil(
         owns_log=owns_log,
         accounts=accounts,
         mnemonic=ANVIL_MNEMONIC,
+        state=state,
+        state_loaded=state_loaded,
     )
+
+
+def _check_state(state: Path) -> bool:
+    """Make ``state``'s directory; whether the state file exists (and will be loaded)."""
+    try:
+        state.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the directory of {str(state)!r}: "
+                          f"{exc.strerror or exc}", field="state") from exc  # fmt: skip
+    if state.is_dir():
+        raise ConfigError(f"{str(state)!r} is a directory, not a state file", field="state")
+    return state.is_file()
 
 
 def _wait_until_serving(
