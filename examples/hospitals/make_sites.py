@@ -2,21 +2,27 @@
 
     python examples/hospitals/make_sites.py --out hospitals
 
-writes ``hospitals/site_a/data.csv``, ``site_b/data.csv`` and ``site_c/data.csv``: the
-bundled Wisconsin breast-cancer data (569 patients) split three ways with different case mixes
-(70 %, 40 % and 15 % malignant) and different sizes, raw (unscaled) measurements, one row per
-patient, the diagnosis as a word. A real hospital has its own file in this layout instead.
+writes ``hospitals/site_a``, ``site_b`` and ``site_c``, each with
+
+* ``data.csv``: the bundled Wisconsin breast-cancer data (569 patients) split three ways with
+  different case mixes (70 %, 40 % and 15 % malignant) and sizes: raw (unscaled) measurements,
+  one row per patient, the diagnosis as a word. A real hospital has its own file instead;
+* ``task.toml``: a copy of the task every site agrees on (this folder's);
+* ``node.toml``: the site's node configuration (this folder's ``site_X.toml``), whose
+  ``task_address`` is to be set to the deployed task's.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer
 
+HERE = Path(__file__).resolve().parent
 SITES = ("site_a", "site_b", "site_c")
 MALIGNANT_SHARE = (0.7, 0.4, 0.15)
 """Each site's share of malignant cases: different label skews."""
@@ -58,6 +64,8 @@ def write_sites(out: Path, seed: int = 0) -> list[Path]:
             for r in rows:
                 writer.writerow([f"P{r:04d}", *(repr(float(v)) for v in bunch.data[r]),
                                  diagnosis[int(bunch.target[r])]])  # fmt: skip
+        shutil.copy(HERE / "task.toml", folder / "task.toml")
+        shutil.copy(HERE / f"{site}.toml", folder / "node.toml")
         paths.append(path)
     return paths
 

@@ -265,6 +265,22 @@ def cmd_allow(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grant_reader(args: argparse.Namespace) -> int:
+    url = rpc_url(args.rpc, field="rpc")
+    task = check_address(args.task, field="task")
+    accounts = [check_address(a, field="address") for a in args.addresses]
+    _check_key_options(args)
+    handle = _owner_handle(args, url, task)
+    for account in accounts:
+        if args.revoke:
+            handle.ledger.revoke_reader(account)
+            print(f"revoked read access of {account}")
+        else:
+            handle.ledger.grant_reader(account)
+            print(f"granted read access to {account}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------
 # the parsers
 # ------------------------------------------------------------------------------------------
@@ -326,3 +342,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _chain_options(p, task=True)
     p.add_argument("addresses", nargs="+", metavar="ADDRESS", help="accounts that may join")
     p.set_defaults(func=cmd_allow)
+
+    p = task_sub.add_parser(
+        "grant-reader",
+        parents=[common],
+        help="the owner lets accounts (auditors) download the task's blobs",
+        description="Grant read access to the task's blobs (every update and model) to "
+        "accounts that are not members, whatever the access policy: an auditor's key. "
+        "Grants no membership and no stake.",
+    )
+    _chain_options(p, task=True)
+    p.add_argument("addresses", nargs="+", metavar="ADDRESS", help="the auditors' addresses")
+    p.add_argument("--revoke", action="store_true", help="take the read access back")
+    p.set_defaults(func=cmd_grant_reader)

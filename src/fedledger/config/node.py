@@ -158,6 +158,9 @@ class NodeConfig:
         check_str("chain", self.chain, optional=True)
         if self.task_address is not None:
             check_address("task_address", self.task_address)
+            if int(self.task_address, 16) == 0:
+                raise ConfigError("is the zero address: set it to the address `fedledger task "
+                                  "deploy` printed", field="task_address")  # fmt: skip
         check_choice("mode", self.mode, MODES, "mode")
         if not is_index(self.index, n):
             raise ConfigError(f"must be an integer in [0, {n}) for a task of {n} nodes, got "
