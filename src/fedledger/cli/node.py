@@ -34,9 +34,11 @@ def cmd_node(args: argparse.Namespace) -> int:
         if cfg.chain is not None:
             stake = cfg.stake if cfg.stake is not None else cfg.task.ledger.min_stake
             console.print(f"node {address}: task {cfg.task_address} on {cfg.chain}, stake "
-                          f"{stake / 10**18:g} ETH", highlight=False)  # fmt: skip
+                          f"{stake / 10**18:g} ETH", highlight=False, soft_wrap=True)  # fmt: skip
         else:
-            console.print(f"node {address}: {cfg.mode} mode, {rounds} rounds", highlight=False)
+            console.print(
+                f"node {address}: {cfg.mode} mode, {rounds} rounds", highlight=False, soft_wrap=True
+            )
         console.print(f"  log: {cfg.state_dir / 'node.log'}", highlight=False)
 
     def round_done(record: Mapping[str, Any]) -> None:
@@ -46,12 +48,13 @@ def cmd_node(args: argparse.Namespace) -> int:
                      if record["finalized"] else ", skipped (no quorum)")  # fmt: skip
         elif "agreeing" in record:
             line += f", {record['agreeing']} of {record['announced']} agree"
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)
 
     summary = run_node(cfg, password_file=args.password_file, on_start=started,
                        on_round=round_done)  # fmt: skip
     console.print(f"finished: model {summary['final_model']} "
-                  f"(summary: {cfg.state_dir / 'summary.json'})", highlight=False)  # fmt: skip
+                  f"(summary: {cfg.state_dir / 'summary.json'})", highlight=False,
+                  soft_wrap=True)  # fmt: skip
     return 0
 
 

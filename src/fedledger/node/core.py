@@ -349,6 +349,8 @@ class NodeCore:
                 "rejected": self.counters.frames_rejected, **extra,
             }  # fmt: skip
             self.state.record(record)
+            log.info("round %d: accuracy %.4f (loss %.4f) with model %s", rnd,
+                     test["accuracy"], test["loss"], model)  # fmt: skip
             if self.on_round is not None:
                 self.on_round(record)
 
