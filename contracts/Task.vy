@@ -19,7 +19,10 @@
         whole life (no replays, no shared updates). Each member's reputation
         counts its reveals and its selections (contributions with a nonzero
         score in a distributed round). Every state change emits an event,
-        so that an auditor can replay the task from the logs alone. See
+        so that an auditor can replay the task from the logs alone: the
+        deployment emits the task's whole configuration document
+        (`Configured`, whose sha256 is `config_digest`), and the owner can
+        grant auditors read access to the blobs (`grant_reader`). See
         docs/contracts.md.
 """
 
@@ -54,6 +57,9 @@ STATUS_ACTIVE: constant(uint8) = 1
 STATUS_LEFT: constant(uint8) = 2
 STATUS_SLASHED: constant(uint8) = 3
 
+# The longest configuration document a task can publish (see `Configured`).
+MAX_CONFIG: constant(uint256) = 8192
+
 # Access policies (see `can_download`).
 ACCESS_MEMBERS: constant(uint8) = 0
 ACCESS_TOKEN_HOLDERS: constant(uint8) = 1
@@ -66,6 +72,18 @@ _FAILED: constant(uint8) = 2
 
 
 # ---------------------------------------------------------------- events
+
+# Once, at deployment: the task's whole configuration, the canonical JSON
+# document whose sha256 is `config_digest` (an auditor needs nothing else).
+event Configured:
+    config_digest: indexed(bytes32)
+    document: Bytes[MAX_CONFIG]
+
+event ReaderGranted:
+    account: indexed(address)
+
+event ReaderRevoked:
+    account: indexed(address)
 
 event Allowed:
     account: indexed(address)
@@ -170,6 +188,9 @@ treasury: public(immutable(address))
 # ---------------------------------------------------------------- members
 
 allowed: public(HashMap[address, bool])
+# Accounts the owner lets download the task's blobs whatever the access
+# policy (auditors): see `grant_reader`.
+readers: public(HashMap[address, bool])
 status_of: public(HashMap[address, uint8])
 stake_of: public(HashMap[address, uint256])
 endpoint_of: public(HashMap[address, String[256]])
@@ -250,6 +271,7 @@ def __init__(
     access_policy_: uint8,
     cooldown_: uint256,
     treasury_: address,
+    config_document_: Bytes[MAX_CONFIG],
 ):
     assert token_ != empty(address), "token is zero"
     assert treasury_ != empty(address), "treasury is zero"
@@ -261,6 +283,8 @@ def __init__(
     assert max_participants_ > 0, "max participants is zero"
     assert convert(max_participants_, uint256) <= MAX, "max participants above MAX"
     assert access_policy_ <= ACCESS_PUBLIC, "unknown access policy"
+    assert len(config_document_) > 0, "config document is empty"
+    assert sha256(config_document_) == config_digest_, "config digest is not the document's"
     ownable.__init__()
     token = token_
     rule_id = rule_id_
@@ -277,6 +301,7 @@ def __init__(
     access_policy = access_policy_
     cooldown = cooldown_
     treasury = treasury_
+    log Configured(config_digest=config_digest_, document=config_document_)
 
 
 # ---------------------------------------------------------------- views
@@ -374,9 +399,12 @@ def can_download(account: address) -> bool:
     """
     @notice Whether the access policy lets `account` download the task's
             models: 0 active members, 1 token holders (and active
-            members), 2 anyone.
+            members), 2 anyone. A reader (`grant_reader`) may, whatever
+            the policy.
     """
     if access_policy == ACCESS_PUBLIC:
+        return True
+    if self.readers[account]:
         return True
     if self.status_of[account] == STATUS_ACTIVE:
         return True
@@ -456,6 +484,27 @@ def disallow(account: address):
     ownable._check_owner()
     self.allowed[account] = False
     log Disallowed(account=account)
+
+
+@external
+def grant_reader(account: address):
+    """
+    @notice Owner only: let `account` download the task's blobs whatever
+            the access policy (an auditor's key). Grants no membership.
+    """
+    ownable._check_owner()
+    self.readers[account] = True
+    log ReaderGranted(account=account)
+
+
+@external
+def revoke_reader(account: address):
+    """
+    @notice Owner only: take back `grant_reader`.
+    """
+    ownable._check_owner()
+    self.readers[account] = False
+    log ReaderRevoked(account=account)
 
 
 @external

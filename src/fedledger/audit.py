@@ -1,7 +1,11 @@
 """``fedledger audit``: replay a task from its chain, fetch its blobs, recompute everything.
 
-Anyone holding the chain (an RPC URL, or an embedded run's journal) and the blobs can check
-that training followed the task's rules. The audit trusts neither the nodes nor the RPC node:
+Anyone holding the chain (an RPC URL, or an embedded run's journal) can check that training
+followed the task's rules. The task's configuration is on chain (the deployment's
+``Configured`` event, checked against the contract's config digest); the initial model is
+rebuilt from it (:func:`initial_model`); the blobs come from local stores, else from the
+task's members over gRPC, else from an IPFS gateway (:mod:`fedledger.audit_sources`), each
+checked against its CID. The audit trusts neither the nodes nor the RPC node:
 
 Task-wide checks
     ``code``: the deployed runtime code is the Task artifact's; ``rules``: the contract's
@@ -49,15 +53,18 @@ from eth_account import Account
 from eth_utils.address import to_checksum_address
 
 from fedledger.aggregation.round import aggregate_round
+from fedledger.audit_sources import GatewayBlobs, MemberBlobs, RemoteBlobs
 from fedledger.commit import cid_from_digest, digest_from_cid, encode
 from fedledger.config import TaskConfig, load_config
 from fedledger.errors import (
     BlobError,
     CodecError,
     ConfigError,
+    FedledgerError,
     LedgerError,
 )
 from fedledger.gossip.blobs import BlobStore, FileBlobStore
+from fedledger.gossip.identity import Identity
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import Chain, EmbeddedChain, RpcChain
 from fedledger.ledger.contract_ledger import ContractLedger
@@ -66,6 +73,7 @@ from fedledger.ledger.records import (
     Committed,
     Distributed,
     Finalized,
+    Joined,
     LedgerEvent,
     Revealed,
     Rewarded,
@@ -76,6 +84,7 @@ from fedledger.ledger.records import (
 )
 from fedledger.ledger.reputation import round_reputation, uses_reputation
 from fedledger.ledger.rules import (
+    ACCESS_PUBLIC,
     RULE_IDS,
     commitment,
     quorum_stake,
@@ -141,18 +150,17 @@ class AuditReport:
 
 
 class BlobSource:
-    """Blobs looked up by CID across several stores; every blob is verified against its CID."""
+    """Blobs looked up by CID: in the local ``stores`` first, then in each of ``remotes`` in
+    order (the members, a gateway: :mod:`fedledger.audit_sources`). Every blob is verified
+    against its CID, whichever source it came from."""
 
-    def __init__(self, stores: Iterable[BlobStore]) -> None:
+    def __init__(self, stores: Iterable[BlobStore], remotes: Iterable[RemoteBlobs] = ()) -> None:
         self.stores = list(stores)
+        self.remotes = list(remotes)
+        self.served: dict[str, int] = {}
+        """How many blobs each kind of source delivered (``"local"``, ``"members"``, ...)."""
 
-    def fetch(self, cid: str) -> tuple[bytes | None, str]:
-        """``(bytes, "")``, or ``(None, why)``: missing, or altered (no copy hashes to the
-        CID)."""
-        try:
-            digest = digest_from_cid(cid)
-        except CodecError as exc:
-            return None, f"not a valid CID ({exc})"
+    def _local(self, cid: str, digest: bytes) -> tuple[bytes | None, bool]:
         altered = False
         for store in self.stores:
             try:
@@ -162,9 +170,54 @@ class BlobSource:
             except BlobError:
                 continue
             if hashlib.sha256(data).digest() == digest:
-                return data, ""
+                return data, False
             altered = True
-        return None, ("altered (its bytes do not hash to its CID)" if altered else "missing")
+        return None, altered
+
+    def prefetch(self, cids: Sequence[str]) -> None:
+        """Let the remote sources fetch every blob no local store holds, ahead of
+        :meth:`fetch` (the members in parallel)."""
+        if not self.remotes:
+            return
+        missing = []
+        for cid in dict.fromkeys(cids):
+            try:
+                digest = digest_from_cid(cid)
+            except CodecError:
+                continue
+            if self._local(cid, digest)[0] is None:
+                missing.append(cid)
+        for remote in self.remotes:
+            if missing:
+                remote.prefetch(missing)
+
+    def fetch(self, cid: str) -> tuple[bytes | None, str]:
+        """``(bytes, "")``, or ``(None, why)``: missing, or altered (no copy hashes to the
+        CID), with what each remote source said."""
+        try:
+            digest = digest_from_cid(cid)
+        except CodecError as exc:
+            return None, f"not a valid CID ({exc})"
+        data, altered = self._local(cid, digest)
+        if data is not None:
+            self.served["local"] = self.served.get("local", 0) + 1
+            return data, ""
+        whys = []
+        for remote in self.remotes:
+            data, why = remote.fetch(cid)
+            if data is not None and hashlib.sha256(data).digest() == digest:
+                self.served[remote.name] = self.served.get(remote.name, 0) + 1
+                return data, ""
+            if data is not None:
+                why = "altered (its bytes do not hash to its CID)"
+            altered = altered or why.startswith("altered")
+            whys.append(f"{remote.name}: {why}")
+        kind = "altered (its bytes do not hash to its CID)" if altered else "missing"
+        return None, kind + (f" [{'; '.join(whys)}]" if whys else "")
+
+    def close(self) -> None:
+        for remote in self.remotes:
+            remote.close()
 
 
 @dataclass
@@ -205,10 +258,44 @@ def _group(events: Sequence[LedgerEvent]) -> dict[int, _Round]:
     return rounds
 
 
+#: The shapes of the bundled data sets: (feature shape, classes, image shape).
+BUNDLED_SHAPES: dict[str, tuple[tuple[int, ...], int, tuple[int, ...] | None]] = {
+    "digits": ((64,), 10, (1, 8, 8)),
+    "breast_cancer": ((30,), 2, None),
+}
+
+
+def task_shapes(
+    cfg: TaskConfig,
+) -> tuple[tuple[int, ...], int, tuple[int, ...] | None] | None:
+    """``(feature_shape, num_classes, image_shape)`` of the task's model inputs, from its
+    configuration alone: the bundled data sets' are known, a ``sites`` task names its features
+    and classes. None when only the data can tell (csv and npz files)."""
+    if cfg.data.dataset in BUNDLED_SHAPES:
+        return BUNDLED_SHAPES[cfg.data.dataset]
+    features = getattr(cfg.data, "features", None)
+    classes = getattr(cfg.data, "classes", None)
+    if features and classes:
+        return (len(features),), len(classes), None
+    return None
+
+
 def initial_model(task: TaskConfig) -> bytes:
-    """The task's initial model blob, as every node derives it from the seed."""
-    prepared = prepare_task(task)
-    trainer = build_trainer(task, prepared.data)
+    """The task's initial model blob, as every node derives it from the seed: from the
+    configuration alone when :func:`task_shapes` knows the shapes, else from the data set
+    (which must then be at hand). Raises a :class:`~fedledger.errors.FedledgerError` when the
+    model cannot be rebuilt."""
+    shapes = task_shapes(task)
+    if shapes is None:
+        prepared = prepare_task(task)
+        trainer = build_trainer(task, prepared.data)
+    else:
+        from fedledger.learning import TorchTrainer
+
+        feature_shape, num_classes, image_shape = shapes
+        trainer = TorchTrainer(model=task.model, feature_shape=feature_shape,
+                               num_classes=num_classes, image_shape=image_shape,
+                               threads=1)  # fmt: skip
     return encode(trainer.init_params(derive_seed(task.seed, "init")))
 
 
@@ -220,19 +307,65 @@ class Auditor:
         *,
         chain: Chain,
         task_address: str,
-        task: TaskConfig,
-        blobs: BlobSource,
+        task: TaskConfig | None = None,
+        blobs: BlobSource | None = None,
         from_block: int = 0,
         initial: bytes | None = None,
+        initial_cid: str | None = None,
+        identity: Identity | None = None,
     ) -> None:
+        """``task``: the configuration to audit against (None: the one published on chain);
+        ``initial``: the initial model blob (None: rebuilt from the configuration, else
+        fetched by ``initial_cid`` if given); ``identity``: fetch the blobs no local store
+        holds from the task's members, signing the requests with this key."""
         self.chain = chain
         self.ledger = ContractLedger(chain, task_address, None)
-        self.task = task
-        self.blobs = blobs
         self.from_block = from_block
-        self.initial = initial if initial is not None else initial_model(task)
+        self.task = task if task is not None else self.ledger.task_config(from_block)
+        self.blobs = blobs if blobs is not None else BlobSource([])
+        self.identity = identity
+        self.initial_cid = initial_cid
+        self.initial = initial
+        self._initial_why = ""
         self._slashed: dict[str, int] = {}
         self._events: list[LedgerEvent] = []
+        self._notes: list[str] = []
+
+    def _initial_model(self) -> bytes | None:
+        """The initial model: rebuilt from the configuration, else fetched by its CID."""
+        if self.initial is not None:
+            return self.initial
+        try:
+            self.initial = initial_model(self.task)
+            return self.initial
+        except (FedledgerError, OSError) as exc:
+            why = f"it cannot be rebuilt from the configuration ({exc})"
+        if self.initial_cid is not None:
+            data, fetched = self.blobs.fetch(self.initial_cid)
+            if data is not None:
+                self.initial = data
+                return data
+            why += f", and its blob {self.initial_cid} is {fetched}"
+        self._initial_why = why
+        self._notes.append(f"the initial model is unknown: {why}; round 1 is not recomputed, "
+                           "later rounds start from the attested models")  # fmt: skip
+        return None
+
+    def _members(self) -> MemberBlobs | None:
+        """The members as a blob source: every address that joined, at its latest endpoint."""
+        if self.identity is None:
+            return None
+        endpoints: dict[str, str] = {}
+        for e in self._events:
+            if isinstance(e, Joined):
+                endpoints[e.member] = e.endpoint
+        members = MemberBlobs(identity=self.identity,
+                              task_id=self.ledger.rules().config_digest.hex(),
+                              chain_id=self.chain.chain_id, contract=self.ledger.task_address,
+                              members=endpoints)  # fmt: skip
+        if self.initial is not None:
+            members.max_bytes = len(self.initial)
+        return members
 
     # -- task-wide --------------------------------------------------------------------------------
 
@@ -355,7 +488,7 @@ class Auditor:
         return who, scores, None
 
     def _aggregate(
-        self, rnd: int, st: _Round, base: bytes, updates: dict[str, bytes]
+        self, rnd: int, st: _Round, base: bytes | None, updates: dict[str, bytes]
     ) -> tuple[list[Check], bytes | None]:
         f = st.finalized
         assert f is not None
@@ -363,6 +496,11 @@ class Auditor:
         who, claimed, problem = self._result(st)
         if problem is not None:
             checks.append(problem)
+        if base is None:
+            why = self._initial_why if rnd == 1 else "the previous model is unavailable"
+            detail = f"cannot recompute: the base model is unknown: {why}"
+            checks.append(Check(name="aggregate", ok=False, detail=detail))
+            return checks, None
         missing = [w for w in who if w not in updates]
         if missing:
             checks.append(
@@ -467,13 +605,52 @@ class Auditor:
         return Check(name="skip", ok=ok, detail="" if ok else "skipped before its window closed")
 
     def run(self) -> AuditReport:
+        """Audit the task (see the module docstring); closes the remote blob sources."""
+        try:
+            return self._run()
+        finally:
+            self.blobs.close()
+
+    def _prefetch(self, rounds: dict[int, _Round]) -> None:
+        cids = []
+        for rnd in sorted(r for r in rounds if 1 <= r <= self.task.rounds):
+            st = rounds[rnd]
+            cids += [r.cid for r in st.reveals.values()]
+            if st.finalized is not None:
+                cids.append(cid_from_digest(st.finalized.model_digest))
+        self.blobs.prefetch(cids)
+
+    def _access_note(self) -> None:
+        """Why the members may have refused the auditor's requests."""
+        if self.identity is None or not self.blobs.remotes:
+            return
+        who = self.identity.address
+        try:
+            allowed = self.ledger.can_download(who)
+        except LedgerError:
+            return
+        if not allowed:
+            policy = (
+                "public" if self.ledger.rules().access_policy == ACCESS_PUBLIC else "not public"
+            )
+            self._notes.append(f"the auditor's key {who} may not download the task's blobs "
+                               f"(access {policy}): ask the owner to grant it read access "
+                               "(grant_reader)")  # fmt: skip
+
+    def _run(self) -> AuditReport:
         events = self.ledger.events(self.from_block - 1 if self.from_block else -1)
         self._events = events
         rounds = _group(events)
         self._slashed = {e.member: e.block for e in events if isinstance(e, Slashed)}
-        base = self.initial
+        members = self._members()
+        if members is not None:
+            self.blobs.remotes.insert(0, members)
+        base = self._initial_model()
+        if members is not None and self.initial is not None:
+            members.max_bytes = len(self.initial)
+        self._prefetch(rounds)
         verdicts = []
-        notes = []
+        notes = self._notes
         for rnd in sorted(r for r in rounds if 1 <= r <= self.task.rounds):
             st = rounds[rnd]
             if st.started is None:
@@ -505,6 +682,11 @@ class Auditor:
             else:
                 status = "open"
             verdicts.append(RoundVerdict(round=rnd, status=status, checks=tuple(checks)))
+        if any(not c.ok and c.name == "blobs" for v in verdicts for c in v.checks):
+            self._access_note()
+        if self.blobs.served:
+            served = sorted(self.blobs.served.items())
+            notes.append("blobs verified from: " + ", ".join(f"{n} {c}" for n, c in served))
         rules = self.ledger.rules()
         return AuditReport(
             task=self.ledger.task_address,
@@ -533,6 +715,13 @@ def run_blob_stores(run_dir: Path) -> list[BlobStore]:
     return [FileBlobStore(p, durable=False) for p in sorted(run_dir.glob("node-*/state/blobs"))]
 
 
+def _stores(blob_dirs: Sequence[Path]) -> list[BlobStore]:
+    stores: list[BlobStore] = []
+    for d in blob_dirs:
+        stores += run_blob_stores(d) or [FileBlobStore(d, durable=False)]
+    return stores
+
+
 def audit_run(
     run_dir: Path,
     *,
@@ -542,8 +731,10 @@ def audit_run(
     config: Path | None = None,
     blob_dirs: Sequence[Path] = (),
 ) -> AuditReport:
-    """Audit a run directory (``ledger.json``, ``task.toml``, ``chain.jsonl`` for an embedded
-    chain, the nodes' blobs), or a task on ``rpc`` at ``task_address``."""
+    """Audit a run directory (``ledger.json``, ``chain.jsonl`` for an embedded chain, the
+    nodes' blobs; ``task.toml`` if present, else the configuration on chain), or a task on
+    ``rpc`` at ``task_address`` with the blobs of ``blob_dirs`` (see :func:`audit_task` for
+    an audit that fetches them from the members)."""
     from fedledger.rundir import JOURNAL_FILE, LedgerDeployment
 
     first = 0
@@ -561,16 +752,53 @@ def audit_run(
     if task_address is None:
         raise ConfigError("which task? give --task ADDRESS", field="task")
     cfg_path = config or run_dir / "task.toml"
-    task = load_config(cfg_path)
+    task = load_config(cfg_path) if config is not None or cfg_path.exists() else None
     stores: list[BlobStore] = run_blob_stores(run_dir) if run_dir.exists() else []
-    for d in blob_dirs:
-        stores += run_blob_stores(d) or [FileBlobStore(d, durable=False)]
+    stores += _stores(blob_dirs)
     return Auditor(
         chain=chain,
         task_address=task_address,
         task=task,
         blobs=BlobSource(stores),
         from_block=first,
+    ).run()
+
+
+def audit_task(
+    *,
+    task_address: str,
+    rpc: str | None = None,
+    chain: Chain | None = None,
+    identity: Identity | None = None,
+    config: Path | TaskConfig | None = None,
+    blob_dirs: Sequence[Path] = (),
+    gateway: str | None = None,
+    members: bool = True,
+    from_block: int = 0,
+    initial_cid: str | None = None,
+) -> AuditReport:
+    """An outsider's audit: the task at ``task_address`` on ``rpc`` (or ``chain``), with its
+    configuration read from the chain (``config``, if given, must be the one on chain: the
+    ``rules`` check), the initial model rebuilt from it, and the blobs from ``blob_dirs``,
+    else the task's members (``members``; requests signed by ``identity``, a fresh random key
+    by default: enough for a task whose access is public, else give a key the owner granted
+    read access), else the IPFS ``gateway``."""
+    if chain is None:
+        if rpc is None:
+            raise ConfigError("which chain? give --rpc URL", field="rpc")
+        chain = RpcChain(rpc)
+    task = load_config(config) if isinstance(config, Path) else config
+    remotes: list[RemoteBlobs] = [GatewayBlobs(gateway)] if gateway is not None else []
+    if members and identity is None:
+        identity = Identity.generate()
+    return Auditor(
+        chain=chain,
+        task_address=task_address,
+        task=task,
+        blobs=BlobSource(_stores(blob_dirs), remotes),
+        from_block=from_block,
+        identity=identity if members else None,
+        initial_cid=initial_cid,
     ).run()
 
 
@@ -602,7 +830,9 @@ __all__ = [
     "Check",
     "RoundVerdict",
     "audit_run",
+    "audit_task",
     "format_report",
     "initial_model",
     "report_json",
+    "task_shapes",
 ]

@@ -118,9 +118,9 @@ def test_artifacts_deploy_and_run_a_round() -> None:
     task = _deploy(
         "Task",
         ["address", "uint8", "bytes32", "bytes32", "uint16", "uint256", "uint256", "uint256",
-         "uint256", "uint16", "bool", "uint256", "uint8", "uint256", "address"],
-        [token.address, 1, b"\x01" * 32, b"\x02" * 32, 6000, ETHER, 60, 60, 60, 8, False,
-         10 * ETHER, 0, 10, treasury],
+         "uint256", "uint16", "bool", "uint256", "uint8", "uint256", "address", "bytes"],
+        [token.address, 1, b"\x01" * 32, hashlib.sha256(b"{}").digest(), 6000, ETHER, 60, 60,
+         60, 8, False, 10 * ETHER, 0, 10, treasury, b"{}"],
     )  # fmt: skip
     token.set_minter(task.address, True)
     node = boa.env.generate_address()

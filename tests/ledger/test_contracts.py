@@ -36,7 +36,8 @@ WINDOW = 100  # seconds: commit, reveal and attest windows alike
 COOLDOWN = 50
 REWARD = 100 * ETHER
 RULE_PARAMS = b"\x11" * 32
-CONFIG = b"\x22" * 32
+DOCUMENT = b'{"name":"contracts","seed":1}'  # any bytes: the contract only hashes them
+CONFIG = hashlib.sha256(DOCUMENT).digest()
 MODEL = b"\xaa" * 32
 OTHER_MODEL = b"\xbb" * 32
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
@@ -82,6 +83,7 @@ def task_args(token_address: str, treasury_address: str, **overrides: Any) -> li
         "access_policy": ACCESS_MEMBERS,
         "cooldown": COOLDOWN,
         "treasury": treasury_address,
+        "config_document": DOCUMENT,
     }
     unknown = set(overrides) - set(rules)
     assert not unknown, unknown
@@ -266,6 +268,12 @@ def test_rules_are_stored_and_readable(world: World) -> None:
         ({"access_policy": 3}, "unknown access policy"),
         ({"token": "0x" + "00" * 20}, "token is zero"),
         ({"treasury": "0x" + "00" * 20}, "treasury is zero"),
+        ({"config_digest": b"\x22" * 32}, "config digest is not the document's"),
+        ({"config_document": DOCUMENT + b" "}, "config digest is not the document's"),
+        (
+            {"config_document": b"", "config_digest": hashlib.sha256(b"").digest()},
+            "config document is empty",
+        ),
     ],
 )
 def test_constructor_rejects_bad_rules(
@@ -275,6 +283,19 @@ def test_constructor_rejects_bad_rules(
     treasury = boa.env.generate_address()
     with boa.reverts(reason):
         deployers[1].deploy(*task_args(token.address, treasury, **overrides))
+
+
+def test_the_deployment_emits_the_configuration_document(world: World) -> None:
+    configured = [e for e in world.task.get_logs() if type(e).__name__ == "Configured"]
+    assert len(configured) == 1
+    assert configured[0].document == DOCUMENT
+    assert configured[0].config_digest == CONFIG == hashlib.sha256(DOCUMENT).digest()
+
+
+def test_constructor_takes_a_document_up_to_max_config(make_world: Any) -> None:
+    document = b"x" * 8192
+    w = make_world(config_document=document, config_digest=hashlib.sha256(document).digest())
+    assert w.task.config_digest() == hashlib.sha256(document).digest()
 
 
 def test_constructor_accepts_the_bounds(make_world: Any) -> None:
@@ -1356,6 +1377,30 @@ def test_can_download_token_holders(make_world: Any) -> None:
     w.token.transfer(nobody, 1, sender=holder)
     assert w.task.can_download(nobody)
     assert not w.task.can_download(holder)
+
+
+@pytest.mark.parametrize("policy", [ACCESS_MEMBERS, ACCESS_TOKEN_HOLDERS])
+def test_readers_can_download_whatever_the_policy(make_world: Any, policy: int) -> None:
+    w = make_world(access_policy=policy)
+    reader, outsider = w.accounts[:2]
+    task = w.task
+    assert not task.can_download(reader)
+    with boa.reverts("ownable: caller is not the owner"):
+        task.grant_reader(reader, sender=outsider)
+    task.grant_reader(reader)
+    granted = [e for e in task.get_logs() if type(e).__name__ == "ReaderGranted"]
+    assert [e.account for e in granted] == [reader]
+    assert task.readers(reader)
+    assert task.can_download(reader)
+    assert not task.can_download(outsider)  # neither a member nor a reader
+    assert task.status_of(reader) == STATUS_NONE  # read access is no membership
+    with boa.reverts("ownable: caller is not the owner"):
+        task.revoke_reader(reader, sender=reader)
+    task.revoke_reader(reader)
+    revoked = [e for e in task.get_logs() if type(e).__name__ == "ReaderRevoked"]
+    assert [e.account for e in revoked] == [reader]
+    assert not task.readers(reader)
+    assert not task.can_download(reader)
 
 
 def test_can_download_public(make_world: Any) -> None:

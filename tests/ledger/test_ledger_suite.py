@@ -874,6 +874,33 @@ def test_can_download(make_world: Callable[..., World], access: str) -> None:
         ] == expected
 
 
+def test_readers_can_download_whatever_the_policy(make_world: Callable[..., World]) -> None:
+    world = make_world(nodes=3, access="members")
+    reader, outsider = world.accounts[5], world.accounts[6]
+    assert not outsider.can_download(reader.account)
+    reverts("ownable: caller is not the owner", outsider.grant_reader, reader.account)
+    world.owner.grant_reader(reader.account)
+    assert outsider.can_download(reader.account)
+    assert not outsider.can_download(outsider.account)
+    assert outsider.status_of(reader.account) == STATUS_NONE  # no membership
+    reverts("ownable: caller is not the owner", reader.revoke_reader, reader.account)
+    world.owner.revoke_reader(reader.account)
+    assert not outsider.can_download(reader.account)
+
+
+def test_contract_ledger_reads_the_configuration_from_the_chain() -> None:
+    task = task_config(nodes=3, access="token_holders")
+    world = embedded_world(task)
+    reader = ContractLedger(world.owner.chain, world.owner.task_address, None)  # type: ignore[attr-defined]
+    assert reader.config_document() == task.document()
+    assert reader.task_config() == task
+    assert reader.task_config().digest() == reader.rules().config_digest
+    after = reader.head() + 1
+    fresh = ContractLedger(world.owner.chain, world.owner.task_address, None)  # type: ignore[attr-defined]
+    with pytest.raises(LedgerError, match="no Configured event"):
+        fresh.config_document(from_block=after)
+
+
 # ------------------------------------------------------------------------------------------------
 # Events and leaving
 # ------------------------------------------------------------------------------------------------

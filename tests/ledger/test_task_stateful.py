@@ -78,6 +78,7 @@ MODELS = (b"\xa1" * 32, b"\xa2" * 32)
 JUNK_RESULT = b"\xee" * 32
 EXAMPLES = 1000  # sequences; each is one example of the state machine
 STEPS = 20
+CONFIG_DOCUMENT = b'{"name":"stateful"}'
 TASK_CONSTRUCTOR_TYPES = [
     "address",  # token
     "uint8",  # rule_id
@@ -94,6 +95,7 @@ TASK_CONSTRUCTOR_TYPES = [
     "uint8",  # access_policy
     "uint256",  # cooldown
     "address",  # treasury
+    "bytes",  # config_document
 ]
 #: How often each (function, outcome) happened, over all sequences: shows what was covered.
 OUTCOMES: Counter[str] = Counter()
@@ -136,7 +138,7 @@ def deploy() -> Deployed:
             token.address,
             1,
             b"\x01" * 32,
-            b"\x02" * 32,
+            hashlib.sha256(CONFIG_DOCUMENT).digest(),
             QUORUM_BPS,
             MIN_STAKE,
             WINDOW,
@@ -148,6 +150,7 @@ def deploy() -> Deployed:
             ACCESS_MEMBERS,
             COOLDOWN,
             treasury,
+            CONFIG_DOCUMENT,
         ],
     )
     token.set_minter(task.address, True)

@@ -10,6 +10,7 @@ that does not decode) translated by :func:`~fedledger.ledger.chain.base.map_chai
 from __future__ import annotations
 
 import bisect
+import hashlib
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,8 @@ from hexbytes import HexBytes
 from web3.contract import Contract
 
 from fedledger.config import TaskConfig
-from fedledger.errors import LedgerError, TransactionReverted
+from fedledger.config.task import config_from_document
+from fedledger.errors import ConfigError, LedgerError, TransactionReverted
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import OUT_OF_GAS, Chain, Receipt
 from fedledger.ledger.chain.base import map_chain_errors, translated
@@ -45,9 +47,11 @@ from fedledger.ledger.rules import (
 )
 
 __all__ = [
+    "CONFIG_LOG_WINDOW",
     "DISTRIBUTE_GAS_BASE",
     "DISTRIBUTE_GAS_EACH",
     "GAS_LIMITS",
+    "MAX_CONFIG_BYTES",
     "ContractLedger",
     "deploy_task",
 ]
@@ -69,6 +73,11 @@ DISTRIBUTE_GAS_EACH: Final = 80_000
 """``distribute``'s limit: base + each x contributors (a counter, a mint and two events
 each: at most about 64k, for a contributor selected and paid for the first time)."""
 
+MAX_CONFIG_BYTES: Final = 8192
+"""The Task's MAX_CONFIG: the longest configuration document a task can publish."""
+CONFIG_LOG_WINDOW: Final = 10_000
+"""Blocks per log query while looking for the ``Configured`` event."""
+
 _RULE_FIELDS: Final = (
     "token", "rule_id", "rule_params_digest", "config_digest", "quorum_bps", "min_stake",
     "commit_window", "reveal_window", "attest_window", "max_participants", "allowlist_only",
@@ -85,8 +94,9 @@ def deploy_task(
     token_name: str = "fedledger reward",
     token_symbol: str = "FLR",
 ) -> tuple[str, str]:
-    """Deploy a RewardToken and a Task with ``task``'s rules, owned by ``owner``; the Task is
-    made the token's minter. Returns ``(task address, token address)``."""
+    """Deploy a RewardToken and a Task with ``task``'s rules and its whole configuration
+    document (emitted in the Task's ``Configured`` event), owned by ``owner``; the Task is made
+    the token's minter. Returns ``(task address, token address)``."""
     with map_chain_errors("deploying the task"):
         token_art, task_art = load_artifact("RewardToken"), load_artifact("Task")
         token = chain.deploy(token_art["abi"], token_art["bytecode"], token_name[:25],
@@ -94,6 +104,11 @@ def deploy_task(
                              sender=owner)  # fmt: skip
         rules = rules_for(task, token=token.address, treasury=treasury or owner.address)
         args = [getattr(rules, name) for name in _RULE_FIELDS]
+        document = task.document()
+        if len(document) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the task's configuration document is {len(document)} bytes, "
+                              f"the contract takes at most {MAX_CONFIG_BYTES}")  # fmt: skip
+        args.append(document)
         contract = chain.deploy(task_art["abi"], task_art["bytecode"], *args, sender=owner)
         chain.transact(token.functions.set_minter(contract.address, True), sender=owner)
         return str(contract.address), str(token.address)
@@ -144,6 +159,7 @@ class ContractLedger(TaskTransactions):
         self._account = account
         self.timeout = timeout
         self._rules: TaskRules | None = None
+        self._document: bytes | None = None
         self._token: Contract | None = None
         self._times: dict[int, int] = {}
         self._topics: dict[bytes, Any] = {}
@@ -190,6 +206,57 @@ class ContractLedger(TaskTransactions):
             values = {name: self._call(name) for name in _RULE_FIELDS}
             self._rules = TaskRules(**values)
         return self._rules
+
+    @translated
+    def config_document(self, from_block: int = 0) -> bytes:
+        """The task's configuration document, from the ``Configured`` event its deployment
+        emitted (looked for from ``from_block`` on, :data:`CONFIG_LOG_WINDOW` blocks at a
+        time: give the deployment block if known). Checked against :meth:`rules`'
+        ``config_digest``: an RPC node that forges the log is caught here. Raises
+        :class:`~fedledger.errors.LedgerError` if there is no such event or it does not match.
+        """
+        if self._document is not None:
+            return self._document
+        event = self.contract.events["Configured"]()
+        topic = bytes(HexBytes(event.topic))
+        expected = self.rules().config_digest
+        head = self.head()
+        start = max(0, from_block)
+        while start <= head:
+            end = min(start + CONFIG_LOG_WINDOW - 1, head)
+            for log in self.chain.logs(self.task_address, from_block=start, to_block=end,
+                                       window=CONFIG_LOG_WINDOW):  # fmt: skip
+                topics = log["topics"]
+                if not topics or bytes(HexBytes(topics[0])) != topic:
+                    continue
+                document = bytes(event.process_log(log)["args"]["document"])
+                if hashlib.sha256(document).digest() != expected:
+                    raise LedgerError(
+                        f"{self._where}: the Configured event's document does not hash to the "
+                        "contract's config digest"
+                    )
+                self._document = document
+                return document
+            start = end + 1
+        raise LedgerError(
+            f"{self._where}: no Configured event from block {from_block} on (a task deployed "
+            "before configurations were published on chain?)"
+        )
+
+    @translated
+    def task_config(self, from_block: int = 0) -> TaskConfig:
+        """The task's configuration, read from the chain (:meth:`config_document`)."""
+        document = self.config_document(from_block)
+        try:
+            return config_from_document(document)
+        except ConfigError as exc:
+            raise LedgerError(f"{self._where}: the published configuration is not one this "
+                              f"version reads: {exc}") from exc  # fmt: skip
+
+    @translated
+    def is_reader(self, account: str) -> bool:
+        """Whether the owner granted ``account`` read access (:meth:`grant_reader`)."""
+        return bool(self._call("readers", to_checksum_address(account)))
 
     @translated
     def now(self) -> int:
@@ -320,6 +387,14 @@ class ContractLedger(TaskTransactions):
     @translated
     def allow(self, account: str) -> TxResult:
         return self._send("allow", to_checksum_address(account))
+
+    @translated
+    def grant_reader(self, account: str) -> TxResult:
+        return self._send("grant_reader", to_checksum_address(account))
+
+    @translated
+    def revoke_reader(self, account: str) -> TxResult:
+        return self._send("revoke_reader", to_checksum_address(account))
 
     @translated
     def distribute(

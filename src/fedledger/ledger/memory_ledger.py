@@ -111,6 +111,7 @@ class MemoryTask:
         self.time = int(clock())
         self.log: list[LedgerEvent] = []
         self.allowed: set[str] = set()
+        self.readers: set[str] = set()
         self.status: dict[str, int] = {}
         self.stake: dict[str, int] = {}
         self.endpoint: dict[str, str] = {}
@@ -203,6 +204,18 @@ class MemoryTask:
         if sender != self.owner:
             raise TransactionReverted("ownable: caller is not the owner")
         self.allowed.add(_key(account))
+
+    def _do_grant_reader(self, sender: str, time: int, emit: Any, account: str, *,
+                         value: int) -> None:  # fmt: skip
+        if sender != self.owner:
+            raise TransactionReverted("ownable: caller is not the owner")
+        self.readers.add(_key(account))
+
+    def _do_revoke_reader(self, sender: str, time: int, emit: Any, account: str, *,
+                          value: int) -> None:  # fmt: skip
+        if sender != self.owner:
+            raise TransactionReverted("ownable: caller is not the owner")
+        self.readers.discard(_key(account))
 
     def _do_join(self, sender: str, time: int, emit: Any, endpoint: str, *, value: int) -> None:
         status = self.status.get(sender, STATUS_NONE)
@@ -450,7 +463,9 @@ class MemoryLedger(TaskTransactions):
 
     def can_download(self, account: str) -> bool:
         policy = self.task.rules.access_policy
-        if policy == 2 or self.status_of(account) == STATUS_ACTIVE:
+        if policy == 2 or _key(account) in self.task.readers:
+            return True
+        if self.status_of(account) == STATUS_ACTIVE:
             return True
         return policy == 1 and self.token_balance(account) > 0
 

@@ -330,7 +330,10 @@ class Ledger(Protocol):
         """The finalized model digest of ``round`` (32 zero bytes if not finalized)."""
         ...
 
-    def can_download(self, account: str) -> bool: ...
+    def can_download(self, account: str) -> bool:
+        """Whether ``account`` may download the task's blobs: a reader, or as the access
+        policy says (active members; token holders; anyone)."""
+        ...
 
     def token_balance(self, account: str) -> int: ...
 
@@ -344,6 +347,15 @@ class Ledger(Protocol):
 
     def allow(self, account: str) -> TxResult:
         """Owner only."""
+        ...
+
+    def grant_reader(self, account: str) -> TxResult:
+        """Owner only: ``account`` may download the task's blobs whatever the access policy
+        (an auditor)."""
+        ...
+
+    def revoke_reader(self, account: str) -> TxResult:
+        """Owner only: take back :meth:`grant_reader`."""
         ...
 
     def start(self) -> TxResult:
@@ -389,6 +401,12 @@ class TaskTransactions:
 
     def allow(self, account: str) -> TxResult:
         return self._send("allow", account)
+
+    def grant_reader(self, account: str) -> TxResult:
+        return self._send("grant_reader", account)
+
+    def revoke_reader(self, account: str) -> TxResult:
+        return self._send("revoke_reader", account)
 
     def start(self) -> TxResult:
         return self._send("start")
