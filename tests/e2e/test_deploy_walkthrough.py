@@ -124,10 +124,11 @@ def test_three_hospitals_follow_the_deploy_walkthrough(tmp_path: Path, chain: st
     # 5-6. each site's node.toml, then its node
     for i, site in enumerate(sites):
         (site / "node.toml").write_text(node_toml(i, rpc, task), encoding="utf-8")
-    documented("fedledger node --config node.toml")
+    documented("fedledger node --config node.toml --serve")
     env = {**os.environ, "FEDLEDGER_KEY_PASSWORD": PASSWORD}
     nodes = [
-        subprocess.Popen([*FEDLEDGER, "node", "--config", "node.toml"], cwd=site, env=env,
+        subprocess.Popen([*FEDLEDGER, "node", "--config", "node.toml", "--serve"], cwd=site,
+                         env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for site in sites
     ]  # fmt: skip
@@ -159,11 +160,10 @@ def test_three_hospitals_follow_the_deploy_walkthrough(tmp_path: Path, chain: st
     started = ok(run("fedledger task start --rpc $RPC --task $TASK --config task.toml",
                      coordinator, RPC=rpc, TASK=task))  # fmt: skip
     assert "round 1 started" in started
-    for p, out in zip(nodes, outputs, strict=True):
-        text = out.finish(timeout=900)
-        assert p.returncode == 0, text
-        assert "round 12/12: accuracy" in text
-        assert "finalized on chain (3 attested)" in text
+    for out in outputs:  # the task is over, the nodes keep serving for the audit
+        out.wait_for(r"^task complete: serving", timeout=900, what="the end of the task")
+        assert "round 12/12: accuracy" in out.text
+        assert "finalized on chain (3 attested)" in out.text
     last = [read_rounds(site / "state")[-1] for site in sites]
     assert len({r["model"] for r in last}) == 1
     assert min(r["acc"] for r in last) > 0.85, last
@@ -185,6 +185,10 @@ def test_three_hospitals_follow_the_deploy_walkthrough(tmp_path: Path, chain: st
                 RPC=rpc, TASK=task)  # fmt: skip
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert sorted(p.name for p in auditor.iterdir()) == ["auditor.key"]
+    for p, out in zip(nodes, outputs, strict=True):  # Ctrl-C: a clean stop, exit 0
+        p.send_signal(signal.SIGINT)
+        text = out.finish(timeout=120)
+        assert p.returncode == 0, text
 
 
 def run_status(cwd: Path, rpc: str, task: str) -> subprocess.CompletedProcess[str]:

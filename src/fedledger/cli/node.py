@@ -50,8 +50,12 @@ def cmd_node(args: argparse.Namespace) -> int:
             line += f", {record['agreeing']} of {record['announced']} agree"
         console.print(line, highlight=False, soft_wrap=True)
 
+    def serving(endpoint: str) -> None:
+        console.print(f"task complete: serving this node's blobs at {endpoint} for audits "
+                      "(Ctrl-C stops)", highlight=False, soft_wrap=True)  # fmt: skip
+
     summary = run_node(cfg, password_file=args.password_file, on_start=started,
-                       on_round=round_done)  # fmt: skip
+                       on_round=round_done, serve=args.serve, on_serving=serving)  # fmt: skip
     console.print(f"finished: model {summary['final_model']} "
                   f"(summary: {cfg.state_dir / 'summary.json'})", highlight=False,
                   soft_wrap=True)  # fmt: skip
@@ -70,4 +74,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=Path, help="node configuration (TOML)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     password_option(p, "the node's key file, if an encrypted keystore")
+    p.add_argument("--serve", action="store_true",
+                   help="once the task completed, keep serving this node's blobs (to the task's "
+                   "members and the auditors its owner granted read access) until Ctrl-C or "
+                   "SIGTERM, then exit 0")  # fmt: skip
     p.set_defaults(func=cmd_node)

@@ -461,6 +461,9 @@ class MemoryLedger(TaskTransactions):
         st = self.task.rounds.get(round)
         return st.model if st is not None else b"\x00" * 32
 
+    def is_reader(self, account: str) -> bool:
+        return _key(account) in self.task.readers
+
     def can_download(self, account: str) -> bool:
         policy = self.task.rules.access_policy
         if policy == 2 or _key(account) in self.task.readers:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import random
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,11 @@ class NodeCore:
         self._stats_arrived = asyncio.Event()
         self.on_round: Callable[[Mapping[str, Any]], None] | None = None
         """Called with each round's record (what rounds.jsonl gets), e.g. to show progress."""
+        self.on_finished: Callable[[dict[str, Any]], None] | None = None
+        """Called with the summary once the task is over (before :attr:`serve_after`)."""
+        self.serve_after = False
+        """Once the task is over, keep serving blobs (for audits) until SIGINT/SIGTERM."""
+        self.on_serving: Callable[[str], None] | None = None
         self.preprocessing: dict[str, Any] = {}
         """The task's preprocessing as this node applies it (features, classes, mean, std:
         the model card's fields), once known."""
@@ -579,6 +585,10 @@ class NodeCore:
                 self.fail(f"no progress for {self.config.stall_timeout:.0f} s")
             if self.failure is None and self.expelled is None:
                 await self._linger()
+                if self.on_finished is not None:
+                    self.on_finished(self.summary())
+                if self.serve_after:
+                    await self._serve_until_stopped()
         finally:
             for t in (gossip, ticker):
                 if t is not None:
@@ -590,6 +600,22 @@ class NodeCore:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.transport.close()
         return self.summary()
+
+    async def _serve_until_stopped(self) -> None:
+        """The task is over: keep serving this node's blobs (to members, and to the readers
+        the task's owner granted: auditors) until SIGINT or SIGTERM."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            log.info("the task is over; serving blobs at %s until stopped", self.endpoint)
+            if self.on_serving is not None:
+                self.on_serving(self.endpoint)
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
     async def _rendezvous(self, folder: Path) -> None:
         """Publish this node's endpoint in ``folder`` and read every member's from there

@@ -76,12 +76,16 @@ def run_node(
     label_column: str | None = None,
     on_start: Callable[[str], None] | None = None,
     on_round: Callable[[Mapping[str, Any]], None] | None = None,
+    serve: bool = False,
+    on_serving: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run one node over gRPC until the task's last round (``fedledger node``); its summary
     is also written to ``state_dir/summary.json``. Raises :class:`RunFailed` when the node
     did not complete the task (refused, failed, stalled, or no round produced a model).
     ``on_start`` gets the node's address once its key is loaded, ``on_round`` each round's
-    record (rounds.jsonl's)."""
+    record (rounds.jsonl's). With ``serve``, a node whose task completed keeps serving its
+    blobs (to members and auditors) until SIGINT or SIGTERM, its summary already written;
+    ``on_serving`` gets its endpoint then."""
     from fedledger.api import make_node
 
     identity, transport, ledger = node_io(cfg, password_file=password_file)
@@ -90,8 +94,15 @@ def run_node(
     node = make_node(cfg, identity=identity, transport=transport, ledger=ledger, model=model,
                      data=data, label_column=label_column)  # fmt: skip
     node.on_round = on_round
+    node.serve_after = serve
+    node.on_serving = on_serving
+
+    def finished(summary: dict[str, Any]) -> None:
+        (cfg.state_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+
+    node.on_finished = finished
     summary = asyncio.run(node.run())
-    (cfg.state_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    finished(summary)
     check_summary(summary)
     return summary
 

@@ -59,7 +59,7 @@ class LedgerDriver:
         """The task's active members and their endpoints, from the registry's events."""
         self.first_round: dict[str, int] = {}
         """Each member's first round (its latest join's)."""
-        self._access: OrderedDict[str, tuple[float, bool]] = OrderedDict()
+        self._access: OrderedDict[str, tuple[float, bool, bool]] = OrderedDict()
 
     def now(self) -> float:
         return self.chain_now
@@ -209,29 +209,45 @@ class LedgerDriver:
         self.act(self.logic.blob_ready(cid, now) if ok else self.logic.blob_failed(cid, now))
 
     async def authorize(self, requester: str, cid: str) -> None:
-        """Active members get every blob but an update not revealed yet; others only
-        finalized models, and only if the task's access policy lets them (read from the
-        chain, remembered for a few seconds in a bounded cache)."""
+        """Active members get every blob but an update not revealed yet; readers the owner
+        granted (auditors) the same; others only finalized models, and only if the task's
+        access policy lets them (read from the chain, remembered for a few seconds in a
+        bounded cache)."""
         if requester in self.active:
             if not self.logic.servable(cid):
                 raise FetchRefused(f"{cid} is not revealed yet")
             return
+        reader, allowed = await self._access_of(requester)
+        if reader:
+            if not self.logic.servable(cid):
+                raise FetchRefused(f"{cid} is not revealed yet")
+            return
         if cid not in self.logic.finalized_models:
-            raise FetchRefused(f"{cid} is not a finalized model, and {requester} not a member")
+            raise FetchRefused(f"{cid} is not a finalized model, and {requester} neither a "
+                               "member nor a reader")  # fmt: skip
+        if not allowed:
+            raise FetchRefused(f"the task's access policy does not let {requester} download")
+
+    async def _access_of(self, requester: str) -> tuple[bool, bool]:
+        """``(is a reader, may download models)``, from the chain, cached a few seconds."""
         now = self.services.clock()
         cached = self._access.get(requester)
         if cached is None or now - cached[0] > ACCESS_CACHE_SECONDS:
+
+            def read() -> tuple[bool, bool]:
+                reader = self.ledger.is_reader(requester)
+                return reader, reader or self.ledger.can_download(requester)
+
             try:
-                allowed = await asyncio.to_thread(self.ledger.can_download, requester)
+                reader, allowed = await asyncio.to_thread(read)
             except LedgerError as exc:
                 raise FetchRefused(f"cannot read the access policy: {exc}") from exc
-            cached = (now, allowed)
+            cached = (now, reader, allowed)
             self._access[requester] = cached
             while len(self._access) > ACCESS_CACHE_SIZE:
                 self._access.popitem(last=False)
         self._access.move_to_end(requester)
-        if not cached[1]:
-            raise FetchRefused(f"the task's access policy does not let {requester} download")
+        return cached[1], cached[2]
 
     def may_stop(self) -> bool:
         return False
