@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -407,24 +406,3 @@ def test_arbitrary_signatures_never_raise_anything_else(signature: bytes, payloa
     except MessageError:
         return
     assert is_checksum_address(address)
-
-
-# -- speed -----------------------------------------------------------------------------------
-
-
-def test_sign_and_recover_are_fast() -> None:
-    payload = b'{"body":{"cid":"' + b"b" * 59 + b'"},"kind":"fetch"}' + b" " * 200
-
-    def best_ms(fn: object, batches: int = 5, n: int = 100) -> float:
-        assert callable(fn)
-        best = float("inf")
-        for _ in range(batches):
-            start = time.perf_counter()
-            for _ in range(n):
-                fn()
-            best = min(best, (time.perf_counter() - start) / n * 1e3)
-        return best
-
-    signature = ALICE.sign(payload)
-    assert best_ms(lambda: ALICE.sign(payload)) < 0.5
-    assert best_ms(lambda: recover_signer(payload, signature)) < 0.5
