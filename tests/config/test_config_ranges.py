@@ -59,7 +59,7 @@ CASES = [
     ("data", "val_fraction = 0.85", "data.val_fraction", "must be < 1"),
     ("data", "standardize = 1", "data.standardize", "expected bool"),
     ("data", 'path = "x.csv"', "data.path", "takes no path"),
-    ("data", 'label_column = "y"', "data.label_column", "csv data set only"),
+    ("data", 'label_column = "y"', "data.label_column", "csv or sites data set only"),
     ("data", "shuffle = true", "data.shuffle", "unknown key"),
     # [model]
     ("model", "hidden = [0]", "model.hidden", "integers >= 1"),
