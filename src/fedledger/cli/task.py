@@ -250,12 +250,18 @@ def cmd_start(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------
 
 
-def cmd_allow(args: argparse.Namespace) -> int:
+def _owner_and_accounts(args: argparse.Namespace) -> tuple[_Owner, str, list[str]]:
+    """The owner's handle on ``--task``, the task address and the ADDRESS arguments, each
+    checked."""
     url = rpc_url(args.rpc, field="rpc")
     task = check_address(args.task, field="task")
     accounts = [check_address(a, field="address") for a in args.addresses]
     _check_key_options(args)
-    handle = _owner_handle(args, url, task)
+    return _owner_handle(args, url, task), task, accounts
+
+
+def cmd_allow(args: argparse.Namespace) -> int:
+    handle, task, accounts = _owner_and_accounts(args)
     if not handle.ledger.rules().allowlist_only:
         raise ConfigError(f"the task at {task} has no allowlist (ledger.allowlist = false): "
                           "anyone with the minimum stake may join", field="task")  # fmt: skip
@@ -266,11 +272,7 @@ def cmd_allow(args: argparse.Namespace) -> int:
 
 
 def cmd_grant_reader(args: argparse.Namespace) -> int:
-    url = rpc_url(args.rpc, field="rpc")
-    task = check_address(args.task, field="task")
-    accounts = [check_address(a, field="address") for a in args.addresses]
-    _check_key_options(args)
-    handle = _owner_handle(args, url, task)
+    handle, _, accounts = _owner_and_accounts(args)
     for account in accounts:
         if args.revoke:
             handle.ledger.revoke_reader(account)

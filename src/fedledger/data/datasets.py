@@ -243,14 +243,9 @@ def _map_labels(raw: list[str], where: str) -> tuple[NDArray[np.int64], list[str
     return y, classes
 
 
-def load_csv(path: str | os.PathLike[str], *, label_column: str) -> Dataset:
-    """A CSV file with a header row: one label column, every other column a numeric feature.
-
-    Labels may be ints or strings; the sorted distinct labels become classes ``0..k-1`` (compared
-    as integers when every label parses as one). Blank lines are skipped. The data set is named
-    after the file's stem.
-    """
-    p = Path(path)
+def read_csv_rows(p: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV file's header (names stripped) and every row, the header's included, with its
+    line number; blank lines skipped, a BOM tolerated. DataError if unreadable or empty."""
     where = f"CSV file {str(p)!r}"
     try:
         with p.open(newline="", encoding="utf-8-sig") as fh:  # tolerate a BOM
@@ -262,7 +257,19 @@ def load_csv(path: str | os.PathLike[str], *, label_column: str) -> Dataset:
         raise DataError(f"cannot read {where}: {exc}") from exc
     if not rows:
         raise DataError(f"{where} is empty: a header row is required")
-    header = [name.strip() for name in rows[0][1]]
+    return [name.strip() for name in rows[0][1]], rows
+
+
+def load_csv(path: str | os.PathLike[str], *, label_column: str) -> Dataset:
+    """A CSV file with a header row: one label column, every other column a numeric feature.
+
+    Labels may be ints or strings; the sorted distinct labels become classes ``0..k-1`` (compared
+    as integers when every label parses as one). Blank lines are skipped. The data set is named
+    after the file's stem.
+    """
+    p = Path(path)
+    where = f"CSV file {str(p)!r}"
+    header, rows = read_csv_rows(p)
     seen: set[str] = set()
     for name in header:
         if name in seen:

@@ -13,7 +13,6 @@ how its data is distributed (never a row); docs/deploy.md says so.
 
 from __future__ import annotations
 
-import csv
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedledger.config.task import DataConfig
-from fedledger.data.datasets import Dataset
+from fedledger.data.datasets import Dataset, read_csv_rows
 from fedledger.errors import DataError
 
 MAX_SITE_EXAMPLES = 2**40
@@ -56,17 +55,7 @@ def _read_csv(p: Path, spec: DataConfig) -> tuple[NDArray[np.float32], NDArray[n
     where = f"CSV file {str(p)!r}"
     if spec.label_column is None:
         raise DataError(f"{where}: the task names no label_column (in its [data])")
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as fh:  # tolerate a BOM
-            reader = csv.reader(fh)
-            rows = [(reader.line_num, row) for row in reader if row]
-    except FileNotFoundError:
-        raise DataError(f"{where} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read {where}: {exc}") from None
-    if not rows:
-        raise DataError(f"{where} is empty: a header row is required")
-    header = [h.strip() for h in rows[0][1]]
+    header, rows = read_csv_rows(p)
     missing = [c for c in (*spec.features, spec.label_column) if c not in header]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
