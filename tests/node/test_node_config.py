@@ -48,6 +48,8 @@ def test_written_node_config_reads_back_equal(tmp_path: Path) -> None:
         "mixing",
         "linger",
         "ready_timeout",
+        "start_timeout",
+        "advertise",
         "max_blob_bytes",
     ):
         assert getattr(back, name) == getattr(cfg, name), name
@@ -119,6 +121,8 @@ PEER = '\n[[peers]]\nindex = 1\naddress = "0x' + "ab" * 20 + '"\nendpoint = "127
         # not finite, or not exact wei
         (HEAD + "stall_timeout = inf\n", "stall_timeout", "finite"),
         (HEAD + "ready_timeout = nan\n", "ready_timeout", "finite"),
+        (HEAD + "start_timeout = -1\n", "start_timeout", "> 0"),
+        (HEAD + 'advertise = "unix:/tmp/x"\n', "advertise", "host:port"),
         (HEAD + "[timeouts]\nfactor = nan\n", "timeouts.factor", "finite"),
         (HEAD + "[gossip]\npull_interval = inf\n", "gossip.pull_interval", "finite"),
         (HEAD + "stake = 1e80\n", "stake", "exact integer"),
@@ -163,7 +167,8 @@ node_values = st.one_of(
     st.lists(st.integers(-2, 12), max_size=2),
 )
 NODE_KEYS = ["task", "index", "key_file", "state_dir", "listen", "mode", "staleness",
-             "max_blob_bytes", "ready_timeout", "linger", "stall_timeout", "mixing", "chain",
+             "max_blob_bytes", "ready_timeout", "start_timeout", "linger", "stall_timeout",
+             "advertise", "mixing", "chain",
              "task_address", "stake", "attack", "attackers", "probe", "peers", "topology",
              "gossip", "timeouts", "other"]  # fmt: skip
 

@@ -39,7 +39,10 @@ def cmd_node(args: argparse.Namespace) -> int:
             console.print(
                 f"node {address}: {cfg.mode} mode, {rounds} rounds", highlight=False, soft_wrap=True
             )
-        console.print(f"  log: {cfg.state_dir / 'node.log'}", highlight=False)
+        console.print(f"  log: {cfg.state_dir / 'node.log'}", highlight=False, soft_wrap=True)
+        if cfg.chain is not None:
+            console.print("  joining the task, then waiting for its start (fedledger task start)",
+                          highlight=False, soft_wrap=True)  # fmt: skip
 
     def round_done(record: Mapping[str, Any]) -> None:
         line = f"round {record['round']}/{rounds}: accuracy {record['acc']:.3f}"

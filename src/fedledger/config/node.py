@@ -110,7 +110,10 @@ class NodeConfig:
     max_blob_bytes: int = 1 << 30
     """The largest blob (a model or an update) the node accepts, in bytes (>= 1)."""
     ready_timeout: float = 120.0
-    """Seconds to wait for every member to say hello before the first round."""
+    """Seconds to wait for every member to say hello (or, in a sites task, for every founder's
+    feature statistics) before the first round."""
+    start_timeout: float = 86400.0
+    """Ledger mode: seconds a node that joined waits for the owner to start the task."""
     linger: float = 10.0
     """Seconds a finished node keeps serving slower peers, at most."""
     stall_timeout: float = 600.0
@@ -190,6 +193,7 @@ class NodeConfig:
         check_int("staleness", self.staleness, low=0)
         check_int("max_blob_bytes", self.max_blob_bytes, low=1)
         check_real("ready_timeout", self.ready_timeout, low=0, low_open=True)
+        check_real("start_timeout", self.start_timeout, low=0, low_open=True)
         check_real("linger", self.linger, low=0)
         check_real("stall_timeout", self.stall_timeout, low=0, low_open=True)
         if self.stake is not None:
@@ -253,6 +257,7 @@ _TOP = {
     "staleness",
     "max_blob_bytes",
     "ready_timeout",
+    "start_timeout",
     "linger",
     "stall_timeout",
     "mixing",
@@ -316,7 +321,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
                 "label_column", "model", "advertise"):  # fmt: skip
         if key in simple:
             check_str(key, simple[key])
-    for key in ("ready_timeout", "linger", "stall_timeout"):
+    for key in ("ready_timeout", "start_timeout", "linger", "stall_timeout"):
         if key in simple:
             simple[key] = check_real(key, simple[key])
     for key in ("data", "rendezvous"):
@@ -361,6 +366,7 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
         f"staleness = {cfg.staleness}",
         f"max_blob_bytes = {cfg.max_blob_bytes}",
         f"ready_timeout = {cfg.ready_timeout!r}",
+        f"start_timeout = {cfg.start_timeout!r}",
         f"linger = {cfg.linger!r}",
         f"stall_timeout = {cfg.stall_timeout!r}",
         f"mixing = {toml_value(cfg.mixing)}",

@@ -46,7 +46,7 @@ def driver_factory(
                 rng=salt_rng or random.SystemRandom(), resume=core.resume,
             )  # fmt: skip
             return LedgerDriver(core, logic, ledger=ledger, stake=cfg.stake,
-                                ready_timeout=cfg.ready_timeout, task=cfg.task,
+                                start_timeout=cfg.start_timeout, task=cfg.task,
                                 aggregation_params=dict(cfg.task.aggregation.params))  # fmt: skip
         if cfg.mode == "consensus":
             consensus = ConsensusNode(

@@ -42,14 +42,14 @@ ACCESS_CACHE_SIZE = 1024
 
 class LedgerDriver:
     def __init__(self, services: Services, logic: LedgerRoundNode, *, ledger: Ledger,
-                 stake: int | None, ready_timeout: float, task: TaskConfig,
+                 stake: int | None, start_timeout: float, task: TaskConfig,
                  aggregation_params: dict[str, Any]) -> None:  # fmt: skip
         self.services = services
         self.task = task
         self.logic = logic
         self.ledger = ledger
         self.stake = stake
-        self.ready_timeout = ready_timeout
+        self.start_timeout = start_timeout
         self.uses_reputation = uses_reputation(aggregation_params)
         self.adversary: Adversary = services.adversary
         self.chain_now = 0.0
@@ -93,10 +93,11 @@ class LedgerDriver:
             log.info("joined task %s with stake %d", ledger.task_address, stake)
         elif status != STATUS_ACTIVE:
             raise LedgerError(f"{me} cannot take part: its membership status is {status}")
-        deadline = self.services.clock() + self.ready_timeout
+        deadline = self.services.clock() + self.start_timeout
         while await asyncio.to_thread(ledger.current_round) == 0:
             if self.services.clock() > deadline:
-                raise LedgerError(f"the task did not start within {self.ready_timeout} s")
+                raise LedgerError(f"the task did not start within {self.start_timeout:g} s "
+                                  "(start_timeout)")  # fmt: skip
             await asyncio.sleep(0.2)
         # Members and their endpoints come from the registry's Joined events (the poller's
         # first read covers the whole history again), not from one view call per member.
