@@ -19,8 +19,9 @@ if __package__ in (None, ""):  # run as a script: make ``fedledger`` importable 
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_hash.auto import keccak
 
-from fedledger.gossip.identity import Identity, keccak, recover_signer
+from fedledger.gossip.identity import Identity, recover_signer
 
 
 def best_ms(fn: Callable[[], object], batches: int = 5, n: int = 200) -> float:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,9 +150,9 @@ def test_three_hospitals_follow_the_deploy_walkthrough(tmp_path: Path, chain: st
     assert "train.lr: 0.1 here, 0.05 in the task" in refused.stderr, refused.stderr
 
     # 7. start, once the three have joined
-    for out in outputs:
-        out.wait_for(r"^node 0x", timeout=300, what="the node's address")
-    status = {"members": []}
+    for watch in outputs:
+        watch.wait_for(r"^node 0x", timeout=300, what="the node's address")
+    status: dict[str, Any] = {"members": []}
     for _ in range(600):  # the joins land on chain: read the task's own status
         status = json.loads(ok(run_status(coordinator, rpc, task)))
         if len(status["members"]) == 3:
@@ -160,10 +161,10 @@ def test_three_hospitals_follow_the_deploy_walkthrough(tmp_path: Path, chain: st
     started = ok(run("fedledger task start --rpc $RPC --task $TASK --config task.toml",
                      coordinator, RPC=rpc, TASK=task))  # fmt: skip
     assert "round 1 started" in started
-    for out in outputs:  # the task is over, the nodes keep serving for the audit
-        out.wait_for(r"^task complete: serving", timeout=900, what="the end of the task")
-        assert "round 12/12: accuracy" in out.text
-        assert "finalized on chain (3 attested)" in out.text
+    for watch in outputs:  # the task is over, the nodes keep serving for the audit
+        watch.wait_for(r"^task complete: serving", timeout=900, what="the end of the task")
+        assert "round 12/12: accuracy" in watch.text
+        assert "finalized on chain (3 attested)" in watch.text
     last = [read_rounds(site / "state")[-1] for site in sites]
     assert len({r["model"] for r in last}) == 1
     assert min(r["acc"] for r in last) > 0.85, last
@@ -185,9 +186,9 @@ def test_three_hospitals_follow_the_deploy_walkthrough(tmp_path: Path, chain: st
                 RPC=rpc, TASK=task)  # fmt: skip
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert sorted(p.name for p in auditor.iterdir()) == ["auditor.key"]
-    for p, out in zip(nodes, outputs, strict=True):  # Ctrl-C: a clean stop, exit 0
+    for p, watch in zip(nodes, outputs, strict=True):  # Ctrl-C: a clean stop, exit 0
         p.send_signal(signal.SIGINT)
-        text = out.finish(timeout=120)
+        text = watch.finish(timeout=120)
         assert p.returncode == 0, text
 
 
