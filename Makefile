@@ -46,6 +46,7 @@ bench: setup
 	$(VENV)/bin/python -m benchmarks.consensus
 	$(VENV)/bin/python -m benchmarks.blob_transfer
 	$(VENV)/bin/python -m benchmarks.ledger
+	$(VENV)/bin/python -m benchmarks.signing
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
