@@ -34,7 +34,7 @@ import numpy as np
 from fedledger.config import TaskConfig, load_config
 from fedledger.config.node import NodeConfig, load_node_config
 from fedledger.data import Dataset, NodeData, load_dataset
-from fedledger.data.site import load_site
+from fedledger.data.site import load_site, site_feature_shape
 from fedledger.errors import ConfigError, DataError
 from fedledger.seeds import derive_seed
 
@@ -201,9 +201,9 @@ def make_node(
         own = site_data(data, label_column=label_column, seed=config.task.seed,
                         val_fraction=spec.val_fraction,
                         num_classes=len(spec.classes) if spec.classes else None)  # fmt: skip
-        if spec.is_sites and own.train.feature_shape != (len(spec.features or ()),):
+        if spec.is_sites and own.train.feature_shape != site_feature_shape(spec):
             raise DataError(f"this site's data has feature shape {own.train.feature_shape}; "
-                            f"the task's features are {len(spec.features or ())}")  # fmt: skip
+                            f"the task's is {site_feature_shape(spec)}")  # fmt: skip
         test = test if test is not None else (own.val if len(own.val) else own.train)
     trainer = trainer_for(config.task, own.train, model=model)
     return build_node(

@@ -216,3 +216,62 @@ def test_a_site_that_never_sends_its_statistics_stops_the_start_clearly(
     for summary in asyncio.run(two_of_three()):
         assert "no feature statistics from 1 member(s)" in str(summary["failure"])
         assert summary["final_model"] is None
+
+
+# -- image sites -------------------------------------------------------------------------------
+
+
+def write_digit_images(
+    root: Path, rows: np.ndarray, images: np.ndarray, labels: np.ndarray
+) -> Path:
+    from PIL import Image
+
+    for r in rows:
+        folder = root / f"digit{labels[r]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (images[r] / 16.0 * 255).round().astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / f"{r:04d}.png")
+    return root
+
+
+def test_image_sites_train_a_cnn_on_their_own_image_folders(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    from fedledger.config.task import parse_config
+
+    digits = load_digits()
+    classes = [f"digit{k}" for k in range(10)]
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    sites = [write_digit_images(tmp_path / f"site{i}", part, digits.images, digits.target)
+             for i, part in enumerate(np.array_split(order[:900], 2))]  # fmt: skip
+    cfg = parse_config({
+        "task": {"name": "images", "seed": 3, "rounds": 4, "nodes": 2},
+        "data": {"dataset": "sites", "classes": classes, "image_shape": [1, 8, 8]},
+        "model": {"name": "cnn"},
+        "train": {"lr": 0.1, "batch_size": 16, "epochs": 1},
+    })  # fmt: skip
+    one = load_site(sites[0], cfg.data)
+    assert one.image_shape == (1, 8, 8)
+    assert one.feature_shape == (64,)
+    assert 0.0 <= float(one.x.min()) <= float(one.x.max()) <= 1.0
+    report = fedledger.run_task(cfg, out=tmp_path / "run", data=sites)
+    assert report.final["model_digests_agree"]
+    assert report.final["acc_min"] > 0.6  # 10 classes: chance is 0.1
+
+
+def test_an_image_folder_that_does_not_fit_the_task_is_named(tmp_path: Path) -> None:
+    from PIL import Image
+
+    spec = DataConfig(dataset="sites", classes=("cat", "dog"), image_shape=(1, 4, 4))
+    (tmp_path / "cat").mkdir()
+    Image.new("L", (5, 4)).save(tmp_path / "cat" / "a.png")
+    with pytest.raises(DataError, match="5x4 pixels, the task's images are 4x4"):
+        load_site(tmp_path, spec)
+    (tmp_path / "cat" / "a.png").unlink()
+    (tmp_path / "bird").mkdir()
+    with pytest.raises(DataError, match="subfolder 'bird' is not one of the task's classes"):
+        load_site(tmp_path, spec)
+    with pytest.raises(ConfigError, match="channels \\(1 or 3\\)"):
+        DataConfig(dataset="sites", classes=("a",), image_shape=(2, 4, 4))
+    with pytest.raises(ConfigError, match="not both"):
+        DataConfig(dataset="sites", classes=("a",), features=("x",), image_shape=(1, 4, 4))

@@ -209,7 +209,12 @@ class NodeConfig:
             check_choice("probe", self.probe, PROBES, "probe")
         if self.data is not None and not isinstance(self.data, Path):
             raise ConfigError(f"must be a path, got {self.data!r}", field="data")
-        if self.data is not None and self.data.suffix.lower() not in (".csv", ".npz"):
+        images = self.task.data.image_shape is not None
+        if (
+            self.data is not None
+            and not images
+            and self.data.suffix.lower() not in (".csv", ".npz")
+        ):
             raise ConfigError(f"must be a .csv or .npz file, got {str(self.data)!r}",
                               field="data")  # fmt: skip
         spec = self.task.data

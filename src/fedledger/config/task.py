@@ -184,7 +184,8 @@ class DataConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     standardize: bool | None = None
-    """None: on for breast_cancer/csv/npz/sites, off for digits (already in [0, 1]). In a
+    """None: on for breast_cancer/csv/npz/sites, off for digits and image sites (already in
+    [0, 1]). In a
     ``sites`` task the statistics are the pooled ones of every site, computed together
     before the first round (:mod:`fedledger.data.site`)."""
     features: tuple[str, ...] | None = None
@@ -192,7 +193,12 @@ class DataConfig:
     must have each; an NPZ site's ``x`` has this many columns)."""
     classes: tuple[str, ...] | None = None
     """``sites`` only: the label values as the sites' files write them; class ``i`` is
-    ``classes[i]`` (an NPZ site's ``y`` holds the indices)."""
+    ``classes[i]`` (an NPZ site's ``y`` holds the indices; an image folder's subfolders are
+    named by them)."""
+    image_shape: tuple[int, ...] | None = None
+    """``sites`` only, instead of ``features``: each site's data is a folder of images, one
+    subfolder per class, every image ``(channels, height, width)`` (1 channel: grayscale,
+    3: RGB), pixels scaled to [0, 1]."""
 
     def __post_init__(self) -> None:
         check_choice("data.dataset", self.dataset, DATASETS, "data set")
@@ -200,8 +206,9 @@ class DataConfig:
         check_str("data.label_column", self.label_column, optional=True)
         if self.dataset == "sites":
             self._check_sites()
-        elif self.features is not None or self.classes is not None:
-            key = "features" if self.features is not None else "classes"
+        elif self.features is not None or self.classes is not None or self.image_shape:
+            key = ("features" if self.features is not None else
+                   "classes" if self.classes is not None else "image_shape")  # fmt: skip
             raise ConfigError("applies to a sites data set only (each node brings its own "
                               "file)", field=f"data.{key}")  # fmt: skip
         if self.dataset in ("csv", "npz") and not self.path:
@@ -230,7 +237,26 @@ class DataConfig:
         check_bool("data.standardize", self.standardize, optional=True)
 
     def _check_sites(self) -> None:
+        shape: object = self.image_shape
+        if shape is not None:
+            if isinstance(shape, list):
+                shape = tuple(shape)
+                object.__setattr__(self, "image_shape", shape)
+            if not (isinstance(shape, tuple) and len(shape) == 3 and shape[0] in (1, 3)
+                    and all(is_int(v) and 1 <= v <= 4096 for v in shape)):  # fmt: skip
+                raise ConfigError(f"must be [channels (1 or 3), height, width], got {shape!r}",
+                                  field="data.image_shape")  # fmt: skip
+            if self.features is not None:
+                raise ConfigError("an image task has pixels, not named features: give "
+                                  "image_shape or features, not both",
+                                  field="data.features")  # fmt: skip
+            if self.standardize and math.prod(shape) > MAX_FEATURES:
+                raise ConfigError(f"pooled standardization takes at most {MAX_FEATURES} pixel "
+                                  f"values per image, {shape} has {math.prod(shape)}",
+                                  field="data.standardize")  # fmt: skip
         for key, most in (("features", MAX_FEATURES), ("classes", 1 << 16)):
+            if key == "features" and self.image_shape is not None:
+                continue
             names: object = getattr(self, key)
             if isinstance(names, list):
                 names = tuple(names)
@@ -267,7 +293,7 @@ class DataConfig:
     def should_standardize(self) -> bool:
         if self.standardize is not None:
             return self.standardize
-        return self.dataset != "digits"
+        return self.dataset != "digits" and self.image_shape is None
 
 
 @dataclass(frozen=True, kw_only=True)

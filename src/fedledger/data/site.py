@@ -13,6 +13,7 @@ how its data is distributed (never a row); docs/deploy.md says so.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,11 +33,16 @@ MAX_SITE_EXAMPLES = 2**40
 def load_site(path: str | Path, spec: DataConfig, *, name: str | None = None) -> Dataset:
     """A site's file (CSV with a header, or NPZ with ``x`` and ``y``) as the task's ``spec``
     reads it: columns ``spec.features`` in that order, labels mapped to ``spec.classes``."""
-    if not spec.is_sites or spec.features is None or spec.classes is None:
-        raise DataError("not a sites task: its [data] needs dataset = \"sites\", features and "
-                        "classes")  # fmt: skip
+    if not spec.is_sites or spec.classes is None:
+        raise DataError("not a sites task: its [data] needs dataset = \"sites\", features (or "
+                        "image_shape) and classes")  # fmt: skip
     p = Path(path)
     kind = p.suffix.lower()
+    if spec.image_shape is not None:
+        x, y = _read_images(p, spec)
+        return Dataset(name=name or p.name, x=x, y=y, num_classes=len(spec.classes),
+                       feature_shape=site_feature_shape(spec),
+                       image_shape=tuple(spec.image_shape))  # fmt: skip
     if kind == ".csv":
         x, y = _read_csv(p, spec)
     elif kind == ".npz":
@@ -46,11 +52,64 @@ def load_site(path: str | Path, spec: DataConfig, *, name: str | None = None) ->
     if len(y) == 0:
         raise DataError(f"{p}: no rows")
     return Dataset(name=name or p.stem, x=x, y=y, num_classes=len(spec.classes),
-                   feature_shape=(len(spec.features),))  # fmt: skip
+                   feature_shape=site_feature_shape(spec))  # fmt: skip
+
+
+def site_feature_shape(spec: DataConfig) -> tuple[int, ...]:
+    """The shape of one example's features in a sites task: its named features, or an image's
+    pixels flattened (the model reshapes them to ``image_shape``)."""
+    if spec.image_shape is not None:
+        return (math.prod(spec.image_shape),)
+    return (len(spec.features or ()),)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _read_images(p: Path, spec: DataConfig) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """A folder with one subfolder per class (named as in ``spec.classes``), each holding
+    image files; every image converted to the task's channels and checked for its size."""
+    from PIL import Image, UnidentifiedImageError
+
+    assert spec.image_shape is not None
+    assert spec.classes is not None
+    channels, height, width = spec.image_shape
+    where = f"image folder {str(p)!r}"
+    if not p.is_dir():
+        raise DataError(f"{where}: not a folder (an image task reads one subfolder per class)")
+    unknown = sorted(d.name for d in p.iterdir() if d.is_dir() and d.name not in spec.classes)
+    if unknown:
+        raise DataError(f"{where}: subfolder {unknown[0]!r} is not one of the task's classes "
+                        f"({', '.join(spec.classes)})")  # fmt: skip
+    xs: list[NDArray[np.float32]] = []
+    ys: list[int] = []
+    for label, name in enumerate(spec.classes):
+        folder = p / name
+        if not folder.is_dir():
+            continue  # a site may lack a class
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as image:
+                    pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+            except (OSError, UnidentifiedImageError, ValueError) as exc:
+                raise DataError(f"{file}: not a readable image: {exc}") from None
+            if pixels.shape[:2] != (height, width):
+                raise DataError(f"{file}: {pixels.shape[1]}x{pixels.shape[0]} pixels, the task's "
+                                f"images are {width}x{height}")  # fmt: skip
+            chw = pixels.reshape(height, width, channels).transpose(2, 0, 1)
+            xs.append((chw.astype(np.float32) / 255.0).reshape(-1))
+            ys.append(label)
+    if not xs:
+        raise DataError(f"{where}: no images in its class subfolders "
+                        f"({', '.join(spec.classes)})")  # fmt: skip
+    return np.ascontiguousarray(np.stack(xs)), np.array(ys, dtype=np.int64)
 
 
 def _read_csv(p: Path, spec: DataConfig) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    assert spec.features is not None
+    if spec.features is None:
+        raise DataError(f"{p}: the task names no features (a CSV site needs them)")
     assert spec.classes is not None
     where = f"CSV file {str(p)!r}"
     if spec.label_column is None:
@@ -85,7 +144,8 @@ def _read_csv(p: Path, spec: DataConfig) -> tuple[NDArray[np.float32], NDArray[n
 
 
 def _read_npz(p: Path, spec: DataConfig) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    assert spec.features is not None
+    if spec.features is None:
+        raise DataError(f"{p}: the task names no features (an NPZ site needs them)")
     assert spec.classes is not None
     where = f"NPZ file {str(p)!r}"
     try:
