@@ -122,3 +122,22 @@ def test_token_holders_may_download_once_they_hold_tokens(tmp_path: Path) -> Non
     memory.tokens[holder.address] = 1  # e.g. bought on a market, or a former contributor
     driver(node)._access.clear()  # the node caches the answer for a few seconds
     assert fetch(node, holder, model) == MODEL
+
+
+def test_a_reader_the_owner_granted_gets_updates_and_models_a_stranger_does_not(
+    tmp_path: Path,
+) -> None:
+    node, memory = make_node(tmp_path, "public")
+    model = finalize(node, MODEL)
+    update = node.store.put(OTHER)  # a revealed update (not this node's unrevealed one)
+    auditor = Identity.generate()
+    with pytest.raises(FetchRefused, match="neither a member nor a reader"):
+        fetch(node, auditor, update)  # public models, but updates only to members and readers
+    MemoryLedger(memory, "0x" + "11" * 20).grant_reader(auditor.address)
+    driver(node)._access.clear()  # the node caches the answer for a few seconds
+    assert fetch(node, auditor, update) == OTHER
+    assert fetch(node, auditor, model) == MODEL
+    MemoryLedger(memory, "0x" + "11" * 20).revoke_reader(auditor.address)
+    driver(node)._access.clear()
+    with pytest.raises(FetchRefused, match="neither a member nor a reader"):
+        fetch(node, auditor, update)
