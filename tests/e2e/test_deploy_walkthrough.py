@@ -148,6 +148,15 @@ def test_three_hospitals_follow_the_deploy_walkthrough(tmp_path: Path, chain: st
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert refused.returncode != 0
     assert "train.lr: 0.1 here, 0.05 in the task" in refused.stderr, refused.stderr
+    # and an address that holds another contract (here the reward token) gets no stake
+    token = re.search(r"token address\s+(0x[0-9a-fA-F]{40})", deployed)
+    assert token is not None, deployed
+    (rogue / "task.toml").write_bytes((sites[0] / "task.toml").read_bytes())
+    (rogue / "node.toml").write_text(node_toml(0, rpc, token.group(1)), encoding="utf-8")
+    fake = subprocess.run([*FEDLEDGER, "node", "--config", "node.toml"], cwd=rogue, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert fake.returncode == 2
+    assert "is not a Task" in fake.stderr, fake.stderr
 
     # 7. start, once the three have joined
     for watch in outputs:

@@ -62,7 +62,12 @@ def node_io(
     if cfg.chain is not None and cfg.task_address is not None:
         from eth_account import Account
 
+        from fedledger.ledger.status import check_task_code
+
         chain = RpcChain(cfg.chain, private_key=identity.private_key)
+        # Before any stake goes to it: the address holds this version's Task contract, whose
+        # rules (stake returned on leave, slashing only on evidence) the node can rely on.
+        check_task_code(chain, cfg.task_address)
         ledger = ContractLedger(chain, cfg.task_address, Account.from_key(identity.private_key))
     return identity, transport, ledger
 
