@@ -14,6 +14,7 @@ import pytest
 from fedledger.config import AggregationConfig, load_config
 from fedledger.config.overrides import robust_rule, with_overrides
 from fedledger.errors import ConfigError
+from fedledger.node.consensus import Timeouts
 from fedledger.run.task import attack_setup, run_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,11 @@ ROUNDS = 15
 """FedAvg runs: enough for the clean run to pass 0.9."""
 ROBUST_ROUNDS = 30
 """The robust rule's runs: the reference task's length."""
+PATIENT = Timeouts(initial=300.0, minimum=300.0, maximum=300.0)
+"""Round deadlines long enough that every update makes its round (a round still closes as soon
+as all are in): these tests measure the rules against 3 attackers of 10. With the adaptive
+deadlines a loaded machine can leave honest updates out, and then the attackers are more than
+the rule's f, which is the deadlines' doing, not the rule's (docs/adversaries.md)."""
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +35,7 @@ pytestmark = pytest.mark.slow
 def run(tmp: Path, rule: str, attack: str | None, rounds: int = ROUNDS) -> dict[str, Any]:
     task = with_overrides(DIGITS, rounds=rounds, nodes=None, rule=rule, f=3 if attack else 0)
     report = run_task(task, out=tmp, transport="memory", chain="none", attack=attack,
-                      attackers=0.3 if attack else 0.0)  # fmt: skip
+                      attackers=0.3 if attack else 0.0, timeouts=PATIENT)  # fmt: skip
     return report.to_dict()
 
 
@@ -89,7 +95,7 @@ def test_a_norm_bound_lets_plain_fedavg_hold(
     task = with_overrides(DIGITS, rounds=ROUNDS, nodes=None)
     task = replace(task, aggregation=AggregationConfig(rule="fedavg", params={"norm_bound": 3.0}))
     report = run_task(task, out=tmp_path, transport="memory", chain="none", attack=attack,
-                      attackers=0.3).to_dict()  # fmt: skip
+                      attackers=0.3, timeouts=PATIENT).to_dict()  # fmt: skip
     assert report["final"]["honest_acc_mean"] >= clean["fedavg"] - 0.03
 
 

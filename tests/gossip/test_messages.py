@@ -57,7 +57,9 @@ def valid_body(kind: str) -> dict[str, Any]:
         "want": {"ids": [ID_2]},
         "fetch": {"cid": CID_A},
         "done": {"cid": CID_C},
-    }
+        "stats": {"count": 40, "mean": [(0.5).hex(), (-1.25).hex()],
+                  "m2": [(3.0).hex(), (0.0).hex()], "reply": False},
+    }  # fmt: skip
     return bodies[kind]
 
 
@@ -505,6 +507,11 @@ BODY_CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
     ("done", ("cid",), "x", r"^body\.cid: "),
     ("done", ("cid",), DELETE, r"^body: missing field 'cid'"),
     ("done", ("included",), [], r"^body: unexpected field 'included'"),
+    ("stats", ("count",), 0, r"^body\.count: "),
+    ("stats", ("mean", 0), "0x1p-1", r"^body\.mean\[0\]: not a finite float in canonical hex"),
+    ("stats", ("mean", 1), "nan", r"^body\.mean\[1\]: "),
+    ("stats", ("m2",), [(1.0).hex()], r"^body\.m2: needs one entry per feature"),
+    ("stats", ("reply",), 1, r"^body\.reply: expected a boolean"),
 ]
 
 
