@@ -157,7 +157,7 @@ _PLAIN_TORCH = textwrap.dedent(
     # the state-dict form, into the site's own architecture (mymodel imports only torch)
     sys.path.insert(0, site)
     from mymodel import build
-    ckpt = torch.load(out + "/model.pt")
+    ckpt = torch.load(out + "/model.pt", weights_only=True)
     module = build()
     module.load_state_dict(ckpt["state_dict"])
     if ckpt["mean"] is not None:  # the state dict is the bare model
@@ -215,7 +215,7 @@ def test_the_export_gives_the_nodes_final_model_in_plain_pytorch(
     fed = Dataset(name="val", x=x, y=val.y, num_classes=2, feature_shape=(30,))
     assert trainer.evaluate(_final_params(cfg, final), fed)["accuracy"] == accuracy
 
-    ckpt = torch.load(result.checkpoint)  # weights_only=True: the default
+    ckpt = torch.load(result.checkpoint, weights_only=True)
     assert list(ckpt["state_dict"]) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     assert list(ckpt["state_dict"]) == list(read_card(cfg.state_dir).param_names)
     assert ckpt["model_cid"] == final
@@ -250,7 +250,7 @@ def test_the_program_standardizes_raw_inputs_with_the_cards_mean_and_std(
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)  # float64 as the nodes do
     assert not np.allclose(got, unstandardized, atol=1e-2)  # the standardization is in there
     assert program(torch.zeros(1, 30)).shape == (1, 2)  # any batch size
-    ckpt = torch.load(result.checkpoint)
+    ckpt = torch.load(result.checkpoint, weights_only=True)
     np.testing.assert_allclose(ckpt["mean"], mean)
     np.testing.assert_allclose(ckpt["std"], std)
     assert ckpt["classes"] == ["malignant", "benign"]
@@ -285,7 +285,7 @@ def test_an_export_of_another_cid_needs_no_summary(trained: Trained, tmp_path: P
     (cfg.state_dir / "summary.json").unlink()
     final = trained.summaries[0]["final_model"]
     result = export_model(cfg, tmp_path / "export", cid=final)
-    assert torch.load(result.checkpoint)["model_cid"] == final
+    assert torch.load(result.checkpoint, weights_only=True)["model_cid"] == final
 
 
 def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -389,7 +389,7 @@ def test_a_registry_model_exports_from_the_tasks_model_section(tmp_path: Path) -
         got = torch.export.load(str(result.program)).module()(x)
         torch.testing.assert_close(got, module(x))
     fresh = build_model(ModelSpec(name="mlp", hidden=(4,)), feature_shape=(5,), num_classes=3)
-    fresh.load_state_dict(torch.load(result.checkpoint)["state_dict"])
+    fresh.load_state_dict(torch.load(result.checkpoint, weights_only=True)["state_dict"])
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(x), module(x))
 
@@ -445,9 +445,9 @@ def test_a_model_torch_export_cannot_capture_still_gets_its_state_dict(tmp_path:
     [warning] = result.warnings
     assert warning.startswith("model.pt2 skipped: torch.export failed")
     assert "\n" not in warning
-    assert f'torch.load("{result.checkpoint}")' in result.snippet
+    assert f'torch.load("{result.checkpoint}", weights_only=True)' in result.snippet
     fresh = _DataDependent()
-    fresh.load_state_dict(torch.load(result.checkpoint)["state_dict"])
+    fresh.load_state_dict(torch.load(result.checkpoint, weights_only=True)["state_dict"])
     x = torch.randn(4, 5)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), module(x))

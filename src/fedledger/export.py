@@ -165,7 +165,7 @@ def checkpoint_snippet(path: str | Path = CHECKPOINT_FILE) -> str:
     """Loading ``model.pt`` into a module of the same architecture (to fine-tune it)."""
     return (
         "import torch\n"
-        f"ckpt = torch.load({json.dumps(str(path))})   # weights only: no code runs\n"
+        f"ckpt = torch.load({json.dumps(str(path))}, weights_only=True)   # no code runs\n"
         "model = build()   # the same architecture: your factory, or the task's [model]\n"
         'model.load_state_dict(ckpt["state_dict"])\n'
         '# inputs: (x_raw - mean) / std with ckpt["mean"], ckpt["std"] (when not None)'
