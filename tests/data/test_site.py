@@ -275,3 +275,44 @@ def test_an_image_folder_that_does_not_fit_the_task_is_named(tmp_path: Path) -> 
         DataConfig(dataset="sites", classes=("a",), image_shape=(2, 4, 4))
     with pytest.raises(ConfigError, match="not both"):
         DataConfig(dataset="sites", classes=("a",), features=("x",), image_shape=(1, 4, 4))
+
+
+def test_a_site_that_reloaded_its_statistics_still_answers_one_that_did_not(
+    sites: list[Path], tmp_path: Path
+) -> None:
+    # Site 0 restarted after saving the pooled statistics, site 1 before: site 1 asks again,
+    # and site 0 answers with its own statistics although it needs nobody's.
+    from fedledger.api import make_node
+    from fedledger.gossip.blobs import MemoryBlobStore
+    from fedledger.gossip.memory import MemoryNetwork
+    from fedledger.gossip.topology import TopologySpec
+    from fedledger.node.core import PREPROCESSING_FILE
+    from fedledger.run.plan import plan
+
+    cfg = replace(load_config(TASK), rounds=1, nodes=2)
+    (tmp_path / "task.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    configs = plan(cfg, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
+                   topology=TopologySpec(), transport="memory")  # fmt: skip
+    saved = {"mean": [0.0] * 30, "std": [1.0] * 30}
+    configs[0].state_dir.mkdir(parents=True)
+    (configs[0].state_dir / PREPROCESSING_FILE).write_text(json.dumps(saved))
+
+    async def both() -> list[dict[str, object]]:
+        network = MemoryNetwork(seed=0)
+        nodes = [
+            make_node(
+                replace(c, ready_timeout=60.0),
+                identity=Identity.from_seed(cfg.seed, c.index),
+                transport=network.transport(c.listen),
+                data=sites[c.index],
+                store=MemoryBlobStore(),
+            )
+            for c in configs
+        ]
+        return list(await asyncio.gather(*(n.run() for n in nodes)))
+
+    summaries = asyncio.run(both())
+    assert [s["failure"] for s in summaries] == [None, None]
+    assert json.loads((configs[0].state_dir / PREPROCESSING_FILE).read_text()) == saved
+    pooled = json.loads((configs[1].state_dir / PREPROCESSING_FILE).read_text())
+    assert pooled["mean"] != saved["mean"]  # site 1 pooled both sites' real statistics

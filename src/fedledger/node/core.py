@@ -648,6 +648,9 @@ class NodeCore:
             return True
         self.preprocessing = {"features": spec.features, "classes": spec.classes}
         if spec.should_standardize:
+            # Computed even when reloading: a founder that restarted before it saved the
+            # pooled statistics asks for this node's again.
+            self._own_stats = site_stats(self.data.train)
             saved = self.config.state_dir / PREPROCESSING_FILE
             if saved.exists():
                 doc = json.loads(saved.read_text(encoding="utf-8"))
@@ -668,7 +671,7 @@ class NodeCore:
     async def _pooled_statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """Send this site's statistics to every founder until each founder's have arrived
         (at most ``ready_timeout``), then pool them in address order."""
-        self._own_stats = site_stats(self.data.train)
+        assert self._own_stats is not None
         founders = sorted(self.driver.founders() | {self.me})
         if self.me in self.driver.founders() or not self.driver.founders():
             self._stats[self.me] = self._own_stats
