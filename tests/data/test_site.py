@@ -8,13 +8,20 @@ import csv
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import fedledger
 from fedledger.config import load_config
-from fedledger.config.task import DataConfig, config_differences, config_from_document
+from fedledger.config.node import NodeConfig
+from fedledger.config.task import (
+    DataConfig,
+    TaskConfig,
+    config_differences,
+    config_from_document,
+)
 from fedledger.data import Dataset
 from fedledger.data.site import SiteStats, load_site, pool, site_stats
 from fedledger.errors import ConfigError, DataError, MessageError
@@ -185,35 +192,46 @@ def test_three_sites_agree_on_the_pooled_statistics_and_learn(
     assert len(card["std"]) == 30
 
 
-def test_a_site_that_never_sends_its_statistics_stops_the_start_clearly(
-    sites: list[Path], tmp_path: Path
-) -> None:
-    from fedledger.api import make_node
-    from fedledger.gossip.blobs import MemoryBlobStore
-    from fedledger.gossip.memory import MemoryNetwork
+def site_nodes(cfg: TaskConfig, tmp_path: Path) -> list[NodeConfig]:
+    """The node configurations of ``cfg`` (written to ``tmp_path``), over the memory network."""
     from fedledger.gossip.topology import TopologySpec
     from fedledger.run.plan import plan
 
-    cfg = replace(load_config(TASK), rounds=2)
     (tmp_path / "task.toml").write_text(cfg.to_toml(), encoding="utf-8")
-    configs = plan(cfg, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
-                   topology=TopologySpec(), transport="memory")  # fmt: skip
+    return plan(cfg, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
+                topology=TopologySpec(), transport="memory")  # fmt: skip
 
-    async def two_of_three() -> list[dict[str, object]]:
+
+def run_sites(
+    configs: list[NodeConfig], sites: list[Path], *, ready_timeout: float
+) -> list[dict[str, Any]]:
+    """Run these nodes in this process, node i on site i's file; their summaries."""
+    from fedledger.api import make_node
+    from fedledger.gossip.blobs import MemoryBlobStore
+    from fedledger.gossip.memory import MemoryNetwork
+
+    async def run() -> list[dict[str, Any]]:
         network = MemoryNetwork(seed=0)
         nodes = [
             make_node(
-                replace(c, ready_timeout=3.0),
-                identity=Identity.from_seed(cfg.seed, c.index),
+                replace(c, ready_timeout=ready_timeout),
+                identity=Identity.from_seed(c.task.seed, c.index),
                 transport=network.transport(c.listen),
                 data=sites[c.index],
                 store=MemoryBlobStore(),
             )
-            for c in configs[:2]
+            for c in configs
         ]
         return list(await asyncio.gather(*(n.run() for n in nodes)))
 
-    for summary in asyncio.run(two_of_three()):
+    return asyncio.run(run())
+
+
+def test_a_site_that_never_sends_its_statistics_stops_the_start_clearly(
+    sites: list[Path], tmp_path: Path
+) -> None:
+    configs = site_nodes(replace(load_config(TASK), rounds=2), tmp_path)
+    for summary in run_sites(configs[:2], sites, ready_timeout=3.0):
         assert "no feature statistics from 1 member(s)" in str(summary["failure"])
         assert summary["final_model"] is None
 
@@ -282,36 +300,14 @@ def test_a_site_that_reloaded_its_statistics_still_answers_one_that_did_not(
 ) -> None:
     # Site 0 restarted after saving the pooled statistics, site 1 before: site 1 asks again,
     # and site 0 answers with its own statistics although it needs nobody's.
-    from fedledger.api import make_node
-    from fedledger.gossip.blobs import MemoryBlobStore
-    from fedledger.gossip.memory import MemoryNetwork
-    from fedledger.gossip.topology import TopologySpec
     from fedledger.node.core import PREPROCESSING_FILE
-    from fedledger.run.plan import plan
 
-    cfg = replace(load_config(TASK), rounds=1, nodes=2)
-    (tmp_path / "task.toml").write_text(cfg.to_toml(), encoding="utf-8")
-    configs = plan(cfg, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
-                   topology=TopologySpec(), transport="memory")  # fmt: skip
+    configs = site_nodes(replace(load_config(TASK), rounds=1, nodes=2), tmp_path)
     saved = {"mean": [0.0] * 30, "std": [1.0] * 30}
     configs[0].state_dir.mkdir(parents=True)
     (configs[0].state_dir / PREPROCESSING_FILE).write_text(json.dumps(saved))
 
-    async def both() -> list[dict[str, object]]:
-        network = MemoryNetwork(seed=0)
-        nodes = [
-            make_node(
-                replace(c, ready_timeout=60.0),
-                identity=Identity.from_seed(cfg.seed, c.index),
-                transport=network.transport(c.listen),
-                data=sites[c.index],
-                store=MemoryBlobStore(),
-            )
-            for c in configs
-        ]
-        return list(await asyncio.gather(*(n.run() for n in nodes)))
-
-    summaries = asyncio.run(both())
+    summaries = run_sites(configs, sites, ready_timeout=60.0)
     assert [s["failure"] for s in summaries] == [None, None]
     assert json.loads((configs[0].state_dir / PREPROCESSING_FILE).read_text()) == saved
     pooled = json.loads((configs[1].state_dir / PREPROCESSING_FILE).read_text())
