@@ -12,8 +12,9 @@ from fedledger.cli.common import console
 _EXPORT_DESCRIPTION = """\
 Write a node's final model to DIR for plain PyTorch (no fedledger needed to use it):
 
-  model.pt     torch.load(path, weights_only=True) -> {"state_dict": ..., "features", "classes", "mean",
-               "std", ...}: load_state_dict into the same architecture (fine-tuning)
+  model.pt     torch.load(path, weights_only=True) -> {"state_dict": ..., "features",
+               "classes", "mean", "std", ...}: load_state_dict into the same architecture
+               (fine-tuning)
   model.pt2    torch.export program: raw features in (standardized inside when the task
                standardizes), logits out
   export.json  the same metadata, for any language
