@@ -2,36 +2,41 @@
 # pragma evm-version cancun
 # pragma optimize gas
 """
-@title fedledger task: one federated learning task on chain
+@title fedledger task: one federated learning task on chain (ledger v2)
 @license Apache-2.0
-@notice The task's rules (immutable), its member registry (stake and
-        endpoint per member), and its rounds: commit -> reveal -> attest
-        phases per round. The windows are upper bounds: the commit phase
-        closes early once every member eligible in the round (active at
-        its start) committed, the reveal phase once every committer
-        revealed. A quorum of the active stake (snapshotted at the round's
-        start) attesting the same (model digest, result digest) pair
-        finalizes the round and starts the next one. After a round
-        finalizes, anyone may `distribute` its reward: the contributors and
-        scores whose hash is the attested result digest. A member that
-        attests two different pairs in one round loses its whole stake to
-        the treasury. An update digest can be revealed once in the task's
-        whole life (no replays, no shared updates). Each member's reputation
-        counts its reveals and its selections (contributions with a nonzero
-        score in a distributed round). Every state change emits an event,
-        so that an auditor can replay the task from the logs alone: the
-        deployment emits the task's whole configuration document
-        (`Configured`, whose sha256 is `config_digest`), and the owner can
-        grant auditors read access to the blobs (`grant_reader`). See
-        docs/contracts.md.
+@notice The task's rules (immutable), its member registry, and its rounds as
+        certified batches of signed messages. In round r each member signs
+        ONE EIP-712 message off chain, Round(r, update, examples, model,
+        result): its update's digest and example count for round r (its
+        commitment: the blob itself is served only once round r's message
+        phase closed), and its attestation of round r-1's outcome (model,
+        result), whose CID and hashes every node computed itself. Members
+        gossip these messages; anyone submits them in batches (`submit`),
+        and every member can submit its own, so no submitter can censor it.
+        The contract checks every signature (domain: chain id and this
+        contract), every signer's membership and stake; a quorum of round
+        r-1's stake attesting the same pair finalizes r-1, and the batch that
+        does may pay the round's rewards at once (earned, then `claim`ed).
+        A round's message phase closes as soon as every eligible member's
+        message is in, or `grace` seconds after a quorum of stake's is, and at
+        the latest `window` seconds after the round opened; a round r-1 that
+        no quorum attested by then fails. Two different signed messages by one
+        member for one round are evidence: anyone submitting them (`slash`)
+        takes the member's stake, a tenth to the submitter and the rest to
+        the treasury. Nothing else slashes. Rounds stop at `max_rounds` (round
+        max_rounds + 1 carries attestations only), so the total minted is at
+        most max_rounds * reward_per_round. See docs/contracts.md.
 """
 
 from snekmate.auth import ownable
+from snekmate.utils import ecdsa
+from snekmate.utils import eip712_domain_separator as eip712
 
 initializes: ownable
+initializes: eip712
 
-# owner, transfer_ownership, renounce_ownership.
-exports: ownable.__interface__
+# owner, transfer_ownership, renounce_ownership, and eip712Domain (EIP-5267).
+exports: (ownable.__interface__, eip712.eip712Domain)
 
 
 interface IRewardToken:
@@ -39,14 +44,37 @@ interface IRewardToken:
     def balanceOf(owner: address) -> uint256: view
 
 
-# The most members a task can have at once (the size of `members()`).
+# The most members a task can have at once, and the most messages, pairs and
+# contributors in one call.
 MAX: constant(uint256) = 256
+MAX_PAIRS: constant(uint256) = 16
 BPS: constant(uint256) = 10000
+# The submitter of evidence gets this share of the slashed stake (10 %).
+SLASH_SHARE_BPS: constant(uint256) = 1000
+
+# Upper bounds on the constructor's durations and sums.
+MAX_WINDOW: constant(uint256) = 7 * 86400
+MAX_COOLDOWN: constant(uint256) = 365 * 86400
+MAX_ROUNDS: constant(uint256) = 1000000
+# A member's stake and earned reward share one storage word (see _record).
+MAX_STAKE: constant(uint256) = 2**96 - 1
+MAX_EARNED: constant(uint256) = 2**88 - 1
+# A score is at most 2**128 - 1, so reward * score never overflows.
+MAX_SCORE: constant(uint256) = 2**128 - 1
+MAX_EXAMPLES: constant(uint256) = 2**64 - 1
+# A round's state lives in a ring of RING slots (rewriting a used slot costs
+# a fifth of filling an empty one): rounds older than RING - 1 keep only
+# their outcome (`_outcomes`) and their events.
+RING: constant(uint256) = 8
+
+ROUND_TYPEHASH: constant(bytes32) = keccak256(
+    "Round(uint256 round,bytes32 update,uint256 examples,bytes32 model,bytes32 result)"
+)
 
 # Phases of a round (see `phase`).
 PHASE_NOT_STARTED: constant(uint8) = 0
-PHASE_COMMIT: constant(uint8) = 1
-PHASE_REVEAL: constant(uint8) = 2
+PHASE_OPEN: constant(uint8) = 1
+PHASE_AGGREGATE: constant(uint8) = 2
 PHASE_ATTEST: constant(uint8) = 3
 PHASE_FINALIZED: constant(uint8) = 4
 PHASE_FAILED: constant(uint8) = 5
@@ -57,24 +85,46 @@ STATUS_ACTIVE: constant(uint8) = 1
 STATUS_LEFT: constant(uint8) = 2
 STATUS_SLASHED: constant(uint8) = 3
 
-# The longest configuration document a task can publish (see `Configured`).
 MAX_CONFIG: constant(uint256) = 8192
 
-# Access policies (see `can_download`).
 ACCESS_MEMBERS: constant(uint8) = 0
 ACCESS_TOKEN_HOLDERS: constant(uint8) = 1
 ACCESS_PUBLIC: constant(uint8) = 2
 
-# Round status (internal; `phase` derives the rest from the clock).
-_OPEN: constant(uint8) = 0
-_FINALIZED: constant(uint8) = 1
-_FAILED: constant(uint8) = 2
+# A round's outcome (in its state word).
+_OPEN: constant(uint256) = 0
+_FINALIZED: constant(uint256) = 1
+_FAILED: constant(uint256) = 2
+
+
+struct Pair:
+    model: bytes32
+    result: bytes32
+
+
+# One signed message in a batch: the member is recovered from the signature
+# (EIP-2098 compact form r, vs) over Round(round, update, examples,
+# pairs[pair].model, pairs[pair].result).
+struct Entry:
+    update: bytes32
+    examples: uint256
+    pair: uint256
+    r: uint256
+    vs: uint256
+
+
+# A whole signed message (evidence for `slash`).
+struct Message:
+    update: bytes32
+    examples: uint256
+    model: bytes32
+    result: bytes32
+    r: uint256
+    vs: uint256
 
 
 # ---------------------------------------------------------------- events
 
-# Once, at deployment: the task's whole configuration, the canonical JSON
-# document whose sha256 is `config_digest` (an auditor needs nothing else).
 event Configured:
     config_digest: indexed(bytes32)
     document: Bytes[MAX_CONFIG]
@@ -111,59 +161,62 @@ event RoundStarted:
     active_stake: uint256
     members: uint256
 
-event Committed:
+# One signed message, as it was verified: everything an auditor needs to
+# verify the signature again (update zero: attestation only; model and
+# result zero: no attestation).
+event Submitted:
     round: indexed(uint256)
     member: indexed(address)
-    commitment: bytes32
+    update: bytes32
+    examples: uint256
+    model: bytes32
+    result: bytes32
+    r: uint256
+    vs: uint256
 
-event Revealed:
+# A quorum of the round's stake has its messages in: the phase closes
+# `grace` seconds later at the latest.
+event Quorate:
     round: indexed(uint256)
-    member: indexed(address)
-    update_digest: bytes32
-    cid: String[64]
-    num_examples: uint256
 
-event Attested:
+# A round's message phase closed early (every eligible member's message in).
+event Closed:
     round: indexed(uint256)
-    member: indexed(address)
-    model_digest: bytes32
-    result_digest: bytes32
-    stake: uint256
-
-event Equivocated:
-    round: indexed(uint256)
-    member: indexed(address)
-    model_digest: bytes32
-    result_digest: bytes32
-
-event Slashed:
-    member: indexed(address)
-    amount: uint256
-    treasury: address
 
 event Finalized:
     round: indexed(uint256)
     model_digest: bytes32
     result_digest: bytes32
+    stake: uint256
 
 event Skipped:
     round: indexed(uint256)
 
-# One per contributor with a nonzero score, in `distribute`: the event of
-# `selections_of` (a contributor slashed since is selected, but not paid).
-event Selected:
-    round: indexed(uint256)
-    contributor: indexed(address)
-    score: uint256
-
-event Rewarded:
-    round: indexed(uint256)
-    contributor: indexed(address)
-    amount: uint256
-
+# A round's rewards were credited: each contributor earned
+# reward_per_round * score // sum(scores), or nothing if slashed since (one
+# event with the arrays, not one per contributor: a quarter of the gas). A
+# contributor with a nonzero score is "selected" (reputation).
 event Distributed:
     round: indexed(uint256)
     total: uint256
+    contributors: DynArray[address, MAX]
+    scores: DynArray[uint256, MAX]
+
+event Equivocated:
+    round: indexed(uint256)
+    member: indexed(address)
+    first: bytes32
+    second: bytes32
+
+event Slashed:
+    member: indexed(address)
+    amount: uint256
+    submitter: address
+    share: uint256
+
+event Claimed:
+    member: indexed(address)
+    amount: uint256
 
 
 # ---------------------------------------------------------------- the rules
@@ -174,9 +227,9 @@ rule_params_digest: public(immutable(bytes32))
 config_digest: public(immutable(bytes32))
 quorum_bps: public(immutable(uint16))
 min_stake: public(immutable(uint256))
-commit_window: public(immutable(uint256))
-reveal_window: public(immutable(uint256))
-attest_window: public(immutable(uint256))
+window: public(immutable(uint256))
+grace: public(immutable(uint256))
+max_rounds: public(immutable(uint256))
 max_participants: public(immutable(uint16))
 allowlist_only: public(immutable(bool))
 reward_per_round: public(immutable(uint256))
@@ -188,70 +241,45 @@ treasury: public(immutable(address))
 # ---------------------------------------------------------------- members
 
 allowed: public(HashMap[address, bool])
-# Accounts the owner lets download the task's blobs whatever the access
-# policy (auditors): see `grant_reader`.
 readers: public(HashMap[address, bool])
-status_of: public(HashMap[address, uint8])
-stake_of: public(HashMap[address, uint256])
 endpoint_of: public(HashMap[address, String[256]])
-# The first round whose quorum counts the member's stake (it may commit
-# and attest from that round on): the round after the one during which it
-# joined.
-first_round_of: public(HashMap[address, uint256])
 withdraw_after: public(HashMap[address, uint256])
-# Sum of the stakes of the active members.
+claimed_of: public(HashMap[address, uint256])
+# One word per member, read and written once per message (see `_pack`):
+# status (8 bits) | first_round (32) | last_round (32) | stake (96) |
+# earned (88). last_round is the latest round with this member's message
+# on chain.
+_record: HashMap[address, uint256]
 active_stake: public(uint256)
-# The active members, in no particular order; `_position` is 1-based.
 _members: DynArray[address, MAX]
 _position: HashMap[address, uint256]
 
-# ETH accounting (the contract's balance is always in - out - slashed).
 total_staked: public(uint256)
 total_withdrawn: public(uint256)
 total_slashed: public(uint256)
+total_earned: public(uint256)
+total_claimed: public(uint256)
 
 
 # ---------------------------------------------------------------- rounds
 
 current_round: public(uint256)
-round_start: public(HashMap[uint256, uint256])
-# The active stake at the round's start: the quorum's denominator.
-round_stake: public(HashMap[uint256, uint256])
-# The number of active members at the round's start: those eligible to
-# commit in it. The commit phase closes early when all of them committed.
-round_members: public(HashMap[uint256, uint256])
-# Commitments and reveals made in the round. The reveal phase closes early
-# when every committer revealed.
-commit_count: public(HashMap[uint256, uint256])
-reveal_count: public(HashMap[uint256, uint256])
-# When the commit (reveal) phase closed early; zero while it did not.
-_reveal_at: HashMap[uint256, uint256]
-_attest_at: HashMap[uint256, uint256]
-_round_status: HashMap[uint256, uint8]
-
-commitment_of: public(HashMap[uint256, HashMap[address, bytes32]])
-update_digest_of: public(HashMap[uint256, HashMap[address, bytes32]])
-# Nonzero if and only if the member revealed in the round.
-num_examples_of: public(HashMap[uint256, HashMap[address, uint256]])
-# Every update digest revealed so far, by anyone, in any round: a digest is
-# revealed once (a replayed or shared update reverts).
-update_revealed: public(HashMap[bytes32, bool])
-
-# Reputation, from past selection. `reveals_of` counts a member's reveals
-# (one per `Revealed` event), `selections_of` the distributed rounds that
-# gave it a nonzero score (one per `Selected` event).
-reveals_of: public(HashMap[address, uint256])
-selections_of: public(HashMap[address, uint256])
-
-# keccak256(abi_encode(model_digest, result_digest)) attested by a member.
-attestation_of: public(HashMap[uint256, HashMap[address, bytes32]])
-# Stake attesting keccak256(abi_encode(model_digest, result_digest)).
+# One word per round, at round % RING: start (40 bits) | quorum_at (40) |
+# closed_at (40) | members (16) | count (16) | outcome (8) | distributed (8)
+# | round (32).
+_round: HashMap[uint256, uint256]
+# At round % RING: stake at the round's start (128 bits) | stake of its
+# messages in (128).
+_stakes: HashMap[uint256, uint256]
+# Stake attesting keccak256(abi_encode(model, result)) for a round, when a
+# batch ended below the quorum (a batch that reaches it keeps its count in
+# memory only).
 _tally: HashMap[uint256, HashMap[bytes32, uint256]]
-
-model_digest: public(HashMap[uint256, bytes32])
-result_digest: public(HashMap[uint256, bytes32])
-distributed: public(HashMap[uint256, bool])
-total_minted: public(uint256)
+# At round % RING: the finalized model and result digests.
+_model: HashMap[uint256, bytes32]
+_result: HashMap[uint256, bytes32]
+# Two bits per round (finalized 1, failed 2), 128 rounds per word.
+_outcomes: HashMap[uint256, uint256]
 
 
 @deploy
@@ -262,9 +290,9 @@ def __init__(
     config_digest_: bytes32,
     quorum_bps_: uint16,
     min_stake_: uint256,
-    commit_window_: uint256,
-    reveal_window_: uint256,
-    attest_window_: uint256,
+    window_: uint256,
+    grace_: uint256,
+    max_rounds_: uint256,
     max_participants_: uint16,
     allowlist_only_: bool,
     reward_per_round_: uint256,
@@ -277,24 +305,28 @@ def __init__(
     assert treasury_ != empty(address), "treasury is zero"
     assert quorum_bps_ > 5000 and quorum_bps_ <= 10000, "quorum not in (5000, 10000]"
     assert min_stake_ > 0, "min stake is zero"
-    assert commit_window_ > 0, "commit window is zero"
-    assert reveal_window_ > 0, "reveal window is zero"
-    assert attest_window_ > 0, "attest window is zero"
+    assert min_stake_ <= MAX_STAKE, "min stake above 2**96 - 1"
+    assert window_ > 0 and window_ <= MAX_WINDOW, "window not in (0, 7 days]"
+    assert grace_ <= window_, "grace above the window"
+    assert cooldown_ > 0 and cooldown_ <= MAX_COOLDOWN, "cooldown not in (0, 365 days]"
+    assert max_rounds_ > 0 and max_rounds_ <= MAX_ROUNDS, "max rounds not in (0, 1000000]"
     assert max_participants_ > 0, "max participants is zero"
     assert convert(max_participants_, uint256) <= MAX, "max participants above MAX"
+    assert reward_per_round_ * max_rounds_ <= MAX_EARNED, "total reward above 2**88 - 1"
     assert access_policy_ <= ACCESS_PUBLIC, "unknown access policy"
     assert len(config_document_) > 0, "config document is empty"
     assert sha256(config_document_) == config_digest_, "config digest is not the document's"
     ownable.__init__()
+    eip712.__init__("fedledger", "2")
     token = token_
     rule_id = rule_id_
     rule_params_digest = rule_params_digest_
     config_digest = config_digest_
     quorum_bps = quorum_bps_
     min_stake = min_stake_
-    commit_window = commit_window_
-    reveal_window = reveal_window_
-    attest_window = attest_window_
+    window = window_
+    grace = grace_
+    max_rounds = max_rounds_
     max_participants = max_participants_
     allowlist_only = allowlist_only_
     reward_per_round = reward_per_round_
@@ -304,14 +336,136 @@ def __init__(
     log Configured(config_digest=config_digest_, document=config_document_)
 
 
+# ---------------------------------------------------------------- packing
+
+@internal
+@pure
+def _status(rec: uint256) -> uint8:
+    return convert(rec & 255, uint8)
+
+
+@internal
+@pure
+def _first_round(rec: uint256) -> uint256:
+    return (rec >> 8) & (2**32 - 1)
+
+
+@internal
+@pure
+def _last_round(rec: uint256) -> uint256:
+    return (rec >> 40) & (2**32 - 1)
+
+
+@internal
+@pure
+def _stake(rec: uint256) -> uint256:
+    return (rec >> 72) & MAX_STAKE
+
+
+@internal
+@pure
+def _earned(rec: uint256) -> uint256:
+    return rec >> 168
+
+
+@internal
+@pure
+def _pack(status: uint8, first_round: uint256, last_round: uint256, stake: uint256, earned: uint256) -> uint256:
+    return (
+        convert(status, uint256)
+        | (first_round << 8)
+        | (last_round << 40)
+        | (stake << 72)
+        | (earned << 168)
+    )
+
+
+@internal
+@pure
+def _r_start(word: uint256) -> uint256:
+    return word & (2**40 - 1)
+
+
+@internal
+@pure
+def _r_quorum_at(word: uint256) -> uint256:
+    return (word >> 40) & (2**40 - 1)
+
+
+@internal
+@pure
+def _r_closed_at(word: uint256) -> uint256:
+    return (word >> 80) & (2**40 - 1)
+
+
+@internal
+@pure
+def _r_members(word: uint256) -> uint256:
+    return (word >> 120) & (2**16 - 1)
+
+
+@internal
+@pure
+def _r_count(word: uint256) -> uint256:
+    return (word >> 136) & (2**16 - 1)
+
+
+@internal
+@pure
+def _r_outcome(word: uint256) -> uint256:
+    return (word >> 152) & 255
+
+
+@internal
+@pure
+def _r_distributed(word: uint256) -> bool:
+    return (word >> 160) & 255 != 0
+
+
+@internal
+@pure
+def _r_pack(start: uint256, quorum_at: uint256, closed_at: uint256, members: uint256, count: uint256, outcome: uint256, distributed: bool, round: uint256) -> uint256:
+    d: uint256 = 0
+    if distributed:
+        d = 1
+    return (
+        start
+        | (quorum_at << 40)
+        | (closed_at << 80)
+        | (members << 120)
+        | (count << 136)
+        | (outcome << 152)
+        | (d << 160)
+        | (round << 168)
+    )
+
+
+@internal
+@view
+def _word(round: uint256) -> uint256:
+    # The round's state word; 0 for a round not started or out of the ring.
+    word: uint256 = self._round[round % RING]
+    if (word >> 168) != round:
+        return 0
+    return word
+
+
+@internal
+@view
+def _outcome(round: uint256) -> uint256:
+    return (self._outcomes[round // 128] >> (2 * (round % 128))) & 3
+
+
+@internal
+def _set_outcome(round: uint256, outcome: uint256):
+    self._outcomes[round // 128] |= outcome << (2 * (round % 128))
+
+
 # ---------------------------------------------------------------- views
 
 @external
 @view
 def members() -> DynArray[address, MAX]:
-    """
-    @notice The active members (for peer discovery), in no particular order.
-    """
     return self._members
 
 
@@ -324,89 +478,172 @@ def member_count() -> uint256:
 @external
 @view
 def is_member(account: address) -> bool:
+    return self._status(self._record[account]) == STATUS_ACTIVE
+
+
+@external
+@view
+def status_of(account: address) -> uint8:
+    return self._status(self._record[account])
+
+
+@external
+@view
+def stake_of(account: address) -> uint256:
+    return self._stake(self._record[account])
+
+
+@external
+@view
+def first_round_of(account: address) -> uint256:
+    return self._first_round(self._record[account])
+
+
+@external
+@view
+def last_round_of(account: address) -> uint256:
     """
-    @notice True for an active member.
+    @notice The latest round with `account`'s message on chain (0: none).
     """
-    return self.status_of[account] == STATUS_ACTIVE
+    return self._last_round(self._record[account])
+
+
+@external
+@view
+def earned_of(account: address) -> uint256:
+    """
+    @notice Reward tokens (wei) earned so far, claimed or not.
+    """
+    return self._earned(self._record[account])
+
+
+@external
+@view
+def round_start(round: uint256) -> uint256:
+    return self._r_start(self._word(round))
+
+
+@external
+@view
+def round_members(round: uint256) -> uint256:
+    """
+    @notice The members eligible in the round (active at its start).
+    """
+    return self._r_members(self._word(round))
+
+
+@external
+@view
+def message_count(round: uint256) -> uint256:
+    return self._r_count(self._word(round))
+
+
+@external
+@view
+def round_stake(round: uint256) -> uint256:
+    if self._word(round) == 0:
+        return 0
+    return self._stakes[round % RING] & (2**128 - 1)
+
+
+@external
+@view
+def submitted_stake(round: uint256) -> uint256:
+    if self._word(round) == 0:
+        return 0
+    return self._stakes[round % RING] >> 128
+
+
+@external
+@view
+def closes_at(round: uint256) -> uint256:
+    """
+    @notice When the round's message phase closes: when every eligible
+            member's message was in, if that happened; else `grace` after a
+            quorum of stake's was in, and at the latest `window` after the
+            round started. 0 for a round not started.
+    """
+    return self._closes_at(self._word(round))
+
+
+@external
+@view
+def distributed(round: uint256) -> bool:
+    return self._r_distributed(self._word(round))
 
 
 @external
 @view
 def phase(round: uint256) -> uint8:
     """
-    @notice 0 not started, 1 commit, 2 reveal, 3 attest, 4 finalized,
-            5 failed (skipped, or expired and not yet skipped). A started,
-            open round is in commit before `reveal_opens`, in reveal before
-            `attest_opens`, in attest before `attest_closes`, failed after.
+    @notice 0 not started; 1 open (its messages are collected); 2
+            aggregate (closed, round + 1 not open yet); 3 attest (round + 1
+            open: its messages attest this round); 4 finalized; 5 failed.
     """
     return self._phase(round)
 
 
 @external
 @view
-def reveal_opens(round: uint256) -> uint256:
-    """
-    @notice When the round's reveal phase opens: the time of the commit
-            that made every eligible member committed, if any, else
-            round_start(round) + commit_window.
-    """
-    return self._reveal_opens(round)
-
-
-@external
-@view
-def attest_opens(round: uint256) -> uint256:
-    """
-    @notice When the round's attest phase opens: the time of the reveal
-            that made every committer revealed, if any, else
-            reveal_opens(round) + reveal_window.
-    """
-    return self._attest_opens(round)
-
-
-@external
-@view
-def attest_closes(round: uint256) -> uint256:
-    """
-    @notice When the round's attest window ends unless it finalized:
-            attest_opens(round) + attest_window.
-    """
-    return self._attest_opens(round) + attest_window
-
-
-@external
-@view
 def quorum_stake(round: uint256) -> uint256:
-    """
-    @notice The attested stake that finalizes the round:
-            ceil(quorum_bps * round_stake(round) / 10000).
-    """
     return self._quorum_stake(round)
 
 
 @external
 @view
 def tally(round: uint256, model_digest: bytes32, result_digest: bytes32) -> uint256:
-    """
-    @notice The stake that attested (model_digest, result_digest) in the round.
-    """
     return self._tally[round][keccak256(abi_encode(model_digest, result_digest))]
 
 
 @external
 @view
+def finished() -> bool:
+    """
+    @notice True once the last round (`max_rounds`) is finalized or failed.
+    """
+    return self._outcome(max_rounds) != _OPEN
+
+
+@external
+@view
+def model_digest(round: uint256) -> bytes32:
+    """
+    @notice The round's finalized model digest (zero when not finalized, or
+            older than the ring: read the `Finalized` event).
+    """
+    if self._word(round) == 0:
+        return empty(bytes32)
+    return self._model[round % RING]
+
+
+@external
+@view
+def result_digest(round: uint256) -> bytes32:
+    """
+    @notice The round's finalized result digest (as `model_digest`).
+    """
+    if self._word(round) == 0:
+        return empty(bytes32)
+    return self._result[round % RING]
+
+
+@external
+@view
+def message_hash(round: uint256, update: bytes32, examples: uint256, model: bytes32, result: bytes32) -> bytes32:
+    """
+    @notice The EIP-712 digest a member signs for its round message.
+    """
+    return self._message_hash(round, update, examples, model, result)
+
+
+@external
+@view
 def can_download(account: address) -> bool:
-    """
-    @notice Whether the access policy lets `account` download the task's
-            models: 0 active members, 1 token holders (and active
-            members), 2 anyone. A reader (`grant_reader`) may, whatever
-            the policy.
-    """
     if access_policy == ACCESS_PUBLIC:
         return True
     if self.readers[account]:
         return True
-    if self.status_of[account] == STATUS_ACTIVE:
+    if self._status(self._record[account]) == STATUS_ACTIVE:
         return True
     if access_policy == ACCESS_TOKEN_HOLDERS:
         return staticcall IRewardToken(token).balanceOf(account) > 0
@@ -415,51 +652,53 @@ def can_download(account: address) -> bool:
 
 @internal
 @view
+def _message_hash(round: uint256, update: bytes32, examples: uint256, model: bytes32, result: bytes32) -> bytes32:
+    return eip712._hash_typed_data_v4(
+        keccak256(abi_encode(ROUND_TYPEHASH, round, update, examples, model, result))
+    )
+
+
+@internal
+@view
+def _closes_at(word: uint256) -> uint256:
+    start: uint256 = self._r_start(word)
+    if start == 0:
+        return 0
+    closed_at: uint256 = self._r_closed_at(word)
+    if closed_at != 0:
+        return closed_at
+    end: uint256 = start + window
+    quorum_at: uint256 = self._r_quorum_at(word)
+    if quorum_at != 0 and quorum_at + grace < end:
+        return quorum_at + grace
+    return end
+
+
+@internal
+@view
 def _phase(round: uint256) -> uint8:
     if round == 0 or round > self.current_round:
         return PHASE_NOT_STARTED
-    status: uint8 = self._round_status[round]
-    if status == _FINALIZED:
+    outcome: uint256 = self._outcome(round)
+    if outcome == _FINALIZED:
         return PHASE_FINALIZED
-    if status == _FAILED:
+    if outcome == _FAILED:
         return PHASE_FAILED
-    reveal_opens: uint256 = self._reveal_opens(round)
-    if block.timestamp < reveal_opens:
-        return PHASE_COMMIT
-    attest_opens: uint256 = self._attest_at[round]
-    if attest_opens == 0:
-        attest_opens = reveal_opens + reveal_window
-    if block.timestamp < attest_opens:
-        return PHASE_REVEAL
-    if block.timestamp < attest_opens + attest_window:
+    word: uint256 = self._word(round)
+    if block.timestamp < self._closes_at(word):
+        return PHASE_OPEN
+    if round == self.current_round:
+        return PHASE_AGGREGATE
+    # round + 1 is open: its messages attest this round until it closes.
+    if block.timestamp < self._closes_at(self._word(round + 1)):
         return PHASE_ATTEST
     return PHASE_FAILED
 
 
 @internal
 @view
-def _reveal_opens(round: uint256) -> uint256:
-    # The commit window is an upper bound: see `commit`.
-    at: uint256 = self._reveal_at[round]
-    if at != 0:
-        return at
-    return self.round_start[round] + commit_window
-
-
-@internal
-@view
-def _attest_opens(round: uint256) -> uint256:
-    # The reveal window is an upper bound: see `reveal`.
-    at: uint256 = self._attest_at[round]
-    if at != 0:
-        return at
-    return self._reveal_opens(round) + reveal_window
-
-
-@internal
-@view
 def _quorum_stake(round: uint256) -> uint256:
-    product: uint256 = convert(quorum_bps, uint256) * self.round_stake[round]
+    product: uint256 = convert(quorum_bps, uint256) * (self._stakes[round % RING] & (2**128 - 1))
     return (product + BPS - 1) // BPS
 
 
@@ -467,9 +706,6 @@ def _quorum_stake(round: uint256) -> uint256:
 
 @external
 def allow(account: address):
-    """
-    @notice Owner only: add `account` to the allowlist.
-    """
     ownable._check_owner()
     self.allowed[account] = True
     log Allowed(account=account)
@@ -477,10 +713,6 @@ def allow(account: address):
 
 @external
 def disallow(account: address):
-    """
-    @notice Owner only: remove `account` from the allowlist. An active
-            member stays a member: this only stops future joins.
-    """
     ownable._check_owner()
     self.allowed[account] = False
     log Disallowed(account=account)
@@ -488,10 +720,6 @@ def disallow(account: address):
 
 @external
 def grant_reader(account: address):
-    """
-    @notice Owner only: let `account` download the task's blobs whatever
-            the access policy (an auditor's key). Grants no membership.
-    """
     ownable._check_owner()
     self.readers[account] = True
     log ReaderGranted(account=account)
@@ -499,9 +727,6 @@ def grant_reader(account: address):
 
 @external
 def revoke_reader(account: address):
-    """
-    @notice Owner only: take back `grant_reader`.
-    """
     ownable._check_owner()
     self.readers[account] = False
     log ReaderRevoked(account=account)
@@ -512,22 +737,27 @@ def revoke_reader(account: address):
 def join(endpoint: String[256]):
     """
     @notice Become an active member, staking `msg.value` (at least
-            `min_stake`) and publishing the endpoint peers reach this node
-            at. The stake counts for quorums from the next round on.
+            `min_stake`, at most 2**96 - 1 wei) and publishing the endpoint
+            peers reach this node at. The member takes part from the next
+            round on.
     """
-    status: uint8 = self.status_of[msg.sender]
+    rec: uint256 = self._record[msg.sender]
+    status: uint8 = self._status(rec)
     assert status != STATUS_ACTIVE, "already a member"
     assert status != STATUS_LEFT, "withdraw first"
     assert status != STATUS_SLASHED, "slashed"
     assert msg.value >= min_stake, "stake below minimum"
+    assert msg.value <= MAX_STAKE, "stake above 2**96 - 1"
     assert len(self._members) < convert(max_participants, uint256), "task is full"
     if allowlist_only:
         assert self.allowed[msg.sender], "not allowlisted"
     first_round: uint256 = self.current_round + 1
-    self.status_of[msg.sender] = STATUS_ACTIVE
-    self.stake_of[msg.sender] = msg.value
+    # A member that left and withdrew keeps its earned reward and its last
+    # round (it never signs for a round twice).
+    self._record[msg.sender] = self._pack(
+        STATUS_ACTIVE, first_round, self._last_round(rec), msg.value, self._earned(rec)
+    )
     self.endpoint_of[msg.sender] = endpoint
-    self.first_round_of[msg.sender] = first_round
     self.active_stake += msg.value
     self.total_staked += msg.value
     self._members.append(msg.sender)
@@ -538,13 +768,18 @@ def join(endpoint: String[256]):
 @external
 def leave():
     """
-    @notice Stop being an active member; the stake can be withdrawn
-            `cooldown` seconds later.
+    @notice Stop being an active member: later messages are refused. The
+            stake can be withdrawn `window + cooldown` seconds later: by
+            then every round this member's messages could still decide is
+            closed, and `cooldown` is the time left to bring evidence.
     """
-    assert self.status_of[msg.sender] == STATUS_ACTIVE, "not a member"
-    self._deactivate(msg.sender)
-    self.status_of[msg.sender] = STATUS_LEFT
-    after: uint256 = block.timestamp + cooldown
+    rec: uint256 = self._record[msg.sender]
+    assert self._status(rec) == STATUS_ACTIVE, "not a member"
+    self._deactivate(msg.sender, self._stake(rec))
+    self._record[msg.sender] = self._pack(
+        STATUS_LEFT, self._first_round(rec), self._last_round(rec), self._stake(rec), self._earned(rec)
+    )
+    after: uint256 = block.timestamp + window + cooldown
     self.withdraw_after[msg.sender] = after
     log Left(member=msg.sender, withdraw_after=after)
 
@@ -552,14 +787,13 @@ def leave():
 @external
 @nonreentrant
 def withdraw():
-    """
-    @notice After `leave` and the cooldown, send the stake back (once).
-    """
-    assert self.status_of[msg.sender] == STATUS_LEFT, "nothing to withdraw"
+    rec: uint256 = self._record[msg.sender]
+    assert self._status(rec) == STATUS_LEFT, "nothing to withdraw"
     assert block.timestamp >= self.withdraw_after[msg.sender], "cooldown not over"
-    amount: uint256 = self.stake_of[msg.sender]
-    self.stake_of[msg.sender] = 0
-    self.status_of[msg.sender] = STATUS_NONE
+    amount: uint256 = self._stake(rec)
+    self._record[msg.sender] = self._pack(
+        STATUS_NONE, self._first_round(rec), self._last_round(rec), 0, self._earned(rec)
+    )
     self.withdraw_after[msg.sender] = 0
     self.total_withdrawn += amount
     log Withdrawn(member=msg.sender, amount=amount)
@@ -567,9 +801,8 @@ def withdraw():
 
 
 @internal
-def _deactivate(member: address):
-    # Remove from the active set (swap with the last, then pop).
-    self.active_stake -= self.stake_of[member]
+def _deactivate(member: address, stake: uint256):
+    self.active_stake -= stake
     position: uint256 = self._position[member]
     last: address = self._members.pop()
     if last != member:
@@ -583,192 +816,200 @@ def _deactivate(member: address):
 @external
 def start():
     """
-    @notice Owner only, once: round 1 starts now.
+    @notice Owner only, once: round 1 opens now.
     """
     ownable._check_owner()
     assert self.current_round == 0, "already started"
-    self._start_round(1)
+    self._open(1)
 
 
 @internal
-def _start_round(round: uint256):
+def _open(round: uint256):
     self.current_round = round
-    self.round_start[round] = block.timestamp
-    self.round_stake[round] = self.active_stake
-    # Every active member is eligible in the new round: its first_round_of
-    # is at most `round`.
     members: uint256 = len(self._members)
-    self.round_members[round] = members
-    log RoundStarted(
-        round=round, start=block.timestamp, active_stake=self.active_stake, members=members
-    )
+    self._round[round % RING] = self._r_pack(block.timestamp, 0, 0, members, 0, _OPEN, False, round)
+    self._stakes[round % RING] = self.active_stake
+    log RoundStarted(round=round, start=block.timestamp, active_stake=self.active_stake, members=members)
 
 
 @internal
-@view
-def _check_round(round: uint256, expected: uint8):
-    assert round == self.current_round and round != 0, "not the current round"
-    phase: uint8 = self._phase(round)
-    if phase != expected:
-        if expected == PHASE_COMMIT:
-            raise "not in commit window"
-        if expected == PHASE_REVEAL:
-            raise "not in reveal window"
-        raise "not in attest window"
+def _fail_unfinalized(round: uint256):
+    # `round`'s attestations are over (round + 1 closed): fail it if no
+    # quorum finalized it.
+    if round == 0:
+        return
+    if self._outcome(round) == _OPEN:
+        self._round[round % RING] = self._word(round) | (_FAILED << 152)
+        self._set_outcome(round, _FAILED)
+        log Skipped(round=round)
+
+
+@internal
+def _advance(round: uint256):
+    # Open `round` when it is the next one and the current round closed.
+    current: uint256 = self.current_round
+    if round == current:
+        return
+    assert current != 0, "not started"
+    assert round == current + 1, "not the current round"
+    assert round <= max_rounds + 1, "task is over"
+    assert block.timestamp >= self._closes_at(self._word(current)), "current round still open"
+    self._fail_unfinalized(current - 1)
+    self._open(round)
 
 
 @external
-def commit(round: uint256, c: bytes32):
+def close():
     """
-    @notice Commit to an update: c = keccak256(abi_encode(update_digest,
-            msg.sender, round, salt)). Active members that were active at
-            the round's start, commit phase, once. The commit that makes
-            every eligible member (`round_members`) committed closes the
-            commit phase: the reveal phase opens at once.
+    @notice Anyone: once the current round's message phase closed, fail the
+            round it attested if no quorum finalized it (needed after the
+            last round; other rounds fail as the next opens).
     """
-    self._check_round(round, PHASE_COMMIT)
-    assert self.status_of[msg.sender] == STATUS_ACTIVE, "not a member"
-    assert self.first_round_of[msg.sender] <= round, "joined during this round"
-    assert self.commitment_of[round][msg.sender] == empty(bytes32), "already committed"
-    assert c != empty(bytes32), "empty commitment"
-    self.commitment_of[round][msg.sender] = c
-    count: uint256 = self.commit_count[round] + 1
-    self.commit_count[round] = count
-    if count == self.round_members[round]:
-        self._reveal_at[round] = block.timestamp
-    log Committed(round=round, member=msg.sender, commitment=c)
-
-
-@external
-def reveal(
-    round: uint256, update_digest: bytes32, cid: String[64], num_examples: uint256, salt: bytes32
-):
-    """
-    @notice Open the commitment: reveal phase, once, must match, and the
-            update digest must never have been revealed before (by anyone,
-            in any round). The CID goes in the event only. The reveal that
-            makes every committer (`commit_count`) revealed closes the
-            reveal phase: the attest phase opens at once.
-    """
-    self._check_round(round, PHASE_REVEAL)
-    assert self.status_of[msg.sender] == STATUS_ACTIVE, "not a member"
-    committed: bytes32 = self.commitment_of[round][msg.sender]
-    assert committed != empty(bytes32), "no commitment"
-    assert self.num_examples_of[round][msg.sender] == 0, "already revealed"
-    assert num_examples > 0, "no examples"
-    assert (
-        keccak256(abi_encode(update_digest, msg.sender, round, salt)) == committed
-    ), "reveal does not match commitment"
-    assert not self.update_revealed[update_digest], "update already revealed"
-    self.update_revealed[update_digest] = True
-    self.update_digest_of[round][msg.sender] = update_digest
-    self.num_examples_of[round][msg.sender] = num_examples
-    self.reveals_of[msg.sender] += 1
-    count: uint256 = self.reveal_count[round] + 1
-    self.reveal_count[round] = count
-    if count == self.commit_count[round]:
-        self._attest_at[round] = block.timestamp
-    log Revealed(
-        round=round,
-        member=msg.sender,
-        update_digest=update_digest,
-        cid=cid,
-        num_examples=num_examples,
-    )
+    current: uint256 = self.current_round
+    assert current != 0, "not started"
+    assert block.timestamp >= self._closes_at(self._word(current)), "current round still open"
+    assert current > 1 and self._outcome(current - 1) == _OPEN, "nothing to close"
+    self._fail_unfinalized(current - 1)
 
 
 @external
 @nonreentrant
-def attest(round: uint256, model_digest: bytes32, result_digest: bytes32):
+def submit(
+    round: uint256,
+    pairs: DynArray[Pair, MAX_PAIRS],
+    entries: DynArray[Entry, MAX],
+    contributors: DynArray[address, MAX],
+    scores: DynArray[uint256, MAX],
+):
     """
-    @notice Attest the round's model and result. Attesting a second,
-            different pair in the same round slashes the whole stake.
-            Reaching the quorum finalizes the round and starts the next.
+    @notice Anyone: a batch of signed round messages for `round` (the current
+            round, or the next once the current one closed). Each entry's
+            signer must be an active member whose first round is at most
+            `round`; a signer whose message for `round` is already on chain
+            is skipped (the same message twice is a no-op; a different one
+            is evidence for `slash`). An update needs 1 to 2**64 - 1
+            examples; after `max_rounds`, messages attest only. An entry's
+            pair attests round - 1 (zero: no attestation), counted for
+            members eligible in round - 1; the quorum finalizes round - 1.
+            `contributors` and `scores` (may be empty) are round - 1's
+            result: if they hash to its finalized result digest and it is
+            not paid yet, its rewards are paid in this call.
     """
-    self._check_round(round, PHASE_ATTEST)
-    assert self.status_of[msg.sender] == STATUS_ACTIVE, "not a member"
-    assert self.first_round_of[msg.sender] <= round, "joined during this round"
-    pair: bytes32 = keccak256(abi_encode(model_digest, result_digest))
-    previous: bytes32 = self.attestation_of[round][msg.sender]
-    stake: uint256 = self.stake_of[msg.sender]
-    if previous == pair:
-        raise "already attested"
-    if previous != empty(bytes32):
-        # Equivocation: the member signed two different pairs. Its first
-        # attestation stops counting, its stake goes to the treasury.
-        self._tally[round][previous] -= stake
-        self._deactivate(msg.sender)
-        self.status_of[msg.sender] = STATUS_SLASHED
-        self.stake_of[msg.sender] = 0
-        self.total_slashed += stake
-        log Equivocated(
-            round=round, member=msg.sender, model_digest=model_digest, result_digest=result_digest
+    self._advance(round)
+    word: uint256 = self._word(round)
+    assert block.timestamp < self._closes_at(word), "round closed"
+    previous: uint256 = round - 1
+    prev_open: bool = previous != 0 and self._outcome(previous) == _OPEN
+    quorum: uint256 = 0
+    hashes: DynArray[bytes32, MAX_PAIRS] = []
+    sums: DynArray[uint256, MAX_PAIRS] = []
+    for p: Pair in pairs:
+        h: bytes32 = keccak256(abi_encode(p.model, p.result))
+        hashes.append(h)
+        if prev_open:
+            sums.append(self._tally[previous][h])
+        else:
+            sums.append(0)
+    if prev_open:
+        quorum = self._quorum_stake(previous)
+    count: uint256 = self._r_count(word)
+    stakes: uint256 = self._stakes[round % RING]
+    submitted: uint256 = stakes >> 128
+    for e: Entry in entries:
+        assert e.pair < len(pairs), "pair index out of range"
+        p: Pair = pairs[e.pair]
+        signer: address = ecdsa._try_recover_r_vs(
+            self._message_hash(round, e.update, e.examples, p.model, p.result), e.r, e.vs
         )
-        log Slashed(member=msg.sender, amount=stake, treasury=treasury)
-        raw_call(treasury, b"", value=stake)
-        return
-    self.attestation_of[round][msg.sender] = pair
-    tally: uint256 = self._tally[round][pair] + stake
-    self._tally[round][pair] = tally
-    log Attested(
-        round=round,
-        member=msg.sender,
-        model_digest=model_digest,
-        result_digest=result_digest,
-        stake=stake,
+        rec: uint256 = self._record[signer]
+        assert self._status(rec) == STATUS_ACTIVE, "signer is not a member"
+        first_round: uint256 = self._first_round(rec)
+        assert first_round <= round, "signer joined during this round"
+        if self._last_round(rec) == round:
+            continue
+        if e.update == empty(bytes32):
+            assert e.examples == 0, "examples without an update"
+        else:
+            assert round <= max_rounds, "no updates after the last round"
+            assert e.examples > 0 and e.examples <= MAX_EXAMPLES, "examples not in [1, 2**64)"
+        stake: uint256 = self._stake(rec)
+        self._record[signer] = self._pack(STATUS_ACTIVE, first_round, round, stake, self._earned(rec))
+        count += 1
+        submitted += stake
+        log Submitted(
+            round=round, member=signer, update=e.update, examples=e.examples, model=p.model,
+            result=p.result, r=e.r, vs=e.vs
+        )
+        if prev_open and first_round <= previous and p.model != empty(bytes32):
+            tally: uint256 = sums[e.pair] + stake
+            sums[e.pair] = tally
+            if tally >= quorum:
+                prev_open = False
+                self._finalize(previous, p.model, p.result, tally)
+    # A batch that did not finalize round - 1 keeps its counts for the next.
+    if prev_open:
+        for i: uint256 in range(len(pairs), bound=MAX_PAIRS):
+            if sums[i] != 0 and pairs[i].model != empty(bytes32):
+                self._tally[previous][hashes[i]] = sums[i]
+    quorum_at: uint256 = self._r_quorum_at(word)
+    closed_at: uint256 = self._r_closed_at(word)
+    if closed_at == 0 and count == self._r_members(word):
+        closed_at = block.timestamp
+        log Closed(round=round)
+    if quorum_at == 0 and submitted >= self._quorum_stake(round):
+        quorum_at = block.timestamp
+        if closed_at == 0:
+            log Quorate(round=round)
+    self._round[round % RING] = self._r_pack(
+        self._r_start(word), quorum_at, closed_at, self._r_members(word), count, _OPEN, False, round
     )
-    if tally >= self._quorum_stake(round):
-        self._round_status[round] = _FINALIZED
-        self.model_digest[round] = model_digest
-        self.result_digest[round] = result_digest
-        log Finalized(round=round, model_digest=model_digest, result_digest=result_digest)
-        self._start_round(round + 1)
+    self._stakes[round % RING] = (stakes & (2**128 - 1)) | (submitted << 128)
+    if len(contributors) > 0 and previous != 0:
+        self._distribute(previous, contributors, scores, False)
 
 
-@external
-def skip(round: uint256):
-    """
-    @notice Anyone: record the current round as failed once its attest
-            window is over (`attest_closes`) without finalization, and
-            start the next one.
-    """
-    assert round == self.current_round and round != 0, "not the current round"
-    assert self._phase(round) == PHASE_FAILED, "round not expired"
-    self._round_status[round] = _FAILED
-    log Skipped(round=round)
-    self._start_round(round + 1)
+@internal
+def _finalize(round: uint256, model: bytes32, result: bytes32, stake: uint256):
+    slot: uint256 = round % RING
+    self._round[slot] = self._round[slot] | (_FINALIZED << 152)
+    self._set_outcome(round, _FINALIZED)
+    self._model[slot] = model
+    self._result[slot] = result
+    log Finalized(round=round, model_digest=model, result_digest=result, stake=stake)
 
-
-# ---------------------------------------------------------------- rewards
 
 @external
 @nonreentrant
 def distribute(round: uint256, contributors: DynArray[address, MAX], scores: DynArray[uint256, MAX]):
     """
-    @notice Anyone, once per finalized round: mint reward_per_round * score
-            / sum(scores) to each contributor (rounding down), where
-            keccak256(abi_encode(contributors, scores)) is the round's
-            attested result digest, the contributors are strictly
-            increasing addresses, and each revealed an update in the round.
-            Each contributor with a nonzero score is selected
-            (`selections_of`, `Selected`); one slashed since gets nothing.
+    @notice Anyone, once per finalized round (if `submit` did not already):
+            credit reward_per_round * score / sum(scores) (rounded down) to
+            each contributor, where keccak256(abi_encode(contributors,
+            scores)) is the round's finalized result digest, contributors
+            are strictly increasing and every score is below 2**128. A
+            contributor slashed since earns nothing.
     """
-    assert self._round_status[round] == _FINALIZED, "round not finalized"
-    assert not self.distributed[round], "already distributed"
-    assert len(contributors) == len(scores), "length mismatch"
-    assert (
-        keccak256(abi_encode(contributors, scores)) == self.result_digest[round]
-    ), "result digest mismatch"
-    self.distributed[round] = True
+    self._distribute(round, contributors, scores, True)
+
+
+@internal
+def _distribute(round: uint256, contributors: DynArray[address, MAX], scores: DynArray[uint256, MAX], strict: bool):
+    word: uint256 = self._word(round)
+    if word == 0 or self._r_outcome(word) != _FINALIZED or self._r_distributed(word):
+        assert not strict, "round not finalized, or already distributed"
+        return
+    if len(contributors) != len(scores) or keccak256(abi_encode(contributors, scores)) != self._result[round % RING]:
+        assert not strict, "result digest mismatch"
+        return
     total_score: uint256 = 0
     previous: uint256 = 0
     for i: uint256 in range(len(contributors), bound=MAX):
-        contributor: address = contributors[i]
-        position: uint256 = convert(contributor, uint256)
+        position: uint256 = convert(contributors[i], uint256)
         assert position > previous, "contributors not strictly increasing"
         previous = position
-        assert self.num_examples_of[round][contributor] > 0, "contributor did not reveal"
+        assert scores[i] <= MAX_SCORE, "score above 2**128 - 1"
         total_score += scores[i]
+    self._round[round % RING] = word | (1 << 160)
     minted: uint256 = 0
     if total_score > 0:
         for i: uint256 in range(len(contributors), bound=MAX):
@@ -776,13 +1017,66 @@ def distribute(round: uint256, contributors: DynArray[address, MAX], scores: Dyn
             if score == 0:
                 continue
             contributor: address = contributors[i]
-            self.selections_of[contributor] += 1
-            log Selected(round=round, contributor=contributor, score=score)
             amount: uint256 = reward_per_round * score // total_score
-            if amount == 0 or self.status_of[contributor] == STATUS_SLASHED:
-                continue
-            minted += amount
-            log Rewarded(round=round, contributor=contributor, amount=amount)
-            extcall IRewardToken(token).mint(contributor, amount)
-    self.total_minted += minted
-    log Distributed(round=round, total=minted)
+            rec: uint256 = self._record[contributor]
+            if self._status(rec) == STATUS_SLASHED:
+                amount = 0
+            if amount > 0:
+                self._record[contributor] = rec + (amount << 168)
+                minted += amount
+    self.total_earned += minted
+    log Distributed(round=round, total=minted, contributors=contributors, scores=scores)
+
+
+@external
+@nonreentrant
+def claim(account: address):
+    """
+    @notice Anyone: mint `account`'s earned and not yet claimed reward
+            tokens to it. A slashed member's unclaimed reward is forfeit.
+    """
+    rec: uint256 = self._record[account]
+    assert self._status(rec) != STATUS_SLASHED, "slashed"
+    earned: uint256 = self._earned(rec)
+    amount: uint256 = earned - self.claimed_of[account]
+    assert amount > 0, "nothing to claim"
+    self.claimed_of[account] = earned
+    self.total_claimed += amount
+    log Claimed(member=account, amount=amount)
+    extcall IRewardToken(token).mint(account, amount)
+
+
+# ---------------------------------------------------------------- evidence
+
+@external
+@nonreentrant
+def slash(round: uint256, a: Message, b: Message):
+    """
+    @notice Anyone: two different messages signed by one member for one
+            round. The member's whole stake is taken (it stops being a
+            member if it was one): SLASH_SHARE_BPS of it to the caller, the
+            rest to the treasury. Its messages already counted stay counted.
+    """
+    ha: bytes32 = self._message_hash(round, a.update, a.examples, a.model, a.result)
+    hb: bytes32 = self._message_hash(round, b.update, b.examples, b.model, b.result)
+    assert ha != hb, "the messages are the same"
+    signer: address = ecdsa._try_recover_r_vs(ha, a.r, a.vs)
+    assert ecdsa._try_recover_r_vs(hb, b.r, b.vs) == signer, "different signers"
+    rec: uint256 = self._record[signer]
+    status: uint8 = self._status(rec)
+    assert status == STATUS_ACTIVE or status == STATUS_LEFT, "no stake to slash"
+    stake: uint256 = self._stake(rec)
+    if status == STATUS_ACTIVE:
+        self._deactivate(signer, stake)
+    self._record[signer] = self._pack(
+        STATUS_SLASHED, self._first_round(rec), self._last_round(rec), 0, self._earned(rec)
+    )
+    self.withdraw_after[signer] = 0
+    self.total_slashed += stake
+    share: uint256 = stake * SLASH_SHARE_BPS // BPS
+    log Equivocated(round=round, member=signer, first=ha, second=hb)
+    log Slashed(member=signer, amount=stake, submitter=msg.sender, share=share)
+    if share > 0:
+        raw_call(msg.sender, b"", value=share)
+    if stake > share:
+        raw_call(treasury, b"", value=stake - share)

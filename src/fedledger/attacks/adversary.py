@@ -10,6 +10,7 @@ or, for an honest node watched by omniscient colluders, :class:`Observed`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from fedledger.attacks.behaviour import Attack, Collusion
 from fedledger.commit import decode
 from fedledger.data import NodeData
 from fedledger.errors import CodecError
+from fedledger.ledger.messages import RoundMessage
 
 Params = list[np.ndarray]
 
@@ -53,9 +55,9 @@ class Adversary:
         """Whether the node serves blob ``cid`` to a peer allowed to have it."""
         return True
 
-    def extra_attestations(self, rnd: int) -> list[tuple[bytes, bytes]]:
-        """(model digest, result digest) pairs the node attests in round ``rnd`` as its attest
-        phase opens, besides its own result: none."""
+    def extra_messages(self, message: RoundMessage) -> list[RoundMessage]:
+        """Round messages the node signs and gossips besides ``message`` for the same round
+        (ledger mode): none."""
         return []
 
 
@@ -104,10 +106,10 @@ class AttackAdversary(Adversary):
     def serves(self, cid: str) -> bool:
         return not (self.attack.withholds and cid in self._own)
 
-    def extra_attestations(self, rnd: int) -> list[tuple[bytes, bytes]]:
-        """An equivocator signs two different results as soon as the attest phase opens
-        (before the honest quorum can finalize the round); the contract slashes it."""
-        if not self.attack.equivocates or rnd in self._equivocated:
+    def extra_messages(self, message: RoundMessage) -> list[RoundMessage]:
+        """An equivocator signs a second message for the round, attesting another result:
+        evidence anyone can submit to slash it (ledger v2)."""
+        if not self.attack.equivocates or message.round in self._equivocated:
             return []
-        self._equivocated.add(rnd)
-        return [(fill * 32, fill * 32) for fill in (b"\x01", b"\x02")]
+        self._equivocated.add(message.round)
+        return [dataclasses.replace(message, model=b"\x01" * 32, result=b"\x02" * 32)]

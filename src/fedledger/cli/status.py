@@ -49,13 +49,14 @@ def _print(s: TaskStatus) -> None:
     out.print(f"  config digest {s.config_digest}")
 
     members = Table(title="members", box=box.SIMPLE, title_justify="left")
-    for name in ("address", "status", "stake (ETH)", "endpoint", "first round", "tokens",
-                 "reveals", "selected"):  # fmt: skip
-        numeric = name in ("stake (ETH)", "first round", "tokens", "reveals", "selected")
+    for name in ("address", "status", "stake (ETH)", "endpoint", "first round", "earned",
+                 "claimed", "updates", "selected"):  # fmt: skip
+        numeric = name not in ("address", "status", "endpoint")
         members.add_column(name, justify="right" if numeric else "left", no_wrap=True)
     for m in s.members:
         members.add_row(m.address, m.status, ether(m.stake), m.endpoint, str(m.first_round),
-                        ether(m.tokens), str(m.reveals), str(m.selections))  # fmt: skip
+                        ether(m.earned), ether(m.claimed), str(m.updates),
+                        str(m.selections))  # fmt: skip
     if not s.members:
         out.print("no member joined yet")
     else:
@@ -63,14 +64,14 @@ def _print(s: TaskStatus) -> None:
 
     if s.rounds:
         rounds = Table(title="rounds", box=box.SIMPLE, title_justify="left")
-        for name in ("round", "outcome", "model CID", "attesters", "commits", "reveals",
-                     "rewarded"):  # fmt: skip
+        for name in ("round", "outcome", "model CID", "attesters", "messages", "updates",
+                     "transactions", "rewarded"):  # fmt: skip
             rounds.add_column(name, justify="left" if name in ("outcome", "model CID")
                               else "right", no_wrap=True)  # fmt: skip
         for r in s.rounds:
             rounds.add_row(str(r.round), r.outcome, r.model_cid or "-",
                            str(r.attesters) if r.outcome == "finalized" else "-",
-                           str(r.commits), str(r.reveals),
+                           str(r.messages), str(r.updates), str(r.transactions),
                            ether(r.rewarded) if r.rewarded is not None else "-")  # fmt: skip
         out.print(rounds)
 
@@ -83,7 +84,7 @@ def _print(s: TaskStatus) -> None:
         out.print(slashes)
     else:
         out.print("no slashes")
-    out.print(f"rewards: {ether(s.total_minted)} tokens minted (token supply "
+    out.print(f"rewards: {ether(s.total_earned)} tokens earned (token supply "
               f"{ether(s.token_supply)}); staked {ether(s.total_staked)} ETH, slashed "
               f"{ether(s.total_slashed)} ETH")  # fmt: skip
 

@@ -35,14 +35,14 @@
     [ledger]                    # the Task contract's rules (used with --chain)
     quorum = 0.67               # fraction of stake whose attestations finalize a round
     min_stake = 1e16            # wei
-    commit_window = 300         # seconds: upper bounds; a phase closes early once
-    reveal_window = 120         #   every member acted
-    attest_window = 300
-    reward_per_round = 1000.0   # reward tokens (18 decimals) minted per finalized round
+    window = 300                # seconds: the longest a round takes members' messages; it
+    grace = 5                   #   closes once all are in, or grace s after a quorum's are
+    reward_per_round = 1000.0   # reward tokens (18 decimals) earned per finalized round
     access = "members"          # who may download finalized models: members | token_holders
                                 #   | public
     allowlist = false           # true: only addresses the task owner allows may join
-    cooldown = 60               # seconds between leave() and withdraw()
+    cooldown = 60               # seconds between leave() + window and withdraw(): the time
+                                #   left to bring evidence against a member
 
 Every value is checked when the file is loaded -- its type, its range, that it is finite --
 and every mistake is a :class:`~fedledger.errors.ConfigError` naming the offending key
@@ -77,6 +77,14 @@ PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
 UINT256_MAX = 2**256 - 1
 """The largest wei amount the contracts can hold."""
 MAX_SECONDS = 2**32 - 1
+MAX_WINDOW = 7 * 86400
+"""The longest round window the Task contract accepts."""
+MAX_COOLDOWN = 365 * 86400
+MAX_STAKE = 2**96 - 1
+MAX_MINT = 2**88 - 1
+"""The most reward wei a task can credit over all its rounds (rounds x reward per round)."""
+MAX_ROUNDS = 1_000_000
+_GONE_KEYS = {"commit_window", "reveal_window", "attest_window"}
 """The longest window or cooldown, in seconds (about 136 years): block time plus it never
 overflows, and every node can wait for it."""
 MAX_SEED = 2**63 - 1
@@ -354,16 +362,17 @@ ACCESS_POLICIES = ("members", "token_holders", "public")
 class LedgerConfig:
     """The rules a task's contract is deployed with (see docs/contracts.md).
 
-    Wei amounts (``min_stake``) are exact integers within uint256; windows and the cooldown are
-    whole seconds up to :data:`MAX_SECONDS`; ``reward_per_round`` is in whole tokens (18
-    decimals) and must come to at most uint256 wei.
+    Wei amounts are exact integers: ``min_stake`` below 2**96 (a member's stake shares a storage
+    word with its earnings); ``window`` is whole seconds up to 7 days, ``grace`` at most the
+    window, the cooldown 1 s to 365 days (the contract's bounds); ``reward_per_round`` is in
+    whole tokens (18 decimals) and all rounds' rewards together must stay below 2**88 wei
+    (checked by :class:`TaskConfig`, which knows the rounds).
     """
 
     quorum: float = 0.67
     min_stake: int = 10**16
-    commit_window: int = 300
-    reveal_window: int = 120
-    attest_window: int = 300
+    window: int = 300
+    grace: int = 5
     reward_per_round: float = 1000.0
     access: str = "members"
     allowlist: bool = False
@@ -376,15 +385,17 @@ class LedgerConfig:
         stake: object = self.min_stake
         if isinstance(stake, float):  # an exact integral float (1e16): store the integer
             object.__setattr__(self, "min_stake", int(stake))
-        for name in ("commit_window", "reveal_window", "attest_window"):
-            check_int(f"ledger.{name}", getattr(self, name), low=1, high=MAX_SECONDS)
+        if self.min_stake > MAX_STAKE:
+            raise ConfigError("must be below 2**96 wei", field="ledger.min_stake")
+        check_int("ledger.window", self.window, low=1, high=MAX_WINDOW)
+        check_int("ledger.grace", self.grace, low=0, high=self.window)
         check_real("ledger.reward_per_round", self.reward_per_round, low=0)
         if self.reward_per_round > UINT256_MAX / 10**18 or self.reward_wei > UINT256_MAX:
             raise ConfigError(f"{self.reward_per_round!r} tokens is more than uint256 wei",
                               field="ledger.reward_per_round")  # fmt: skip
         check_choice("ledger.access", self.access, ACCESS_POLICIES, "policy")
         check_bool("ledger.allowlist", self.allowlist)
-        check_int("ledger.cooldown", self.cooldown, low=0, high=MAX_SECONDS)
+        check_int("ledger.cooldown", self.cooldown, low=1, high=MAX_COOLDOWN)
         check_int("ledger.max_participants", self.max_participants, low=1, high=256)
 
     @property
@@ -432,10 +443,13 @@ class TaskConfig:
         if self.ledger.max_participants < self.nodes:
             raise ConfigError(f"must be >= task.nodes ({self.nodes})",
                               field="ledger.max_participants")  # fmt: skip
-        if self.ledger.reward_wei * self.rounds > UINT256_MAX:
+        if self.ledger.reward_wei * self.rounds > MAX_MINT:
             raise ConfigError(f"{self.rounds} rounds of {self.ledger.reward_per_round!r} tokens "
-                              "would mint more than uint256 wei",
+                              "would credit 2**88 wei or more (the contract's cap)",
                               field="ledger.reward_per_round")  # fmt: skip
+        if self.rounds > MAX_ROUNDS:
+            raise ConfigError(f"at most {MAX_ROUNDS} rounds (the contract's cap)",
+                              field="task.rounds")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dictionary of every setting (with defaults filled in)."""
@@ -548,6 +562,10 @@ def check_table(
         if key not in known:
             if extra_ok:
                 continue
+            if section == "ledger" and key in _GONE_KEYS:
+                raise ConfigError("ledger v2 has one round `window` and a `grace` instead of "
+                                  "commit, reveal and attest windows (docs/contracts.md)",
+                                  field=f"{section}.{key}")  # fmt: skip
             raise ConfigError(
                 f"unknown key; known keys: {', '.join(sorted(known))}", field=f"{section}.{key}"
             )

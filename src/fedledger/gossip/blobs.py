@@ -447,6 +447,17 @@ class FileBlobStore:
                 w.write(view[i : i + DEFAULT_READ_CHUNK_BYTES])
             return w.commit()
 
+    def sync(self, cid: str) -> None:
+        """Make blob ``cid`` durable now (fsync it and its directory), whatever ``durable``
+        says: a ledger node does so for an update it is about to commit to."""
+        path = self._path(cid)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(path.parent)
+
     def size(self, cid: str) -> int:
         try:
             return self._path(cid).stat().st_size

@@ -42,6 +42,7 @@ __all__ = [
     "checksum_address",
     "is_checksum_address",
     "read_private_file",
+    "recover_digest",
     "recover_signer",
     "signing_hash",
 ]
@@ -191,7 +192,13 @@ def signing_hash(payload: bytes | bytearray) -> bytes:
 
 
 def recover_signer(payload: bytes | bytearray, signature: bytes | bytearray | memoryview) -> str:
-    """The checksummed address that produced ``signature`` over ``payload``.
+    """The checksummed address that produced ``signature`` over ``payload`` (see
+    :func:`recover_digest`: the digest is :func:`signing_hash` of ``payload``)."""
+    return recover_digest(signing_hash(payload), signature)
+
+
+def recover_digest(digest: bytes, signature: bytes | bytearray | memoryview) -> str:
+    """The checksummed address that produced ``signature`` over the 32-byte ``digest``.
 
     Raises :class:`MessageError` for a malformed signature: not 65 bytes, ``v`` not 27 or 28,
     ``r`` or ``s`` zero or not below the group order, ``s`` in the upper half of the order
@@ -217,7 +224,7 @@ def recover_signer(payload: bytes | bytearray, signature: bytes | bytearray | me
         raise MessageError("signature: s in the upper half of the curve order (malleable, EIP-2)")
     try:
         public_key = PublicKey.from_signature_and_message(
-            signature[:64] + bytes((v - 27,)), signing_hash(payload), hasher=None
+            signature[:64] + bytes((v - 27,)), digest, hasher=None
         )
     except ValueError as exc:
         raise MessageError("signature: no public key recoverable") from exc
@@ -380,6 +387,14 @@ class Identity:
             raise ConfigError("a keystore needs a non-empty password")
         keystore = Account.encrypt(self.private_key, password, kdf=kdf, iterations=iterations)
         _write_private(Path(path), json.dumps(keystore) + "\n", overwrite=overwrite)
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """The 65-byte signature ``r || s || v`` (v in {27, 28}, low s) of a 32-byte digest
+        (an EIP-712 message hash, say), deterministic (RFC 6979)."""
+        if len(digest) != 32:
+            raise MessageError(f"a digest to sign is 32 bytes, got {len(digest)}")
+        signature = self._key.sign_recoverable(bytes(digest), hasher=None)
+        return signature[:64] + bytes((signature[64] + 27,))
 
     def sign(self, payload: bytes | bytearray) -> bytes:
         """The 65-byte signature ``r || s || v`` (v in {27, 28}, low s) over ``payload``.

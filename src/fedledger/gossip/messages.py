@@ -138,7 +138,9 @@ __all__ = [
     "parse_payload",
 ]
 
-KINDS: Final = ("hello", "update", "model", "ihave", "want", "fetch", "done", "stats")
+KINDS: Final = (
+    "hello", "update", "model", "ihave", "want", "fetch", "done", "stats", "signed",
+)  # fmt: skip
 """The message kinds."""
 
 MAGIC: Final = b"FLG1"
@@ -175,7 +177,11 @@ _BODY_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "fetch": frozenset({"cid", "to", "chain", "contract", "expires", "nonce"}),
     "done": frozenset({"cid"}),
     "stats": frozenset({"count", "mean", "m2", "reply"}),
+    "signed": frozenset({"message"}),
 }
+SIGNED_MESSAGE_HEX: Final = 552
+"""A ledger round message (:class:`~fedledger.ledger.messages.SignedRound`, 276 bytes) in
+lowercase hex."""
 MAX_STATS_FEATURES: Final = 4096
 _LEGACY_FETCH_FIELDS: Final = frozenset({"cid"})
 _LOWER_HEX: Final = frozenset("0123456789abcdef")
@@ -474,6 +480,11 @@ def _check_body(kind: str, value: object) -> Mapping[str, Any]:
             raise _fail("body.reply", f"expected a boolean, got {_type_name(body['reply'])}")
         out = {"count": _check_int(body["count"], "body.count", 1, MAX_NUM_EXAMPLES),
                "mean": mean, "m2": m2, "reply": body["reply"]}  # fmt: skip
+    elif kind == "signed":
+        text = _check_str(body["message"], "body.message", SIGNED_MESSAGE_HEX)
+        if len(text) != SIGNED_MESSAGE_HEX or not _LOWER_HEX.issuperset(text):
+            raise _fail("body.message", f"expected {SIGNED_MESSAGE_HEX} lowercase hex digits")
+        out = {"message": text}
     else:  # fetch (legacy), done
         out = {"cid": _check_cid(body["cid"], "body.cid")}
     return MappingProxyType(out)

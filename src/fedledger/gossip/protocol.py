@@ -107,7 +107,10 @@ def round_window(
     if type(rounds) is not int or rounds < 0:
         raise ConfigError(f"must be an int >= 0, got {rounds!r}", field="task.rounds")
     behind = max(keep_rounds, staleness) if mode == "gossip" else keep_rounds
-    return RoundWindow(behind=behind, ahead=rounds + 1, last=rounds)
+    # A ledger node (consensus mode on a chain) signs a message for round rounds + 1: the
+    # attestation of the last round.
+    last = rounds if mode == "gossip" else rounds + 1
+    return RoundWindow(behind=behind, ahead=rounds + 1, last=last)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,6 +29,7 @@ from fedledger.errors import ConfigError, LedgerError, TransactionReverted
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import OUT_OF_GAS, Chain, Receipt
 from fedledger.ledger.chain.base import map_chain_errors, translated
+from fedledger.ledger.messages import SignedRound
 from fedledger.ledger.records import (
     EVENT_TYPES,
     LedgerEvent,
@@ -37,11 +38,15 @@ from fedledger.ledger.records import (
     TaskRules,
     TaskTransactions,
     TxResult,
+    batch_arguments,
 )
 from fedledger.ledger.rules import (
+    PHASE_AGGREGATE,
+    PHASE_ATTEST,
     PHASE_FAILED,
     PHASE_FINALIZED,
     PHASE_NOT_STARTED,
+    PHASE_OPEN,
     ZERO_ADDRESS,
     rules_for,
 )
@@ -52,26 +57,28 @@ __all__ = [
     "DISTRIBUTE_GAS_EACH",
     "GAS_LIMITS",
     "MAX_CONFIG_BYTES",
+    "SUBMIT_GAS_BASE",
+    "SUBMIT_GAS_EACH",
     "ContractLedger",
     "deploy_task",
 ]
 
-#: Fixed gas limits for the round's calls, above their costliest path (transaction gas
-#: measured on the embedded chain: commit at most 88k; reveal 158k, a member's first reveal
-#: closing the phase; attest 213k when it finalizes and starts the next round; join with a
-#: 256-byte endpoint about 300k). A fixed limit costs nothing (only gas used is paid) and
-#: saves an estimate, and the failed first try a cached estimate of a cheaper path would cause.
+#: Fixed gas limits, above each call's costliest path (a fixed limit costs nothing, since only
+#: gas used is paid, and saves an estimate: join with a 256-byte endpoint about 300k).
 GAS_LIMITS: Final[Mapping[str, int]] = {
     "join": 500_000,
-    "commit": 150_000,
-    "reveal": 250_000,
-    "attest": 350_000,
-    "skip": 200_000,
+    "close": 100_000,
+    "claim": 200_000,
+    "slash": 300_000,
 }
+SUBMIT_GAS_BASE: Final = 250_000
+SUBMIT_GAS_EACH: Final = 70_000
+"""``submit``'s limit: base + each x (messages + contributors). A message costs at most about
+45k (a signature, a member's first record write, its event), a contributor paid in the same
+call about 30k."""
 DISTRIBUTE_GAS_BASE: Final = 150_000
-DISTRIBUTE_GAS_EACH: Final = 80_000
-"""``distribute``'s limit: base + each x contributors (a counter, a mint and two events
-each: at most about 64k, for a contributor selected and paid for the first time)."""
+DISTRIBUTE_GAS_EACH: Final = 40_000
+"""``distribute``'s limit: base + each x contributors."""
 
 MAX_CONFIG_BYTES: Final = 8192
 """The Task's MAX_CONFIG: the longest configuration document a task can publish."""
@@ -80,7 +87,7 @@ CONFIG_LOG_WINDOW: Final = 10_000
 
 _RULE_FIELDS: Final = (
     "token", "rule_id", "rule_params_digest", "config_digest", "quorum_bps", "min_stake",
-    "commit_window", "reveal_window", "attest_window", "max_participants", "allowlist_only",
+    "window", "grace", "max_rounds", "max_participants", "allowlist_only",
     "reward_per_round", "access_policy", "cooldown", "treasury",
 )  # fmt: skip
 
@@ -112,6 +119,18 @@ def deploy_task(
         contract = chain.deploy(task_art["abi"], task_art["bytecode"], *args, sender=owner)
         chain.transact(token.functions.set_minter(contract.address, True), sender=owner)
         return str(contract.address), str(token.address)
+
+
+def _plain(value: Any) -> Any:
+    """An event argument as the records hold it: addresses checksummed, bytes as bytes,
+    arrays as tuples."""
+    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
+        return to_checksum_address(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
 
 
 @dataclass
@@ -304,8 +323,7 @@ class ContractLedger(TaskTransactions):
                 continue
             data = event.process_log(log)
             cls = EVENT_TYPES[data["event"]]
-            args = {k: (to_checksum_address(v) if isinstance(v, str) and v.startswith("0x")
-                        and len(v) == 42 else v) for k, v in data["args"].items()}  # fmt: skip
+            args = {k: _plain(v) for k, v in data["args"].items()}
             block = int(log["blockNumber"])
             out.append(cls(block=block, time=self._time_of(block),
                            tx=HexBytes(log["transactionHash"]).to_0x_hex(),
@@ -334,8 +352,10 @@ class ContractLedger(TaskTransactions):
 
     @translated
     def reputation(self, account: str) -> tuple[int, int]:
-        account = to_checksum_address(account)
-        return int(self._call("selections_of", account)), int(self._call("reveals_of", account))
+        """``(selections, updates)`` from the task's events (the contract keeps no counters)."""
+        from fedledger.ledger.reputation import reputation_from_events
+
+        return reputation_from_events(self.events(-1), to_checksum_address(account))
 
     @translated
     def current_round(self) -> int:
@@ -343,21 +363,32 @@ class ContractLedger(TaskTransactions):
 
     @translated
     def round_clock(self, round: int) -> RoundClock:
-        return RoundClock(
-            start=int(self._call("round_start", round)),
-            reveal_opens=int(self._call("reveal_opens", round)),
-            attest_opens=int(self._call("attest_opens", round)),
-            attest_closes=int(self._call("attest_closes", round)),
-        )
+        return RoundClock(start=int(self._call("round_start", round)),
+                          closes_at=int(self._call("closes_at", round)))  # fmt: skip
 
     @translated
     def phase(self, round: int) -> int:
+        """The phase at :meth:`now` (the ``phase`` view answers for the latest block's time,
+        stale while the chain is idle)."""
         phase = int(self._call("phase", round))
         if phase in (PHASE_NOT_STARTED, PHASE_FINALIZED):
             return phase
-        if phase == PHASE_FAILED and round != self.current_round():
-            return phase  # skipped
-        return self.round_clock(round).phase(self.now())
+        now = self.now()
+        if now < int(self._call("closes_at", round)):
+            return PHASE_OPEN
+        if round == self.current_round():
+            return PHASE_AGGREGATE
+        if now < int(self._call("closes_at", round + 1)):
+            return PHASE_ATTEST
+        return PHASE_FAILED
+
+    @translated
+    def earned_of(self, account: str) -> int:
+        return int(self._call("earned_of", to_checksum_address(account)))
+
+    @translated
+    def claimed_of(self, account: str) -> int:
+        return int(self._call("claimed_of", to_checksum_address(account)))
 
     @translated
     def model_digest(self, round: int) -> bytes:
@@ -397,11 +428,27 @@ class ContractLedger(TaskTransactions):
         return self._send("revoke_reader", to_checksum_address(account))
 
     @translated
+    def submit(
+        self,
+        round: int,
+        messages: Sequence[SignedRound],
+        contributors: Sequence[str] = (),
+        scores: Sequence[int] = (),
+    ) -> TxResult:
+        pairs, entries = batch_arguments(messages)
+        return self._send("submit", round, pairs, entries,
+                          [to_checksum_address(a) for a in contributors], list(scores))  # fmt: skip
+
+    @translated
     def distribute(
         self, round: int, contributors: Sequence[str], scores: Sequence[int]
     ) -> TxResult:
         return self._send("distribute", round, [to_checksum_address(a) for a in contributors],
                           list(scores))  # fmt: skip
+
+    @translated
+    def claim(self, account: str) -> TxResult:
+        return self._send("claim", to_checksum_address(account))
 
     @translated
     def _send(self, name: str, *args: Any, value: int = 0) -> TxResult:
@@ -411,6 +458,8 @@ class ContractLedger(TaskTransactions):
         gas = GAS_LIMITS.get(name)
         if name == "distribute":
             gas = DISTRIBUTE_GAS_BASE + DISTRIBUTE_GAS_EACH * len(args[1])
+        elif name == "submit":
+            gas = SUBMIT_GAS_BASE + SUBMIT_GAS_EACH * (len(args[2]) + len(args[3]))
         try:
             receipt: Receipt = self.chain.transact(fn, sender=self._account, value=value,
                                                    gas=gas, timeout=self.timeout)  # fmt: skip

@@ -1,9 +1,9 @@
 """The ledger's records and its interface, without a chain: pure data, no web3 or eth imports.
 
 :class:`Ledger` is everything a node, the launcher and the audit need from a Task contract:
-its rules, its member registry, the round transactions (commit, reveal, attest, skip,
-distribute) and its events, typed. Two implementations pass one shared suite
-(tests/ledger/test_ledger_suite.py):
+its rules, its member registry, the round transactions (batches of signed round messages,
+rewards, evidence: ledger v2, docs/contracts.md) and its events, typed. Two implementations
+pass one shared suite (tests/ledger/test_ledger_suite.py):
 
 * :class:`~fedledger.ledger.contract_ledger.ContractLedger` — the real thing: the Task contract
   (and its RewardToken) through a :class:`~fedledger.ledger.chain.Chain`, embedded or JSON-RPC;
@@ -14,11 +14,11 @@ distribute) and its events, typed. Two implementations pass one shared suite
 Both raise :class:`~fedledger.errors.TransactionReverted` with the contract's own revert
 reason, so callers handle one error whatever the backend.
 
-Time: a round's windows are upper bounds; a phase closes early when every eligible member
-committed, or every committer revealed (:class:`RoundClock`). Nodes tell which window is open
-from the events and :meth:`Ledger.now` (the time the next transaction will see), not from the
-``phase`` view, which answers for the latest block's timestamp and goes stale while the chain
-is idle.
+Time: a round's window is an upper bound; its message phase closes early when every eligible
+member's message is in, or ``grace`` after a quorum of stake's is (:class:`RoundClock`). Nodes
+tell whether a round is open from the events and :meth:`Ledger.now` (the time the next
+transaction will see), not from the ``phase`` view, which answers for the latest block's
+timestamp and goes stale while the chain is idle.
 
 This module and :mod:`fedledger.ledger.rules` are all that the I/O-free round logic
 (:mod:`fedledger.node.ledger_round`) needs: importing them imports no web3.
@@ -28,20 +28,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from fedledger.ledger.rules import (
-    PHASE_ATTEST,
-    PHASE_COMMIT,
-    PHASE_FAILED,
-    PHASE_REVEAL,
-    RULE_NAMES,
-)
+from fedledger.ledger.rules import RULE_NAMES
+
+if TYPE_CHECKING:
+    from fedledger.ledger.messages import SignedRound
 
 __all__ = [
     "EVENT_TYPES",
-    "Attested",
-    "Committed",
+    "Claimed",
+    "Closed",
     "Distributed",
     "Equivocated",
     "Finalized",
@@ -50,16 +47,17 @@ __all__ = [
     "LedgerEvent",
     "Left",
     "Member",
-    "Revealed",
-    "Rewarded",
+    "Quorate",
     "RoundClock",
     "RoundStarted",
-    "Selected",
     "Skipped",
     "Slashed",
+    "Submitted",
     "TaskRules",
     "TaskTransactions",
     "TxResult",
+    "batch_arguments",
+    "message_argument",
 ]
 
 
@@ -78,9 +76,11 @@ class TaskRules:
     config_digest: bytes
     quorum_bps: int
     min_stake: int
-    commit_window: int
-    reveal_window: int
-    attest_window: int
+    window: int
+    """Seconds: the longest a round's message phase stays open."""
+    grace: int
+    """Seconds the phase stays open once a quorum of stake's messages are in."""
+    max_rounds: int
     max_participants: int
     allowlist_only: bool
     reward_per_round: int
@@ -92,6 +92,11 @@ class TaskRules:
     def rule(self) -> str:
         """The aggregation rule's name (``"?"`` for an unknown id)."""
         return RULE_NAMES.get(self.rule_id, "?")
+
+    @property
+    def max_mint(self) -> int:
+        """The most reward tokens (wei) the task can ever credit."""
+        return self.max_rounds * self.reward_per_round
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,43 +149,34 @@ class RoundStarted(LedgerEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Committed(LedgerEvent):
+class Submitted(LedgerEvent):
+    """One member's signed round message, as the contract verified it."""
+
     round: int
     member: str
-    commitment: bytes
+    update: bytes
+    examples: int
+    model: bytes
+    result: bytes
+    r: int
+    vs: int
+
+    def signed(self) -> SignedRound:
+        from fedledger.ledger.messages import RoundMessage, SignedRound
+
+        message = RoundMessage(round=self.round, update=self.update, examples=self.examples,
+                               model=self.model, result=self.result)  # fmt: skip
+        return SignedRound(message=message, signer=self.member, r=self.r, vs=self.vs)
 
 
 @dataclass(frozen=True, kw_only=True)
-class Revealed(LedgerEvent):
+class Quorate(LedgerEvent):
     round: int
-    member: str
-    update_digest: bytes
-    cid: str
-    num_examples: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class Attested(LedgerEvent):
+class Closed(LedgerEvent):
     round: int
-    member: str
-    model_digest: bytes
-    result_digest: bytes
-    stake: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class Equivocated(LedgerEvent):
-    round: int
-    member: str
-    model_digest: bytes
-    result_digest: bytes
-
-
-@dataclass(frozen=True, kw_only=True)
-class Slashed(LedgerEvent):
-    member: str
-    amount: int
-    treasury: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,6 +184,7 @@ class Finalized(LedgerEvent):
     round: int
     model_digest: bytes
     result_digest: bytes
+    stake: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,47 +193,63 @@ class Skipped(LedgerEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Selected(LedgerEvent):
-    """``distribute`` selected ``contributor`` (a nonzero score): one more
-    :meth:`Ledger.reputation` selection, paid or not (a member slashed since is not paid)."""
-
-    round: int
-    contributor: str
-    score: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class Rewarded(LedgerEvent):
-    round: int
-    contributor: str
-    amount: int
-
-
-@dataclass(frozen=True, kw_only=True)
 class Distributed(LedgerEvent):
+    """A round's rewards were credited: ``reward_per_round * score // sum(scores)`` to each
+    contributor not slashed since (``total`` in all). A contributor with a nonzero score is
+    *selected* (one more :meth:`Ledger.reputation` selection)."""
+
     round: int
     total: int
+    contributors: tuple[str, ...]
+    scores: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "contributors", tuple(self.contributors))
+        object.__setattr__(self, "scores", tuple(self.scores))
+
+    def selected(self) -> list[str]:
+        return [c for c, s in zip(self.contributors, self.scores, strict=True) if s > 0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Equivocated(LedgerEvent):
+    round: int
+    member: str
+    first: bytes
+    second: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slashed(LedgerEvent):
+    member: str
+    amount: int
+    submitter: str
+    share: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claimed(LedgerEvent):
+    member: str
+    amount: int
 
 
 EVENT_TYPES: Final[Mapping[str, type[LedgerEvent]]] = {
     cls.__name__: cls
     for cls in (
-        Joined, Left, RoundStarted, Committed, Revealed, Attested, Equivocated, Slashed,
-        Finalized, Skipped, Selected, Rewarded, Distributed,
+        Joined, Left, RoundStarted, Submitted, Quorate, Closed, Finalized, Skipped, Distributed,
+        Equivocated, Slashed, Claimed,
     )
 }  # fmt: skip
-"""The Task events a ledger reports (Allowed, Disallowed, Withdrawn and ownership events are
-not needed by nodes or the audit)."""
+"""The Task events a ledger reports (Allowed, Disallowed, Withdrawn, reader and ownership
+events are not needed by nodes or the audit)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class RoundClock:
-    """When a round's windows open and close (timestamps), as the contract computes them."""
+    """When a round's message phase closes, as the contract computes it (``closes_at``)."""
 
     start: int
-    reveal_opens: int
-    attest_opens: int
-    attest_closes: int
+    closes_at: int
 
     @classmethod
     def of(
@@ -244,24 +257,21 @@ class RoundClock:
         *,
         start: int,
         rules: TaskRules,
-        reveal_at: int | None = None,
-        attest_at: int | None = None,
+        quorum_at: int | None = None,
+        closed_at: int | None = None,
     ) -> RoundClock:
-        """``reveal_at``/``attest_at``: when the commit/reveal phase closed early, if it did."""
-        reveal = reveal_at if reveal_at is not None else start + rules.commit_window
-        attest = attest_at if attest_at is not None else reveal + rules.reveal_window
-        return cls(start=start, reveal_opens=reveal, attest_opens=attest,
-                   attest_closes=attest + rules.attest_window)  # fmt: skip
+        """``quorum_at``: when a quorum of stake's messages were in (``Quorate``);
+        ``closed_at``: when every eligible member's were (``Closed``)."""
+        if closed_at is not None:
+            return cls(start=start, closes_at=closed_at)
+        end = start + rules.window
+        if quorum_at is not None and quorum_at + rules.grace < end:
+            end = quorum_at + rules.grace
+        return cls(start=start, closes_at=end)
 
-    def phase(self, now: int) -> int:
-        """The phase of an open (not finalized, not skipped) round at time ``now``."""
-        if now < self.reveal_opens:
-            return PHASE_COMMIT
-        if now < self.attest_opens:
-            return PHASE_REVEAL
-        if now < self.attest_closes:
-            return PHASE_ATTEST
-        return PHASE_FAILED
+    def open(self, now: int) -> bool:
+        """Whether the round still takes messages at time ``now``."""
+        return now < self.closes_at
 
 
 # ------------------------------------------------------------------------------------------------
@@ -323,7 +333,7 @@ class Ledger(Protocol):
     def round_clock(self, round: int) -> RoundClock: ...
 
     def phase(self, round: int) -> int:
-        """The round's phase at :meth:`now` (finalized and skipped rounds are final)."""
+        """The round's phase at :meth:`now` (finalized and failed rounds are final)."""
         ...
 
     def model_digest(self, round: int) -> bytes:
@@ -342,6 +352,14 @@ class Ledger(Protocol):
     def token_balance(self, account: str) -> int: ...
 
     def token_supply(self) -> int: ...
+
+    def earned_of(self, account: str) -> int:
+        """Reward tokens (wei) credited to ``account`` so far, claimed or not."""
+        ...
+
+    def claimed_of(self, account: str) -> int:
+        """Reward tokens (wei) minted to ``account`` by :meth:`claim`."""
+        ...
 
     def join(self, endpoint: str, stake: int) -> TxResult: ...
 
@@ -363,22 +381,33 @@ class Ledger(Protocol):
         ...
 
     def start(self) -> TxResult:
-        """Owner only, once: round 1 starts."""
+        """Owner only, once: round 1 opens."""
         ...
 
-    def commit(self, round: int, commitment: bytes) -> TxResult: ...
-
-    def reveal(
-        self, round: int, update_digest: bytes, cid: str, num_examples: int, salt: bytes
-    ) -> TxResult: ...
-
-    def attest(self, round: int, model_digest: bytes, result_digest: bytes) -> TxResult: ...
-
-    def skip(self, round: int) -> TxResult: ...
+    def submit(
+        self,
+        round: int,
+        messages: Sequence[SignedRound],
+        contributors: Sequence[str] = (),
+        scores: Sequence[int] = (),
+    ) -> TxResult:
+        """A batch of signed round messages for ``round``; ``contributors`` and ``scores``:
+        round ``round - 1``'s result, paid if the batch finalizes it (or it was already)."""
+        ...
 
     def distribute(
         self, round: int, contributors: Sequence[str], scores: Sequence[int]
     ) -> TxResult: ...
+
+    def close(self) -> TxResult:
+        """Fail the round the current one attests, once the current one closed."""
+        ...
+
+    def claim(self, account: str) -> TxResult: ...
+
+    def slash(self, round: int, a: SignedRound, b: SignedRound) -> TxResult:
+        """Evidence: two different messages signed by one member for ``round``."""
+        ...
 
 
 # ------------------------------------------------------------------------------------------------
@@ -415,21 +444,49 @@ class TaskTransactions:
     def start(self) -> TxResult:
         return self._send("start")
 
-    def commit(self, round: int, commitment: bytes) -> TxResult:
-        return self._send("commit", round, commitment)
-
-    def reveal(
-        self, round: int, update_digest: bytes, cid: str, num_examples: int, salt: bytes
+    def submit(
+        self,
+        round: int,
+        messages: Sequence[SignedRound],
+        contributors: Sequence[str] = (),
+        scores: Sequence[int] = (),
     ) -> TxResult:
-        return self._send("reveal", round, update_digest, cid, num_examples, salt)
-
-    def attest(self, round: int, model_digest: bytes, result_digest: bytes) -> TxResult:
-        return self._send("attest", round, model_digest, result_digest)
-
-    def skip(self, round: int) -> TxResult:
-        return self._send("skip", round)
+        pairs, entries = batch_arguments(messages)
+        return self._send("submit", round, pairs, entries, list(contributors), list(scores))
 
     def distribute(
         self, round: int, contributors: Sequence[str], scores: Sequence[int]
     ) -> TxResult:
         return self._send("distribute", round, list(contributors), list(scores))
+
+    def close(self) -> TxResult:
+        return self._send("close")
+
+    def claim(self, account: str) -> TxResult:
+        return self._send("claim", account)
+
+    def slash(self, round: int, a: SignedRound, b: SignedRound) -> TxResult:
+        return self._send("slash", round, message_argument(a), message_argument(b))
+
+
+def batch_arguments(
+    messages: Sequence[SignedRound],
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int, int, int, int]]]:
+    """``submit``'s ``pairs`` and ``entries`` for a batch: each distinct attested pair once,
+    in order of first use (at most 16)."""
+    pairs: list[tuple[bytes, bytes]] = []
+    index: dict[tuple[bytes, bytes], int] = {}
+    entries: list[tuple[bytes, int, int, int, int]] = []
+    for s in messages:
+        pair = s.message.pair
+        if pair not in index:
+            index[pair] = len(pairs)
+            pairs.append(pair)
+        entries.append((s.message.update, s.message.examples, index[pair], s.r, s.vs))
+    return pairs, entries
+
+
+def message_argument(s: SignedRound) -> tuple[bytes, int, bytes, bytes, int, int]:
+    """A whole signed message as ``slash`` takes it."""
+    m = s.message
+    return (m.update, m.examples, m.model, m.result, s.r, s.vs)

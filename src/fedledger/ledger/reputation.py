@@ -1,42 +1,44 @@
 """Reputation from past selection, as the chain records it (issue 6).
 
-The Task contract counts, for each member, the updates it revealed (``reveals_of``, one per
-``Revealed`` event) and the distributed rounds that gave it a nonzero score
-(``selections_of``, one per ``Selected`` event). A rule that uses reputation in round ``r``
-must see the same counts on every node and in the audit, whatever each one's view of the
-chain's head: it uses the counts *as of the block that started round ``r``*
-(``RoundStarted.block``), rebuilt from the events before that block -- the contract's
-counters at that block, without a historical state read.
+A member's reputation counts, from the Task contract's events, the updates it submitted (one
+per ``Submitted`` event with an update) and the paid rounds that gave it a nonzero score (one
+per ``Distributed`` event naming it with a nonzero score); the contract keeps no counters
+(ledger v2: they would cost a storage write per member and round). A rule that uses
+reputation in round ``r`` must see the same counts on every node and in the audit, whatever
+each one's view of the chain's head: it uses the counts *as of the block that started round
+``r``* (``RoundStarted.block``), rebuilt from the events before that block.
 
-A round's selections are counted once its rewards are distributed, usually a round later than
-its reveals, so a member that is always selected shows ``selections = reveals - 1`` or so:
-thresholds allow for that (``reputation_after``).
+A round's selections are counted once its rewards are paid, a round later than its updates,
+so a member that is always selected shows ``selections = updates - 1`` or so: thresholds allow
+for that (``reputation_after``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from fedledger.ledger.records import LedgerEvent, Revealed, RoundStarted, Selected
+from fedledger.ledger.messages import ZERO32
+from fedledger.ledger.records import Distributed, LedgerEvent, RoundStarted, Submitted
 
 Reputation = tuple[int, int]
-"""``(selections, reveals)``."""
+"""``(selections, updates)``."""
 
 
 def reputation_at(events: Iterable[LedgerEvent], block: int) -> dict[str, Reputation]:
-    """Every member's ``(selections, reveals)`` from the events of blocks before ``block``
+    """Every member's ``(selections, updates)`` from the events of blocks before ``block``
     (addresses lower-cased)."""
     selections: dict[str, int] = {}
     reveals: dict[str, int] = {}
     for e in events:
         if e.block >= block:
             continue
-        if isinstance(e, Revealed):
+        if isinstance(e, Submitted) and e.update != ZERO32:
             key = e.member.lower()
             reveals[key] = reveals.get(key, 0) + 1
-        elif isinstance(e, Selected):
-            key = e.contributor.lower()
-            selections[key] = selections.get(key, 0) + 1
+        elif isinstance(e, Distributed):
+            for contributor in e.selected():
+                key = contributor.lower()
+                selections[key] = selections.get(key, 0) + 1
     return {m: (selections.get(m, 0), reveals.get(m, 0)) for m in {*selections, *reveals}}
 
 
@@ -55,3 +57,8 @@ def round_reputation(
 def uses_reputation(params: Mapping[str, object]) -> bool:
     """Whether a rule's parameters need the inputs' reputation."""
     return "min_reputation" in params or bool(params.get("reputation_rewards", False))
+
+
+def reputation_from_events(events: Iterable[LedgerEvent], account: str) -> Reputation:
+    """``account``'s ``(selections, updates)`` over the whole of ``events``."""
+    return reputation_at(events, 2**63).get(account.lower(), (0, 0))

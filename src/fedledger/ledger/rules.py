@@ -2,7 +2,8 @@
 
 Nodes, the in-memory ledger and the audit compute exactly what the contract computes, from
 here: the phase, status and access-policy numbers, the aggregation rules' on-chain ids, the
-two hashes the contract checks (:func:`commitment`, :func:`result_digest`), the quorum
+result digest the contract checks (:func:`result_digest`; the signed round message is
+:mod:`fedledger.ledger.messages`), the quorum
 (:func:`quorum_stake`) and the rules a task configuration asks for (:func:`rules_for`).
 
 Hashing uses eth_abi and eth_utils (the contract's ABI encoding and keccak256); nothing here
@@ -32,12 +33,13 @@ __all__ = [
     "ACCESS_TOKEN_HOLDERS",
     "BPS",
     "MAX_PARTICIPANTS",
+    "PHASE_AGGREGATE",
     "PHASE_ATTEST",
-    "PHASE_COMMIT",
     "PHASE_FAILED",
     "PHASE_FINALIZED",
+    "PHASE_NAMES",
     "PHASE_NOT_STARTED",
-    "PHASE_REVEAL",
+    "PHASE_OPEN",
     "RULE_IDS",
     "RULE_NAMES",
     "STATUS_ACTIVE",
@@ -45,7 +47,6 @@ __all__ = [
     "STATUS_NONE",
     "STATUS_SLASHED",
     "ZERO_ADDRESS",
-    "commitment",
     "quorum_stake",
     "result_digest",
     "rule_params_digest",
@@ -55,11 +56,18 @@ __all__ = [
 
 # Task.phase(round)
 PHASE_NOT_STARTED: Final = 0
-PHASE_COMMIT: Final = 1
-PHASE_REVEAL: Final = 2
+PHASE_OPEN: Final = 1
+"""The round takes its members' signed messages (updates, and attestations of round - 1)."""
+PHASE_AGGREGATE: Final = 2
+"""Closed; round + 1 not open yet: nodes aggregate the round's updates."""
 PHASE_ATTEST: Final = 3
+"""Round + 1 is open: its messages attest this round."""
 PHASE_FINALIZED: Final = 4
 PHASE_FAILED: Final = 5
+PHASE_NAMES: Final[Mapping[int, str]] = {
+    PHASE_NOT_STARTED: "not started", PHASE_OPEN: "open", PHASE_AGGREGATE: "aggregate",
+    PHASE_ATTEST: "attest", PHASE_FINALIZED: "finalized", PHASE_FAILED: "failed",
+}  # fmt: skip
 
 # Task.status_of(address)
 STATUS_NONE: Final = 0
@@ -91,20 +99,6 @@ RULE_IDS: Final[Mapping[str, int]] = {
     "geometric_median": 7,
 }
 RULE_NAMES: Final[Mapping[int, str]] = {v: k for k, v in RULE_IDS.items()}
-
-
-def commitment(update_digest: bytes, sender: str | bytes, round_number: int, salt: bytes) -> bytes:
-    """The value a member commits: keccak256(abi_encode(update_digest, sender, round, salt)).
-
-    Binding the sender and the round makes a copied commitment useless to anyone else, and an
-    old one useless in a later round.
-    """
-    return keccak(
-        abi_encode(
-            ["bytes32", "address", "uint256", "bytes32"],
-            [_bytes32(update_digest), to_canonical_address(sender), round_number, _bytes32(salt)],
-        )
-    )
 
 
 def result_digest(contributors: Sequence[str | bytes], scores: Sequence[int]) -> bytes:
@@ -167,9 +161,9 @@ def rules_for(task: TaskConfig, *, token: str, treasury: str) -> TaskRules:
         config_digest=task.digest(),
         quorum_bps=cfg.quorum_bps,
         min_stake=cfg.min_stake,
-        commit_window=cfg.commit_window,
-        reveal_window=cfg.reveal_window,
-        attest_window=cfg.attest_window,
+        window=cfg.window,
+        grace=cfg.grace,
+        max_rounds=task.rounds,
         max_participants=cfg.max_participants,
         allowlist_only=cfg.allowlist,
         reward_per_round=cfg.reward_wei,

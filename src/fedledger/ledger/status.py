@@ -25,25 +25,26 @@ from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import Chain
 from fedledger.ledger.chain.base import map_chain_errors
 from fedledger.ledger.contract_ledger import ContractLedger
+from fedledger.ledger.messages import ZERO32
 from fedledger.ledger.records import (
-    Attested,
-    Committed,
+    Claimed,
     Distributed,
     Equivocated,
     Finalized,
     Joined,
     LedgerEvent,
-    Revealed,
     Skipped,
     Slashed,
+    Submitted,
 )
+from fedledger.ledger.reputation import reputation_at
 from fedledger.ledger.rules import (
+    PHASE_AGGREGATE,
     PHASE_ATTEST,
-    PHASE_COMMIT,
     PHASE_FAILED,
     PHASE_FINALIZED,
     PHASE_NOT_STARTED,
-    PHASE_REVEAL,
+    PHASE_OPEN,
     STATUS_ACTIVE,
     STATUS_LEFT,
     STATUS_NONE,
@@ -64,14 +65,15 @@ __all__ = [
 
 PHASE_NAMES: Final = {
     PHASE_NOT_STARTED: "not started",
-    PHASE_COMMIT: "commit",
-    PHASE_REVEAL: "reveal",
+    PHASE_OPEN: "open",
+    PHASE_AGGREGATE: "aggregate",
     PHASE_ATTEST: "attest",
     PHASE_FINALIZED: "finalized",
-    PHASE_FAILED: "expired",
+    PHASE_FAILED: "failed",
 }
-"""A round's phase by name; ``expired``: the attest window closed without a quorum (anyone
-may ``skip`` it). A round skipped is reported as ``skipped``."""
+"""A round's phase by name: ``open`` (taking its members' messages), ``aggregate`` (closed;
+the next round not open yet), ``attest`` (the next round's messages attest it),
+``finalized``, ``failed`` (no quorum attested it)."""
 
 MEMBER_STATUS: Final = {
     STATUS_NONE: "withdrawn",
@@ -101,8 +103,14 @@ class MemberStatus:
     """The first round it may commit in."""
     tokens: int
     """Its reward token balance (smallest unit)."""
-    reveals: int
+    earned: int
+    """Reward credited by the task so far, claimed or not (smallest unit)."""
+    claimed: int
+    """Of which minted to it (``claim``)."""
+    updates: int
+    """Updates it submitted."""
     selections: int
+    """Paid rounds that gave it a nonzero score."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,25 +119,29 @@ class RoundStatus:
 
     round: int
     outcome: str
-    """``finalized``, ``skipped``, or the open round's phase (``commit``, ``reveal``,
-    ``attest``, ``expired``)."""
+    """``finalized``, ``failed``, or the round's phase (``open``, ``aggregate``,
+    ``attest``)."""
     model_digest: str | None
     """The finalized model's sha256 (``0x`` hex), None unless finalized."""
     model_cid: str | None
     """Its CIDv1 (what nodes fetch it by), None unless finalized."""
     attesters: int
-    """Members whose attestation of the finalized pair counted (0 unless finalized)."""
-    commits: int
-    reveals: int
+    """Members whose next-round messages attested the finalized pair (0 unless finalized)."""
+    messages: int
+    """Signed messages of the round on chain."""
+    updates: int
+    """Of which carried an update."""
+    transactions: int
+    """Transactions that carried the round's messages."""
     rewarded: int | None
-    """Tokens minted for the round (smallest unit); None if not distributed (yet)."""
+    """Reward credited for the round (smallest unit); None if not paid (yet)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class SlashStatus:
     member: str
     amount: int
-    """Wei sent to the treasury."""
+    """Wei taken (a share to the evidence's submitter, the rest to the treasury)."""
     reason: str
     round: int | None
     """The round of the offence, when known."""
@@ -163,8 +175,10 @@ class TaskStatus:
     slashes: tuple[SlashStatus, ...]
     total_staked: int
     total_slashed: int
-    total_minted: int
+    total_earned: int
+    """Reward credited over all rounds (at most max_rounds x reward_per_round)."""
     token_supply: int
+    max_rounds: int
 
     @property
     def started(self) -> bool:
@@ -213,10 +227,15 @@ def _members(ledger: ContractLedger, events: list[LedgerEvent]) -> tuple[MemberS
             order.setdefault(to_checksum_address(event.member), None)
     for member in ledger.members():  # active ones joined before the first block read, too
         order.setdefault(member.address, None)
+    reputation = reputation_at(events, 2**63)
+    claimed: dict[str, int] = {}
+    for e in events:
+        if isinstance(e, Claimed):
+            claimed[e.member] = claimed.get(e.member, 0) + e.amount
     out = []
     for address in order:
         status = ledger.status_of(address)
-        selections, reveals = ledger.reputation(address)
+        selections, updates = reputation.get(address.lower(), (0, 0))
         out.append(MemberStatus(
             address=address,
             status=MEMBER_STATUS.get(status, str(status)),
@@ -224,7 +243,9 @@ def _members(ledger: ContractLedger, events: list[LedgerEvent]) -> tuple[MemberS
             endpoint=str(_view(ledger, "endpoint_of", address)),
             first_round=int(_view(ledger, "first_round_of", address)),
             tokens=ledger.token_balance(address),
-            reveals=reveals,
+            earned=ledger.earned_of(address),
+            claimed=claimed.get(address, 0),
+            updates=updates,
             selections=selections,
         ))  # fmt: skip
     return tuple(out)
@@ -236,19 +257,12 @@ def _rounds(
     finalized = {e.round: e for e in events if isinstance(e, Finalized)}
     skipped = {e.round for e in events if isinstance(e, Skipped)}
     minted = {e.round: e.total for e in events if isinstance(e, Distributed)}
-    commits: dict[int, int] = {}
-    reveals: dict[int, int] = {}
-    attested: dict[int, dict[str, tuple[bytes, bytes]]] = {}
-    equivocated: set[tuple[int, str]] = set()
+    messages: dict[int, dict[str, Submitted]] = {}
+    txs: dict[int, set[str]] = {}
     for e in events:
-        if isinstance(e, Committed):
-            commits[e.round] = commits.get(e.round, 0) + 1
-        elif isinstance(e, Revealed):
-            reveals[e.round] = reveals.get(e.round, 0) + 1
-        elif isinstance(e, Attested):
-            attested.setdefault(e.round, {})[e.member] = (e.model_digest, e.result_digest)
-        elif isinstance(e, Equivocated):
-            equivocated.add((e.round, e.member))
+        if isinstance(e, Submitted):
+            messages.setdefault(e.round, {}).setdefault(e.member, e)
+            txs.setdefault(e.round, set()).add(e.tx)
     out = []
     for r in range(1, current + 1):
         model: str | None = None
@@ -259,21 +273,23 @@ def _rounds(
             fin = finalized[r]
             model, cid = _hex(fin.model_digest), cid_from_digest(bytes(fin.model_digest))
             pair = (fin.model_digest, fin.result_digest)
-            count = sum(1 for member, p in attested.get(r, {}).items()
-                        if p == pair and (r, member) not in equivocated)  # fmt: skip
+            count = sum(1 for m in messages.get(r + 1, {}).values() if (m.model, m.result) == pair)
         elif r in skipped:
-            outcome = "skipped"
+            outcome = "failed"
         elif r == current:
             outcome = current_phase
         else:  # before the first block read: ask the contract
             phase = ledger.phase(r)
-            outcome = "skipped" if phase == PHASE_FAILED else PHASE_NAMES.get(phase, str(phase))
+            outcome = PHASE_NAMES.get(phase, str(phase))
             if phase == PHASE_FINALIZED:
                 digest = ledger.model_digest(r)
                 model, cid = _hex(digest), cid_from_digest(digest)
-        out.append(RoundStatus(round=r, outcome=outcome, model_digest=model, model_cid=cid,
-                               attesters=count, commits=commits.get(r, 0),
-                               reveals=reveals.get(r, 0), rewarded=minted.get(r)))  # fmt: skip
+        of_round = messages.get(r, {})
+        out.append(RoundStatus(
+            round=r, outcome=outcome, model_digest=model, model_cid=cid, attesters=count,
+            messages=len(of_round), updates=sum(1 for m in of_round.values() if m.update != ZERO32),
+            transactions=len(txs.get(r, ())), rewarded=minted.get(r),
+        ))  # fmt: skip
     return tuple(out)
 
 
@@ -283,7 +299,7 @@ def _slashes(events: list[LedgerEvent]) -> tuple[SlashStatus, ...]:
     for e in events:
         if isinstance(e, Slashed):
             rnd = offences.get((e.tx, e.member))
-            reason = (f"equivocated: attested two different results in round {rnd}"
+            reason = (f"equivocated: signed two different messages for round {rnd}"
                       if rnd is not None else "slashed")  # fmt: skip
             out.append(SlashStatus(member=e.member, amount=e.amount, reason=reason, round=rnd,
                                    block=e.block, tx=e.tx))  # fmt: skip
@@ -324,6 +340,7 @@ def task_status(ledger: ContractLedger, *, from_block: int = 0) -> TaskStatus:
         slashes=_slashes(events),
         total_staked=int(_view(ledger, "total_staked")),
         total_slashed=int(_view(ledger, "total_slashed")),
-        total_minted=int(_view(ledger, "total_minted")),
+        total_earned=int(_view(ledger, "total_earned")),
         token_supply=ledger.token_supply(),
+        max_rounds=rules.max_rounds,
     )

@@ -16,6 +16,7 @@ from fedledger.gossip.identity import Identity
 from fedledger.gossip.topology import metropolis_hastings_weights, uniform_weights
 from fedledger.gossip.transport import Transport
 from fedledger.learning import Params, Trainer
+from fedledger.ledger.messages import SignedRound
 from fedledger.ledger.records import Ledger
 from fedledger.node.consensus import ConsensusNode
 from fedledger.node.core import NodeCore
@@ -29,6 +30,19 @@ from fedledger.seeds import derive_seed
 from fedledger.task import Task, build_trainer, prepare_task
 
 
+def restored_messages(core: NodeCore, ledger: Ledger) -> dict[int, SignedRound]:
+    """The round messages this node persisted before a restart, signed again (the same
+    bytes: signatures are deterministic)."""
+    from fedledger.ledger.messages import RoundMessage
+    from fedledger.node.state import load_messages
+
+    out = {}
+    for rnd, doc in load_messages(core.config.state_dir, core.task_id).items():
+        message = RoundMessage.from_json(doc)
+        out[rnd] = message.sign(core.identity, ledger.chain_id, ledger.task_address)
+    return out
+
+
 def driver_factory(
     cfg: NodeConfig, *, ledger: Ledger | None, salt_rng: random.Random | None = None
 ) -> Callable[[NodeCore], Driver]:
@@ -40,14 +54,17 @@ def driver_factory(
             if cfg.mode != "consensus":
                 raise ConfigError("a ledger runs consensus rounds: use mode = consensus",
                                   field="mode")  # fmt: skip
+            signed = restored_messages(core, ledger)
             logic = LedgerRoundNode(
                 me=core.me, rules=ledger.rules(), rounds=cfg.task.rounds,
                 initial_model=core.initial_cid, members=core.addresses,
-                rng=salt_rng or random.SystemRandom(), resume=core.resume,
+                rng=salt_rng or random.SystemRandom(), resume=core.resume, signed=signed,
             )  # fmt: skip
-            return LedgerDriver(core, logic, ledger=ledger, stake=cfg.stake,
-                                start_timeout=cfg.start_timeout, task=cfg.task,
-                                aggregation_params=dict(cfg.task.aggregation.params))  # fmt: skip
+            driver = LedgerDriver(core, logic, ledger=ledger, stake=cfg.stake,
+                                  start_timeout=cfg.start_timeout, task=cfg.task,
+                                  aggregation_params=dict(cfg.task.aggregation.params))  # fmt: skip
+            driver.signed_messages.update(signed)
+            return driver
         if cfg.mode == "consensus":
             consensus = ConsensusNode(
                 me=core.me, members=core.addresses, rounds=cfg.task.rounds,

@@ -235,6 +235,17 @@ class NodeCore:
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._job_done(t, what))
 
+    def persist_message(self, rnd: int, message: Mapping[str, Any]) -> None:
+        from fedledger.commit import cid_from_digest
+        from fedledger.node.state import save_message
+
+        update = bytes.fromhex(str(message["update"]))
+        if any(update):
+            sync = getattr(self.store, "sync", None)
+            if sync is not None:
+                sync(cid_from_digest(update))
+        save_message(self.config.state_dir, self.task_id, rnd, dict(message))
+
     def progressed(self) -> None:
         self._last_progress = self.clock()
 

@@ -1,100 +1,89 @@
-"""Ledger mode: rounds paced and finalized by the Task contract, as an I/O-free state machine.
+"""Ledger mode (v2): rounds certified by batches of signed messages, as an I/O-free state
+machine.
 
-One round ``r`` of one node, from the base model (the model finalized in the last finalized
-round before ``r``, or the task's initial model):
+In round ``r`` each member signs ONE message, ``Round(r, update, examples, model, result)``
+(:mod:`fedledger.ledger.messages`): its update for ``r`` and its attestation of round
+``r - 1``'s outcome. One round ``r`` of one node:
 
-1. **train** (commit window open, this node eligible in ``r``): train from the base and store
-   the update (:class:`~fedledger.node.consensus.Train`);
-2. **commit**: send ``commit(r, keccak(update digest, me, r, salt))`` (:class:`Commit`); the
-   update is not served to anyone yet, so nobody can copy it;
-3. **reveal** (reveal window open: every eligible member committed, or the commit window ran
-   out): send ``reveal(r, digest, CID, examples, salt)`` (:class:`Reveal`); from now on the blob
-   is served to members;
-4. **fetch** every update the ``Revealed`` events announce, from its author first, then from
-   the other members (blobs replicate as nodes fetch them);
-5. **aggregate** (attest window open: every committer revealed, or the reveal window ran out)
-   exactly the revealed updates whose blobs arrived, once all of them did or ``patience`` of the
-   attest window has passed (:class:`~fedledger.node.consensus.Aggregate`); every node that
-   obtained the same set computes the same bytes;
-6. **attest** ``(model digest, result digest)`` where the result digest binds the included
-   set and the rule's score for each (:class:`Attest`);
-7. when the contract emits ``Finalized``, the finalized model is the next base: a node that
-   attested something else (it missed a blob, say) fetches and adopts it. When the attest
-   window runs out without a quorum, any node sends ``skip`` (:class:`Skip`) and the base stays.
+1. **train** round ``r``'s update from the model it computed for ``r - 1`` (round 1: the
+   initial model), once round ``r - 1``'s message phase closed (round 1: once it started)
+   (:class:`~fedledger.node.consensus.Train`);
+2. **sign** the message, after its content is on disk (:class:`Sign`: the shell persists,
+   fsyncs, signs and gossips it to the members); a node never signs two different messages
+   for one round, a restarted one resends the one it persisted;
+3. **submit**: the round's designated submitter (the eligible members sorted by address,
+   index ``r mod n``) sends every message it holds in one batch (:class:`Submit`) once every
+   eligible member's is in, or ``collect`` seconds after its own; the batch carries its
+   result for ``r - 1`` (contributors and scores) so the batch that finalizes ``r - 1`` pays
+   it. A member whose message is still not on chain ``fallback`` seconds after signing
+   submits it itself: no submitter can censor it;
+4. when round ``r``'s phase closes on chain (every eligible member's message in, ``grace``
+   after a quorum of stake's, or the window), **fetch** every update its ``Submitted``
+   events name (the CID is derived from the signed digest), from its author first; an update
+   is served only once its round closed, so nobody can copy it in time;
+5. **aggregate** exactly those updates whose blobs arrived, once all did or ``patience``
+   seconds after the close (:class:`~fedledger.node.consensus.Aggregate`), over the base
+   that the chain fixed (the last model finalized before ``r``); its result is attested in
+   the node's round ``r + 1`` message (after the last round, a message that attests only);
+6. round ``r`` is done when ``Finalized(r)`` arrives (a node that computed something else
+   adopts and fetches the finalized model), or when round ``r + 1`` closed without it (the
+   round failed, the base stays). If a finalized round's rewards were not paid by a batch,
+   the lowest-address member that attested the finalized pair sends :class:`Distribute`;
+   after the last round, a failed round is recorded with :class:`Close`.
 
-After a round finalizes, the member with the lowest address among those that attested the
-finalized result sends ``distribute`` with the contributors and scores (:class:`Distribute`).
-
-Everything is level-triggered: events only add to what the node knows about the chain, and
-:meth:`LedgerRoundNode.tick` decides what to do from that knowledge and the chain's time, so a
-node restarted from scratch, given the chain's whole history, catches up by fetching the latest
-finalized model and joins the next round it can. Nothing here performs I/O or reads a clock.
+Two different messages signed by one member for one round, seen in gossip or on chain, are
+evidence (:class:`Evidence`). Everything is level-triggered: events only add to what the node
+knows, and :meth:`LedgerRoundNode.tick` decides from that and the chain's time. Nothing here
+performs I/O or reads a clock.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedledger.commit import cid_from_digest, digest_from_cid
+from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
-    Attested,
-    Committed,
+    Closed,
+    Distributed,
     Finalized,
     Joined,
     LedgerEvent,
-    Revealed,
+    Left,
+    Quorate,
     RoundClock,
     RoundStarted,
-    Selected,
     Skipped,
+    Slashed,
+    Submitted,
     TaskRules,
 )
 from fedledger.ledger.reputation import round_reputation
-from fedledger.ledger.rules import (
-    PHASE_ATTEST,
-    PHASE_COMMIT,
-    PHASE_FAILED,
-    PHASE_REVEAL,
-    commitment,
-    result_digest,
-    sort_result,
-)
+from fedledger.ledger.rules import result_digest, sort_result
 from fedledger.node.consensus import Aggregate, Contribution, Fetch, Finished, Train
 
 RETRY_SECONDS = 1.0
-"""How long a node waits before trying a failed fetch, or a skip, again."""
-
+"""How long a node waits before trying a failed fetch or transaction again."""
 
 # -- actions ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Commit:
+class Sign:
+    """Persist (fsync) ``message``, sign it and gossip it; report with :meth:`signed`."""
+
     round: int
-    commitment: bytes
+    message: RoundMessage
 
 
 @dataclass(frozen=True)
-class Reveal:
+class Submit:
     round: int
-    update_digest: bytes
-    cid: str
-    num_examples: int
-    salt: bytes
-
-
-@dataclass(frozen=True)
-class Attest:
-    round: int
-    model_digest: bytes
-    result_digest: bytes
-
-
-@dataclass(frozen=True)
-class Skip:
-    round: int
+    messages: tuple[SignedRound, ...]
+    contributors: tuple[str, ...]
+    scores: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -105,10 +94,22 @@ class Distribute:
 
 
 @dataclass(frozen=True)
+class Close:
+    round: int
+
+
+@dataclass(frozen=True)
+class Evidence:
+    round: int
+    a: SignedRound
+    b: SignedRound
+
+
+@dataclass(frozen=True)
 class LedgerRoundDone:
     round: int
     model: str
-    """The round's model: the finalized one, or the unchanged base for a skipped round."""
+    """The round's model: the finalized one, or the unchanged base for a failed round."""
     finalized: bool
     adopted: bool
     """True when this node did not compute the finalized model itself."""
@@ -117,18 +118,21 @@ class LedgerRoundDone:
     included: int
     """Updates in this node's result (0 when it computed none)."""
     attesters: int
-    """Members that attested the finalized pair."""
+    """Members whose messages attested the finalized pair."""
     attestations: int
-    """Members that attested anything in the round."""
+    """Members whose messages attested anything for the round."""
     gas: int
-    """Gas this node's transactions of the round used (commit, reveal, attest, skip)."""
+    """Gas of this node's transactions that carried round ``round``'s messages (the last
+    round: and its attestations')."""
     gas_by_kind: dict[str, int] = field(default_factory=dict)
+    transactions: int = 0
+    """Transactions of the round on chain, by anyone (batches and distributions)."""
 
 
-LedgerAction = Train | Fetch | Aggregate | Commit | Reveal | Attest | Skip | Distribute
+LedgerAction = Train | Fetch | Aggregate | Sign | Submit | Distribute | Close | Evidence
 Action = LedgerAction | LedgerRoundDone | Finished
 
-TX_KINDS = ("commit", "reveal", "attest", "skip", "distribute")
+TX_KINDS = ("submit", "distribute", "close", "slash")
 
 
 # -- what the node knows about each round -------------------------------------------------------
@@ -139,14 +143,14 @@ class _Chain:
     """One round as the chain's events told it."""
 
     started: RoundStarted | None = None
-    commits: set[str] = field(default_factory=set)
-    """Members that committed (a set: an event delivered twice counts once)."""
-    reveal_at: int | None = None
-    reveals: dict[str, Revealed] = field(default_factory=dict)
-    attest_at: int | None = None
-    attests: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    submitted: dict[str, Submitted] = field(default_factory=dict)
+    quorum_at: int | None = None
+    closed_at: int | None = None
     finalized: Finalized | None = None
     skipped: bool = False
+    distributed: bool = False
+    txs: set[str] = field(default_factory=set)
+    """Transactions that carried the round's messages, or paid it in a call of its own."""
 
 
 @dataclass
@@ -154,20 +158,21 @@ class _Mine:
     """This node's own progress in one round."""
 
     base: str = ""
+    """The model this node trained the round's update from."""
+    training: bool = False
     trained: tuple[str, int] | None = None  # (cid, examples)
-    salt: bytes = b""
+    message: SignedRound | None = None
+    signing: bool = False
+    signed_at: float = 0.0
     result: tuple[str, tuple[str, ...], tuple[int, ...]] | None = None  # (model, who, scores)
-    sent: set[str] = field(default_factory=set)
-    """Transactions sent (or in flight), by kind."""
-    done: set[str] = field(default_factory=set)
-    """Transactions mined successfully, by kind."""
+    aggregating: bool = False
     in_flight: set[str] = field(default_factory=set)
+    submitted_at: float | None = None
     gas: int = 0
     gas_by_kind: dict[str, int] = field(default_factory=dict)
-    training: bool = False
     distribution_decided: bool = False
-    aggregating: bool = False
-    skip_at: float = 0.0
+    close_sent: bool = False
+    retry_at: float = 0.0
 
 
 class LedgerRoundNode:
@@ -182,15 +187,22 @@ class LedgerRoundNode:
         initial_model: str,
         members: Sequence[str] = (),
         rng: random.Random | None = None,
-        patience: float = 0.5,
+        collect: float = 2.0,
+        fallback: float = 10.0,
+        patience: float | None = None,
         resume: tuple[int, str] | None = None,
+        signed: Mapping[int, SignedRound] | None = None,
     ) -> None:
         self.me = me
         self.rules = rules
         self.rounds = rounds
         self.rng = rng or random.Random()
-        self.patience = patience
-        self.members: list[str] = sorted(set(members) | {me}, key=str.lower)
+        self.collect = collect
+        self.fallback = max(fallback, collect)
+        self.patience = float(max(rules.grace, 1)) if patience is None else patience
+        self.initial_model = initial_model
+        self.active: set[str] = set(members) | {me}
+        self.first_rounds: dict[str, int] = {}
         done, model = resume if resume is not None else (0, initial_model)
         self.done = done
         self.base = model
@@ -199,13 +211,26 @@ class LedgerRoundNode:
         self.first_round: int | None = None
         self._chain: dict[int, _Chain] = {}
         self._mine: dict[int, _Mine] = {}
+        self._pool: dict[int, dict[str, SignedRound]] = {}
+        self._evidence_sent: set[tuple[int, str]] = set()
+        self._evidence: dict[tuple[int, str], tuple[SignedRound, SignedRound, float]] = {}
+        """Conflicts seen, to submit at the due time unless someone slashed the signer first:
+        members wait their rank x ``collect`` seconds, so one transaction usually does it."""
+        self.slashed: set[str] = set()
         self._pending: set[str] = set()
         self._retry_at: dict[str, float] = {}
         self._finished_sent = False
+        self._now = 0.0
         self.finalized_models: set[str] = set()
         """CIDs of every finalized model seen (served to non-members the policy allows)."""
         self._history: list[LedgerEvent] = []
-        """The events reputation is computed from (rounds started, reveals, selections)."""
+        for rnd, message in (signed or {}).items():
+            m = self._m(rnd)
+            m.message = message
+            self._pool.setdefault(rnd, {})[me] = message
+            if message.message.update != ZERO32:
+                m.trained = (cid_from_digest(message.message.update), message.message.examples)
+                self.blobs.add(m.trained[0])
 
     # -- knowledge ------------------------------------------------------------------------------
 
@@ -223,69 +248,136 @@ class LedgerRoundNode:
         c = self._chain.get(rnd)
         if c is None or c.started is None:
             return None
-        return RoundClock.of(start=c.started.start, rules=self.rules, reveal_at=c.reveal_at,
-                             attest_at=c.attest_at)  # fmt: skip
+        return RoundClock.of(start=c.started.start, rules=self.rules, quorum_at=c.quorum_at,
+                             closed_at=c.closed_at)  # fmt: skip
+
+    def is_closed(self, rnd: int, now: float) -> bool:
+        """Whether round ``rnd``'s message phase is over (it started and its clock ran out)."""
+        clock = self.clock(rnd)
+        return clock is not None and not clock.open(int(now))
 
     def closed(self, rnd: int) -> bool:
-        """Whether the chain finalized or skipped ``rnd`` (as far as this node has heard)."""
+        """Whether round ``rnd`` has an outcome (finalized or failed) as far as known."""
         c = self._chain.get(rnd)
         return c is not None and (c.finalized is not None or c.skipped)
 
-    def servable(self, cid: str) -> bool:
-        """False for this node's update of a round until it sends the reveal: nobody may copy
-        it before it is committed and opened. (Peers learn the CID only from the mined
-        ``Revealed`` event, so serving from the moment the reveal is sent leaks nothing and
-        spares them a refused first fetch.)"""
-        for m in self._mine.values():
-            if m.trained is not None and m.trained[0] == cid and "reveal" not in m.sent:
+    def servable(self, cid: str, now: float) -> bool:
+        """False for this node's update of a round until that round's message phase closed:
+        nobody can copy it into a message of the same round."""
+        for rnd, m in self._mine.items():
+            if m.trained is not None and m.trained[0] == cid and not self.is_closed(rnd, now):
                 return False
         return True
 
     def reputation(self, rnd: int, members: Sequence[str]) -> list[tuple[int, int]]:
-        """Each member's ``(selections, reveals)`` as of the block that started ``rnd``: the
-        same on every node and in the audit (:mod:`fedledger.ledger.reputation`)."""
+        """Each member's ``(selections, updates)`` as of the block that started ``rnd``."""
         return round_reputation(self._history, rnd, members)
 
+    def eligible(self, rnd: int) -> list[str]:
+        """The active members that may send a message for ``rnd``, sorted by address."""
+        return sorted((a for a in self.active if self.first_rounds.get(a, 1) <= rnd),
+                      key=str.lower)  # fmt: skip
+
+    def submitter(self, rnd: int) -> str | None:
+        eligible = self.eligible(rnd)
+        return eligible[rnd % len(eligible)] if eligible else None
+
     def on_events(self, events: Iterable[LedgerEvent], now: float) -> list[Action]:
+        self._now = now
+        out: list[Action] = []
         for e in events:
-            if isinstance(e, RoundStarted | Revealed | Selected):
+            if isinstance(e, RoundStarted | Submitted | Distributed):
                 self._history.append(e)
             if isinstance(e, Joined):
-                if e.member not in self.members:
-                    self.members = sorted({*self.members, e.member}, key=str.lower)
+                self.active.add(e.member)
+                self.first_rounds[e.member] = e.first_round
                 if e.member == self.me:
                     self.first_round = e.first_round
+            elif isinstance(e, Left | Slashed):
+                self.active.discard(e.member)
+                if isinstance(e, Slashed):
+                    self.slashed.add(e.member)
             elif isinstance(e, RoundStarted):
                 self._c(e.round).started = e
-            elif isinstance(e, Committed):
+            elif isinstance(e, Submitted):
                 c = self._c(e.round)
-                c.commits.add(e.member)
-                if c.started is not None and len(c.commits) == c.started.members:
-                    c.reveal_at = e.time
-            elif isinstance(e, Revealed):
-                c = self._c(e.round)
-                c.reveals[e.member] = e
-                if len(c.reveals) == len(c.commits):
-                    c.attest_at = e.time
-            elif isinstance(e, Attested):
-                self._c(e.round).attests[e.member] = (e.model_digest, e.result_digest)
+                c.submitted.setdefault(e.member, e)
+                c.txs.add(e.tx)
+                out += self._check_conflict(e.signed())
+            elif isinstance(e, Quorate):
+                self._c(e.round).quorum_at = e.time
+            elif isinstance(e, Closed):
+                self._c(e.round).closed_at = e.time
             elif isinstance(e, Finalized):
                 self._c(e.round).finalized = e
                 self.finalized_models.add(cid_from_digest(e.model_digest))
             elif isinstance(e, Skipped):
                 self._c(e.round).skipped = True
-        return self.tick(now)
+            elif isinstance(e, Distributed):
+                self._c(e.round).distributed = True
+                nxt = self._chain.get(e.round + 1)
+                if nxt is None or all(s.tx != e.tx for s in nxt.submitted.values()):
+                    self._c(e.round).txs.add(e.tx)  # a distribute call of its own
+        return out + self.tick(now)
+
+    # -- gossip ---------------------------------------------------------------------------------
+
+    def on_message(self, s: SignedRound, now: float) -> list[Action]:
+        """A member's signed message (already verified against its signer by the shell)."""
+        self._now = now
+        pool = self._pool.setdefault(s.message.round, {})
+        if s.signer not in pool:
+            pool[s.signer] = s
+            return self._check_conflict(s) + self.tick(now)
+        return self._check_conflict(s)
+
+    def _check_conflict(self, s: SignedRound) -> list[Action]:
+        rnd, who = s.message.round, s.signer
+        key = (rnd, who)
+        if key in self._evidence_sent:
+            return []
+        known: list[SignedRound] = []
+        if who in self._pool.get(rnd, {}):
+            known.append(self._pool[rnd][who])
+        sub = self._chain.get(rnd)
+        if sub is not None and who in sub.submitted:
+            known.append(sub.submitted[who].signed())
+        for k in known:
+            if k.message != s.message:
+                self._evidence_sent.add(key)
+                honest = sorted(self.active - {who}, key=str.lower)
+                rank = honest.index(self.me) if self.me in honest else len(honest)
+                self._evidence[key] = (k, s, self._now + rank * self.collect)
+                return []
+        return []
+
+    def _evidences(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        for key, (a, b, due) in list(self._evidence.items()):
+            if key[1] in self.slashed:
+                del self._evidence[key]
+            elif now >= due:
+                del self._evidence[key]
+                out.append(Evidence(key[0], a, b))
+        return out
 
     # -- results from the shell -----------------------------------------------------------------
 
     def trained(self, rnd: int, base: str, cid: str, num_examples: int, now: float) -> list[Action]:
         m = self._m(rnd)
         m.training = False
-        if base != m.base:
+        if base != m.base or m.message is not None:
             return self.tick(now)
         self.blobs.add(cid)
         m.trained = (cid, num_examples)
-        m.salt = self.rng.getrandbits(256).to_bytes(32, "big")
+        return self.tick(now)
+
+    def signed(self, s: SignedRound, now: float) -> list[Action]:
+        m = self._m(s.message.round)
+        m.signing = False
+        m.message = s
+        m.signed_at = now
+        self._pool.setdefault(s.message.round, {}).setdefault(self.me, s)
         return self.tick(now)
 
     def aggregated(
@@ -306,16 +398,13 @@ class LedgerRoundNode:
         m = self._m(rnd)
         m.in_flight.discard(kind)
         m.gas_by_kind[kind] = m.gas_by_kind.get(kind, 0) + gas
-        if kind != "distribute":
-            m.gas += gas
-        if ok:
-            m.done.add(kind)
-        elif kind == "skip":
-            m.sent.discard("skip")  # someone else skipped, or too early: look again later
-            m.skip_at = now + RETRY_SECONDS
-        elif kind == "distribute" and reason not in ("already distributed",):
-            m.sent.discard("distribute")
-            m.distribution_decided = False  # try again on a later tick
+        m.gas += gas
+        if not ok:
+            m.retry_at = now + RETRY_SECONDS
+            if kind == "distribute":
+                m.distribution_decided = False
+            elif kind == "close":
+                m.close_sent = False
         return self.tick(now)
 
     def blob_ready(self, cid: str, now: float) -> list[Action]:
@@ -337,141 +426,258 @@ class LedgerRoundNode:
         if cid in self.blobs or cid in self._pending or now < self._retry_at.get(cid, 0.0):
             return []
         self._pending.add(cid)
-        sources = dict.fromkeys(s for s in [*first, *self.members] if s != self.me)
+        members = sorted(self.active, key=str.lower)
+        sources = dict.fromkeys(s for s in [*first, *members] if s != self.me)
         return [Fetch(cid, tuple(sources))]
-
-    def _send(self, m: _Mine, kind: str) -> None:
-        m.sent.add(kind)
-        m.in_flight.add(kind)
 
     def tick(self, now: float) -> list[Action]:
         if self._finished_sent:
             return []
+        self._now = now
         out: list[Action] = []
+        out += self._evidences(now)
         out += self._close_rounds(now)
-        out += self._distributions()
+        out += self._distributions(now)
         if self.finished:
-            # Finish once this node's rewards are distributed (its last receipts are in).
-            if not any("distribute" in m.in_flight for m in self._mine.values()):
+            if not any(m.in_flight for m in self._mine.values()):
                 self._finished_sent = True
                 out.append(Finished(self.base, self.done))
             return out
-        rnd = self.current()
-        if rnd == self.done + 1 and rnd <= self.rounds:
-            out += self._work(rnd, now)
+        first = self.done + 1
+        for rnd in (first, first + 1):
+            if rnd <= self.rounds + 1:
+                out += self._work(rnd, now)
         return out
 
-    def _close_rounds(self, now: float) -> list[Action]:
-        """Move past every round the chain closed (finalized or skipped), in order."""
-        last = self.done
-        while True:
-            c = self._chain.get(last + 1)
-            if c is None or not (c.finalized or c.skipped):
-                break
-            last += 1
-        if last == self.done:
-            return []
-        target = min(last, self.rounds)
-        # The model after `target`: that of the last finalized round up to it.
-        model, final_round = self.base, 0
-        for rnd in range(self.done + 1, target + 1):
-            f = self._chain[rnd].finalized
-            if f is not None:
-                model, final_round = cid_from_digest(f.model_digest), rnd
-        m = self._m(target)
-        if m.in_flight:
-            return []  # wait for this round's receipts, so its gas is counted
-        if model not in self.blobs:
-            first = [a for a, pair in self._chain[final_round].attests.items()
-                     if pair[0] == digest_from_cid(model)] if final_round else []  # fmt: skip
-            return self._fetch(model, sorted(first, key=str.lower), now)
-        c = self._chain[target]
-        caught_up = target > self.done + 1
-        pair = (c.finalized.model_digest, c.finalized.result_digest) if c.finalized else None
-        done = LedgerRoundDone(
-            round=target,
-            model=model,
-            finalized=c.finalized is not None,
-            adopted=c.finalized is not None and (m.result is None or m.result[0] != model),
-            caught_up=caught_up,
-            included=len(m.result[1]) if m.result else 0,
-            attesters=sum(1 for p in c.attests.values() if p == pair),
-            attestations=len(c.attests),
-            gas=m.gas,
-            gas_by_kind=dict(m.gas_by_kind),
-        )
-        self.done, self.base = target, model
-        if self.done >= self.rounds:
-            self.finished = True
-        return [done]
+    # -- outcomes ---------------------------------------------------------------------------------
 
-    def _distributions(self) -> list[Action]:
-        """Distribute the rounds this node is designated for: it attested the finalized
-        result, and has the lowest address among those that did."""
+    def _outcome(self, rnd: int, now: float) -> str | None:
+        """"finalized", "failed" or None (not known yet)."""
+        c = self._chain.get(rnd)
+        if c is None:
+            return None
+        if c.finalized is not None:
+            return "finalized"
+        if c.skipped:
+            return "failed"
+        # Round rnd's attestations travel in round rnd + 1's messages: once that round
+        # closed without a quorum, rnd failed (the contract records it when rnd + 2 opens).
+        if self.is_closed(rnd + 1, now):
+            return "failed"
+        return None
+
+    def base_for(self, rnd: int) -> str:
+        """The model round ``rnd`` aggregates over: the last one finalized before it."""
+        model = self.initial_model
+        for r in range(1, rnd):
+            f = self._chain.get(r)
+            if f is not None and f.finalized is not None:
+                model = cid_from_digest(f.finalized.model_digest)
+        return model
+
+    def _close_rounds(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        while not self.finished:
+            rnd = self.done + 1
+            outcome = self._outcome(rnd, now)
+            if outcome is None:
+                break
+            c = self._chain[rnd]
+            m = self._m(rnd)
+            last = self._mine.get(rnd + 1) if rnd == self.rounds else None
+            if m.in_flight or (last is not None and last.in_flight):
+                break  # wait for the receipts: their gas is the round's
+            model = cid_from_digest(c.finalized.model_digest) if c.finalized else self.base
+            if model not in self.blobs:
+                nxt = self._chain.get(rnd + 1)
+                pair = (c.finalized.model_digest, c.finalized.result_digest) if c.finalized \
+                    else None  # fmt: skip
+                first = sorted((a for a, s in (nxt.submitted.items() if nxt else ())
+                                if (s.model, s.result) == pair), key=str.lower)  # fmt: skip
+                return out + self._fetch(model, first, now)
+            nxt = self._chain.get(rnd + 1)
+            votes = [(s.model, s.result) for s in (nxt.submitted.values() if nxt else ())
+                     if s.model != ZERO32]  # fmt: skip
+            pair = (c.finalized.model_digest, c.finalized.result_digest) if c.finalized else None
+            gas_kinds = dict(m.gas_by_kind)
+            if last is not None:  # the last round's attestations' batch is its cost too
+                for kind, gas in last.gas_by_kind.items():
+                    gas_kinds[kind] = gas_kinds.get(kind, 0) + gas
+            out.append(LedgerRoundDone(
+                round=rnd,
+                model=model,
+                finalized=c.finalized is not None,
+                adopted=c.finalized is not None and (m.result is None or m.result[0] != model),
+                caught_up=rnd > self.done + 1,
+                included=len(m.result[1]) if m.result else 0,
+                attesters=sum(1 for v in votes if v == pair),
+                attestations=len(votes),
+                gas=m.gas + (last.gas if last is not None else 0),
+                gas_by_kind=gas_kinds,
+                transactions=len(c.txs),
+            ))  # fmt: skip
+            self.done, self.base = rnd, model
+            if self.done >= self.rounds:
+                self.finished = True
+        return out
+
+    def _distributions(self, now: float) -> list[Action]:
+        """Pay a finalized round that no batch paid: its round + 1 closed, and this node
+        attested the finalized pair with the lowest address among those that did."""
         out: list[Action] = []
         for rnd, m in self._mine.items():
             c = self._chain.get(rnd)
             if m.distribution_decided or c is None or c.finalized is None or m.result is None:
                 continue
-            if "attest" in m.in_flight:
-                continue  # wait for the receipt: it decides whether this node attested
-            m.distribution_decided = True  # the attestations are all in (later ones revert)
-            if "attest" not in m.done:
+            if c.distributed or now < m.retry_at:
+                m.distribution_decided = c.distributed
+                continue
+            if not self.is_closed(rnd + 1, now) or any(x.in_flight for x in self._mine.values()):
                 continue
             model, who, scores = m.result
             final = (c.finalized.model_digest, c.finalized.result_digest)
             if final != (digest_from_cid(model), result_digest(list(who), list(scores))):
+                m.distribution_decided = True
                 continue
-            agreeing = sorted((a for a, p in c.attests.items() if p == final), key=str.lower)
+            nxt = self._chain.get(rnd + 1)
+            agreeing = sorted((a for a, s in (nxt.submitted.items() if nxt else ())
+                               if (s.model, s.result) == final), key=str.lower)  # fmt: skip
+            m.distribution_decided = True
             if agreeing and agreeing[0] == self.me:
-                self._send(m, "distribute")
+                m.in_flight.add("distribute")
                 out.append(Distribute(rnd, who, scores))
         return out
 
+    # -- one round's work -------------------------------------------------------------------------
+
     def _work(self, rnd: int, now: float) -> list[Action]:
+        out: list[Action] = []
+        out += self._commit(rnd, now)
+        out += self._submit(rnd, now)
+        out += self._aggregate(rnd, now)
+        out += self._close_last(rnd, now)
+        return out
+
+    def _ready_to_sign(self, rnd: int, now: float) -> bool:
+        """Round ``rnd - 1`` closed (round 1: started) and ``rnd`` still takes messages."""
+        if rnd == 1:
+            if self.clock(1) is None:
+                return False
+        elif not self.is_closed(rnd - 1, now):
+            return False
         clock = self.clock(rnd)
-        if clock is None:
+        return clock is None or clock.open(int(now))
+
+    def _commit(self, rnd: int, now: float) -> list[Action]:
+        m = self._m(rnd)
+        if m.message is not None or m.signing or not self._ready_to_sign(rnd, now):
+            return []
+        eligible = self.first_round is not None and self.first_round <= rnd
+        if not eligible:
+            return []
+        prev = self._mine.get(rnd - 1)
+        if rnd > 1 and (prev is None or prev.result is None) and rnd - 1 > self.done:
+            return []  # aggregate round rnd - 1 first (its result is attested, and trained on)
+        # (A round done without this node's result, after a restart: train on the base and
+        # attest nothing.)
+        model, result = ZERO32, ZERO32
+        train_base = self.initial_model if rnd == 1 else self.base
+        if prev is not None and prev.result is not None:
+            p_model, who, scores = prev.result
+            model, result = digest_from_cid(p_model), result_digest(list(who), list(scores))
+            train_base = p_model
+        if train_base not in self.blobs:
+            return self._fetch(train_base, [], now)
+        if rnd > self.rounds:  # attestation only
+            m.signing = True
+            return [Sign(rnd, RoundMessage(round=rnd, model=model, result=result))]
+        if m.trained is None:
+            if not m.training:
+                m.training, m.base = True, train_base
+                return [Train(rnd, train_base)]
+            return []
+        cid, examples = m.trained
+        m.signing = True
+        return [Sign(rnd, RoundMessage(round=rnd, update=digest_from_cid(cid),
+                                       examples=max(1, examples), model=model,
+                                       result=result))]  # fmt: skip
+
+    def _submit(self, rnd: int, now: float) -> list[Action]:
+        m = self._m(rnd)
+        if "submit" in m.in_flight or now < m.retry_at:
+            return []
+        current = self.current()
+        if current == rnd:
+            if not self.clock(rnd) or not self.clock(rnd).open(int(now)):  # type: ignore[union-attr]
+                return []
+        elif not (current == rnd - 1 and (rnd == 1 or self.is_closed(rnd - 1, now))):
+            return []
+        chain = self._chain.get(rnd)
+        on_chain = set(chain.submitted) if chain else set()
+        pool = self._pool.get(rnd, {})
+        waiting = [s for a, s in sorted(pool.items()) if a not in on_chain]
+        if not waiting:
+            return []
+        eligible = self.eligible(rnd)
+        designated = self.submitter(rnd) == self.me
+        everyone = all(a in pool or a in on_chain for a in eligible)
+        since = m.signed_at if m.message is not None else None
+        if designated:
+            if not everyone and (since is None or now < since + self.collect):
+                return []
+            if m.submitted_at is not None and not everyone and now < m.submitted_at + self.collect:
+                return []
+        else:
+            mine = m.message
+            if mine is None or self.me in on_chain or since is None or \
+                    now < since + self.fallback:  # fmt: skip
+                return []
+            waiting = [mine]
+        prev = self._mine.get(rnd - 1)
+        who: tuple[str, ...] = ()
+        scores: tuple[int, ...] = ()
+        if prev is not None and prev.result is not None:
+            _, who, scores = prev.result
+        m.in_flight.add("submit")
+        m.submitted_at = now
+        return [Submit(rnd, tuple(waiting), who, scores)]
+
+    def _aggregate(self, rnd: int, now: float) -> list[Action]:
+        if rnd > self.rounds or not self.is_closed(rnd, now):
             return []
         c, m = self._chain[rnd], self._m(rnd)
-        m.base = m.base or self.base
-        phase = clock.phase(int(now))
-        eligible = self.first_round is not None and self.first_round <= rnd
+        if m.result is not None or m.aggregating:
+            return []
+        updates = {a: s for a, s in c.submitted.items() if s.update != ZERO32}
         out: list[Action] = []
-        if self.base not in self.blobs:
-            return self._fetch(self.base, [], now)
-        if phase == PHASE_COMMIT and eligible:
-            if m.trained is None and not m.training:
-                m.training = True
-                out.append(Train(rnd, m.base))
-            elif m.trained is not None and "commit" not in m.sent:
-                self._send(m, "commit")
-                digest = digest_from_cid(m.trained[0])
-                out.append(Commit(rnd, commitment(digest, self.me, rnd, m.salt)))
-        if phase == PHASE_REVEAL and "commit" in m.done and "reveal" not in m.sent:
-            assert m.trained is not None
-            self._send(m, "reveal")
-            cid, examples = m.trained
-            out.append(Reveal(rnd, digest_from_cid(cid), cid, examples, m.salt))
-        if phase in (PHASE_REVEAL, PHASE_ATTEST):
-            for member, r in sorted(c.reveals.items()):
-                if member != self.me:
-                    out += self._fetch(r.cid, [member], now)
-        if phase == PHASE_ATTEST and eligible:
-            if m.result is None and not m.aggregating:
-                have = [r for r in c.reveals.values() if r.cid in self.blobs]
-                patience_over = now >= clock.attest_opens + self.patience * self.rules.attest_window
-                if have and (len(have) == len(c.reveals) or patience_over):
-                    m.aggregating = True
-                    ordered = sorted(have, key=lambda r: r.member.lower())
-                    inputs = tuple(Contribution(r.member, r.cid, r.num_examples) for r in ordered)
-                    out.append(Aggregate(rnd, m.base, inputs))
-            elif m.result is not None and "attest" not in m.sent:
-                self._send(m, "attest")
-                model, who, scores = m.result
-                out.append(
-                    Attest(rnd, digest_from_cid(model), result_digest(list(who), list(scores)))
-                )
-        if phase == PHASE_FAILED and "skip" not in m.sent and now >= m.skip_at:
-            self._send(m, "skip")
-            out.append(Skip(rnd))
+        for member, s in sorted(updates.items()):
+            if member != self.me:
+                out += self._fetch(cid_from_digest(s.update), [member], now)
+        have = {a: s for a, s in updates.items() if cid_from_digest(s.update) in self.blobs}
+        clock = self.clock(rnd)
+        assert clock is not None
+        patience_over = now >= clock.closes_at + self.patience
+        base = self.base_for(rnd)
+        if base not in self.blobs:
+            return out + self._fetch(base, [], now)
+        if len(have) == len(updates) or patience_over:
+            m.aggregating = True
+            ordered = sorted(have.values(), key=lambda s: s.member.lower())
+            inputs = tuple(Contribution(s.member, cid_from_digest(s.update), s.examples)
+                           for s in ordered)  # fmt: skip
+            out.append(Aggregate(rnd, base, inputs))
         return out
+
+    def _close_last(self, rnd: int, now: float) -> list[Action]:
+        """After the last round: record it failed if its attestations ran out (``close``)."""
+        if rnd != self.rounds + 1 or not self.is_closed(rnd, now):
+            return []
+        c = self._chain.get(self.rounds)
+        m = self._m(rnd)
+        if c is None or c.finalized is not None or c.skipped or m.close_sent:
+            return []
+        if self.submitter(rnd) != self.me or now < m.retry_at:
+            return []
+        m.close_sent = True
+        m.in_flight.add("close")
+        return [Close(rnd)]

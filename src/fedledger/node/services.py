@@ -13,6 +13,7 @@ from collections.abc import Collection, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from fedledger.attacks.adversary import Adversary
+from fedledger.gossip.identity import Identity
 from fedledger.gossip.messages import Message
 from fedledger.node.consensus import Contribution
 
@@ -86,6 +87,16 @@ class Services(Protocol):
     def learn_endpoint(self, address: str, endpoint: str, *, replace: bool = False) -> None:
         """Where member ``address`` listens (a plain host:port; anything else is ignored);
         ``replace``: the member itself said so, in a signed ``hello``."""
+        ...
+
+    @property
+    def identity(self) -> Identity:
+        """This node's key (ledger mode signs its round messages with it)."""
+        ...
+
+    def persist_message(self, rnd: int, message: Mapping[str, Any]) -> None:
+        """Write round ``rnd``'s message content durably (ledger mode), and make the update
+        blob it names durable too, before it is signed."""
         ...
 
     def set_members(self, members: Collection[str], endpoints: Mapping[str, str]) -> None:

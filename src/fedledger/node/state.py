@@ -15,13 +15,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fedledger.errors import BlobError, CodecError
+from fedledger.errors import BlobError, CodecError, ConfigError
 from fedledger.gossip.blobs import BlobStore
 
 log = logging.getLogger("fedledger.node")
 
 STATE_FILE = "state.json"
 ROUNDS_FILE = "rounds.jsonl"
+MESSAGES_FILE = "messages.json"
+"""Ledger mode: the content of every round message this node signed, written durably before
+it signs (a restarted node signs the same bytes again, never a conflicting message)."""
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -97,3 +100,31 @@ def read_rounds(directory: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return out
+
+
+def load_messages(directory: Path, task_id: str) -> dict[int, dict[str, Any]]:
+    """The round messages this node signed for task ``task_id`` (JSON, by round). A file of
+    another task is ignored; an unreadable one is an error (signing anew could equivocate)."""
+    path = directory / MESSAGES_FILE
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc}); move it away only if this node never "
+                         "signed for this task") from None  # fmt: skip
+    if not isinstance(doc, dict) or doc.get("task") != task_id:
+        return {}
+    messages = doc.get("messages", {})
+    if not isinstance(messages, dict):
+        raise ConfigError(f"{path}: messages is not an object")
+    return {int(k): v for k, v in messages.items()}
+
+
+def save_message(directory: Path, task_id: str, rnd: int, message: dict[str, Any]) -> None:
+    """Add round ``rnd``'s message content to :data:`MESSAGES_FILE`, durably (fsync)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    messages = {str(k): v for k, v in load_messages(directory, task_id).items()}
+    messages[str(rnd)] = message
+    doc = {"task": task_id, "messages": messages}
+    write_atomically(directory / MESSAGES_FILE, json.dumps(doc, sort_keys=True))

@@ -20,13 +20,14 @@ log = logging.getLogger("fedledger.run")
 def ledger_final(
     ledger: Ledger, deployment: LedgerDeployment, addresses: Sequence[str], rounds: int
 ) -> dict[str, Any]:
-    """The report's ledger figures: rounds finalized and each node's reward tokens."""
+    """The report's ledger figures: rounds finalized and each node's reward (credited by the
+    task; tokens are minted when a member claims them)."""
     events = ledger.events(deployment.first_block)
     finalized = sorted({e.round for e in events if isinstance(e, Finalized) and e.round <= rounds})
     return {
         "rounds_finalized": len(finalized),
         "slashed": sorted({e.member for e in events if isinstance(e, Slashed)}),
-        "rewards": {a: ledger.token_balance(a) / 10**18 for a in addresses},
+        "rewards": {a: ledger.earned_of(a) / 10**18 for a in addresses},
         "token_supply": ledger.token_supply() / 10**18,
         "task_address": deployment.task,
     }
@@ -92,6 +93,7 @@ def merge_report(
                 for k in kinds
             }
             extra["finalized"] = any(r.get("finalized") for _, r in recs)
+            extra["transactions"] = max(int(r.get("transactions", 0)) for _, r in recs)
         records.append(RoundRecord(
             round=rnd, acc_mean=acc.acc_mean, acc_min=acc.acc_min, acc_max=acc.acc_max,
             wall_s=max(r["t"] for _, r in recs) - t0, extra=extra,

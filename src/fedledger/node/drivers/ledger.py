@@ -15,20 +15,27 @@ from typing import Any
 
 from fedledger.attacks.adversary import Adversary
 from fedledger.config.task import TaskConfig
-from fedledger.errors import FedledgerError, FetchRefused, LedgerError, TransactionReverted
+from fedledger.errors import (
+    FedledgerError,
+    FetchRefused,
+    LedgerError,
+    MessageError,
+    TransactionReverted,
+)
 from fedledger.gossip.messages import Message
+from fedledger.ledger.messages import RoundMessage, SignedRound
 from fedledger.ledger.records import Joined, Ledger, LedgerEvent, Left, Slashed, TxResult
 from fedledger.ledger.reputation import uses_reputation
-from fedledger.ledger.rules import PHASE_ATTEST, STATUS_ACTIVE, STATUS_NONE
+from fedledger.ledger.rules import STATUS_ACTIVE, STATUS_NONE
 from fedledger.node.consensus import Aggregate
 from fedledger.node.ledger_round import (
-    Attest,
-    Commit,
+    Close,
     Distribute,
+    Evidence,
     LedgerRoundDone,
     LedgerRoundNode,
-    Reveal,
-    Skip,
+    Sign,
+    Submit,
 )
 from fedledger.node.services import Services
 
@@ -60,6 +67,7 @@ class LedgerDriver:
         self.first_round: dict[str, int] = {}
         """Each member's first round (its latest join's)."""
         self._access: OrderedDict[str, tuple[float, bool, bool]] = OrderedDict()
+        self.signed_messages: dict[int, SignedRound] = {}
 
     def now(self) -> float:
         return self.chain_now
@@ -127,6 +135,7 @@ class LedgerDriver:
         return what
 
     def start(self) -> None:
+        self.resend_signed()
         self.act(self.logic.start(self.now()))
 
     def founders(self) -> frozenset[str]:
@@ -140,18 +149,20 @@ class LedgerDriver:
         cursor = -1
         while True:
             try:
+                # The time first: every transaction mined before it is in the events read
+                # after it, so a round seen closed has all of its messages in view.
+                now = float(await asyncio.to_thread(ledger.now))
                 head = await asyncio.to_thread(ledger.head)
                 events = (
                     await asyncio.to_thread(ledger.events, cursor, head) if head > cursor else []
                 )
-                self.chain_now = float(await asyncio.to_thread(ledger.now))
+                self.chain_now = now
             except LedgerError as exc:
                 log.warning("cannot read the chain: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
             cursor = max(cursor, head)
             self.on_chain(events, self.chain_now)
-            self._attest_phase_hook()
             await asyncio.sleep(POLL_SECONDS)
 
     def on_chain(self, events: Sequence[LedgerEvent], now: float) -> None:
@@ -176,31 +187,23 @@ class LedgerDriver:
         if changed:
             self.services.set_members(self.active, self.active)
 
-    def _attest_phase_hook(self) -> None:
-        """Robustness experiments: what the adversary attests as the attest phase opens."""
-        rnd = self.logic.current()
-        clock = self.logic.clock(rnd)
-        if clock is None or clock.phase(int(self.chain_now)) != PHASE_ATTEST:
-            return
-        extra = self.adversary.extra_attestations(rnd)
-        if extra:
-            self.services.spawn(self._attest_extra(rnd, extra), what=f"round {rnd}: attesting")
-
-    async def _attest_extra(self, rnd: int, pairs: Sequence[tuple[bytes, bytes]]) -> None:
-        def send() -> None:
-            for model, result in pairs:
-                self.ledger.attest(rnd, model, result)
-
-        try:
-            await asyncio.to_thread(send)
-            log.warning("round %d: attested %d more result(s)", rnd, len(pairs))
-        except LedgerError as exc:
-            log.info("round %d: extra attestation failed: %s", rnd, exc)
-
     # -- messages and blobs ------------------------------------------------------------------
 
     def deliver(self, m: Message) -> None:
-        """Ledger rounds run on chain events; gossip carries nothing the logic needs."""
+        """A member's signed round message (``signed``): checked against its signer, who must
+        be an active member, then given to the logic. Other kinds carry nothing it needs."""
+        if m.kind != "signed":
+            return
+        try:
+            s = SignedRound.from_bytes(bytes.fromhex(str(m.body["message"])))
+            if s.recover(self.chain_id, self.ledger.task_address) != s.signer:
+                raise MessageError("signature does not match its signer")
+        except (MessageError, ValueError) as exc:
+            log.info("dropping a round message from %s: %s", m.sender, exc)
+            return
+        if s.signer not in self.active:
+            return
+        self.act(self.logic.on_message(s, self.now()))
 
     def trained(self, rnd: int, base: str, cid: str, num_examples: int, honest: str) -> None:
         self.act(self.logic.trained(rnd, base, cid, num_examples, self.now()))
@@ -215,13 +218,13 @@ class LedgerDriver:
         access policy lets them (read from the chain, remembered for a few seconds in a
         bounded cache)."""
         if requester in self.active:
-            if not self.logic.servable(cid):
-                raise FetchRefused(f"{cid} is not revealed yet")
+            if not self.logic.servable(cid, self.now()):
+                raise FetchRefused(f"{cid}: its round still takes messages")
             return
         reader, allowed = await self._access_of(requester)
         if reader:
-            if not self.logic.servable(cid):
-                raise FetchRefused(f"{cid} is not revealed yet")
+            if not self.logic.servable(cid, self.now()):
+                raise FetchRefused(f"{cid}: its round still takes messages")
             return
         if cid not in self.logic.finalized_models:
             raise FetchRefused(f"{cid} is not a finalized model, and {requester} neither a "
@@ -262,19 +265,48 @@ class LedgerDriver:
         for a in actions:
             if self.services.common(a):
                 continue
-            if isinstance(a, Commit | Reveal | Attest | Skip | Distribute):
+            if isinstance(a, Sign):
+                self.services.spawn(self._sign(a), what=f"round {a.round}: signing")
+            elif isinstance(a, Submit | Distribute | Close | Evidence):
                 self.services.spawn(self._transact(a), what=f"round {a.round}: transaction")
             elif isinstance(a, Aggregate):
                 self.services.spawn(self._aggregate(a), what=f"round {a.round}: aggregation")
             elif isinstance(a, LedgerRoundDone):
-                log.info("round %d %s: model %s (%d attested it, gas %d)%s", a.round,
-                         "finalized" if a.finalized else "skipped", a.model, a.attesters, a.gas,
+                log.info("round %d %s: model %s (%d attested it, gas %d, %d transactions)%s",
+                         a.round, "finalized" if a.finalized else "failed", a.model,
+                         a.attesters, a.gas, a.transactions,
                          ", adopted" if a.adopted else "")  # fmt: skip
                 self.services.round_finished(a.round, a.model, {
                     "finalized": a.finalized, "adopted": a.adopted, "caught_up": a.caught_up,
                     "included": a.included, "attesters": a.attesters,
                     "attestations": a.attestations, "gas": a.gas, "gas_by_kind": a.gas_by_kind,
+                    "transactions": a.transactions,
                 })  # fmt: skip
+
+    def resend_signed(self) -> None:
+        """Gossip again every message this node signed that the chain does not hold yet (after
+        a restart)."""
+        for s in self.signed_messages.values():
+            self.services.publish("signed", s.message.round, {"message": s.to_bytes().hex()})
+
+    async def _sign(self, a: Sign) -> None:
+        """Persist the message's content (fsync) and the update blob it names, then sign and
+        gossip it: a crash at any point leaves either nothing signed or the same content,
+        which signs to the same bytes again (RFC 6979)."""
+        message = self.adversary_message(a.message)
+        persist = self.services.persist_message
+        await asyncio.to_thread(persist, a.round, message.to_json())
+        s = message.sign(self.services.identity, self.chain_id, self.ledger.task_address)
+        self.signed_messages[a.round] = s
+        self.services.publish("signed", a.round, {"message": s.to_bytes().hex()})
+        self.act(self.logic.signed(s, self.now()))
+        for extra in self.adversary.extra_messages(message):
+            other = extra.sign(self.services.identity, self.chain_id, self.ledger.task_address)
+            self.services.publish("signed", a.round, {"message": other.to_bytes().hex()})
+            log.warning("round %d: signed a second, different message", a.round)
+
+    def adversary_message(self, message: RoundMessage) -> RoundMessage:
+        return message
 
     async def _aggregate(self, a: Aggregate) -> None:
         senders = [c.sender for c in a.inputs]
@@ -282,35 +314,26 @@ class LedgerDriver:
         cid, scores = await self.services.aggregate(a.round, a.base, a.inputs, reputation)
         self.act(self.logic.aggregated(a.round, cid, senders, scores, self.now()))
 
-    async def _transact(self, a: Commit | Reveal | Attest | Skip | Distribute) -> None:
+    async def _transact(self, a: Submit | Distribute | Close | Evidence) -> None:
         ledger, logic = self.ledger, self.logic
-        kind = type(a).__name__.lower()
+        kind = {Submit: "submit", Distribute: "distribute", Close: "close",
+                Evidence: "slash"}[type(a)]  # fmt: skip
         result: TxResult | None = None
         reason: str | None = None
         gas = 0
         try:
-            if isinstance(a, Commit):
-                result = await asyncio.to_thread(ledger.commit, a.round, a.commitment)
-            elif isinstance(a, Reveal):
-                result = await asyncio.to_thread(ledger.reveal, a.round, a.update_digest, a.cid,
-                                                 a.num_examples, a.salt)  # fmt: skip
-            elif isinstance(a, Attest):
-
-                def attest() -> TxResult | None:
-                    # Once a quorum finalized the round, a late attestation only reverts.
-                    if logic.closed(a.round):
-                        return None
-                    return ledger.attest(a.round, a.model_digest, a.result_digest)
-
-                result = await asyncio.to_thread(attest)
-                if result is None:
-                    reason = "round already closed"
-            elif isinstance(a, Skip):
-                result = await asyncio.to_thread(ledger.skip, a.round)
+            if isinstance(a, Submit):
+                result = await asyncio.to_thread(ledger.submit, a.round, list(a.messages),
+                                                 list(a.contributors), list(a.scores))  # fmt: skip
+            elif isinstance(a, Distribute):
+                result = await asyncio.to_thread(ledger.distribute, a.round,
+                                                 list(a.contributors), list(a.scores))  # fmt: skip
+            elif isinstance(a, Close):
+                result = await asyncio.to_thread(ledger.close)
             else:
-                result = await asyncio.to_thread(ledger.distribute, a.round, list(a.contributors),
-                                                 list(a.scores))  # fmt: skip
-            gas = result.gas_used if result is not None else 0
+                result = await asyncio.to_thread(ledger.slash, a.round, a.a, a.b)
+                log.warning("round %d: slashed %s with evidence", a.round, a.a.signer)
+            gas = result.gas_used
         except TransactionReverted as exc:
             reason = exc.reason
             gas = int(getattr(exc.receipt, "gas_used", 0) or 0)
