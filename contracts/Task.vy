@@ -257,6 +257,8 @@ _position: HashMap[address, uint256]
 total_staked: public(uint256)
 total_withdrawn: public(uint256)
 total_slashed: public(uint256)
+# Slashed wei the treasury refused (held here until `pay_treasury`).
+treasury_owed: public(uint256)
 total_earned: public(uint256)
 total_claimed: public(uint256)
 
@@ -586,6 +588,8 @@ def phase(round: uint256) -> uint8:
 @external
 @view
 def quorum_stake(round: uint256) -> uint256:
+    if self._word(round) == 0:
+        return 0
     return self._quorum_stake(round)
 
 
@@ -903,10 +907,18 @@ def submit(
     quorum: uint256 = 0
     hashes: DynArray[bytes32, MAX_PAIRS] = []
     sums: DynArray[uint256, MAX_PAIRS] = []
+    # A pair listed twice counts in one sum: its first position's.
+    first: DynArray[uint256, MAX_PAIRS] = []
     for p: Pair in pairs:
         h: bytes32 = keccak256(abi_encode(p.model, p.result))
+        at: uint256 = len(hashes)
+        for j: uint256 in range(len(hashes), bound=MAX_PAIRS):
+            if hashes[j] == h:
+                at = j
+                break
+        first.append(at)
         hashes.append(h)
-        if prev_open:
+        if prev_open and at == len(sums):
             sums.append(self._tally[previous][h])
         else:
             sums.append(0)
@@ -941,8 +953,9 @@ def submit(
             result=p.result, r=e.r, vs=e.vs
         )
         if prev_open and first_round <= previous and p.model != empty(bytes32):
-            tally: uint256 = sums[e.pair] + stake
-            sums[e.pair] = tally
+            at: uint256 = first[e.pair]
+            tally: uint256 = sums[at] + stake
+            sums[at] = tally
             if tally >= quorum:
                 prev_open = False
                 self._finalize(previous, p.model, p.result, tally)
@@ -1005,9 +1018,13 @@ def _distribute(round: uint256, contributors: DynArray[address, MAX], scores: Dy
     previous: uint256 = 0
     for i: uint256 in range(len(contributors), bound=MAX):
         position: uint256 = convert(contributors[i], uint256)
-        assert position > previous, "contributors not strictly increasing"
+        if position <= previous:
+            assert not strict, "contributors not strictly increasing"
+            return
         previous = position
-        assert scores[i] <= MAX_SCORE, "score above 2**128 - 1"
+        if scores[i] > MAX_SCORE:
+            assert not strict, "score above 2**128 - 1"
+            return
         total_score += scores[i]
     self._round[round % RING] = word | (1 << 160)
     minted: uint256 = 0
@@ -1053,9 +1070,10 @@ def claim(account: address):
 def slash(round: uint256, a: Message, b: Message):
     """
     @notice Anyone: two different messages signed by one member for one
-            round. The member's whole stake is taken (it stops being a
-            member if it was one): SLASH_SHARE_BPS of it to the caller, the
-            rest to the treasury. Its messages already counted stay counted.
+            round of its current membership. The member's whole stake is
+            taken (it stops being a member if it was one): SLASH_SHARE_BPS
+            of it to the caller, the rest to the treasury (owed, if the
+            treasury refuses it). Its messages already counted stay counted.
     """
     ha: bytes32 = self._message_hash(round, a.update, a.examples, a.model, a.result)
     hb: bytes32 = self._message_hash(round, b.update, b.examples, b.model, b.result)
@@ -1065,6 +1083,7 @@ def slash(round: uint256, a: Message, b: Message):
     rec: uint256 = self._record[signer]
     status: uint8 = self._status(rec)
     assert status == STATUS_ACTIVE or status == STATUS_LEFT, "no stake to slash"
+    assert round >= self._first_round(rec), "offence before this membership"
     stake: uint256 = self._stake(rec)
     if status == STATUS_ACTIVE:
         self._deactivate(signer, stake)
@@ -1079,4 +1098,18 @@ def slash(round: uint256, a: Message, b: Message):
     if share > 0:
         raw_call(msg.sender, b"", value=share)
     if stake > share:
-        raw_call(treasury, b"", value=stake - share)
+        # A treasury that refuses the payment cannot block slashing: it is owed instead.
+        if not raw_call(treasury, b"", value=stake - share, revert_on_failure=False):
+            self.treasury_owed += stake - share
+
+
+@external
+@nonreentrant
+def pay_treasury():
+    """
+    @notice Anyone: send the treasury what a slash could not (`treasury_owed`).
+    """
+    amount: uint256 = self.treasury_owed
+    assert amount > 0, "nothing owed"
+    self.treasury_owed = 0
+    raw_call(treasury, b"", value=amount)

@@ -1,40 +1,58 @@
 """``fedledger audit``: replay a task from its chain, fetch its blobs, recompute everything.
 
 Anyone holding the chain (an RPC URL, or an embedded run's journal) can check that training
-followed the task's rules. The task's configuration is on chain (the deployment's
+followed the task's rules (ledger v2: rounds certified by batches of signed messages,
+:mod:`fedledger.ledger.messages`). The task's configuration is on chain (the deployment's
 ``Configured`` event, checked against the contract's config digest); the initial model is
 rebuilt from it (:func:`initial_model`); the blobs come from local stores, else from the
 task's members over gRPC, else from an IPFS gateway (:mod:`fedledger.audit_sources`), each
-checked against its CID. The audit trusts neither the nodes nor the RPC node:
+checked against its CID. The audit trusts neither the nodes nor the RPC node: every message is
+verified again from its signature, and time is only ever the blocks' timestamps (each event's
+block).
 
 Task-wide checks
     ``code``: the deployed runtime code is the Task artifact's; ``rules``: the contract's
     config digest, aggregation rule id and rule-parameter digest match the task configuration
-    the audit was given.
+    the audit was given; ``history``: every round the contract started is in the audited
+    events; ``slashing``: every ``Slashed`` event's transaction is a ``slash`` call whose two
+    messages differ, are for one round and both recover to the slashed member.
 
-Per round (each started round up to the task's last):
+Per round ``r`` (each started round up to the task's last; round ``r``'s attestations are in
+round ``r + 1``'s messages, and round ``rounds + 1`` carries attestations only):
     ``signatures``
-        every commit, reveal and attest transaction recovers to the member its event names;
-    ``commitment``
-        each reveal opens its member's commitment: keccak(digest, member, round, salt), with
-        the salt read from the reveal's own calldata;
+        every ``Submitted`` message of round ``r`` (and, for the last round, of round
+        ``rounds + 1``) recovers to the member its event names, in the task's EIP-712 domain
+        (chain id, task address), and is for the event's round;
+    ``phases``
+        every such message was submitted before its round's message phase closed, as the
+        events tell it (``RoundStarted``, ``Quorate``, ``Closed``, the rules' window and
+        grace); the contract's ``max_rounds`` is the task's rounds, no update was submitted
+        after it and no round after ``rounds + 1`` started;
     ``blobs``
-        each revealed update is found by its CID in the blob stores, its bytes hash to that
-        CID, and the CID's digest is the revealed digest;
+        each submitted update is found by its CID (derived from the signed digest) and its
+        bytes hash to it;
     ``quorum``
-        the stake attesting the finalized pair reaches the quorum of the round's stake;
+        the stake of the members eligible in ``r`` whose round ``r + 1`` messages attest the
+        finalized pair reaches the quorum of round ``r``'s stake;
     ``aggregate``
-        the included set and scores come from the ``distribute`` calldata (checked against the
-        attested result digest), or, if nothing was distributed, are taken to be every
-        revealed update; the task's rule is run on exactly those updates from the round's base
-        (the previous finalized model): the model digest must be the finalized one;
+        the included set is the ``Distributed`` event's contributors (whose digest with the
+        scores must be the finalized result digest), or, if nothing was distributed, every
+        submitted update whose blob is available; the task's rule is run on exactly those
+        updates from the round's base (the last model finalized before ``r``): the model
+        digest must be the finalized one;
+    ``exclusion``
+        no available, well-formed submitted update was left out of the included set (an
+        update the rule itself rejects would score 0: leaving it out is noted, not failed);
     ``scores``
-        the rule's score for each included update equals the attested one;
+        the rule's score for each included update equals the distributed one (or, if
+        nothing was distributed, the rule's result hashes to the finalized result digest);
     ``rewards``
-        each ``Rewarded`` amount is reward_per_round * score // total, and the distributed
-        total their sum;
-    ``skip``
-        a skipped round was skipped only after its attest window closed.
+        the distributed total is the sum of reward_per_round * score // sum(scores) over the
+        contributors not slashed before the distribution, and all distributions together
+        never exceed max_rounds * reward_per_round;
+    ``failure``
+        a round was skipped only once round ``r + 1``'s message phase closed, and a finalized
+        round was not skipped.
 
 A round whose every check passes is verified; the audit is ``ok`` only if every round (and
 the task-wide checks) are.
@@ -49,12 +67,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-from eth_utils.address import to_checksum_address
-
 from fedledger.aggregation.round import aggregate_round
 from fedledger.audit_sources import GatewayBlobs, MemberBlobs, RemoteBlobs
-from fedledger.commit import cid_from_digest, digest_from_cid, encode
+from fedledger.commit import cid_from_digest, decode, digest_from_cid, encode
 from fedledger.config import TaskConfig, load_config
 from fedledger.errors import (
     BlobError,
@@ -62,31 +77,32 @@ from fedledger.errors import (
     ConfigError,
     FedledgerError,
     LedgerError,
+    MessageError,
 )
 from fedledger.gossip.blobs import BlobStore, FileBlobStore
 from fedledger.gossip.identity import Identity
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import Chain, EmbeddedChain, RpcChain
 from fedledger.ledger.contract_ledger import ContractLedger
+from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
-    Attested,
-    Committed,
+    Closed,
     Distributed,
     Finalized,
     Joined,
     LedgerEvent,
-    Revealed,
-    Rewarded,
+    Quorate,
     RoundClock,
     RoundStarted,
     Skipped,
     Slashed,
+    Submitted,
+    round_inputs,
 )
 from fedledger.ledger.reputation import round_reputation, uses_reputation
 from fedledger.ledger.rules import (
     ACCESS_PUBLIC,
     RULE_IDS,
-    commitment,
     quorum_stake,
     result_digest,
     rule_params_digest,
@@ -94,7 +110,8 @@ from fedledger.ledger.rules import (
 from fedledger.seeds import derive_seed
 from fedledger.task import build_trainer, prepare_task
 
-CHECKS = ("signatures", "commitment", "blobs", "quorum", "aggregate", "scores", "rewards", "skip")
+CHECKS = ("signatures", "phases", "blobs", "quorum", "aggregate", "exclusion", "scores",
+          "rewards", "failure")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,13 +240,21 @@ class BlobSource:
 @dataclass
 class _Round:
     started: RoundStarted | None = None
-    commits: dict[str, Committed] = field(default_factory=dict)
-    reveals: dict[str, Revealed] = field(default_factory=dict)
-    attests: dict[str, Attested] = field(default_factory=dict)
+    submitted: list[Submitted] = field(default_factory=list)
+    quorate: Quorate | None = None
+    closed: Closed | None = None
     finalized: Finalized | None = None
     skipped: Skipped | None = None
-    rewarded: list[Rewarded] = field(default_factory=list)
     distributed: Distributed | None = None
+
+    def updates(self) -> dict[str, Submitted]:
+        """The round's submitted updates by member (the first message of each member: the
+        contract takes one per member and round)."""
+        out: dict[str, Submitted] = {}
+        for e in self.submitted:
+            if e.update != ZERO32:
+                out.setdefault(e.member, e)
+        return out
 
 
 def _group(events: Sequence[LedgerEvent]) -> dict[int, _Round]:
@@ -241,21 +266,24 @@ def _group(events: Sequence[LedgerEvent]) -> dict[int, _Round]:
         st = rounds.setdefault(rnd, _Round())
         if isinstance(e, RoundStarted):
             st.started = e
-        elif isinstance(e, Committed):
-            st.commits[e.member] = e
-        elif isinstance(e, Revealed):
-            st.reveals[e.member] = e
-        elif isinstance(e, Attested):
-            st.attests[e.member] = e
+        elif isinstance(e, Submitted):
+            st.submitted.append(e)
+        elif isinstance(e, Quorate):
+            st.quorate = st.quorate or e
+        elif isinstance(e, Closed):
+            st.closed = st.closed or e
         elif isinstance(e, Finalized):
             st.finalized = e
         elif isinstance(e, Skipped):
             st.skipped = e
-        elif isinstance(e, Rewarded):
-            st.rewarded.append(e)
         elif isinstance(e, Distributed):
             st.distributed = e
     return rounds
+
+
+def _key(e: LedgerEvent) -> tuple[int, int]:
+    """An event's place in chain order."""
+    return e.block, e.index
 
 
 #: The shapes of the bundled data sets: (feature shape, classes, image shape).
@@ -327,8 +355,11 @@ class Auditor:
         self.initial_cid = initial_cid
         self.initial = initial
         self._initial_why = ""
-        self._slashed: dict[str, int] = {}
         self._events: list[LedgerEvent] = []
+        self._submitted: list[Submitted] = []
+        self._joins: dict[str, list[Joined]] = {}
+        self._slashes: list[Slashed] = []
+        self._distributions: list[Distributed] = []
         self._notes: list[str] = []
 
     def _initial_model(self) -> bytes | None:
@@ -411,198 +442,298 @@ class Auditor:
     def _decode(self, tx: str) -> tuple[str, dict[str, Any]]:
         return self.ledger.decode_input(tx)
 
-    def _signatures(self, st: _Round) -> Check:
+    def _slashing(self) -> Check:
+        """Every slash was backed by evidence: two different messages signed by the slashed
+        member for one round, in the ``slash`` call's own calldata."""
         bad = []
-        named: list[tuple[str, str]] = [(e.tx, e.member) for e in st.commits.values()]
-        named += [(e.tx, e.member) for e in st.reveals.values()]
-        named += [(e.tx, e.member) for e in st.attests.values()]
-        for tx, member in named:
+        chain_id, task = self.chain.chain_id, self.ledger.task_address
+        for e in self._slashes:
+            why = ""
             try:
-                signer = Account.recover_transaction(self.chain.raw_transaction(tx))
-            except (LedgerError, ValueError) as exc:
-                bad.append(f"{tx}: cannot recover its signer ({exc})")
+                name, args = self._decode(e.tx)
+                if name != "slash":
+                    why = f"its transaction calls {name}, not slash"
+                else:
+                    rnd = int(args["round"])
+                    a, b = (_message(rnd, args[k]) for k in ("a", "b"))
+                    if a.message == b.message:
+                        why = "the two messages are the same"
+                    elif a.recover(chain_id, task) != e.member:
+                        why = "the first message is not the member's"
+                    elif b.recover(chain_id, task) != e.member:
+                        why = "the second message is not the member's"
+            except (FedledgerError, KeyError, TypeError, ValueError) as exc:
+                why = f"its transaction holds no evidence ({exc})"
+            if why:
+                bad.append(f"{e.member} slashed without evidence in {e.tx}: {why}")
+        return Check(name="slashing", ok=not bad, detail="; ".join(bad))
+
+    # -- per round --------------------------------------------------------------------------------
+
+    def _signatures(self, rnd: int, messages: Sequence[Submitted]) -> Check:
+        bad = []
+        chain_id, task = self.chain.chain_id, self.ledger.task_address
+        for e in messages:
+            try:
+                signed = e.signed()
+                if signed.message.round != e.round:
+                    bad.append(f"{e.member}'s message is for round {signed.message.round}")
+                    continue
+                signer = signed.recover(chain_id, task)
+            except MessageError as exc:
+                bad.append(f"{e.member}'s message in {e.tx} does not verify ({exc})")
                 continue
-            if to_checksum_address(signer) != member:
-                bad.append(f"{tx} was signed by {signer}, not {member}")
+            if signer != e.member:
+                bad.append(f"{e.member}'s message in {e.tx} was signed by {signer}")
         return Check(name="signatures", ok=not bad, detail="; ".join(bad))
 
-    def _commitments(self, rnd: int, st: _Round) -> Check:
+    def _clock(self, st: _Round, before: LedgerEvent | None = None) -> RoundClock | None:
+        """The round's clock from its events (those before ``before`` in chain order, if
+        given: what the contract knew when it took that event's transaction)."""
+        if st.started is None:
+            return None
+
+        def seen(e: LedgerEvent | None) -> int | None:
+            if e is None or (before is not None and _key(e) >= _key(before)):
+                return None
+            return e.time
+
+        return RoundClock.of(start=st.started.start, rules=self.ledger.rules(),
+                             quorum_at=seen(st.quorate), closed_at=seen(st.closed))  # fmt: skip
+
+    def _global_phases(self, rounds: dict[int, _Round]) -> list[str]:
+        """What is wrong with the task's rounds as a whole (reported in every round)."""
+        rules = self.ledger.rules()
         bad = []
-        for member, r in sorted(st.reveals.items()):
-            c = st.commits.get(member)
-            if c is None:
-                bad.append(f"{member} revealed without a commitment")
+        if rules.max_rounds != self.task.rounds:
+            bad.append(f"the contract's max_rounds is {rules.max_rounds}, the task has "
+                       f"{self.task.rounds} rounds")  # fmt: skip
+        beyond = sorted(r for r, st in rounds.items()
+                        if r > self.task.rounds + 1 and st.started is not None)  # fmt: skip
+        if beyond:
+            bad.append(f"round(s) {beyond[:5]} started after round {self.task.rounds + 1}")
+        late = sorted({e.round for st in rounds.values() for e in st.submitted
+                       if e.update != ZERO32 and e.round > rules.max_rounds})  # fmt: skip
+        if late:
+            bad.append(f"updates submitted in round(s) {late[:5]}, after max_rounds "
+                       f"{rules.max_rounds}")  # fmt: skip
+        return bad
+
+    def _phases(self, rnd: int, rounds: dict[int, _Round], problems: Sequence[str]) -> Check:
+        bad = list(problems)
+        last = rnd + 1 if rnd == self.task.rounds else rnd
+        for r in range(rnd, last + 1):
+            st = rounds.get(r)
+            if st is None:
                 continue
-            name, args = self._decode(r.tx)
-            salt = args.get("salt", b"")
-            if name != "reveal" or commitment(r.update_digest, member, rnd, salt) != c.commitment:
-                bad.append(f"{member}'s reveal does not open its commitment")
-        return Check(name="commitment", ok=not bad, detail="; ".join(bad))
+            for e in st.submitted:
+                clock = self._clock(st, before=e)
+                if clock is None or st.started is None or _key(e) < _key(st.started):
+                    bad.append(f"{e.member}'s message for round {r} before the round started")
+                elif e.time >= clock.closes_at:
+                    bad.append(f"{e.member}'s message for round {r} submitted at {e.time}, "
+                               f"after the round closed at {clock.closes_at}")  # fmt: skip
+        return Check(name="phases", ok=not bad, detail="; ".join(bad))
 
     def _fetch_updates(self, st: _Round) -> tuple[dict[str, bytes], Check]:
         found: dict[str, bytes] = {}
         bad = []
-        for member, r in sorted(st.reveals.items()):
-            data, why = self.blobs.fetch(r.cid)
+        for member, e in sorted(st.updates().items()):
+            cid = cid_from_digest(e.update)
+            data, why = self.blobs.fetch(cid)
             if data is None:
-                bad.append(f"{member}'s update {r.cid} is {why}")
-                continue
-            if digest_from_cid(r.cid) != r.update_digest:
-                bad.append(f"{member}'s CID {r.cid} does not carry the revealed digest")
+                bad.append(f"{member}'s update {cid} is {why}")
                 continue
             found[member] = data
         return found, Check(name="blobs", ok=not bad, detail="; ".join(bad))
 
-    def _quorum(self, st: _Round) -> Check:
+    def _stake_of(self, member: str, at: LedgerEvent) -> tuple[int, int] | None:
+        """``(stake, first_round)`` of ``member``'s membership at event ``at`` (its latest
+        ``Joined`` before it)."""
+        joined = None
+        for e in self._joins.get(member, ()):
+            if _key(e) >= _key(at):
+                break
+            joined = e
+        return None if joined is None else (joined.stake, joined.first_round)
+
+    def _quorum(self, rnd: int, st: _Round, nxt: _Round | None) -> Check:
         f = st.finalized
         if f is None or st.started is None:
             return Check(name="quorum", ok=True, detail="not finalized")
-        stake = sum(
-            a.stake
-            for a in st.attests.values()
-            if (a.model_digest, a.result_digest) == (f.model_digest, f.result_digest)
-        )
+        stake = 0
+        counted: set[str] = set()
+        for e in nxt.submitted if nxt is not None else ():
+            if (e.model, e.result) != (f.model_digest, f.result_digest) or e.member in counted:
+                continue
+            joined = self._stake_of(e.member, e)
+            if joined is None or joined[1] > rnd:
+                continue
+            counted.add(e.member)
+            stake += joined[0]
         need = quorum_stake(self.ledger.rules(), st.started.active_stake)
         ok = stake >= need
-        return Check(name="quorum", ok=ok, detail=f"{stake} of {need} needed" if not ok else "")
+        detail = "" if ok else f"{stake} of {need} needed attest the finalized pair"
+        return Check(name="quorum", ok=ok, detail=detail)
 
-    def _result(self, st: _Round) -> tuple[list[str], list[int] | None, Check | None]:
-        """The included set and attested scores: from the distribute calldata if any."""
+    def _included(
+        self, st: _Round, available: dict[str, bytes]
+    ) -> tuple[list[str], list[int] | None, str]:
+        """The included set and the distributed scores (None if nothing was distributed),
+        and what is wrong with the distribution ("" if nothing)."""
         f = st.finalized
         assert f is not None
-        if st.distributed is None:
-            return sorted(st.reveals, key=str.lower), None, None
-        name, args = self._decode(st.distributed.tx)
-        who: list[str] = [to_checksum_address(a) for a in args.get("contributors", [])]
-        scores = [int(s) for s in args.get("scores", [])]
-        if name != "distribute" or result_digest(who, scores) != f.result_digest:
-            return (
-                who,
-                scores,
-                Check(
-                    name="rewards",
-                    ok=False,
-                    detail="the distribution does not match the attested result digest",
-                ),
-            )
-        return who, scores, None
+        d = st.distributed
+        if d is None:
+            inputs = round_inputs(self._submitted, st.started.round if st.started else 0)
+            return sorted((m for m in available if m in inputs), key=str.lower), None, ""
+        who, scores = list(d.contributors), list(d.scores)
+        try:
+            ok = result_digest(who, scores) == f.result_digest
+        except ValueError:
+            ok = False
+        why = "" if ok else "the distribution does not match the finalized result digest"
+        return who, scores, why
 
-    def _aggregate(
-        self, rnd: int, st: _Round, base: bytes | None, updates: dict[str, bytes]
-    ) -> tuple[list[Check], bytes | None]:
-        f = st.finalized
-        assert f is not None
-        checks: list[Check] = []
-        who, claimed, problem = self._result(st)
-        if problem is not None:
-            checks.append(problem)
-        if base is None:
-            why = self._initial_why if rnd == 1 else "the previous model is unavailable"
-            detail = f"cannot recompute: the base model is unknown: {why}"
-            checks.append(Check(name="aggregate", ok=False, detail=detail))
-            return checks, None
-        missing = [w for w in who if w not in updates]
-        if missing:
-            checks.append(
-                Check(
-                    name="aggregate",
-                    ok=False,
-                    detail=f"cannot recompute: no verified blob for {missing}",
-                )
-            )
-            return checks, None
-        unknown = [w for w in who if w not in st.reveals]
-        if unknown:
-            checks.append(
-                Check(
-                    name="aggregate", ok=False, detail=f"included updates never revealed: {unknown}"
-                )
-            )
-            return checks, None
+    def _recompute(
+        self, rnd: int, st: _Round, base: bytes, who: Sequence[str], blobs: dict[str, bytes]
+    ) -> Any:
         agg = self.task.aggregation
+        updates = st.updates()
         reputation = (
             round_reputation(self._events, rnd, who) if uses_reputation(agg.params) else None
         )
+        return aggregate_round(agg, base=base, updates=[blobs[w] for w in who],
+                               num_examples=[updates[w].examples for w in who],
+                               reputation=reputation)  # fmt: skip
+
+    def _exclusion(
+        self, rnd: int, st: _Round, base: bytes | None, who: Sequence[str], blobs: dict[str, bytes]
+    ) -> Check:
+        """No available, well-formed update was left out of the included set."""
+        included = set(who)
+        inputs = round_inputs(self._submitted, rnd)
+        for m in sorted(blobs, key=str.lower):
+            if m not in included and m not in inputs:
+                self._notes.append(f"round {rnd}: {m}'s update is left out; its digest was "
+                                   "submitted before (a replay or a copy)")  # fmt: skip
+        left_out = [m for m in sorted(blobs, key=str.lower) if m not in included and m in inputs]
+        valid = []
+        for m in left_out:
+            try:
+                if base is not None:
+                    decode(blobs[m], max_bytes=len(base))
+                else:
+                    decode(blobs[m])
+            except CodecError as exc:
+                self._notes.append(f"round {rnd}: {m}'s update is left out; it is not a "
+                                   f"parameter blob ({exc})")  # fmt: skip
+                continue
+            valid.append(m)
+        if not valid:
+            return Check(name="exclusion", ok=True)
+        rejected: dict[str, str] = {}
+        if base is not None and all(w in blobs and w in st.updates() for w in who):
+            full = sorted({*who, *valid}, key=str.lower)
+            try:
+                outcome = self._recompute(rnd, st, base, full, blobs)
+            except (CodecError, FedledgerError):
+                outcome = None
+            if outcome is not None:
+                for i, m in enumerate(full):
+                    if m in valid and i in outcome.rejected:
+                        rejected[m] = outcome.rejected[i]
+        bad = []
+        for m in valid:
+            if m in rejected:
+                self._notes.append(f"round {rnd}: {m}'s update is left out; the rule rejects "
+                                   f"it ({rejected[m]}), so it would score 0")  # fmt: skip
+            else:
+                bad.append(f"excluded {m}")
+        return Check(name="exclusion", ok=not bad,
+                     detail="; ".join(bad) + (" (valid updates whose blobs are available)"
+                                              if bad else ""))  # fmt: skip
+
+    def _aggregate(
+        self, rnd: int, st: _Round, base: bytes | None, blobs: dict[str, bytes]
+    ) -> tuple[list[Check], bytes | None]:
+        f = st.finalized
+        assert f is not None
+        who, claimed, problem = self._included(st, blobs)
+        checks = [self._exclusion(rnd, st, base, who, blobs)]
+
+        def fail(detail: str) -> tuple[list[Check], bytes | None]:
+            return [Check(name="aggregate", ok=False, detail=detail), *checks], None
+
+        if problem:
+            return fail(problem)
+        if base is None:
+            why = self._initial_why if rnd == 1 else "the previous model is unavailable"
+            return fail(f"cannot recompute: the base model is unknown: {why}")
+        updates = st.updates()
+        unknown = [w for w in who if w not in updates]
+        if unknown:
+            return fail(f"included updates never submitted in round {rnd}: {unknown}")
+        inputs = round_inputs(self._submitted, rnd)
+        replays = [w for w in who if w not in inputs]
+        if replays:
+            return fail(f"included updates whose digests were submitted before (replays or "
+                        f"copies): {replays}")  # fmt: skip
+        missing = [w for w in who if w not in blobs]
+        if missing:
+            return fail(f"cannot recompute: no verified blob for {missing}")
         try:
-            outcome = aggregate_round(
-                agg,
-                base=base,
-                updates=[updates[w] for w in who],
-                num_examples=[st.reveals[w].num_examples for w in who],
-                reputation=reputation,
-            )
+            outcome = self._recompute(rnd, st, base, who, blobs)
         except CodecError as exc:
-            checks.append(Check(name="aggregate", ok=False, detail=f"base model: {exc}"))
-            return checks, None
+            return fail(f"base model: {exc}")
         model, scores = outcome.model, list(outcome.scores)
         got = _sha(model)
         ok = got == f.model_digest
-        checks.append(
-            Check(
-                name="aggregate",
-                ok=ok,
-                detail=""
-                if ok
-                else f"the rule gives model {got.hex()[:16]}, the quorum attested "
-                f"{f.model_digest.hex()[:16]}",
-            )
-        )
+        detail = "" if ok else (f"the rule gives model {got.hex()[:16]}, the quorum attested "
+                                f"{f.model_digest.hex()[:16]}")  # fmt: skip
+        checks.insert(0, Check(name="aggregate", ok=ok, detail=detail))
         if claimed is not None:
-            ok_scores = claimed == scores
-            checks.append(
-                Check(
-                    name="scores",
-                    ok=ok_scores,
-                    detail=""
-                    if ok_scores
-                    else f"the rule scores {scores}, the quorum attested {claimed}",
-                )
-            )
-            checks.append(self._rewards(st, who, claimed))
-        elif result_digest(who, scores) != f.result_digest:
-            checks.append(
-                Check(
-                    name="scores",
-                    ok=False,
-                    detail="the rule's scores do not hash to the attested result",
-                )
-            )
+            ok = claimed == scores
+            detail = "" if ok else f"the rule scores {scores}, the quorum attested {claimed}"
+        else:
+            ok = result_digest(who, scores) == f.result_digest
+            detail = "" if ok else "the rule's scores do not hash to the attested result"
+        checks.append(Check(name="scores", ok=ok, detail=detail))
         return checks, model
 
-    def _rewards(self, st: _Round, who: Sequence[str], scores: Sequence[int]) -> Check:
+    def _rewards(self, d: Distributed) -> Check:
         rules = self.ledger.rules()
-        total = sum(scores)
-        expected = {
-            w: rules.reward_per_round * s // total
-            for w, s in zip(who, scores, strict=True)
-            if total and rules.reward_per_round * s // total > 0
-        }
-        assert st.distributed is not None
-        when = st.distributed.block
-        slashed = {m for m, block in self._slashed.items() if block <= when}
-        expected = {w: a for w, a in expected.items() if w not in slashed}
-        paid = {e.contributor: e.amount for e in st.rewarded}
-        bad = [
-            f"{w}: paid {paid.get(w, 0)}, expected {amount}"
-            for w, amount in expected.items()
-            if paid.get(w, 0) != amount
-        ]
-        bad += [f"{w} was paid but contributed nothing" for w in paid if w not in expected]
-        if st.distributed.total != sum(paid.values()):
-            bad.append("the distributed total is not the sum of the rewards")
+        bad = []
+        total = sum(d.scores)
+        slashed = {e.member for e in self._slashes if _key(e) < _key(d)}
+        expected = 0
+        if total:
+            for who, score in zip(d.contributors, d.scores, strict=False):
+                if who not in slashed:
+                    expected += rules.reward_per_round * score // total
+        if len(d.contributors) != len(d.scores):
+            bad.append("contributors and scores differ in length")
+        if d.total != expected:
+            bad.append(f"distributed {d.total}, the scores give {expected}")
+        minted = sum(e.total for e in self._distributions if _key(e) <= _key(d))
+        if minted > rules.max_mint:
+            bad.append(f"minted above the cap: {minted} in all by round {d.round}, at most "
+                       f"{rules.max_mint}")  # fmt: skip
         return Check(name="rewards", ok=not bad, detail="; ".join(bad))
 
-    def _skip(self, st: _Round) -> Check:
-        assert st.skipped is not None
-        assert st.started is not None
-        clock = RoundClock.of(
-            start=st.started.start,
-            rules=self.ledger.rules(),
-            reveal_at=_closing_time(st.commits.values(), st.started.members),
-            attest_at=_closing_time(st.reveals.values(), len(st.commits)),
-        )
-        ok = st.skipped.time >= clock.attest_closes
-        return Check(name="skip", ok=ok, detail="" if ok else "skipped before its window closed")
+    def _failure(self, st: _Round, nxt: _Round | None) -> Check:
+        if st.skipped is None:
+            return Check(name="failure", ok=True)
+        if st.finalized is not None:
+            return Check(name="failure", ok=False, detail="finalized, and skipped too")
+        clock = self._clock(nxt) if nxt is not None else None
+        if clock is None:
+            detail = "skipped before the next round (its attestations) started"
+            return Check(name="failure", ok=False, detail=detail)
+        ok = st.skipped.time >= clock.closes_at
+        detail = "" if ok else (f"skipped at {st.skipped.time}, before the next round's "
+                                f"attestations closed at {clock.closes_at}")  # fmt: skip
+        return Check(name="failure", ok=ok, detail=detail)
 
     def run(self) -> AuditReport:
         """Audit the task (see the module docstring); closes the remote blob sources."""
@@ -615,7 +746,7 @@ class Auditor:
         cids = []
         for rnd in sorted(r for r in rounds if 1 <= r <= self.task.rounds):
             st = rounds[rnd]
-            cids += [r.cid for r in st.reveals.values()]
+            cids += [cid_from_digest(e.update) for e in st.updates().values()]
             if st.finalized is not None:
                 cids.append(cid_from_digest(st.finalized.model_digest))
         self.blobs.prefetch(cids)
@@ -640,8 +771,14 @@ class Auditor:
     def _run(self) -> AuditReport:
         events = self.ledger.events(self.from_block - 1 if self.from_block else -1)
         self._events = events
+        self._submitted = [e for e in events if isinstance(e, Submitted)]
+        self._joins = {}
+        for e in events:
+            if isinstance(e, Joined):
+                self._joins.setdefault(e.member, []).append(e)
+        self._slashes = [e for e in events if isinstance(e, Slashed)]
+        self._distributions = [e for e in events if isinstance(e, Distributed)]
         rounds = _group(events)
-        self._slashed = {e.member: e.block for e in events if isinstance(e, Slashed)}
         members = self._members()
         if members is not None:
             self.blobs.remotes.insert(0, members)
@@ -649,21 +786,28 @@ class Auditor:
         if members is not None and self.initial is not None:
             members.max_bytes = len(self.initial)
         self._prefetch(rounds)
+        problems = self._global_phases(rounds)
         verdicts = []
         notes = self._notes
         for rnd in sorted(r for r in rounds if 1 <= r <= self.task.rounds):
             st = rounds[rnd]
             if st.started is None:
                 continue
-            checks = [self._signatures(st), self._commitments(rnd, st)]
+            nxt = rounds.get(rnd + 1)
+            messages = list(st.submitted)
+            if rnd == self.task.rounds and nxt is not None:
+                messages += nxt.submitted  # round rounds + 1: attestations only
+            checks = [self._signatures(rnd, messages), self._phases(rnd, rounds, problems)]
             updates, blob_check = self._fetch_updates(st)
             checks.append(blob_check)
             if st.finalized is not None:
-                checks.append(self._quorum(st))
+                checks.append(self._quorum(rnd, st, nxt))
                 more, model = self._aggregate(rnd, st, base, updates)
                 checks += more
                 if st.distributed is None:
                     notes.append(f"round {rnd}: finalized, rewards not distributed")
+                else:
+                    checks.append(self._rewards(st.distributed))
                 stored, _ = self.blobs.fetch(cid_from_digest(st.finalized.model_digest))
                 if model is not None and _sha(model) == st.finalized.model_digest:
                     base = model
@@ -677,10 +821,10 @@ class Auditor:
                     base = model if model is not None else base
                 status = "finalized"
             elif st.skipped is not None:
-                checks.append(self._skip(st))
                 status = "skipped"
             else:
                 status = "open"
+            checks.append(self._failure(st, nxt))
             verdicts.append(RoundVerdict(round=rnd, status=status, checks=tuple(checks)))
         if any(not c.ok and c.name == "blobs" for v in verdicts for c in v.checks):
             self._access_note()
@@ -692,7 +836,7 @@ class Auditor:
             task=self.ledger.task_address,
             chain_id=self.chain.chain_id,
             rule=rules.rule,
-            task_checks=(*self._task_checks(), self._history(rounds)),
+            task_checks=(*self._task_checks(), self._history(rounds), self._slashing()),
             rounds=tuple(verdicts),
             notes=tuple(notes),
         )
@@ -702,9 +846,15 @@ def _sha(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _closing_time(events: Iterable[LedgerEvent], count: int) -> int | None:
-    ordered = sorted(events, key=lambda e: (e.block, e.index))
-    return ordered[count - 1].time if count and len(ordered) >= count else None
+def _message(rnd: int, arg: Any) -> SignedRound:
+    """A ``slash`` argument (a ``Message`` struct: a tuple or a mapping) as a signed message of
+    round ``rnd`` (its signer is recovered, not claimed)."""
+    if isinstance(arg, dict):
+        arg = tuple(arg[k] for k in ("update", "examples", "model", "result", "r", "vs"))
+    update, examples, model, result, r, vs = arg
+    message = RoundMessage(round=rnd, update=bytes(update), examples=int(examples),
+                           model=bytes(model), result=bytes(result))  # fmt: skip
+    return SignedRound(message=message, signer="0x" + "00" * 20, r=int(r), vs=int(vs))
 
 
 # -- entry points ---------------------------------------------------------------------------------

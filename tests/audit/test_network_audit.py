@@ -41,7 +41,8 @@ from fedledger.learning.trainer import ModelSpec
 from fedledger.ledger.chain import Chain, EmbeddedChain
 from fedledger.ledger.chain.anvil import find_anvil, install_anvil, start_anvil
 from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
-from fedledger.ledger.rules import commitment, result_digest, sort_result
+from fedledger.ledger.messages import ZERO32, RoundMessage
+from fedledger.ledger.rules import result_digest, sort_result
 from fedledger.seeds import derive_seed
 from fedledger.task import build_trainer, prepare_task
 
@@ -56,8 +57,7 @@ TASK = TaskConfig(
     data=DataConfig(dataset="breast_cancer", partition="iid"),
     model=ModelSpec(name="logreg"),
     aggregation=AggregationConfig(rule="fedavg"),
-    ledger=LedgerConfig(quorum=0.67, min_stake=10**15, commit_window=100, reveal_window=100,
-                        attest_window=100, access="members"),
+    ledger=LedgerConfig(quorum=0.67, min_stake=10**15, window=100, grace=10, access="members"),
 )  # fmt: skip
 EXAMPLES = [50, 30, 20]
 
@@ -126,38 +126,49 @@ class World:
     auditor: Identity
     base: bytes
     rng: np.random.Generator
+    ids: list[Identity] = field(default_factory=list)
     updates: dict[int, dict[str, str]] = field(default_factory=dict)
+    attest: tuple[bytes, bytes] = (ZERO32, ZERO32)
+    """The members' attestation of the last round played (their next messages carry it)."""
+    paid: tuple[list[str], list[int]] = ([], [])
+    """The last round's result (the next batch pays it)."""
 
     def server_of(self, member: str) -> MemberServer:
         return next(s for s in self.servers if s.me == member)
 
     def play(self, rnd: int) -> None:
-        """One honest round: each member trains (noise around the base) and keeps its update
-        in its own store; all commit, reveal and attest; the aggregate goes to every store."""
+        """One honest round (ledger v2): each member trains (noise around the base), keeps its
+        update in its own store and signs it with its attestation of round ``rnd - 1``; one
+        batch carries them all (and pays round ``rnd - 1``); the aggregate goes to every
+        store. After the task's last round, round ``rounds + 1``'s attestations finalize it."""
         base = decode(self.base)
         blobs = [encode([p + self.rng.normal(0, 0.05, p.shape).astype(p.dtype) for p in base])
                  for _ in self.members]  # fmt: skip
         cids = [sv.store.put(b) for sv, b in zip(self.servers, blobs, strict=True)]
         self.updates[rnd] = {m.account: c for m, c in zip(self.members, cids, strict=True)}
-        salts = [hashlib.sha256(f"{rnd}/{i}".encode()).digest() for i in range(len(blobs))]
-        digests = [hashlib.sha256(b).digest() for b in blobs]
-        for m, d, s in zip(self.members, digests, salts, strict=True):
-            m.commit(rnd, commitment(d, m.account, rnd, s))
-        for m, d, s, cid, n in zip(self.members, digests, salts, cids, EXAMPLES, strict=True):
-            m.reveal(rnd, d, cid, n, s)
+        model, result = self.attest
+        messages = [
+            RoundMessage(round=rnd, update=hashlib.sha256(b).digest(), examples=n, model=model,
+                         result=result).sign(i, self.chain.chain_id, self.task)
+            for i, b, n in zip(self.ids, blobs, EXAMPLES, strict=True)
+        ]  # fmt: skip
+        self.members[0].submit(rnd, messages, *self.paid)
         order = sorted(range(len(self.members)), key=lambda i: self.members[i].account.lower())
-        result = aggregate_round(TASK.aggregation, base=self.base,
-                                 updates=[blobs[i] for i in order],
-                                 num_examples=[EXAMPLES[i] for i in order])  # fmt: skip
-        who, scores = sort_result([self.members[i].account for i in order], list(result.scores))
+        aggregated = aggregate_round(TASK.aggregation, base=self.base,
+                                     updates=[blobs[i] for i in order],
+                                     num_examples=[EXAMPLES[i] for i in order])  # fmt: skip
+        who, scores = sort_result([self.members[i].account for i in order],
+                                  list(aggregated.scores))  # fmt: skip
         for server in self.servers:
-            server.store.put(result.model)
-        for m in self.members:
-            m.attest(rnd, hashlib.sha256(result.model).digest(), result_digest(who, scores))
-            if m.current_round() > rnd:
-                break
-        self.members[0].distribute(rnd, who, scores)
-        self.base = result.model
+            server.store.put(aggregated.model)
+        self.attest = (hashlib.sha256(aggregated.model).digest(), result_digest(who, scores))
+        self.paid = (who, scores)
+        self.base = aggregated.model
+        if rnd == TASK.rounds:
+            model, result = self.attest
+            last = [RoundMessage(round=rnd + 1, model=model, result=result)
+                    .sign(i, self.chain.chain_id, self.task) for i in self.ids]  # fmt: skip
+            self.members[0].submit(rnd + 1, last, who, scores)
 
     def audit(self, identity: Identity | None = None, **kwargs: Any) -> Any:
         """The outsider's audit: the chain, the task address and a key, nothing else."""
@@ -193,7 +204,8 @@ def make_world(chain: Chain, tmp_path: Path, initial: bytes) -> Iterator[World]:
         owner.grant_reader(auditor.address)
         owner.start()
         yield World(chain=chain, task=task, owner=owner, members=members, servers=servers,
-                    auditor=auditor, base=initial, rng=np.random.default_rng(3))  # fmt: skip
+                    auditor=auditor, base=initial, rng=np.random.default_rng(3),
+                    ids=[Identity.from_hex(a.key.hex()) for a in accounts[1:4]])  # fmt: skip
     finally:
         for transport in transports:
             loop.run(transport.close())

@@ -1,14 +1,18 @@
-"""The Task contract's rules in Python: a fast, deterministic ledger.
+"""The Task contract's rules in Python (ledger v2): a fast, deterministic ledger.
 
-:class:`MemoryTask` is one task's shared state (members, rounds, tokens) with an injected clock;
-:class:`MemoryLedger` is one account's handle on it (a
+:class:`MemoryTask` is one task's shared state (members, rounds, rewards, tokens) with an
+injected clock; :class:`MemoryLedger` is one account's handle on it (a
 :class:`~fedledger.ledger.records.Ledger`). They pass the same suite as the contract
-(tests/ledger/test_ledger_suite.py), exact revert reasons included, and import no web3: node
-and protocol tests run without a chain.
+(tests/ledger/test_ledger_suite.py): the same checks in the same order, the contract's exact
+revert reasons, the same events and views. Signatures are verified as the contract does
+(EIP-712, the task's chain id and address: :attr:`MemoryTask.chain_id`,
+:attr:`MemoryTask.address`). Nothing here imports web3: node and protocol tests run without a
+chain.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +22,19 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from fedledger.errors import ConfigError, TransactionReverted
+from fedledger.errors import ConfigError, MessageError, TransactionReverted
+from fedledger.gossip.identity import recover_digest
+from fedledger.ledger.messages import (
+    ROUND_TYPE,
+    ZERO32,
+    RoundMessage,
+    SignedRound,
+    domain_separator,
+    pair_hash,
+)
 from fedledger.ledger.records import (
-    Attested,
-    Committed,
+    Claimed,
+    Closed,
     Distributed,
     Equivocated,
     Finalized,
@@ -29,69 +42,108 @@ from fedledger.ledger.records import (
     LedgerEvent,
     Left,
     Member,
-    Revealed,
-    Rewarded,
+    Quorate,
     RoundClock,
     RoundStarted,
-    Selected,
     Skipped,
     Slashed,
+    Submitted,
     TaskRules,
     TaskTransactions,
     TxResult,
 )
 from fedledger.ledger.rules import (
+    ACCESS_PUBLIC,
+    ACCESS_TOKEN_HOLDERS,
     BPS,
+    PHASE_AGGREGATE,
     PHASE_ATTEST,
-    PHASE_COMMIT,
     PHASE_FAILED,
     PHASE_FINALIZED,
     PHASE_NOT_STARTED,
-    PHASE_REVEAL,
+    PHASE_OPEN,
     STATUS_ACTIVE,
     STATUS_LEFT,
     STATUS_NONE,
     STATUS_SLASHED,
-    commitment,
+    ZERO_ADDRESS,
     result_digest,
 )
 
-__all__ = ["MemoryLedger", "MemoryTask"]
+__all__ = ["MEMORY_CHAIN_ID", "MemoryLedger", "MemoryTask"]
+
+MEMORY_CHAIN_ID = 0
+"""The in-memory ledger is on no chain: its messages are signed for chain id 0."""
+
+# The contract's constants.
+MAX = 256
+MAX_PAIRS = 16
+SLASH_SHARE_BPS = 1000
+MAX_WINDOW = 7 * 86400
+MAX_COOLDOWN = 365 * 86400
+MAX_ROUNDS = 1_000_000
+MAX_STAKE = 2**96 - 1
+MAX_EARNED = 2**88 - 1
+MAX_SCORE = 2**128 - 1
+MAX_EXAMPLES = 2**64 - 1
+RING = 8
+
+_OPEN, _FINALIZED, _FAILED = 0, 1, 2
+_ROUND_TYPEHASH = keccak(ROUND_TYPE.encode())
 
 
 @dataclass
-class _RoundState:
+class _Record:
+    """A member's record (the contract's packed ``_record`` word)."""
+
+    status: int = STATUS_NONE
+    first_round: int = 0
+    last_round: int = 0
+    stake: int = 0
+    earned: int = 0
+
+
+@dataclass
+class _Round:
+    """A round's state (its ring slot: ``_round``, ``_stakes``, ``_model``, ``_result``)."""
+
     start: int
-    stake: int
     members: int
-    status: int = 0  # 0 open, 1 finalized, 2 failed
-    commits: dict[str, bytes] = field(default_factory=dict)
-    reveals: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-    reveal_at: int | None = None
-    attest_at: int | None = None
-    attestations: dict[str, bytes] = field(default_factory=dict)
-    tally: dict[bytes, int] = field(default_factory=dict)
-    model: bytes = b"\x00" * 32
-    result: bytes = b"\x00" * 32
+    stake: int
+    quorum_at: int = 0
+    closed_at: int = 0
+    count: int = 0
+    submitted: int = 0
     distributed: bool = False
-
-
-def _pair(model: bytes, result: bytes) -> bytes:
-    return keccak(abi_encode(["bytes32", "bytes32"], [model, result]))
+    model: bytes = ZERO32
+    result: bytes = ZERO32
+    tally: dict[bytes, int] = field(default_factory=dict)
 
 
 def _key(address: str) -> str:
     return to_checksum_address(address)
 
 
-MEMORY_CHAIN_ID = 0
-"""The in-memory ledger is on no chain."""
+_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+
+
+def _recover(digest: bytes, r: int, vs: int) -> str:
+    """snekmate's ``_try_recover_r_vs`` (no web3): the signer, or its reverts."""
+    s = vs & ((1 << 255) - 1)
+    if s > _HALF_N:
+        raise TransactionReverted("ecdsa: invalid signature `s` value")
+    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((27 + (vs >> 255),))
+    try:
+        return recover_digest(digest, signature)
+    except MessageError:  # ecrecover gives the zero address
+        raise TransactionReverted("ecdsa: invalid signature") from None
 
 
 class MemoryTask:
     """The Task contract's rules in Python: one shared state behind many :class:`MemoryLedger`
-    handles. Every transaction is its own block, stamped ``max(previous, int(clock()))``.
-    ETH is not modelled beyond the task's own books (stakes in, withdrawals and slashes out)."""
+    handles. Every transaction is its own block, stamped ``max(previous, int(clock()))``, and
+    is atomic (a revert changes nothing). ETH is modelled by the task's books only: stakes in,
+    withdrawals and slashing payouts out (:attr:`paid_out`)."""
 
     def __init__(
         self,
@@ -100,291 +152,482 @@ class MemoryTask:
         owner: str,
         clock: Callable[[], float],
         address: str = "0x" + "7a" * 20,
+        chain_id: int = MEMORY_CHAIN_ID,
     ) -> None:
-        if not 5000 < rules.quorum_bps <= BPS:
-            raise ConfigError("quorum not in (5000, 10000]", field="quorum_bps")
+        checks = [
+            (5000 < rules.quorum_bps <= BPS, "quorum not in (5000, 10000]", "quorum_bps"),
+            (rules.min_stake > 0, "min stake is zero", "min_stake"),
+            (rules.min_stake <= MAX_STAKE, "min stake above 2**96 - 1", "min_stake"),
+            (0 < rules.window <= MAX_WINDOW, "window not in (0, 7 days]", "window"),
+            (rules.grace <= rules.window, "grace above the window", "grace"),
+            (0 < rules.cooldown <= MAX_COOLDOWN, "cooldown not in (0, 365 days]", "cooldown"),
+            (0 < rules.max_rounds <= MAX_ROUNDS, "max rounds not in (0, 1000000]", "max_rounds"),
+            (0 < rules.max_participants <= MAX, "max participants not in (0, 256]",
+             "max_participants"),
+            (rules.reward_per_round * rules.max_rounds <= MAX_EARNED,
+             "total reward above 2**88 - 1", "reward_per_round"),
+            (rules.access_policy <= ACCESS_PUBLIC, "unknown access policy", "access_policy"),
+        ]  # fmt: skip
+        for ok, message, name in checks:
+            if not ok:
+                raise ConfigError(message, field=name)
         self.rules = rules
         self.owner = _key(owner)
         self.clock = clock
         self.address = _key(address)
+        self.chain_id = chain_id
+        self._domain = domain_separator(chain_id, self.address)
         self.block = 0
         self.time = int(clock())
         self.log: list[LedgerEvent] = []
         self.allowed: set[str] = set()
         self.readers: set[str] = set()
-        self.status: dict[str, int] = {}
-        self.stake: dict[str, int] = {}
         self.endpoint: dict[str, str] = {}
-        self.first_round: dict[str, int] = {}
         self.withdraw_after: dict[str, int] = {}
-        self.active: list[str] = []
+        self.claimed: dict[str, int] = {}
+        self.records: dict[str, _Record] = {}
+        self.active: list[str] = []  # the contract's _members, swap-and-pop order
         self.active_stake = 0
         self.current_round = 0
-        self.rounds: dict[int, _RoundState] = {}
+        self.rounds: dict[int, _Round] = {}
+        self.outcomes: dict[int, int] = {}
+        self.tallies: dict[int, dict[bytes, int]] = {}
         self.tokens: dict[str, int] = {}
-        self.revealed_updates: set[bytes] = set()  # every update digest ever revealed
-        self.reveals_of: dict[str, int] = {}
-        self.selections_of: dict[str, int] = {}
-        self.total_staked = self.total_withdrawn = self.total_slashed = self.total_minted = 0
+        self.paid_out: dict[str, int] = {}  # ETH sent by withdraw and slash
+        self.total_staked = self.total_withdrawn = self.total_slashed = 0
+        self.total_earned = self.total_claimed = 0
+        self.treasury_owed = 0  # what a slash could not pay the treasury (never, in memory)
         self.gas_used = 50_000  # a nominal figure per transaction
 
-    # -- helpers --------------------------------------------------------------------------------
+    # -- views ------------------------------------------------------------------------------
 
     def now(self) -> int:
         return max(self.time, int(self.clock()))
 
-    def _tx(self, sender: str, body: Callable[[list[LedgerEvent], int, str], None]) -> TxResult:
-        """Run ``body`` atomically as one block: on a revert nothing changes, no block."""
+    def record(self, account: str) -> _Record:
+        return self.records.get(_key(account), _Record())
+
+    def word(self, rnd: int) -> _Round | None:
+        """The round's state while in the ring (``_word``: None for 0)."""
+        if rnd < 1 or rnd > self.current_round or rnd <= self.current_round - RING:
+            return None
+        return self.rounds.get(rnd)
+
+    def outcome(self, rnd: int) -> int:
+        return self.outcomes.get(rnd, _OPEN)
+
+    def closes_at(self, st: _Round | None) -> int:
+        if st is None or st.start == 0:
+            return 0
+        if st.closed_at != 0:
+            return st.closed_at
+        end = st.start + self.rules.window
+        if st.quorum_at != 0 and st.quorum_at + self.rules.grace < end:
+            return st.quorum_at + self.rules.grace
+        return end
+
+    def round_clock(self, rnd: int) -> RoundClock:
+        st = self.word(rnd)
+        if st is None:
+            return RoundClock(start=0, closes_at=0)
+        return RoundClock.of(start=st.start, rules=self.rules, quorum_at=st.quorum_at or None,
+                             closed_at=st.closed_at or None)  # fmt: skip
+
+    def phase(self, rnd: int, now: int | None = None) -> int:
+        now = self.now() if now is None else now
+        if rnd == 0 or rnd > self.current_round:
+            return PHASE_NOT_STARTED
+        outcome = self.outcome(rnd)
+        if outcome == _FINALIZED:
+            return PHASE_FINALIZED
+        if outcome == _FAILED:
+            return PHASE_FAILED
+        if now < self.closes_at(self.word(rnd)):
+            return PHASE_OPEN
+        if rnd == self.current_round:
+            return PHASE_AGGREGATE
+        if now < self.closes_at(self.word(rnd + 1)):
+            return PHASE_ATTEST
+        return PHASE_FAILED
+
+    def quorum_stake(self, rnd: int) -> int:
+        st = self.rounds.get(rnd) if rnd > self.current_round - RING else None
+        stake = 0 if st is None else st.stake
+        return (self.rules.quorum_bps * stake + BPS - 1) // BPS
+
+    def model_digest(self, rnd: int) -> bytes:
+        st = self.word(rnd)
+        return ZERO32 if st is None else st.model
+
+    def message_hash(self, rnd: int, update: bytes, examples: int, model: bytes,
+                     result: bytes) -> bytes:  # fmt: skip
+        struct = keccak(abi_encode(
+            ["bytes32", "uint256", "bytes32", "uint256", "bytes32", "bytes32"],
+            [_ROUND_TYPEHASH, rnd, update, examples, model, result],
+        ))  # fmt: skip
+        return keccak(b"\x19\x01" + self._domain + struct)
+
+    def _signer(self, rnd: int, update: bytes, examples: int, model: bytes, result: bytes,
+                r: int, vs: int) -> str:  # fmt: skip
+        """The message's signer, as the contract recovers it (or its revert)."""
+        if vs & ((1 << 255) - 1) > _HALF_N:
+            raise TransactionReverted("ecdsa: invalid signature `s` value")
+        try:
+            message = RoundMessage(round=rnd, update=update, examples=examples, model=model,
+                                   result=result)  # fmt: skip
+        except MessageError:  # a message the contract takes but RoundMessage refuses
+            return _recover(self.message_hash(rnd, update, examples, model, result), r, vs)
+        try:
+            return SignedRound(message=message, signer=ZERO_ADDRESS, r=r, vs=vs).recover(
+                self.chain_id, self.address
+            )
+        except MessageError:
+            raise TransactionReverted("ecdsa: invalid signature") from None
+
+    # -- transactions -----------------------------------------------------------------------
+
+    _STATE = (
+        "allowed", "readers", "endpoint", "withdraw_after", "claimed", "records", "active",
+        "active_stake", "current_round", "rounds", "outcomes", "tallies", "tokens", "paid_out",
+        "total_staked", "total_withdrawn", "total_slashed", "total_earned", "total_claimed",
+        "treasury_owed",
+    )  # fmt: skip
+
+    def transact(self, sender: str, name: str, *args: Any, value: int = 0) -> TxResult:
+        """Run ``name`` as one block: on a revert nothing changes, and there is no block."""
+        sender = _key(sender)
+        method = getattr(self, f"_do_{name}")
         time = self.now()
         block = self.block + 1
         tx = "0x" + hashlib.sha256(f"{self.address}/{block}/{sender}".encode()).hexdigest()
         emitted: list[LedgerEvent] = []
-        body(emitted, time, tx)  # raises TransactionReverted before mutating anything
+
+        def emit(cls: type[LedgerEvent], **fields: Any) -> None:
+            emitted.append(cls(block=block, time=time, tx=tx, index=len(emitted), **fields))
+
+        saved = {name: copy.deepcopy(getattr(self, name)) for name in self._STATE}
+        try:
+            method(sender, time, emit, *args, value=value)
+        except TransactionReverted:
+            for key, kept in saved.items():
+                setattr(self, key, kept)
+            raise
         self.block, self.time = block, time
         self.log.extend(emitted)
         return TxResult(tx=tx, block=block, gas_used=self.gas_used)
 
-    @staticmethod
-    def _where(events: list[LedgerEvent], time: int, tx: str, block: int) -> dict[str, Any]:
-        return {"block": block, "time": time, "tx": tx, "index": len(events)}
-
-    def clock_of(self, rnd: int) -> RoundClock:
-        st = self.rounds[rnd]
-        return RoundClock.of(start=st.start, rules=self.rules, reveal_at=st.reveal_at,
-                             attest_at=st.attest_at)  # fmt: skip
-
-    def phase(self, rnd: int, now: int | None = None) -> int:
-        if rnd == 0 or rnd > self.current_round:
-            return PHASE_NOT_STARTED
-        st = self.rounds[rnd]
-        if st.status == 1:
-            return PHASE_FINALIZED
-        if st.status == 2:
-            return PHASE_FAILED
-        return self.clock_of(rnd).phase(self.now() if now is None else now)
-
-    def _check_round(self, rnd: int, expected: int, now: int) -> None:
-        if rnd != self.current_round or rnd == 0:
-            raise TransactionReverted("not the current round")
-        if self.phase(rnd, now) != expected:
-            name = {PHASE_COMMIT: "commit", PHASE_REVEAL: "reveal"}.get(expected, "attest")
-            raise TransactionReverted(f"not in {name} window")
-
-    def _start_round(self, rnd: int, time: int, emit: Callable[..., None]) -> None:
-        self.current_round = rnd
-        self.rounds[rnd] = _RoundState(start=time, stake=self.active_stake,
-                                       members=len(self.active))  # fmt: skip
-        emit(RoundStarted, round=rnd, start=time, active_stake=self.active_stake,
-             members=len(self.active))  # fmt: skip
-
-    def _deactivate(self, member: str) -> None:
-        self.active_stake -= self.stake[member]
-        self.active.remove(member)
-
-    def _quorum(self, rnd: int) -> int:
-        return -(-self.rules.quorum_bps * self.rounds[rnd].stake // BPS)
-
-    # -- transactions ---------------------------------------------------------------------
-
-    def transact(self, sender: str, name: str, *args: Any, value: int = 0) -> TxResult:
-        sender = _key(sender)
-        method = getattr(self, f"_do_{name}")
-
-        def body(events: list[LedgerEvent], time: int, tx: str) -> None:
-            block = self.block + 1
-
-            def emit(cls: type[LedgerEvent], **fields: Any) -> None:
-                events.append(cls(**self._where(events, time, tx, block), **fields))
-
-            method(sender, time, emit, *args, value=value)
-
-        return self._tx(sender, body)
-
-    def _do_allow(self, sender: str, time: int, emit: Any, account: str, *, value: int) -> None:
+    def _check_owner(self, sender: str) -> None:
         if sender != self.owner:
             raise TransactionReverted("ownable: caller is not the owner")
+
+    def _do_allow(self, sender: str, time: int, emit: Any, account: str, *, value: int) -> None:
+        self._check_owner(sender)
         self.allowed.add(_key(account))
+
+    def _do_disallow(self, sender: str, time: int, emit: Any, account: str, *,
+                     value: int) -> None:  # fmt: skip
+        self._check_owner(sender)
+        self.allowed.discard(_key(account))
 
     def _do_grant_reader(self, sender: str, time: int, emit: Any, account: str, *,
                          value: int) -> None:  # fmt: skip
-        if sender != self.owner:
-            raise TransactionReverted("ownable: caller is not the owner")
+        self._check_owner(sender)
         self.readers.add(_key(account))
 
     def _do_revoke_reader(self, sender: str, time: int, emit: Any, account: str, *,
                           value: int) -> None:  # fmt: skip
-        if sender != self.owner:
-            raise TransactionReverted("ownable: caller is not the owner")
+        self._check_owner(sender)
         self.readers.discard(_key(account))
 
     def _do_join(self, sender: str, time: int, emit: Any, endpoint: str, *, value: int) -> None:
-        status = self.status.get(sender, STATUS_NONE)
-        if status == STATUS_ACTIVE:
+        rec = self.record(sender)
+        if rec.status == STATUS_ACTIVE:
             raise TransactionReverted("already a member")
-        if status == STATUS_LEFT:
+        if rec.status == STATUS_LEFT:
             raise TransactionReverted("withdraw first")
-        if status == STATUS_SLASHED:
+        if rec.status == STATUS_SLASHED:
             raise TransactionReverted("slashed")
         if value < self.rules.min_stake:
             raise TransactionReverted("stake below minimum")
+        if value > MAX_STAKE:
+            raise TransactionReverted("stake above 2**96 - 1")
         if len(self.active) >= self.rules.max_participants:
             raise TransactionReverted("task is full")
         if self.rules.allowlist_only and sender not in self.allowed:
             raise TransactionReverted("not allowlisted")
         first = self.current_round + 1
-        self.status[sender] = STATUS_ACTIVE
-        self.stake[sender] = value
+        # A member that left and withdrew keeps its earned reward and its last round.
+        self.records[sender] = _Record(STATUS_ACTIVE, first, rec.last_round, value, rec.earned)
         self.endpoint[sender] = endpoint
-        self.first_round[sender] = first
         self.active_stake += value
         self.total_staked += value
         self.active.append(sender)
         emit(Joined, member=sender, stake=value, endpoint=endpoint, first_round=first)
 
+    def _deactivate(self, member: str, stake: int) -> None:
+        self.active_stake -= stake
+        position = self.active.index(member)
+        last = self.active.pop()
+        if last != member:
+            self.active[position] = last
+
     def _do_leave(self, sender: str, time: int, emit: Any, *, value: int) -> None:
-        if self.status.get(sender) != STATUS_ACTIVE:
+        rec = self.record(sender)
+        if rec.status != STATUS_ACTIVE:
             raise TransactionReverted("not a member")
-        self._deactivate(sender)
-        self.status[sender] = STATUS_LEFT
-        self.withdraw_after[sender] = time + self.rules.cooldown
-        emit(Left, member=sender, withdraw_after=time + self.rules.cooldown)
+        self._deactivate(sender, rec.stake)
+        self.records[sender] = _Record(STATUS_LEFT, rec.first_round, rec.last_round, rec.stake,
+                                       rec.earned)  # fmt: skip
+        after = time + self.rules.window + self.rules.cooldown
+        self.withdraw_after[sender] = after
+        emit(Left, member=sender, withdraw_after=after)
 
     def _do_withdraw(self, sender: str, time: int, emit: Any, *, value: int) -> None:
-        if self.status.get(sender) != STATUS_LEFT:
+        rec = self.record(sender)
+        if rec.status != STATUS_LEFT:
             raise TransactionReverted("nothing to withdraw")
-        if time < self.withdraw_after[sender]:
+        if time < self.withdraw_after.get(sender, 0):
             raise TransactionReverted("cooldown not over")
-        self.total_withdrawn += self.stake[sender]
-        self.stake[sender] = 0
-        self.status[sender] = STATUS_NONE
+        amount = rec.stake
+        self.records[sender] = _Record(STATUS_NONE, rec.first_round, rec.last_round, 0,
+                                       rec.earned)  # fmt: skip
         self.withdraw_after[sender] = 0
+        self.total_withdrawn += amount
+        self.paid_out[sender] = self.paid_out.get(sender, 0) + amount  # Withdrawn: no record
+
+    # -- rounds -----------------------------------------------------------------------------
 
     def _do_start(self, sender: str, time: int, emit: Any, *, value: int) -> None:
-        if sender != self.owner:
-            raise TransactionReverted("ownable: caller is not the owner")
+        self._check_owner(sender)
         if self.current_round != 0:
             raise TransactionReverted("already started")
-        self._start_round(1, time, emit)
+        self._open(1, time, emit)
 
-    def _do_commit(self, sender: str, time: int, emit: Any, rnd: int, c: bytes, *,
-                   value: int) -> None:  # fmt: skip
-        self._check_round(rnd, PHASE_COMMIT, time)
-        if self.status.get(sender) != STATUS_ACTIVE:
-            raise TransactionReverted("not a member")
-        if self.first_round[sender] > rnd:
-            raise TransactionReverted("joined during this round")
-        st = self.rounds[rnd]
-        if sender in st.commits:
-            raise TransactionReverted("already committed")
-        if c == b"\x00" * 32:
-            raise TransactionReverted("empty commitment")
-        st.commits[sender] = bytes(c)
-        if len(st.commits) == st.members:
-            st.reveal_at = time
-        emit(Committed, round=rnd, member=sender, commitment=bytes(c))
+    def _open(self, rnd: int, time: int, emit: Any) -> None:
+        self.current_round = rnd
+        self.rounds[rnd] = _Round(start=time, members=len(self.active), stake=self.active_stake)
+        self.rounds.pop(rnd - RING, None)  # the ring slot is reused
+        self.tallies.pop(rnd - RING - 1, None)  # counts no batch can read again (kept small)
+        emit(RoundStarted, round=rnd, start=time, active_stake=self.active_stake,
+             members=len(self.active))  # fmt: skip
 
-    def _do_reveal(self, sender: str, time: int, emit: Any, rnd: int, digest: bytes, cid: str,
-                   num_examples: int, salt: bytes, *, value: int) -> None:  # fmt: skip
-        self._check_round(rnd, PHASE_REVEAL, time)
-        if self.status.get(sender) != STATUS_ACTIVE:
-            raise TransactionReverted("not a member")
-        st = self.rounds[rnd]
-        if sender not in st.commits:
-            raise TransactionReverted("no commitment")
-        if sender in st.reveals:
-            raise TransactionReverted("already revealed")
-        if num_examples <= 0:
-            raise TransactionReverted("no examples")
-        if commitment(digest, sender, rnd, salt) != st.commits[sender]:
-            raise TransactionReverted("reveal does not match commitment")
-        if bytes(digest) in self.revealed_updates:
-            raise TransactionReverted("update already revealed")
-        self.revealed_updates.add(bytes(digest))
-        st.reveals[sender] = (bytes(digest), num_examples)
-        self.reveals_of[sender] = self.reveals_of.get(sender, 0) + 1
-        if len(st.reveals) == len(st.commits):
-            st.attest_at = time
-        emit(Revealed, round=rnd, member=sender, update_digest=bytes(digest), cid=cid,
-             num_examples=num_examples)  # fmt: skip
-
-    def _do_attest(self, sender: str, time: int, emit: Any, rnd: int, model: bytes,
-                   result: bytes, *, value: int) -> None:  # fmt: skip
-        self._check_round(rnd, PHASE_ATTEST, time)
-        if self.status.get(sender) != STATUS_ACTIVE:
-            raise TransactionReverted("not a member")
-        if self.first_round[sender] > rnd:
-            raise TransactionReverted("joined during this round")
-        st = self.rounds[rnd]
-        pair = _pair(model, result)
-        previous = st.attestations.get(sender)
-        stake = self.stake[sender]
-        if previous == pair:
-            raise TransactionReverted("already attested")
-        if previous is not None:
-            st.tally[previous] -= stake
-            self._deactivate(sender)
-            self.status[sender] = STATUS_SLASHED
-            self.stake[sender] = 0
-            self.total_slashed += stake
-            emit(Equivocated, round=rnd, member=sender, model_digest=bytes(model),
-                 result_digest=bytes(result))  # fmt: skip
-            emit(Slashed, member=sender, amount=stake, treasury=self.rules.treasury)
+    def _fail_unfinalized(self, rnd: int, emit: Any) -> None:
+        if rnd == 0:
             return
-        st.attestations[sender] = pair
-        st.tally[pair] = st.tally.get(pair, 0) + stake
-        emit(Attested, round=rnd, member=sender, model_digest=bytes(model),
-             result_digest=bytes(result), stake=stake)  # fmt: skip
-        if st.tally[pair] >= self._quorum(rnd):
-            st.status, st.model, st.result = 1, bytes(model), bytes(result)
-            emit(Finalized, round=rnd, model_digest=bytes(model), result_digest=bytes(result))
-            self._start_round(rnd + 1, time, emit)
+        if self.outcome(rnd) == _OPEN:
+            self.outcomes[rnd] = _FAILED
+            emit(Skipped, round=rnd)
 
-    def _do_skip(self, sender: str, time: int, emit: Any, rnd: int, *, value: int) -> None:
-        if rnd != self.current_round or rnd == 0:
+    def _advance(self, rnd: int, time: int, emit: Any) -> None:
+        current = self.current_round
+        if rnd == current:
+            return
+        if current == 0:
+            raise TransactionReverted("not started")
+        if rnd != current + 1:
             raise TransactionReverted("not the current round")
-        if self.phase(rnd, time) != PHASE_FAILED:
-            raise TransactionReverted("round not expired")
-        self.rounds[rnd].status = 2
-        emit(Skipped, round=rnd)
-        self._start_round(rnd + 1, time, emit)
+        if rnd > self.rules.max_rounds + 1:
+            raise TransactionReverted("task is over")
+        if time < self.closes_at(self.word(current)):
+            raise TransactionReverted("current round still open")
+        self._fail_unfinalized(current - 1, emit)
+        self._open(rnd, time, emit)
+
+    def _do_close(self, sender: str, time: int, emit: Any, *, value: int) -> None:
+        current = self.current_round
+        if current == 0:
+            raise TransactionReverted("not started")
+        if time < self.closes_at(self.word(current)):
+            raise TransactionReverted("current round still open")
+        if not (current > 1 and self.outcome(current - 1) == _OPEN):
+            raise TransactionReverted("nothing to close")
+        self._fail_unfinalized(current - 1, emit)
+
+    def _do_submit(
+        self,
+        sender: str,
+        time: int,
+        emit: Any,
+        rnd: int,
+        pairs: Sequence[tuple[bytes, bytes]],
+        entries: Sequence[tuple[bytes, int, int, int, int]],
+        contributors: Sequence[str],
+        scores: Sequence[int],
+        *,
+        value: int,
+    ) -> None:
+        self._advance(rnd, time, emit)
+        st = self.word(rnd)
+        if not time < self.closes_at(st):
+            raise TransactionReverted("round closed")
+        assert st is not None
+        previous = rnd - 1
+        prev_open = previous != 0 and self.outcome(previous) == _OPEN
+        tally = self.tallies.setdefault(previous, {})
+        hashes: list[bytes] = []
+        sums: list[int] = []
+        first: list[int] = []  # a pair listed twice counts in one sum: its first position's
+        for model, result in pairs:
+            h = pair_hash(bytes(model), bytes(result))
+            at = hashes.index(h) if h in hashes else len(hashes)
+            first.append(at)
+            hashes.append(h)
+            sums.append(tally.get(h, 0) if prev_open and at == len(sums) else 0)
+        quorum = self.quorum_stake(previous) if prev_open else 0
+        for update, examples, index, r, vs in entries:
+            if index >= len(pairs):
+                raise TransactionReverted("pair index out of range")
+            model, result = bytes(pairs[index][0]), bytes(pairs[index][1])
+            update = bytes(update)
+            signer = self._signer(rnd, update, examples, model, result, r, vs)
+            rec = self.record(signer)
+            if rec.status != STATUS_ACTIVE:
+                raise TransactionReverted("signer is not a member")
+            if rec.first_round > rnd:
+                raise TransactionReverted("signer joined during this round")
+            if rec.last_round == rnd:
+                continue
+            if update == ZERO32:
+                if examples != 0:
+                    raise TransactionReverted("examples without an update")
+            else:
+                if rnd > self.rules.max_rounds:
+                    raise TransactionReverted("no updates after the last round")
+                if not 0 < examples <= MAX_EXAMPLES:
+                    raise TransactionReverted("examples not in [1, 2**64)")
+            rec.last_round = rnd
+            self.records[signer] = rec
+            st.count += 1
+            st.submitted += rec.stake
+            emit(Submitted, round=rnd, member=signer, update=update, examples=examples,
+                 model=model, result=result, r=r, vs=vs)  # fmt: skip
+            if prev_open and rec.first_round <= previous and model != ZERO32:
+                at = first[index]
+                sums[at] += rec.stake
+                if sums[at] >= quorum:
+                    prev_open = False
+                    self._finalize(previous, model, result, sums[at], emit)
+        if prev_open:  # a batch that did not finalize round - 1 keeps its counts
+            for i, (model, _) in enumerate(pairs):
+                if sums[i] != 0 and bytes(model) != ZERO32:
+                    tally[hashes[i]] = sums[i]
+        if st.closed_at == 0 and st.count == st.members:
+            st.closed_at = time
+            emit(Closed, round=rnd)
+        if st.quorum_at == 0 and st.submitted >= self.quorum_stake(rnd):
+            st.quorum_at = time
+            if st.closed_at == 0:
+                emit(Quorate, round=rnd)
+        if len(contributors) > 0 and previous != 0:
+            self._distribute(previous, contributors, scores, False, emit)
+
+    def _finalize(self, rnd: int, model: bytes, result: bytes, stake: int, emit: Any) -> None:
+        st = self.rounds[rnd]
+        self.outcomes[rnd] = _FINALIZED
+        st.model, st.result = model, result
+        emit(Finalized, round=rnd, model_digest=model, result_digest=result, stake=stake)
 
     def _do_distribute(self, sender: str, time: int, emit: Any, rnd: int,
                        contributors: Sequence[str], scores: Sequence[int], *,
                        value: int) -> None:  # fmt: skip
-        st = self.rounds.get(rnd)
-        if st is None or st.status != 1:
-            raise TransactionReverted("round not finalized")
-        if st.distributed:
-            raise TransactionReverted("already distributed")
-        if len(contributors) != len(scores):
-            raise TransactionReverted("length mismatch")
-        if result_digest(contributors, scores) != st.result:
-            raise TransactionReverted("result digest mismatch")
+        self._distribute(rnd, contributors, scores, True, emit)
+
+    def _distribute(self, rnd: int, contributors: Sequence[str], scores: Sequence[int],
+                    strict: bool, emit: Any) -> None:  # fmt: skip
+        st = self.word(rnd)
+        if st is None or self.outcome(rnd) != _FINALIZED or st.distributed:
+            if strict:
+                raise TransactionReverted("round not finalized, or already distributed")
+            return
+        if len(contributors) != len(scores) or result_digest(contributors, scores) != st.result:
+            if strict:
+                raise TransactionReverted("result digest mismatch")
+            return
         previous = 0
-        for c in contributors:
+        for c, score in zip(contributors, scores, strict=True):
             position = int(_key(c), 16)
             if position <= previous:
-                raise TransactionReverted("contributors not strictly increasing")
+                if strict:
+                    raise TransactionReverted("contributors not strictly increasing")
+                return
             previous = position
-            if _key(c) not in st.reveals:
-                raise TransactionReverted("contributor did not reveal")
-        st.distributed = True
+            if score > MAX_SCORE:
+                if strict:
+                    raise TransactionReverted("score above 2**128 - 1")
+                return
         total = sum(scores)
+        st.distributed = True
         minted = 0
         if total > 0:
             for c, score in zip(contributors, scores, strict=True):
                 if score == 0:
                     continue
-                self.selections_of[_key(c)] = self.selections_of.get(_key(c), 0) + 1
-                emit(Selected, round=rnd, contributor=_key(c), score=score)
                 amount = self.rules.reward_per_round * score // total
-                if amount == 0 or self.status.get(_key(c)) == STATUS_SLASHED:
-                    continue
-                minted += amount
-                self.tokens[_key(c)] = self.tokens.get(_key(c), 0) + amount
-                emit(Rewarded, round=rnd, contributor=_key(c), amount=amount)
-        self.total_minted += minted
-        emit(Distributed, round=rnd, total=minted)
+                rec = self.record(c)
+                if rec.status == STATUS_SLASHED:
+                    amount = 0
+                if amount > 0:
+                    rec.earned += amount
+                    self.records[_key(c)] = rec
+                    minted += amount
+        self.total_earned += minted
+        named = tuple(_key(c) for c in contributors)
+        emit(Distributed, round=rnd, total=minted, contributors=named, scores=tuple(scores))
+
+    def _do_claim(self, sender: str, time: int, emit: Any, account: str, *, value: int) -> None:
+        account = _key(account)
+        rec = self.record(account)
+        if rec.status == STATUS_SLASHED:
+            raise TransactionReverted("slashed")
+        amount = rec.earned - self.claimed.get(account, 0)
+        if not amount > 0:
+            raise TransactionReverted("nothing to claim")
+        self.claimed[account] = rec.earned
+        self.total_claimed += amount
+        emit(Claimed, member=account, amount=amount)
+        self.tokens[account] = self.tokens.get(account, 0) + amount
+
+    # -- evidence ---------------------------------------------------------------------------
+
+    def _do_slash(self, sender: str, time: int, emit: Any, rnd: int,
+                  a: tuple[bytes, int, bytes, bytes, int, int],
+                  b: tuple[bytes, int, bytes, bytes, int, int], *, value: int) -> None:  # fmt: skip
+        ha = self.message_hash(rnd, bytes(a[0]), a[1], bytes(a[2]), bytes(a[3]))
+        hb = self.message_hash(rnd, bytes(b[0]), b[1], bytes(b[2]), bytes(b[3]))
+        if ha == hb:
+            raise TransactionReverted("the messages are the same")
+        signer = self._signer(rnd, bytes(a[0]), a[1], bytes(a[2]), bytes(a[3]), a[4], a[5])
+        other = self._signer(rnd, bytes(b[0]), b[1], bytes(b[2]), bytes(b[3]), b[4], b[5])
+        if other != signer:
+            raise TransactionReverted("different signers")
+        rec = self.record(signer)
+        if rec.status not in (STATUS_ACTIVE, STATUS_LEFT):
+            raise TransactionReverted("no stake to slash")
+        if rnd < rec.first_round:
+            raise TransactionReverted("offence before this membership")
+        stake = rec.stake
+        if rec.status == STATUS_ACTIVE:
+            self._deactivate(signer, stake)
+        self.records[signer] = _Record(STATUS_SLASHED, rec.first_round, rec.last_round, 0,
+                                       rec.earned)  # fmt: skip
+        self.withdraw_after[signer] = 0
+        self.total_slashed += stake
+        share = stake * SLASH_SHARE_BPS // BPS
+        emit(Equivocated, round=rnd, member=signer, first=ha, second=hb)
+        emit(Slashed, member=signer, amount=stake, submitter=sender, share=share)
+        if share > 0:
+            self.paid_out[sender] = self.paid_out.get(sender, 0) + share
+        if stake > share:  # the in-memory treasury never refuses a payment: nothing owed
+            treasury = _key(self.rules.treasury)
+            self.paid_out[treasury] = self.paid_out.get(treasury, 0) + stake - share
+
+    def _do_pay_treasury(self, sender: str, time: int, emit: Any, *, value: int) -> None:
+        if self.treasury_owed <= 0:
+            raise TransactionReverted("nothing owed")
+        self.paid_out[_key(self.rules.treasury)] = (
+            self.paid_out.get(_key(self.rules.treasury), 0) + self.treasury_owed
+        )
+        self.treasury_owed = 0
 
     def travel(self, seconds: int) -> None:
         """Test helper: an empty block ``seconds`` later."""
@@ -409,7 +652,7 @@ class MemoryLedger(TaskTransactions):
 
     @property
     def chain_id(self) -> int:
-        return MEMORY_CHAIN_ID
+        return self.task.chain_id
 
     def rules(self) -> TaskRules:
         return self.task.rules
@@ -427,8 +670,8 @@ class MemoryLedger(TaskTransactions):
     def members(self) -> list[Member]:
         t = self.task
         return sorted(
-            (Member(address=a, endpoint=t.endpoint[a], stake=t.stake[a],
-                    first_round=t.first_round[a]) for a in t.active),
+            (Member(address=a, endpoint=t.endpoint[a], stake=t.records[a].stake,
+                    first_round=t.records[a].first_round) for a in t.active),
             key=lambda m: m.address.lower(),
         )  # fmt: skip
 
@@ -436,47 +679,48 @@ class MemoryLedger(TaskTransactions):
         return len(self.task.active)
 
     def status_of(self, account: str) -> int:
-        return self.task.status.get(_key(account), STATUS_NONE)
+        return self.task.record(account).status
 
     def reputation(self, account: str) -> tuple[int, int]:
-        key = _key(account)
-        return self.task.selections_of.get(key, 0), self.task.reveals_of.get(key, 0)
+        """``(selections, updates)`` from the task's events (as the contract ledger)."""
+        from fedledger.ledger.reputation import reputation_from_events
+
+        return reputation_from_events(self.task.log, _key(account))
 
     def current_round(self) -> int:
         return self.task.current_round
 
     def round_clock(self, round: int) -> RoundClock:
-        if round not in self.task.rounds:
-            rules = self.task.rules
-            return RoundClock(start=0, reveal_opens=rules.commit_window,
-                              attest_opens=rules.commit_window + rules.reveal_window,
-                              attest_closes=rules.commit_window + rules.reveal_window
-                              + rules.attest_window)  # fmt: skip
-        return self.task.clock_of(round)
+        return self.task.round_clock(round)
 
     def phase(self, round: int) -> int:
         return self.task.phase(round)
 
+    def earned_of(self, account: str) -> int:
+        return self.task.record(account).earned
+
+    def claimed_of(self, account: str) -> int:
+        return self.task.claimed.get(_key(account), 0)
+
     def model_digest(self, round: int) -> bytes:
-        st = self.task.rounds.get(round)
-        return st.model if st is not None else b"\x00" * 32
+        return self.task.model_digest(round)
 
     def is_reader(self, account: str) -> bool:
         return _key(account) in self.task.readers
 
     def can_download(self, account: str) -> bool:
         policy = self.task.rules.access_policy
-        if policy == 2 or _key(account) in self.task.readers:
+        if policy == ACCESS_PUBLIC or _key(account) in self.task.readers:
             return True
         if self.status_of(account) == STATUS_ACTIVE:
             return True
-        return policy == 1 and self.token_balance(account) > 0
+        return policy == ACCESS_TOKEN_HOLDERS and self.token_balance(account) > 0
 
     def token_balance(self, account: str) -> int:
         return self.task.tokens.get(_key(account), 0)
 
     def token_supply(self) -> int:
-        return self.task.total_minted
+        return self.task.total_claimed
 
     def _send(self, name: str, *args: Any, value: int = 0) -> TxResult:
         return self.task.transact(self._account, name, *args, value=value)

@@ -26,7 +26,7 @@ This module and :mod:`fedledger.ledger.rules` are all that the I/O-free round lo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -34,6 +34,8 @@ from fedledger.ledger.rules import RULE_NAMES
 
 if TYPE_CHECKING:
     from fedledger.ledger.messages import SignedRound
+
+_ZERO32: Final = b"\x00" * 32
 
 __all__ = [
     "EVENT_TYPES",
@@ -58,6 +60,7 @@ __all__ = [
     "TxResult",
     "batch_arguments",
     "message_argument",
+    "round_inputs",
 ]
 
 
@@ -167,6 +170,32 @@ class Submitted(LedgerEvent):
         message = RoundMessage(round=self.round, update=self.update, examples=self.examples,
                                model=self.model, result=self.result)  # fmt: skip
         return SignedRound(message=message, signer=self.member, r=self.r, vs=self.vs)
+
+
+def round_inputs(submitted: Iterable[Submitted], rnd: int) -> dict[str, Submitted]:
+    """The updates round ``rnd`` aggregates, by member: each member's (first) message of the
+    round with an update, except a digest submitted in an earlier round (a replay) or by a
+    lower address in the same round (a copy; the lowest address keeps it). Nodes and the
+    audit apply the same rule: the contract does not keep every digest it saw (that would
+    cost a storage slot per update)."""
+    earlier: set[bytes] = set()
+    mine: dict[str, Submitted] = {}
+    for e in submitted:
+        if e.update == _ZERO32:
+            continue
+        if e.round < rnd:
+            earlier.add(e.update)
+        elif e.round == rnd:
+            mine.setdefault(e.member, e)
+    out: dict[str, Submitted] = {}
+    taken: set[bytes] = set()
+    for member in sorted(mine, key=str.lower):
+        e = mine[member]
+        if e.update in earlier or e.update in taken:
+            continue
+        taken.add(e.update)
+        out[member] = e
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)

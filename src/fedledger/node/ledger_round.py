@@ -59,6 +59,7 @@ from fedledger.ledger.records import (
     Slashed,
     Submitted,
     TaskRules,
+    round_inputs,
 )
 from fedledger.ledger.reputation import round_reputation
 from fedledger.ledger.rules import result_digest, sort_result
@@ -168,6 +169,9 @@ class _Mine:
     aggregating: bool = False
     in_flight: set[str] = field(default_factory=set)
     submitted_at: float | None = None
+    sent: set[str] = field(default_factory=set)
+    """Signers whose messages a batch of this node's carried (mined, or in flight)."""
+    sending: set[str] = field(default_factory=set)
     gas: int = 0
     gas_by_kind: dict[str, int] = field(default_factory=dict)
     distribution_decided: bool = False
@@ -224,6 +228,7 @@ class LedgerRoundNode:
         self.finalized_models: set[str] = set()
         """CIDs of every finalized model seen (served to non-members the policy allows)."""
         self._history: list[LedgerEvent] = []
+        self._submitted: list[Submitted] = []
         for rnd, message in (signed or {}).items():
             m = self._m(rnd)
             m.message = message
@@ -288,6 +293,8 @@ class LedgerRoundNode:
         for e in events:
             if isinstance(e, RoundStarted | Submitted | Distributed):
                 self._history.append(e)
+            if isinstance(e, Submitted):
+                self._submitted.append(e)
             if isinstance(e, Joined):
                 self.active.add(e.member)
                 self.first_rounds[e.member] = e.first_round
@@ -399,6 +406,10 @@ class LedgerRoundNode:
         m.in_flight.discard(kind)
         m.gas_by_kind[kind] = m.gas_by_kind.get(kind, 0) + gas
         m.gas += gas
+        if kind == "submit":
+            if ok:  # its events may come a poll later: do not send them again meanwhile
+                m.sent |= m.sending
+            m.sending = set()
         if not ok:
             m.retry_at = now + RETRY_SECONDS
             if kind == "distribute":
@@ -613,7 +624,7 @@ class LedgerRoundNode:
         elif not (current == rnd - 1 and (rnd == 1 or self.is_closed(rnd - 1, now))):
             return []
         chain = self._chain.get(rnd)
-        on_chain = set(chain.submitted) if chain else set()
+        on_chain = (set(chain.submitted) if chain else set()) | m.sent
         pool = self._pool.get(rnd, {})
         waiting = [s for a, s in sorted(pool.items()) if a not in on_chain]
         if not waiting:
@@ -640,15 +651,16 @@ class LedgerRoundNode:
             _, who, scores = prev.result
         m.in_flight.add("submit")
         m.submitted_at = now
+        m.sending = {s.signer for s in waiting}
         return [Submit(rnd, tuple(waiting), who, scores)]
 
     def _aggregate(self, rnd: int, now: float) -> list[Action]:
         if rnd > self.rounds or not self.is_closed(rnd, now):
             return []
-        c, m = self._chain[rnd], self._m(rnd)
+        m = self._m(rnd)
         if m.result is not None or m.aggregating:
             return []
-        updates = {a: s for a, s in c.submitted.items() if s.update != ZERO32}
+        updates = round_inputs(self._submitted, rnd)
         out: list[Action] = []
         for member, s in sorted(updates.items()):
             if member != self.me:
