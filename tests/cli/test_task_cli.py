@@ -29,7 +29,9 @@ from fedledger.ledger.chain.anvil import (
     start_anvil,
 )
 from fedledger.ledger.contract_ledger import ContractLedger
-from fedledger.ledger.rules import commitment, result_digest, sort_result
+from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
+from fedledger.ledger.records import TxResult
+from fedledger.ledger.rules import result_digest, sort_result
 from tests.support import refusing_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,7 +202,7 @@ def test_start_waits_for_the_members_and_the_right_task_toml(
 
     status = _status(capsys, anvil.url, task)
     assert status["current_round"] == 1
-    assert status["phase"] == "commit"
+    assert status["phase"] == "open"
     members = status["members"]
     assert isinstance(members, list)
     assert [m["address"] for m in members] == [a.account, b.account, c.account]
@@ -211,7 +213,11 @@ def test_start_waits_for_the_members_and_the_right_task_toml(
     assert isinstance(rounds, list)
     assert len(rounds) == 1
     assert rounds[0]["round"] == 1
-    assert rounds[0]["outcome"] == "commit"
+    assert rounds[0]["outcome"] == "open"
+    assert (rounds[0]["messages"], rounds[0]["updates"], rounds[0]["transactions"]) == (0, 0, 0)
+    assert {(m["earned"], m["claimed"], m["updates"], m["selections"]) for m in members} == {
+        (0, 0, 0, 0)
+    }
 
 
 def test_start_with_fewer_members_than_nodes_when_asked(
@@ -228,14 +234,40 @@ def test_start_with_fewer_members_than_nodes_when_asked(
     assert "round 1 started" in out
 
 
-def _commit_and_reveal(members: list[ContractLedger], rnd: int) -> None:
-    """Every member commits to an update of its own, then reveals it: the attest phase opens."""
-    salt = b"\x01" * 32
-    updates = {m.account: hashlib.sha256(f"{m.account}/{rnd}".encode()).digest() for m in members}
-    for m in members:
-        m.commit(rnd, commitment(updates[m.account], m.account, rnd, salt))
-    for m in members:
-        m.reveal(rnd, updates[m.account], cid_from_digest(updates[m.account]), 10, salt)
+_KEYS: dict[str, Identity] = {
+    str(a.address): Identity.from_hex("0x" + bytes(a.key).hex()) for a in mnemonic_accounts(8)
+}
+"""The signing keys of anvil's funded accounts (what each site's node signs its messages with)."""
+
+
+def _message(
+    ledger: ContractLedger,
+    member: str,
+    rnd: int,
+    pair: tuple[bytes, bytes] = (ZERO32, ZERO32),
+    *,
+    update: bool = True,
+) -> SignedRound:
+    """``member``'s signed round message for ``rnd``: its own update (unless ``update=False``),
+    attesting ``pair`` (round ``rnd - 1``'s model and result digests)."""
+    digest = hashlib.sha256(f"{member}/{rnd}".encode()).digest() if update else ZERO32
+    message = RoundMessage(round=rnd, update=digest, examples=10 if update else 0,
+                           model=pair[0], result=pair[1])  # fmt: skip
+    return message.sign(_KEYS[member], ledger.chain_id, ledger.task_address)
+
+
+def _play(
+    members: list[ContractLedger],
+    rnd: int,
+    pair: tuple[bytes, bytes] = (ZERO32, ZERO32),
+    contributors: list[str] | tuple[str, ...] = (),
+    scores: list[int] | tuple[int, ...] = (),
+) -> TxResult:
+    """Every member signs its message for ``rnd`` (gossip, off chain); the first one submits
+    the batch in one transaction, with round ``rnd - 1``'s result to pay if it finalizes."""
+    sender = members[0]
+    messages = [_message(sender, m.account, rnd, pair) for m in members]
+    return sender.submit(rnd, messages, contributors, scores)
 
 
 def test_status_shows_finalized_rounds_and_rewards(
@@ -251,13 +283,12 @@ def test_status_shows_finalized_rounds_and_rewards(
                         "--config", str(config))  # fmt: skip
     assert code == 0, err
 
-    # Round 1: everyone contributes and attests one result; it finalizes and is distributed.
+    # Round 1: everyone's signed update, in one batch (the round closes: all are in). Round 2's
+    # messages attest round 1's model and result: round 1 finalizes and is paid in that call.
     contributors, scores = sort_result([m.account for m in members], [1, 1, 1])
     model1 = hashlib.sha256(b"model 1").digest()
-    _commit_and_reveal(members, 1)
-    for m in members:
-        m.attest(1, model1, result_digest(contributors, scores))
-    members[0].distribute(1, contributors, scores)
+    _play(members, 1)
+    _play(members, 2, (model1, result_digest(contributors, scores)), contributors, scores)
 
     status = _status(capsys, anvil.url, task)
     rounds = status["rounds"]
@@ -267,15 +298,31 @@ def test_status_shows_finalized_rounds_and_rewards(
     assert first["model_digest"] == "0x" + model1.hex()
     assert first["model_cid"] == cid_from_digest(model1)
     assert first["attesters"] == 3
-    assert first["commits"] == 3
-    assert first["reveals"] == 3
+    assert first["messages"] == 3
+    assert first["updates"] == 3
+    assert first["transactions"] == 1
     assert first["rewarded"] == 30 * 10**18 - 30 * 10**18 % 3
     assert status["current_round"] == 2
-    assert status["total_minted"] == status["token_supply"] == first["rewarded"]
-    tokens = {m["address"]: m["tokens"] for m in status["members"]}
-    assert set(tokens.values()) == {10 * 10**18}
-    assert rounds[1]["outcome"] == "commit"  # round 2 started when round 1 finalized
-    assert rounds[1]["model_cid"] is None
+    assert status["total_earned"] == first["rewarded"]
+    assert status["token_supply"] == 0  # earned, not minted until claimed
+    assert status["max_rounds"] == 2
+    by_address = {m["address"]: m for m in status["members"]}
+    for m in members:
+        mine = by_address[m.account]
+        assert (mine["earned"], mine["claimed"], mine["tokens"]) == (10 * 10**18, 0, 0)
+        assert (mine["updates"], mine["selections"]) == (2, 1)
+    second = rounds[1]
+    assert second["outcome"] == "aggregate"  # every message in: closed; round 3 not open yet
+    assert second["model_cid"] is None
+    assert (second["messages"], second["updates"], second["transactions"]) == (3, 3, 1)
+    assert second["rewarded"] is None
+
+    # A claim mints what a member earned.
+    members[0].claim(members[0].account)
+    status = _status(capsys, anvil.url, task)
+    mine = {m["address"]: m for m in status["members"]}[members[0].account]
+    assert mine["claimed"] == mine["tokens"] == mine["earned"] == 10 * 10**18
+    assert status["token_supply"] == 10 * 10**18
 
     # Reading the events from the deployment's first block on gives the same answer.
     code, out, err = _run(capsys, "status", "--rpc", anvil.url, "--task", task, "--json",
@@ -286,7 +333,9 @@ def test_status_shows_finalized_rounds_and_rewards(
     assert code == 0, err
     assert cid_from_digest(model1) in out
     assert "finalized" in out
-    assert "30 tokens minted" in out
+    for column in ("earned", "claimed", "updates", "selected", "messages", "transactions"):
+        assert column in out
+    assert "rewards: 30 tokens earned (token supply 10)" in out
 
 
 def test_status_names_an_equivocator(
@@ -300,10 +349,13 @@ def test_status_names_an_equivocator(
     assert _run(capsys, "task", "start", "--rpc", anvil.url, "--task", task, "--config",
                 str(config))[0] == 0  # fmt: skip
     a, _, c = members
-    _commit_and_reveal(members, 1)
-    model = hashlib.sha256(b"model").digest()
-    c.attest(1, model, b"\x01" * 32)
-    c.attest(1, model, b"\x02" * 32)  # a second, different result: the whole stake goes
+    _play(members, 1)
+    # c also signed another round-1 message (gossiped, never submitted): with the one on
+    # chain it is evidence, and anyone who has both takes c's whole stake.
+    on_chain = _message(a, c.account, 1)
+    other = RoundMessage(round=1, update=hashlib.sha256(b"another update").digest(),
+                         examples=10).sign(_KEYS[c.account], a.chain_id, task)  # fmt: skip
+    a.slash(1, on_chain, other)
 
     status = _status(capsys, anvil.url, task)
     slashes = status["slashes"]
@@ -318,7 +370,8 @@ def test_status_names_an_equivocator(
     assert by_address[c.account]["stake"] == 0
     assert by_address[a.account]["status"] == "active"
     assert status["total_slashed"] == STAKE
-    assert status["rounds"][0]["outcome"] == "attest"
+    assert status["rounds"][0]["outcome"] == "aggregate"
+    assert status["rounds"][0]["messages"] == 3
 
     # The human form: rich tables on stdout, whole addresses.
     code, out, err = _run(capsys, "status", "--rpc", anvil.url, "--task", task)
@@ -329,7 +382,7 @@ def test_status_names_an_equivocator(
     assert c.account in out
     assert "equivocated" in out
     assert "slashed" in out
-    assert "round 1, attest" in out
+    assert "round 1, aggregate" in out
 
 
 def test_allow_lets_accounts_join_an_allowlist_task(

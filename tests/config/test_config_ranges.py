@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from fedledger.cli import main
 from fedledger.config import LedgerConfig, TaskConfig, load_config, toml_value
 from fedledger.config.task import UINT256_MAX
 from fedledger.errors import ConfigError
@@ -102,10 +104,22 @@ CASES = [
     ("ledger", 'min_stake = "1e16"', "ledger.min_stake", "expected int"),
     ("ledger", "quorum = 0.5", "ledger.quorum", "(0.5, 1]"),
     ("ledger", "quorum = nan", "ledger.quorum", "finite"),
-    ("ledger", "commit_window = 0", "ledger.commit_window", ">= 1"),
-    ("ledger", "commit_window = 300.0", "ledger.commit_window", "expected int"),
-    ("ledger", "attest_window = 9999999999999", "ledger.attest_window", "<= 4294967295"),
-    ("ledger", "cooldown = -1", "ledger.cooldown", ">= 0"),
+    ("ledger", "min_stake = 79228162514264337593543950336", "ledger.min_stake",
+     "below 2**96"),
+    ("ledger", "window = 0", "ledger.window", ">= 1"),
+    ("ledger", "window = 300.0", "ledger.window", "expected int"),
+    ("ledger", "window = 604801", "ledger.window", "<= 604800"),
+    ("ledger", "window = true", "ledger.window", "expected int"),
+    ("ledger", "grace = -1", "ledger.grace", ">= 0"),
+    ("ledger", "grace = 5.0", "ledger.grace", "expected int"),
+    ("ledger", "window = 60\ngrace = 61", "ledger.grace", "<= 60"),
+    ("ledger", "grace = 301", "ledger.grace", "<= 300"),
+    ("ledger", "cooldown = -1", "ledger.cooldown", ">= 1"),
+    ("ledger", "cooldown = 0", "ledger.cooldown", ">= 1"),
+    ("ledger", "cooldown = 31536001", "ledger.cooldown", "<= 31536000"),
+    ("ledger", "commit_window = 60", "ledger.commit_window", "ledger v2"),
+    ("ledger", "reveal_window = 60", "ledger.reveal_window", "ledger v2"),
+    ("ledger", "attest_window = 60", "ledger.attest_window", "ledger v2"),
     ("ledger", "allowlist = 0", "ledger.allowlist", "expected bool"),
     ("ledger", 'access = "everyone"', "ledger.access", "unknown policy"),
     ("ledger", "max_participants = 257", "ledger.max_participants", "<= 256"),
@@ -148,17 +162,78 @@ def test_wei_and_tokens_that_are_exact_load(tmp_path: Path) -> None:
     assert cfg.ledger.reward_wei == 25 * 10**17
     big = load_config(_with(tmp_path, "ledger", f"min_stake = {2**63 - 1}"))
     assert big.ledger.min_stake == 2**63 - 1
-    assert LedgerConfig(min_stake=UINT256_MAX).min_stake == UINT256_MAX
-    with pytest.raises(ConfigError, match="must be <= "):
+
+
+def test_a_stake_shares_a_word_with_the_earnings_so_it_stays_below_2_96() -> None:
+    assert LedgerConfig(min_stake=2**96 - 1).min_stake == 2**96 - 1
+    for stake in (2**96, UINT256_MAX):
+        with pytest.raises(ConfigError, match="below 2\\*\\*96") as info:
+            LedgerConfig(min_stake=stake)
+        assert info.value.field == "ledger.min_stake"
+    with pytest.raises(ConfigError, match="must be <= ") as info:
         LedgerConfig(min_stake=UINT256_MAX + 1)
+    assert info.value.field == "ledger.min_stake"
 
 
-def test_the_rewards_of_every_round_must_fit_uint256() -> None:
-    ledger = LedgerConfig(reward_per_round=1e58)  # fits once
-    TaskConfig(rounds=1, ledger=ledger)
+def test_window_grace_and_cooldown_ranges() -> None:
+    assert LedgerConfig(window=1, grace=0, cooldown=1).grace == 0
+    week, year = 7 * 86400, 365 * 86400
+    edge = LedgerConfig(window=week, grace=week, cooldown=year)
+    assert (edge.window, edge.grace, edge.cooldown) == (week, week, year)
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"window": 0}, "ledger.window"),
+        ({"window": week + 1}, "ledger.window"),
+        ({"window": 60, "grace": 61}, "ledger.grace"),  # grace above the window
+        ({"grace": -1}, "ledger.grace"),
+        ({"cooldown": 0}, "ledger.cooldown"),  # the contract needs at least 1 s
+        ({"cooldown": year + 1}, "ledger.cooldown"),
+    ]
+    for kwargs, field in refused:
+        with pytest.raises(ConfigError) as info:
+            LedgerConfig(**kwargs)
+        assert info.value.field == field, kwargs
+
+
+def test_the_rewards_of_every_round_stay_below_2_88() -> None:
+    """rounds x reward_per_round (in wei) is what the task can ever credit: a member's earnings
+    share a storage word with its stake, so the contract refuses 2**88 wei or more."""
+    ledger = LedgerConfig(reward_per_round=1e8)  # 10**26 wei a round; 2**88 is about 3.09e26
+    assert TaskConfig(rounds=3, ledger=ledger).ledger.reward_wei * 3 < 2**88
     with pytest.raises(ConfigError) as info:
-        TaskConfig(rounds=100, ledger=ledger)
+        TaskConfig(rounds=4, ledger=ledger)
     assert info.value.field == "ledger.reward_per_round"
+    assert "2**88" in str(info.value)
+    huge = LedgerConfig(reward_per_round=1e58)  # fits uint256, not even one round's cap
+    with pytest.raises(ConfigError) as info:
+        TaskConfig(rounds=1, ledger=huge)
+    assert info.value.field == "ledger.reward_per_round"
+    TaskConfig(rounds=1, ledger=LedgerConfig(reward_per_round=0.0))  # no reward at all is fine
+
+
+def test_v1_windows_are_refused_with_one_line_naming_window_and_grace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with(tmp_path, "ledger", "commit_window = 60\nreveal_window = 60")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert info.value.field in ("ledger.commit_window", "ledger.reveal_window")
+    assert "\n" not in message
+    assert "ledger v2" in message
+    assert "`window`" in message
+    assert "`grace`" in message
+    # The command line: one line on stderr, no traceback (the file fails before any chain
+    # is asked, so nothing needs to listen at the URL).
+    capsys.readouterr()
+    code = main(["task", "deploy", "--config", str(path), "--rpc", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ledger.commit_window: ledger v2")
+    assert "window" in lines[0]
+    assert "grace" in lines[0]
 
 
 def test_built_in_dataclasses_check_types_too() -> None:
@@ -167,5 +242,8 @@ def test_built_in_dataclasses_check_types_too() -> None:
         TaskConfig(rounds="3")  # type: ignore[arg-type]
     assert info.value.field == "task.rounds"
     with pytest.raises(ConfigError) as info:
-        LedgerConfig(commit_window=True)
-    assert info.value.field == "ledger.commit_window"
+        LedgerConfig(window=True)
+    assert info.value.field == "ledger.window"
+    with pytest.raises(ConfigError) as info:
+        LedgerConfig(grace=2.5)  # type: ignore[arg-type]
+    assert info.value.field == "ledger.grace"

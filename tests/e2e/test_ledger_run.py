@@ -13,12 +13,13 @@ import pytest
 
 from fedledger.audit import audit_run
 from fedledger.cli import main
+from fedledger.commit import cid_from_digest
 from fedledger.config import load_config
 from fedledger.config.overrides import with_overrides
 from fedledger.gossip.blobs import FileBlobStore
 from fedledger.ledger.chain.anvil import find_anvil, install_anvil, start_anvil
 from fedledger.ledger.contract_ledger import ContractLedger
-from fedledger.ledger.records import Revealed
+from fedledger.ledger.records import Submitted
 from fedledger.run.task import run_task
 from fedledger.rundir import JOURNAL_FILE, LEDGER_FILE, LedgerDeployment
 
@@ -54,14 +55,17 @@ def test_run_on_the_embedded_chain_finalizes_every_round_and_pays_rewards(
     rewards = final["rewards"]
     assert len(rewards) == 4
     assert all(v > 0 for v in rewards.values())  # every honest contributor was paid
-    # Each finalized round mints reward_per_round (1000 tokens), up to rounding down.
+    # Each finalized round credits reward_per_round (1000 tokens), up to rounding down; no
+    # token is minted before a member claims.
     assert 3 * 1000 - 1e-9 * 4 <= sum(rewards.values()) <= 3 * 1000
-    assert final["token_supply"] == pytest.approx(sum(rewards.values()))
+    assert final["token_supply"] == 0
     for r in report["rounds"]:
         assert r["finalized"] is True
-        # commit + reveal + attest (the finalizing attest also starts the next round).
-        assert 150_000 < r["gas_per_node"] < 400_000
-        assert set(r["gas_per_node_by_kind"]) >= {"commit", "reveal", "attest"}
+        # One batch a round: every member's update and attestation of the round before (the
+        # last round's gas includes its attestations' batch).
+        assert r["transactions"] == 1
+        assert 10_000 < r["gas_per_node"] < 150_000
+        assert set(r["gas_per_node_by_kind"]) == {"submit"}
     assert final["gas_per_node_per_round"] == pytest.approx(
         sum(r["gas_per_node"] for r in report["rounds"]) / 3
     )
@@ -92,12 +96,13 @@ def test_audit_cli_fails_on_a_tampered_blob_naming_round_and_check(
 
     run = tmp_path / "run"
     shutil.copytree(embedded_run, run)
-    chain_events = _revealed(run)
+    chain_events = _submitted(run)
     victim = next(e for e in chain_events if e.round == 2)
+    cid = cid_from_digest(victim.update)
     for store_dir in run.glob("node-*/state/blobs"):
         store = FileBlobStore(store_dir, durable=False)
-        if store.has(victim.cid):
-            path = store._path(victim.cid)
+        if store.has(cid):
+            path = store._path(cid)
             data = bytearray(path.read_bytes())
             data[-1] ^= 0x01
             path.write_bytes(bytes(data))
@@ -109,13 +114,14 @@ def test_audit_cli_fails_on_a_tampered_blob_naming_round_and_check(
     assert any(f.startswith("round 2: blobs:") and victim.member in f for f in verdict["failures"])
 
 
-def _revealed(run: Path) -> list[Revealed]:
+def _submitted(run: Path) -> list[Submitted]:
     from fedledger.ledger.chain import EmbeddedChain
 
     deployment = LedgerDeployment.read(run)
     chain = EmbeddedChain.replay(run / JOURNAL_FILE)
     ledger = ContractLedger(chain, deployment.task, None)
-    return [e for e in ledger.events(deployment.first_block) if isinstance(e, Revealed)]
+    return [e for e in ledger.events(deployment.first_block)
+            if isinstance(e, Submitted) and any(e.update)]  # fmt: skip
 
 
 def test_audit_cli_needs_a_run_or_an_rpc(capsys: pytest.CaptureFixture[str]) -> None:
@@ -172,9 +178,7 @@ def test_free_riders_earn_nothing_and_the_audit_verifies_the_attacked_run(tmp_pa
 
 
 def _attacked(tmp: Path, attack: str, **ledger: Any) -> tuple[dict[str, Any], str, list[str]]:
-    """A 4-node, 3-round run on the embedded chain with one attacker (short windows: an
-    attacker that never reveals or never serves makes honest nodes wait them out; not too
-    short, or a loaded machine makes honest nodes miss them too)."""
+    """A 4-node, 3-round run on the embedded chain with one attacker."""
     task = replace(load_config(DIGITS), nodes=4, rounds=3)
     task = replace(task, ledger=replace(task.ledger, **ledger))
     report = run_task(task, out=tmp, transport="memory", chain="embedded", timeout=300,
@@ -194,32 +198,27 @@ def _honest_paid(report: dict[str, Any], honest: list[str]) -> None:
 
 @pytest.mark.slow  # about 30 s on 2 idle cores
 def test_copiers_earn_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # Round 1: nothing revealed yet to copy, so the copier sends the base model back (rejected
-    # as free-riding); later rounds: it replays an update revealed in the round before, and the
-    # contract refuses the reveal ("update already revealed").
+    # An update is served only once its round closed, so the copier can copy nothing in time:
+    # in round 1 it sends the base model back (rejected as free-riding); later it replays an
+    # update submitted the round before, whose digest is then no input (round_inputs).
     caplog.set_level(logging.INFO, logger="fedledger")
-    report, copier, honest = _attacked(tmp_path, "copy", reveal_window=12)
+    report, copier, honest = _attacked(tmp_path, "copy")
     assert report["final"]["rewards"][copier] == 0
     _honest_paid(report, honest)
-    refused = [r for r in caplog.records if "reveal reverted: update already revealed" in r.message]
-    # (A round in which the copier adopted the finalized model before aggregating leaves it
-    # nothing to copy next round: it sends the base model again, rejected as free-riding.)
-    assert refused
 
 
 @pytest.mark.slow  # about 30 s on 2 idle cores
 def test_blob_withholders_earn_nothing(tmp_path: Path) -> None:
-    # Its commitment and reveal are on chain, but nobody can fetch the blob: the honest nodes
-    # aggregate without it once `patience` of the attest window passed.
-    report, withholder, honest = _attacked(tmp_path, "withhold", attest_window=12)
+    # Its signed digest is on chain, but nobody can fetch the blob: the honest nodes aggregate
+    # without it `patience` (the task's grace, at least 1 s) after the round closed.
+    report, withholder, honest = _attacked(tmp_path, "withhold")
     assert report["final"]["rewards"][withholder] == 0
     _honest_paid(report, honest)
 
 
 def test_equivocators_are_slashed(tmp_path: Path) -> None:
-    # It signs two different results as soon as a round's attest phase opens; the contract
-    # takes its whole stake, and it earns nothing from then on (if the honest quorum finalized
-    # round 1 before it could equivocate, it kept round 1's reward, less than any honest node).
+    # It signs a second, different message for a round: the honest nodes that see both submit
+    # them as evidence, the contract takes its whole stake, and it earns nothing from then on.
     report, equivocator, honest = _attacked(tmp_path, "equivocate")
     final = report["final"]
     assert final["slashed"] == [equivocator]

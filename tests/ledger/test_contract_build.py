@@ -12,6 +12,8 @@ import pytest
 import vyper
 from eth_abi.abi import encode as abi_encode
 
+from fedledger.errors import MessageError
+from fedledger.gossip.identity import Identity
 from fedledger.ledger import artifacts
 from fedledger.ledger.artifacts import (
     BUILD_DIR,
@@ -21,7 +23,15 @@ from fedledger.ledger.artifacts import (
     compile_contract,
     load_artifact,
 )
-from fedledger.ledger.rules import PHASE_COMMIT, commitment, result_digest, sort_result
+from fedledger.ledger.messages import RoundMessage
+from fedledger.ledger.records import EVENT_TYPES, batch_arguments, message_argument
+from fedledger.ledger.rules import (
+    PHASE_AGGREGATE,
+    PHASE_FINALIZED,
+    PHASE_OPEN,
+    result_digest,
+    sort_result,
+)
 
 ETHER = 10**18
 
@@ -67,26 +77,41 @@ def test_unknown_contract_is_rejected() -> None:
 
 
 def test_artifact_abi_has_the_task_interface() -> None:
-    names = {e["name"] for e in load_artifact("Task")["abi"] if "name" in e}
-    expected = {
-        "join", "leave", "withdraw", "allow", "disallow", "start", "commit", "reveal",
-        "attest", "skip", "distribute", "members", "endpoint_of", "stake_of", "active_stake",
-        "current_round", "phase", "can_download", "owner", "transfer_ownership",
-        "Joined", "Left", "Withdrawn", "Committed", "Revealed", "Attested", "Equivocated",
-        "Slashed", "Finalized", "Skipped", "Rewarded", "Distributed", "RoundStarted",
+    abi = load_artifact("Task")["abi"]
+    names = {e["name"] for e in abi if "name" in e}
+    functions = {
+        "join", "leave", "withdraw", "allow", "disallow", "grant_reader", "revoke_reader",
+        "start", "submit", "close", "distribute", "claim", "slash", "pay_treasury", "members",
+        "member_count", "endpoint_of", "stake_of", "earned_of", "claimed_of", "last_round_of",
+        "active_stake", "current_round", "phase", "closes_at", "round_start", "message_hash",
+        "model_digest", "result_digest", "window", "grace", "cooldown", "max_rounds",
+        "reward_per_round", "total_earned", "total_claimed", "treasury_owed", "can_download",
+        "owner", "transfer_ownership", "eip712Domain",
     }  # fmt: skip
-    assert expected <= names
+    events = {
+        "Configured", "Joined", "Left", "Withdrawn", "RoundStarted", "Submitted", "Quorate",
+        "Closed", "Finalized", "Skipped", "Distributed", "Equivocated", "Slashed", "Claimed",
+    }  # fmt: skip
+    assert functions <= {e["name"] for e in abi if e.get("type") == "function"}
+    assert events <= {e["name"] for e in abi if e.get("type") == "event"}
+    assert set(EVENT_TYPES) <= events  # every event a ledger decodes is the contract's
+    # Ledger v1's commit-reveal-attest calls and their events are gone.
+    gone = {"commit", "reveal", "attest", "skip", "Committed", "Revealed", "Attested",
+            "Rewarded", "commit_window", "reveal_window", "attest_window"}  # fmt: skip
+    assert not gone & names
     token = {e["name"] for e in load_artifact("RewardToken")["abi"] if "name" in e}
     assert {"mint", "set_minter", "is_minter", "totalSupply", "balanceOf", "permit"} <= token
 
 
-def test_result_digest_rejects_mismatched_lengths() -> None:
+def test_result_digest_and_messages_reject_malformed_input() -> None:
     with pytest.raises(ValueError, match="length"):
         result_digest(["0x" + "11" * 20], [])
     with pytest.raises(ValueError, match="length"):
         sort_result(["0x" + "11" * 20], [])
-    with pytest.raises(ValueError, match="32 bytes"):
-        commitment(b"short", "0x" + "11" * 20, 1, b"\x00" * 32)
+    with pytest.raises(MessageError, match="32 bytes"):
+        RoundMessage(round=1, update=b"short", examples=1)
+    with pytest.raises(MessageError, match="needs examples"):
+        RoundMessage(round=1, update=b"\x05" * 32, examples=0)
 
 
 def test_main_rebuilds_every_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,24 +140,75 @@ def test_artifacts_deploy_and_run_a_round() -> None:
         ["fedledger reward", "FLR", 18, "fedledger reward", "1"],
     )
     treasury = boa.env.generate_address()
+    # window 60 s, grace 10 s, 2 rounds, 8 participants, 10 tokens a round, cooldown 10 s.
     task = _deploy(
         "Task",
         ["address", "uint8", "bytes32", "bytes32", "uint16", "uint256", "uint256", "uint256",
          "uint256", "uint16", "bool", "uint256", "uint8", "uint256", "address", "bytes"],
-        [token.address, 1, b"\x01" * 32, hashlib.sha256(b"{}").digest(), 6000, ETHER, 60, 60,
-         60, 8, False, 10 * ETHER, 0, 10, treasury, b"{}"],
+        [token.address, 1, b"\x01" * 32, hashlib.sha256(b"{}").digest(), 6000, ETHER, 60, 10,
+         2, 8, False, 10 * ETHER, 0, 10, treasury, b"{}"],
     )  # fmt: skip
     token.set_minter(task.address, True)
-    node = boa.env.generate_address()
+    identity = Identity.from_hex("0x" + "42" * 32)
+    node = identity.address
     boa.env.set_balance(node, 10 * ETHER)
     task.join("127.0.0.1:7000", sender=node, value=ETHER)
     task.start()
-    assert task.phase(1) == PHASE_COMMIT
-    # The only member: its commit closes the commit phase, its reveal the reveal phase.
-    task.commit(1, commitment(b"\x05" * 32, node, 1, b"\x06" * 32), sender=node)
-    task.reveal(1, b"\x05" * 32, "bafk", 10, b"\x06" * 32, sender=node)
+    assert task.phase(1) == PHASE_OPEN
+    chain_id = task.eip712Domain()[3]
+
+    def submit(rnd: int, message: RoundMessage, contributors: Any = (), scores: Any = ()) -> None:
+        signed = message.sign(identity, chain_id, task.address)
+        assert signed.verify(chain_id, task.address)
+        m = signed.message
+        # The digest signed off chain is the contract's own.
+        assert task.message_hash(rnd, m.update, m.examples, m.model, m.result) == m.digest(
+            chain_id, task.address
+        )
+        pairs, entries = batch_arguments([signed])
+        task.submit(rnd, pairs, entries, list(contributors), list(scores), sender=node)
+
+    # Round 1: the only member's signed update closes the round at once.
+    submit(1, RoundMessage(round=1, update=b"\x05" * 32, examples=10))
+    assert task.message_count(1) == 1
+    assert task.last_round_of(node) == 1
+    assert task.phase(1) == PHASE_AGGREGATE
+    boa.env.time_travel(seconds=1)
+    # Round 2's message attests round 1's (model, result): the whole stake finalizes it, and
+    # the same call pays its rewards.
     contributors, scores = sort_result([node], [1])
-    task.attest(1, b"\x07" * 32, result_digest(contributors, scores), sender=node)
+    result = result_digest(contributors, scores)
+    message = RoundMessage(round=2, update=b"\x06" * 32, examples=10, model=b"\x07" * 32,
+                           result=result)  # fmt: skip
+    submit(2, message, contributors, scores)
     assert task.current_round() == 2
-    task.distribute(1, contributors, scores)
-    assert token.balanceOf(node) == token.totalSupply() == 10 * ETHER
+    assert task.phase(1) == PHASE_FINALIZED
+    assert task.model_digest(1) == b"\x07" * 32
+    assert task.distributed(1)
+    assert task.earned_of(node) == task.total_earned() == 10 * ETHER
+    # Round 3 (max_rounds + 1) carries attestations only: it finalizes round 2.
+    boa.env.time_travel(seconds=1)
+    attestation = RoundMessage(round=3, model=b"\x08" * 32, result=result)
+    submit(3, attestation)
+    assert task.phase(2) == PHASE_FINALIZED
+    task.distribute(2, contributors, scores)
+    assert task.earned_of(node) == 20 * ETHER
+    assert token.totalSupply() == 0  # earned, not minted until claimed
+    task.claim(node)
+    assert token.balanceOf(node) == token.totalSupply() == task.claimed_of(node) == 20 * ETHER
+    assert task.total_claimed() == 20 * ETHER
+    with boa.reverts("nothing to claim"):
+        task.claim(node)
+
+    # Two different signed messages for one round are evidence: the stake goes, a tenth of it
+    # to whoever brings them.
+    a = attestation.sign(identity, chain_id, task.address)
+    b = RoundMessage(round=3, model=b"\x09" * 32, result=result).sign(
+        identity, chain_id, task.address
+    )
+    witness = boa.env.generate_address()
+    task.slash(3, message_argument(a), message_argument(b), sender=witness)
+    assert task.status_of(node) == 3
+    assert task.total_slashed() == ETHER
+    assert boa.env.get_balance(witness) == ETHER // 10
+    assert boa.env.get_balance(treasury) == ETHER - ETHER // 10

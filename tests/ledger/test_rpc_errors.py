@@ -15,10 +15,12 @@ import pytest
 import requests
 
 from fedledger.errors import ChainUnavailable, ConfigError
+from fedledger.gossip.identity import Identity
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import RpcChain
 from fedledger.ledger.chain.anvil import start_anvil
 from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
+from fedledger.ledger.messages import RoundMessage
 from tests.support import refusing_port, wait_until
 
 from .test_chain_suite import anvil_binary, raised_by
@@ -73,10 +75,14 @@ def test_every_method_of_a_stopped_chain_is_chain_unavailable() -> None:
         task = ledger.contract
         receipt = chain.transact(task.functions.start(), sender=owner)
         assert ledger.current_round() == 1
+        chain_id = ledger.chain_id
         abi = task.abi
     finally:
         node.stop()
     token = load_artifact("RewardToken")
+    # A member's signed round message (signing needs no chain; submitting it does).
+    member = Identity.from_hex("0x" + bytes(other.key).hex())
+    message = RoundMessage(round=1, update=b"\x01" * 32, examples=1).sign(member, chain_id, address)
     calls: dict[str, Callable[[], object]] = {
         "block_number": chain.block_number,
         "block_timestamp": lambda: chain.block_timestamp(receipt.block),
@@ -98,7 +104,8 @@ def test_every_method_of_a_stopped_chain_is_chain_unavailable() -> None:
         "ledger.events": lambda: ledger.events(0),
         "ledger.members": ledger.members,
         "ledger.phase": lambda: ledger.phase(1),
-        "ledger.commit": lambda: ledger.commit(1, b"\x01" * 32),
+        "ledger.submit": lambda: ledger.submit(1, [message]),
+        "ledger.claim": lambda: ledger.claim(other.address),
     }
     raised = {name: raised_by(call) for name, call in calls.items()}
     assert {name: type(e) for name, e in raised.items()} == dict.fromkeys(calls, ChainUnavailable)

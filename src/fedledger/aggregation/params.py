@@ -122,12 +122,12 @@ _PARAMS = (
     RuleParam(name="nnm", kind="bool", rules=None, except_rules=("fedavg",), default=False,
               doc="nearest-neighbour mixing before the rule"),
     RuleParam(name="min_reputation", kind="real", rules=None, low=0.0, high=1.0,
-              doc="reject authors selected in fewer than this share of their reveals"),
+              doc="reject authors selected in fewer than this share of their updates"),
     RuleParam(name="reputation_after", kind="int", rules=None, low=1, default=3,
               requires="min_reputation",
-              doc="reveals before min_reputation applies to an author"),
+              doc="updates before min_reputation applies to an author"),
     RuleParam(name="reputation_rewards", kind="bool", rules=None, default=False,
-              doc="weight scores by (1 + selections) / (1 + reveals)"),
+              doc="weight scores by (1 + selections) / (1 + updates)"),
 )  # fmt: skip
 
 RULE_PARAMS: Mapping[str, RuleParam] = {p.name: p for p in _PARAMS}

@@ -510,12 +510,12 @@ def aggregate(
     (:func:`nearest_neighbour_mixing`); the rule then runs on the mixed inputs, and each
     input's score is the sum of the scores of the mixed inputs it went into.
 
-    ``reputation``: for each input, its author's ``(selections, reveals)`` from the ledger
+    ``reputation``: for each input, its author's ``(selections, updates)`` from the ledger
     (the rounds it was paid for, and the rounds it revealed an update in, before this round;
     :mod:`fedledger.ledger.reputation`). With ``params["min_reputation"] = p`` (any rule), an
     input whose author revealed at least ``reputation_after`` times (default 3) and was
     selected in fewer than ``p`` of them is rejected. With ``params["reputation_rewards"] =
-    True``, each kept input's score is weighted by ``(1 + selections) / (1 + reveals)``: at
+    True``, each kept input's score is weighted by ``(1 + selections) / (1 + updates)``: at
     equal contribution, a record of being selected earns more.
     """
     info = RULES.get(rule)
@@ -529,7 +529,7 @@ def aggregate(
     if (min_rep is not None or rep_rewards) and (
         reputation is None or len(reputation) != len(updates)
     ):
-        raise AggregationError("reputation rules need one (selections, reveals) per update")
+        raise AggregationError("reputation rules need one (selections, updates) per update")
     nnm = kwargs.pop("nnm", False)
     if not isinstance(nnm, bool):
         raise AggregationError(f"nnm must be true or false, got {nnm!r}")
@@ -590,7 +590,7 @@ def _low_reputation(
 def _reputation_weighted(
     result: AggregationResult, reputation: Sequence[tuple[int, int]]
 ) -> AggregationResult:
-    """Scores times ``(1 + selections) / (1 + reveals)``, exactly, apportioned again."""
+    """Scores times ``(1 + selections) / (1 + updates)``, exactly, apportioned again."""
     den = math.lcm(*(1 + rev for _, rev in reputation))
     weights = [
         score * (1 + sel) * (den // (1 + rev))

@@ -5,8 +5,8 @@ then publishes :meth:`Attack.poison` of its update instead of the update itself.
 omniscient attacks (ALIE, IPM, min-max) need the benign updates the attackers know: colluding
 attackers in one process share theirs through a :class:`Collusion` board (each posts its
 benign update and waits for the others'), so they attack with the "partial knowledge" of
-their own benign updates -- all they can know under commit-reveal, where honest updates are
-revealed only after every commitment.
+their own benign updates -- all they can know on a ledger, where an honest update is served
+only once its round closed (every message in).
 
 ALIE and IPM are *adaptive* when the attacker knows the task's aggregation rule (it is public:
 on chain, or in the task file): the attackers simulate the round with the updates they know
@@ -50,8 +50,8 @@ DATA_ATTACKS = ("label_flip", "backdoor")
 PROTOCOL_ATTACKS = ("copy", "withhold", "equivocate", "sybil")
 """Attacks on the ledger protocol (they need ``--chain``):
 
-* ``copy``: publish a copy of another node's update instead of training -- under commit-reveal
-  only an earlier round's can be known before committing (a revealed one);
+* ``copy``: publish a copy of another node's update instead of training -- on a ledger only an
+  earlier round's can be known in time (updates are served once their round closed);
 * ``withhold``: commit and reveal an honest update, but serve its blob to nobody;
 * ``equivocate``: attest a second, different result after the first;
 * ``sybil``: join with less than the task's minimum stake."""
@@ -73,7 +73,8 @@ class Collusion:
     With ``omniscient`` the attackers also see every honest node's update of the round before
     publishing their own (honest nodes :meth:`observe` theirs): possible without a ledger,
     where updates are announced before anyone aggregates and an attacker can simply wait.
-    Otherwise (commit-reveal) they know only their own benign updates."""
+    On a ledger (updates served once their round closed) they know only their own benign
+    updates."""
 
     def __init__(self, attackers: int, *, nodes: int = 0, omniscient: bool = False) -> None:
         self.attackers = attackers

@@ -4,8 +4,9 @@ Every attack returns the parameter list a Byzantine node publishes instead of it
 update. They work on *deltas*: ``delta = update - base``, where ``base`` is the round's common
 model. Omniscient attacks (ALIE, IPM, min-max) take ``benign``: the benign updates the attackers
 know. Without a ledger, colluding attackers can wait for the honest announcements of a round;
-under commit-reveal they cannot, and must use their own benign updates (each attacker trains
-honestly first) -- the runner decides which; these functions only compute.
+on a ledger (updates served once their round closed) they cannot, and must use their own
+benign updates (each attacker trains honestly first) -- the runner decides which; these
+functions only compute.
 
 References:
 

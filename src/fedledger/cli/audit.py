@@ -67,7 +67,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="replay a task from its chain, fetch its blobs and recompute every round",
         description="Check that a task's training followed its rules: signatures, "
-        "commitments, blobs, quorum, the aggregate of every round, scores and rewards. With "
+        "message signatures and phases, blobs, quorum, exclusions, the aggregate of every "
+        "round, scores and rewards. With "
         "--rpc and --task, it needs nothing else: the configuration is read from the chain and "
         "the blobs are fetched from the task's members (with --key, a key the owner granted "
         "read access, unless the task's access is public). Prints a verdict per round; exits "

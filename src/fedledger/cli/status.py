@@ -96,7 +96,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="a deployed task's members, rounds, rewards and slashes",
         description="Read a task from its chain: members (address, status, stake, endpoint), "
         "the current round and its phase, every round's outcome (finalized with the model's "
-        "CID and its attesters, or skipped), rewards and slashes. No key needed.",
+        "CID and its attesters, or failed), rewards and slashes. No key needed.",
     )
     p.add_argument("--rpc", required=True, metavar="URL", help="JSON-RPC URL of the chain")
     p.add_argument("--task", required=True, metavar="ADDRESS", help="the Task's address")

@@ -77,16 +77,19 @@ PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
 UINT256_MAX = 2**256 - 1
 """The largest wei amount the contracts can hold."""
 MAX_SECONDS = 2**32 - 1
+"""The longest duration in seconds a setting may give (about 136 years)."""
 MAX_WINDOW = 7 * 86400
 """The longest round window the Task contract accepts."""
 MAX_COOLDOWN = 365 * 86400
+"""The longest cooldown (the Task contract's bound)."""
 MAX_STAKE = 2**96 - 1
+"""A member's stake shares a storage word with its earnings: at most 2**96 - 1 wei."""
 MAX_MINT = 2**88 - 1
 """The most reward wei a task can credit over all its rounds (rounds x reward per round)."""
 MAX_ROUNDS = 1_000_000
+"""The most rounds a task can have (the Task contract's bound)."""
 _GONE_KEYS = {"commit_window", "reveal_window", "attest_window"}
-"""The longest window or cooldown, in seconds (about 136 years): block time plus it never
-overflows, and every node can wait for it."""
+"""Ledger v1's keys: a configuration that still has them gets a pointer to v2's."""
 MAX_SEED = 2**63 - 1
 
 

@@ -186,8 +186,16 @@ class SignedRound:
     def to_bytes(self) -> bytes:
         """A fixed-size encoding (for gossip): 8 big-endian 32-byte words then the signer."""
         m = self.message
-        words = [m.round.to_bytes(32, "big"), m.update, m.examples.to_bytes(32, "big"), m.model,
-                 m.result, self.r.to_bytes(32, "big"), self.vs.to_bytes(32, "big"), ZERO32]
+        words = [
+            m.round.to_bytes(32, "big"),
+            m.update,
+            m.examples.to_bytes(32, "big"),
+            m.model,
+            m.result,
+            self.r.to_bytes(32, "big"),
+            self.vs.to_bytes(32, "big"),
+            ZERO32,
+        ]
         return b"".join(words) + to_canonical_address(self.signer)  # fmt: skip
 
     @classmethod

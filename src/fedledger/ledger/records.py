@@ -352,9 +352,9 @@ class Ledger(Protocol):
     def status_of(self, account: str) -> int: ...
 
     def reputation(self, account: str) -> tuple[int, int]:
-        """``(selections, reveals)``: in how many distributed rounds ``account`` had a nonzero
-        score (its ``Selected`` events), and how many updates it revealed (its ``Revealed``
-        events), over the task's whole life."""
+        """``(selections, updates)``: in how many paid rounds ``account`` had a nonzero score
+        (``Distributed`` events naming it), and how many updates it submitted (``Submitted``
+        events with an update), over the task's whole life."""
         ...
 
     def current_round(self) -> int: ...

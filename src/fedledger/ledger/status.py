@@ -100,7 +100,7 @@ class MemberStatus:
     """Wei staked now (0 once withdrawn or slashed)."""
     endpoint: str
     first_round: int
-    """The first round it may commit in."""
+    """The first round it may send a message for."""
     tokens: int
     """Its reward token balance (smallest unit)."""
     earned: int

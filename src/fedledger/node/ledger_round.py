@@ -167,6 +167,8 @@ class _Mine:
     signed_at: float = 0.0
     result: tuple[str, tuple[str, ...], tuple[int, ...]] | None = None  # (model, who, scores)
     aggregating: bool = False
+    collecting_since: float | None = None
+    """When this node first found the round closed and began fetching its updates."""
     in_flight: set[str] = field(default_factory=set)
     submitted_at: float | None = None
     sent: set[str] = field(default_factory=set)
@@ -463,7 +465,7 @@ class LedgerRoundNode:
     # -- outcomes ---------------------------------------------------------------------------------
 
     def _outcome(self, rnd: int, now: float) -> str | None:
-        """"finalized", "failed" or None (not known yet)."""
+        """ "finalized", "failed" or None (not known yet)."""
         c = self._chain.get(rnd)
         if c is None:
             return None
@@ -626,7 +628,11 @@ class LedgerRoundNode:
         chain = self._chain.get(rnd)
         on_chain = (set(chain.submitted) if chain else set()) | m.sent
         pool = self._pool.get(rnd, {})
-        waiting = [s for a, s in sorted(pool.items()) if a not in on_chain]
+        # Only messages the contract takes: a signer that left, was slashed or joined during the
+        # round would revert the whole batch.
+        waiting = [s for a, s in sorted(pool.items())
+                   if a not in on_chain and a in self.active
+                   and self.first_rounds.get(a, 1) <= rnd]  # fmt: skip
         if not waiting:
             return []
         eligible = self.eligible(rnd)
@@ -666,9 +672,13 @@ class LedgerRoundNode:
             if member != self.me:
                 out += self._fetch(cid_from_digest(s.update), [member], now)
         have = {a: s for a, s in updates.items() if cid_from_digest(s.update) in self.blobs}
-        clock = self.clock(rnd)
-        assert clock is not None
-        patience_over = now >= clock.closes_at + self.patience
+        if m.collecting_since is None:
+            m.collecting_since = now
+        # Patience counts from this node's first look (a node restarted or late still tries
+        # every blob), and ends only once every missing blob was tried at least once.
+        tried = all(cid_from_digest(s.update) not in self._pending
+                    for a, s in updates.items() if a not in have)  # fmt: skip
+        patience_over = tried and now >= m.collecting_since + self.patience
         base = self.base_for(rnd)
         if base not in self.blobs:
             return out + self._fetch(base, [], now)

@@ -31,7 +31,7 @@ log = logging.getLogger("fedledger.run")
 def collusion_of(configs: Sequence[NodeConfig], *, omniscient: bool) -> Collusion | None:
     """One board for the attackers of this process to share what they know on: without a
     ledger every update is announced before aggregation, so they see the honest ones too
-    (omniscient); under commit-reveal only their own."""
+    (omniscient); when updates are served only after their round closed, only their own."""
     count = sum(1 for c in configs if c.attack is not None)
     if not count:
         return None
@@ -115,7 +115,8 @@ async def run_ledger_in_process(
 
     task = prepare_task(configs[0].task)
     network = MemoryNetwork(seed=configs[0].task.seed)
-    collusion = collusion_of(configs, omniscient=False)  # commit-reveal hides honest updates
+    # On a ledger an honest update is served only once its round closed.
+    collusion = collusion_of(configs, omniscient=False)
     nodes = []
     for cfg in configs:
         identity = Identity.from_seed(cfg.task.seed, cfg.index)

@@ -8,7 +8,7 @@ import json
 import logging
 import subprocess
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,6 +73,7 @@ def run_task(
     audit: bool = True,
     attack: str | None = None,
     attackers: float = 0.0,
+    on_poll: Callable[[dict[int, subprocess.Popen[bytes]]], None] | None = None,
 ) -> Report:
     """``fedledger run``: the whole task on this machine, then report.json in ``out``.
 
@@ -87,7 +88,9 @@ def run_task(
     deploys and funds, by default anvil's first development account on a local development
     chain only; nodes get random keys unless the chain is one: fedledger.keys). With a ledger
     the run directory also gets ``ledger.json``, and the audit runs at the end unless
-    ``audit`` is False.
+    ``audit`` is False. ``on_poll``: called with the node processes (by index) about five
+    times a second in a run of one process per node on a JSON-RPC chain (tests kill and
+    restart nodes with it).
     """
     if transport not in ("grpc", "memory"):
         raise ConfigError(f"unknown transport {transport!r}; known: grpc, memory",
@@ -125,6 +128,7 @@ def run_task(
             task, out=out, task_path=task_path, transport=transport, topology=topology,
             timeouts=timeouts, progress=progress, timeout=timeout, chain=chain,
             deployer_key=deployer_key, audit=audit, attack=attack, attackers=bad,
+            on_poll=on_poll,
         )  # fmt: skip
     if attack is not None:
         add_attack(report, attack=attack, attackers=bad)
@@ -178,6 +182,7 @@ def _run_with_ledger(
     audit: bool,
     attack: str | None = None,
     attackers: Sequence[int] = (),
+    on_poll: Callable[[dict[int, subprocess.Popen[bytes]]], None] | None = None,
 ) -> tuple[Report, list[dict[str, Any]]]:
     backend: Chain
     if chain == "embedded":
@@ -227,9 +232,11 @@ def _run_with_ledger(
         owner_ledger = ContractLedger(backend, deployment.task, owner)
         started = [False]
 
-        def start(_: dict[int, subprocess.Popen[bytes]]) -> None:
+        def start(procs: dict[int, subprocess.Popen[bytes]]) -> None:
             if not started[0]:
                 started[0] = start_when_joined(owner_ledger, joining(configs))
+            if on_poll is not None:
+                on_poll(procs)
 
         summaries = run_processes(configs, progress=progress, timeout=timeout, on_poll=start)
     reader = ContractLedger(backend, deployment.task, None)

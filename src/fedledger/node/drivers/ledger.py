@@ -213,10 +213,10 @@ class LedgerDriver:
         self.act(self.logic.blob_ready(cid, now) if ok else self.logic.blob_failed(cid, now))
 
     async def authorize(self, requester: str, cid: str) -> None:
-        """Active members get every blob but an update not revealed yet; readers the owner
-        granted (auditors) the same; others only finalized models, and only if the task's
-        access policy lets them (read from the chain, remembered for a few seconds in a
-        bounded cache)."""
+        """Active members get every blob but an update whose round still takes messages;
+        readers the owner granted (auditors) the same; others only finalized models, and only
+        if the task's access policy lets them (read from the chain, remembered for a few
+        seconds in a bounded cache)."""
         if requester in self.active:
             if not self.logic.servable(cid, self.now()):
                 raise FetchRefused(f"{cid}: its round still takes messages")
