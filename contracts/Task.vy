@@ -615,7 +615,8 @@ def model_digest(round: uint256) -> bytes32:
     @notice The round's finalized model digest (zero when not finalized, or
             older than the ring: read the `Finalized` event).
     """
-    if self._word(round) == 0:
+    word: uint256 = self._word(round)
+    if word == 0 or self._r_outcome(word) != _FINALIZED:
         return empty(bytes32)
     return self._model[round % RING]
 
@@ -626,7 +627,8 @@ def result_digest(round: uint256) -> bytes32:
     """
     @notice The round's finalized result digest (as `model_digest`).
     """
-    if self._word(round) == 0:
+    word: uint256 = self._word(round)
+    if word == 0 or self._r_outcome(word) != _FINALIZED:
         return empty(bytes32)
     return self._result[round % RING]
 

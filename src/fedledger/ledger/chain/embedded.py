@@ -29,6 +29,7 @@ import py-evm.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Callable
@@ -398,6 +399,7 @@ class EmbeddedChain(Web3Chain):
         }
         tester = EthereumTester(self._backend)
         self._tester = tester
+        self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         keys = [Account.from_key(key.to_bytes()) for key in self._backend.account_keys]
         super().__init__(Web3(_LockedTesterProvider(tester, self._lock)), keys)
 
@@ -421,7 +423,28 @@ class EmbeddedChain(Web3Chain):
 
     def _send_raw(self, raw: bytes) -> str:
         with self._lock:
-            return str(self._tester.send_raw_transaction("0x" + raw.hex()))
+            tx = str(self._tester.send_raw_transaction("0x" + raw.hex()))
+        self._notify()
+        return tx
+
+    def block_event(self) -> asyncio.Event:
+        """An event of the running loop set whenever a transaction is mined (one block per
+        transaction): nodes in this process wait on it instead of polling blind."""
+        event = asyncio.Event()
+        with self._lock:
+            self._watchers.append((asyncio.get_running_loop(), event))
+        return event
+
+    def _notify(self) -> None:
+        with self._lock:
+            watchers = list(self._watchers)
+        for loop, event in watchers:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # its loop is closed
+                with self._lock:
+                    if (loop, event) in self._watchers:
+                        self._watchers.remove((loop, event))
 
     def _await_receipt(self, tx_hash: str, gas_limit: int, timeout: float) -> Receipt:
         from eth_tester.exceptions import TransactionNotFound

@@ -8,6 +8,7 @@ was slashed is dropped), never from what a peer says about itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -112,6 +113,11 @@ class LedgerDriver:
         head = await asyncio.to_thread(ledger.head)
         self.update_registry(await asyncio.to_thread(ledger.events, -1, head))
         self.chain_now = float(await asyncio.to_thread(ledger.now))
+        # Where this node listens now: the registry has the endpoint it joined with, and a
+        # node restarted on another port must tell the members (its own signed hello, with
+        # the chain's round, so that it is never older than one it sent before).
+        rnd = await asyncio.to_thread(ledger.current_round)
+        self.services.publish("hello", rnd, {"endpoint": self.services.endpoint})
         return None
 
     async def _config_mismatch(self) -> str | None:
@@ -147,6 +153,9 @@ class LedgerDriver:
         """Feed new chain events and the chain's time to the logic."""
         ledger = self.ledger
         cursor = -1
+        # An in-process chain wakes the node when a block is mined; else poll.
+        watch = getattr(getattr(ledger, "chain", None), "block_event", None)
+        mined: asyncio.Event | None = watch() if watch is not None else None
         while True:
             try:
                 # The time first: every transaction mined before it is in the events read
@@ -163,7 +172,12 @@ class LedgerDriver:
                 continue
             cursor = max(cursor, head)
             self.on_chain(events, self.chain_now)
-            await asyncio.sleep(POLL_SECONDS)
+            if mined is None:
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(mined.wait(), POLL_SECONDS)
+            mined.clear()
 
     def on_chain(self, events: Sequence[LedgerEvent], now: float) -> None:
         """New chain events: the registry's changes, then the round logic."""
@@ -191,7 +205,12 @@ class LedgerDriver:
 
     def deliver(self, m: Message) -> None:
         """A member's signed round message (``signed``): checked against its signer, who must
-        be an active member, then given to the logic. Other kinds carry nothing it needs."""
+        be an active member, then given to the logic; a member's ``hello``: where it listens
+        now (restarted on another port). Other kinds carry nothing the logic needs."""
+        if m.kind == "hello":
+            if m.sender in self.active:
+                self.services.learn_endpoint(m.sender, str(m.body["endpoint"]), replace=True)
+            return
         if m.kind != "signed":
             return
         try:
