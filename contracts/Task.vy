@@ -151,6 +151,11 @@ event Left:
     member: indexed(address)
     withdraw_after: uint256
 
+# A member's node listens somewhere else now (restarted on another port or host).
+event Moved:
+    member: indexed(address)
+    endpoint: String[256]
+
 event Withdrawn:
     member: indexed(address)
     amount: uint256
@@ -769,6 +774,17 @@ def join(endpoint: String[256]):
     self._members.append(msg.sender)
     self._position[msg.sender] = len(self._members)
     log Joined(member=msg.sender, stake=msg.value, endpoint=endpoint, first_round=first_round)
+
+
+@external
+def move(endpoint: String[256]):
+    """
+    @notice An active member publishes where its node listens now (after a restart on
+            another port or host): peers and auditors read endpoints from the registry.
+    """
+    assert self._status(self._record[msg.sender]) == STATUS_ACTIVE, "not a member"
+    self.endpoint_of[msg.sender] = endpoint
+    log Moved(member=msg.sender, endpoint=endpoint)
 
 
 @external

@@ -91,6 +91,7 @@ from fedledger.ledger.records import (
     Finalized,
     Joined,
     LedgerEvent,
+    Moved,
     Quorate,
     RoundClock,
     RoundStarted,
@@ -231,6 +232,35 @@ class BlobSource:
             whys.append(f"{remote.name}: {why}")
         kind = "altered (its bytes do not hash to its CID)" if altered else "missing"
         return None, kind + (f" [{'; '.join(whys)}]" if whys else "")
+
+    def available_to_members(self, cid: str, author: str) -> bool:
+        """Whether ``cid`` (an update by ``author``) was obtainable by the members, not only
+        from its author: a valid copy in two local stores (its author's and one that fetched
+        it: a run directory's node stores), from a member other than its author, or from a
+        gateway (published)."""
+        try:
+            digest = digest_from_cid(cid)
+        except CodecError:
+            return False
+        holders = 0
+        for store in self.stores:
+            try:
+                if store.has(cid) and hashlib.sha256(store.get(cid)).digest() == digest:
+                    holders += 1
+            except BlobError:
+                continue
+        if holders >= 2:
+            return True
+        for remote in self.remotes:
+            others = getattr(remote, "served_by_others", None)
+            if others is not None:
+                if others(cid, author):
+                    return True
+            else:
+                data, _ = remote.fetch(cid)
+                if data is not None and hashlib.sha256(data).digest() == digest:
+                    return True
+        return False
 
     def close(self) -> None:
         for remote in self.remotes:
@@ -388,7 +418,7 @@ class Auditor:
             return None
         endpoints: dict[str, str] = {}
         for e in self._events:
-            if isinstance(e, Joined):
+            if isinstance(e, Joined | Moved):
                 endpoints[e.member] = e.endpoint
         members = MemberBlobs(identity=self.identity,
                               task_id=self.ledger.rules().config_digest.hex(),
@@ -607,6 +637,13 @@ class Auditor:
                                num_examples=[updates[w].examples for w in who],
                                reputation=reputation)  # fmt: skip
 
+    def _slashed_by(self, rnd: int) -> set[str]:
+        """Members slashed before round ``rnd``'s outcome (its ``Finalized`` event, or ever if
+        it has none)."""
+        end = next((e for e in self._events if isinstance(e, Finalized) and e.round == rnd),
+                   None)  # fmt: skip
+        return {e.member for e in self._slashes if end is None or _key(e) < _key(end)}
+
     def _exclusion(
         self, rnd: int, st: _Round, base: bytes | None, who: Sequence[str], blobs: dict[str, bytes]
     ) -> Check:
@@ -617,7 +654,18 @@ class Auditor:
             if m not in included and m not in inputs:
                 self._notes.append(f"round {rnd}: {m}'s update is left out; its digest was "
                                    "submitted before (a replay or a copy)")  # fmt: skip
-        left_out = [m for m in sorted(blobs, key=str.lower) if m not in included and m in inputs]
+        left_out = []
+        for m in sorted(blobs, key=str.lower):
+            if m in included or m not in inputs:
+                continue
+            if m in self._slashed_by(rnd):
+                self._notes.append(f"round {rnd}: {m}'s update is left out; its author was "
+                                   "slashed before the round was finalized")  # fmt: skip
+            elif not self.blobs.available_to_members(cid_from_digest(inputs[m].update), m):
+                self._notes.append(f"round {rnd}: {m}'s update is left out; only its author "
+                                   "has its blob (withheld from the members)")  # fmt: skip
+            else:
+                left_out.append(m)
         valid = []
         for m in left_out:
             try:

@@ -51,7 +51,7 @@ def test_reputation_weighted_rewards_favour_a_good_record() -> None:
 
 
 def test_reputation_rules_need_one_record_per_update() -> None:
-    with pytest.raises(AggregationError, match="one \\(selections, reveals\\) per update"):
+    with pytest.raises(AggregationError, match="one \\(selections, updates\\) per update"):
         aggregate("fedavg", updates(2), [1, 1], params={"min_reputation": 0.5})
     with pytest.raises(AggregationError, match="min_reputation"):
         aggregate("fedavg", updates(2), [1, 1], reputation=[(0, 0)] * 2,

@@ -69,6 +69,9 @@ class World:
     members: list[ContractLedger]
     ids: list[Identity]
     store: FileBlobStore
+    """Every blob, as its author (and the aggregating members) hold it."""
+    peer: FileBlobStore
+    """What another member fetched: every update but a withheld one."""
     base: bytes
     rng: np.random.Generator
     updates: dict[int, dict[str, str]] = field(default_factory=dict)
@@ -80,7 +83,7 @@ class World:
 
     def auditor(self, initial: bytes, task: TaskConfig = TASK) -> Auditor:
         return Auditor(chain=self.chain, task_address=self.task, task=task,
-                       blobs=BlobSource([self.store]), initial=initial)  # fmt: skip
+                       blobs=BlobSource([self.store, self.peer]), initial=initial)  # fmt: skip
 
     def sign(self, i: int, message: RoundMessage) -> SignedRound:
         return message.sign(self.ids[i], self.chain.chain_id, self.task)
@@ -111,7 +114,8 @@ class World:
         model), ``"scores"`` (the right model, every reward to one member) or ``"exclude"``
         (the quorum aggregates without the last member's update); ``"replay"`` (the last
         member resends its previous update, which honest nodes leave out) or
-        ``"replay_included"`` (and the quorum includes it). ``finalized``: whether the
+        ``"replay_included"`` (and the quorum includes it); ``"withheld"`` (the last member
+        serves its update to nobody, and the others leave it out). ``finalized``: whether the
         round will be (else the next round's base stays)."""
         base = decode(self.base)
         blobs: dict[int, bytes] = {}
@@ -122,9 +126,12 @@ class World:
         if collude in ("replay", "replay_included"):  # the victim resends its last update
             blobs[victim] = self.store.get(self.updates[rnd - 1][self.members[victim].account])
         self.updates[rnd] = {self.members[i].account: self.store.put(b) for i, b in blobs.items()}
+        for i, b in blobs.items():  # the other members fetched it (unless it is withheld)
+            if not (collude == "withheld" and i == victim):
+                self.peer.put(b)
         self.submit(rnd, [self.message(i, rnd, blobs[i]) for i in self.active])
         included = sorted(self.active, key=lambda i: self.members[i].account.lower())
-        if collude in ("exclude", "replay"):
+        if collude in ("exclude", "replay", "withheld"):
             included = [i for i in included if i != victim]
         result = aggregate_round(
             TASK.aggregation,
@@ -173,7 +180,8 @@ def make_world(initial: bytes, tmp_path: Path, *, max_rounds: int | None = None)
     ContractLedger(chain, task, accounts[0]).start()
     ids = [Identity.from_hex(a.key.hex()) for a in accounts[1:5]]
     return World(chain=chain, task=task, members=members, ids=ids,
-                 store=FileBlobStore(tmp_path / "blobs"), base=initial,
+                 store=FileBlobStore(tmp_path / "blobs"),
+                 peer=FileBlobStore(tmp_path / "peer"), base=initial,
                  rng=np.random.default_rng(0), active=[0, 1, 2, 3])  # fmt: skip
 
 
@@ -288,6 +296,17 @@ def test_a_quorum_that_leaves_out_a_valid_update_fails_exclusion(
     assert any(line.startswith("round 2: exclusion:") for line in report.failures())
 
 
+def test_a_withheld_update_left_out_verifies_with_a_note(world: World, initial: bytes) -> None:
+    """Only its author holds the blob (the auditor's copy of the run comes from the author's
+    own disk): leaving it out is what honest members do."""
+    play_all(world, {2: "withheld"})
+
+    report = world.auditor(initial).run()
+
+    assert report.ok, report.failures()
+    assert any("withheld" in note for note in report.notes)
+
+
 def test_a_replayed_update_left_out_verifies_with_a_note(world: World, initial: bytes) -> None:
     """An update whose digest was submitted in an earlier round is no input (nodes and the
     audit apply round_inputs): leaving it out is right."""
@@ -344,10 +363,11 @@ def test_rewards_that_do_not_match_the_scores_fail(world: World, initial: bytes)
 def test_an_altered_blob_fails_its_round(world: World, initial: bytes) -> None:
     play_all(world)
     victim = world.members[2].account
-    path = world.store._path(world.updates[2][victim])
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF  # one flipped bit in the last parameter value
-    path.write_bytes(bytes(data))
+    for store in (world.store, world.peer):  # every copy
+        path = store._path(world.updates[2][victim])
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF  # one flipped bit in the last parameter value
+        path.write_bytes(bytes(data))
 
     report = world.auditor(initial).run()
 
@@ -363,7 +383,8 @@ def test_an_altered_blob_fails_its_round(world: World, initial: bytes) -> None:
 def test_a_missing_blob_fails_its_round(world: World, initial: bytes) -> None:
     play_all(world)
     victim = world.members[0].account
-    world.store._path(world.updates[1][victim]).unlink()
+    for store in (world.store, world.peer):
+        store._path(world.updates[1][victim]).unlink()
 
     report = world.auditor(initial).run()
 

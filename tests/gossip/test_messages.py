@@ -59,6 +59,7 @@ def valid_body(kind: str) -> dict[str, Any]:
         "done": {"cid": CID_C},
         "stats": {"count": 40, "mean": [(0.5).hex(), (-1.25).hex()],
                   "m2": [(3.0).hex(), (0.0).hex()], "reply": False},
+        "signed": {"message": "ab" * 276},
     }  # fmt: skip
     return bodies[kind]
 

@@ -65,12 +65,14 @@ def test_received_rounds_never_move_the_horizon() -> None:
 def test_window_bounds_and_the_task_end() -> None:
     g = gossip(round_window(mode="consensus", rounds=8))
     g.set_round(4)
-    assert not g.receive(message(HOSTILE, 9), 0)[0]  # past the task's last round
+    # Round 9 = rounds + 1: a ledger node's attestation of the last round; past it, nothing.
+    assert not g.receive(message(HOSTILE, 10), 0)[0]  # past the task's last round
     assert not g.receive(message(HOSTILE, 1), 0)[0]  # more than keep_rounds behind
+    assert g.receive(message(HONEST, 9), 0)[0]  # the last round's attestations
     assert g.receive(message(HONEST, 8), 0)[0]  # the last round (done), for catch-up
     assert g.receive(message(HONEST, 2), 0)[0]
     assert g.in_window(4)
-    assert not g.in_window(9)
+    assert not g.in_window(10)
     assert not g.in_window(1)
 
 
@@ -126,8 +128,8 @@ def test_pull_messages_carry_the_node_round() -> None:
 
 def test_round_window_per_mode() -> None:
     c = round_window(mode="consensus", rounds=20, keep_rounds=2)
-    assert c.bounds(5) == (3, 20)
-    assert round_window(mode="ledger", rounds=20).bounds(0) == (0, 20)
+    assert c.bounds(5) == (3, 21)  # round 21: a ledger node's attestation of round 20
+    assert round_window(mode="ledger", rounds=20).bounds(0) == (0, 21)
     gm = round_window(mode="gossip", rounds=50, keep_rounds=2, staleness=6)
     assert gm.bounds(10) == (4, 50)
     with pytest.raises(ConfigError):

@@ -146,11 +146,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "rounds_finalized" in f:
         rewards = f["rewards"]
         gas = f.get("gas_per_node_per_round")
+        txs = f.get("transactions_per_round")
         console.print(
             f"ledger: {f['rounds_finalized']} of {cfg.rounds} rounds finalized on chain; "
-            f"gas per node per round {gas:,.0f}"
-            if gas is not None
-            else "ledger: no gas used"
+            + (f"{txs:.1f} transactions per round; " if txs is not None else "")
+            + (f"{gas:,.0f} gas per member per round" if gas is not None else "no gas used")
         )
         console.print(
             "rewards per node: "

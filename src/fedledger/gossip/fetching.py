@@ -118,8 +118,13 @@ class Source:
     endpoint by default."""
 
     endpoint: str
-    request: bytes = field(repr=False)
+    request: bytes | Callable[[], bytes] = field(repr=False)
+    """The frame, or a function that builds it when the source is first asked (signing a
+    request for every member up front costs more than most fetches, which need one)."""
     name: str = ""
+
+    def frame(self) -> bytes:
+        return self.request() if callable(self.request) else self.request
 
     @property
     def label(self) -> str:
@@ -232,7 +237,7 @@ async def _one(
     loop = asyncio.get_running_loop()
     start = loop.time()
     stream: AsyncIterator[bytes] = transport.fetch(
-        source.endpoint, source.request, timeout=policy.stall
+        source.endpoint, source.frame(), timeout=policy.stall
     )
     try:
         with store.writer(cid, max_bytes=max_bytes) as writer:

@@ -67,6 +67,7 @@ __all__ = [
 #: gas used is paid, and saves an estimate: join with a 256-byte endpoint about 300k).
 GAS_LIMITS: Final[Mapping[str, int]] = {
     "join": 500_000,
+    "move": 300_000,
     "close": 100_000,
     "claim": 200_000,
     "slash": 300_000,

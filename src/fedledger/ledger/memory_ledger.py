@@ -42,6 +42,7 @@ from fedledger.ledger.records import (
     LedgerEvent,
     Left,
     Member,
+    Moved,
     Quorate,
     RoundClock,
     RoundStarted,
@@ -370,6 +371,12 @@ class MemoryTask:
         last = self.active.pop()
         if last != member:
             self.active[position] = last
+
+    def _do_move(self, sender: str, time: int, emit: Any, endpoint: str, *, value: int) -> None:
+        if self.record(sender).status != STATUS_ACTIVE:
+            raise TransactionReverted("not a member")
+        self.endpoint[sender] = endpoint
+        emit(Moved, member=sender, endpoint=endpoint)
 
     def _do_leave(self, sender: str, time: int, emit: Any, *, value: int) -> None:
         rec = self.record(sender)

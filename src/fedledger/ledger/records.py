@@ -49,6 +49,7 @@ __all__ = [
     "LedgerEvent",
     "Left",
     "Member",
+    "Moved",
     "Quorate",
     "RoundClock",
     "RoundStarted",
@@ -141,6 +142,14 @@ class Joined(LedgerEvent):
 class Left(LedgerEvent):
     member: str
     withdraw_after: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Moved(LedgerEvent):
+    """A member's node listens at ``endpoint`` now."""
+
+    member: str
+    endpoint: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,8 +274,8 @@ class Claimed(LedgerEvent):
 EVENT_TYPES: Final[Mapping[str, type[LedgerEvent]]] = {
     cls.__name__: cls
     for cls in (
-        Joined, Left, RoundStarted, Submitted, Quorate, Closed, Finalized, Skipped, Distributed,
-        Equivocated, Slashed, Claimed,
+        Joined, Left, Moved, RoundStarted, Submitted, Quorate, Closed, Finalized, Skipped,
+        Distributed, Equivocated, Slashed, Claimed,
     )
 }  # fmt: skip
 """The Task events a ledger reports (Allowed, Disallowed, Withdrawn, reader and ownership
@@ -394,6 +403,10 @@ class Ledger(Protocol):
 
     def leave(self) -> TxResult: ...
 
+    def move(self, endpoint: str) -> TxResult:
+        """Publish where this member's node listens now."""
+        ...
+
     def withdraw(self) -> TxResult: ...
 
     def allow(self, account: str) -> TxResult:
@@ -457,6 +470,9 @@ class TaskTransactions:
 
     def leave(self) -> TxResult:
         return self._send("leave")
+
+    def move(self, endpoint: str) -> TxResult:
+        return self._send("move", endpoint)
 
     def withdraw(self) -> TxResult:
         return self._send("withdraw")

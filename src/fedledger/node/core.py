@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -449,9 +450,10 @@ class NodeCore:
         sources = []
         for peer in a.sources:
             if peer in self.endpoints:
-                request = make_fetch_request(identity=self.identity, task=self.task_id,
-                                             cid=a.cid, to=peer, now=now, chain_id=chain_id,
-                                             contract=contract)  # fmt: skip
+                request = functools.partial(
+                    make_fetch_request, identity=self.identity, task=self.task_id, cid=a.cid,
+                    to=peer, now=now, chain_id=chain_id, contract=contract,
+                )  # fmt: skip
                 sources.append(Source(endpoint=self.endpoints[peer], request=request, name=peer))
 
         def received(n: int) -> None:

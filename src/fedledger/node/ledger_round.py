@@ -66,7 +66,13 @@ from fedledger.ledger.rules import result_digest, sort_result
 from fedledger.node.consensus import Aggregate, Contribution, Fetch, Finished, Train
 
 RETRY_SECONDS = 1.0
-"""How long a node waits before trying a failed fetch or transaction again."""
+"""How long a node waits before trying a failed transaction again."""
+FETCH_RETRY_SECONDS = 0.25
+"""How long before a failed fetch (every source refused, unreachable or too slow) is tried
+again: meanwhile the members that fetched the blob can serve it too."""
+GIVE_UP_AFTER = 2
+"""Failed fetches of an update after which a round is aggregated without it (each asks its
+author, then every member): a withholder costs a round two fetch attempts, not the grace."""
 
 # -- actions ------------------------------------------------------------------------------------
 
@@ -225,6 +231,7 @@ class LedgerRoundNode:
         self.slashed: set[str] = set()
         self._pending: set[str] = set()
         self._retry_at: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
         self._finished_sent = False
         self._now = 0.0
         self.finalized_models: set[str] = set()
@@ -427,8 +434,9 @@ class LedgerRoundNode:
 
     def blob_failed(self, cid: str, now: float) -> list[Action]:
         self._pending.discard(cid)
-        self._retry_at[cid] = now + RETRY_SECONDS
-        return []
+        self._retry_at[cid] = now + FETCH_RETRY_SECONDS
+        self._failures[cid] = self._failures.get(cid, 0) + 1
+        return self.tick(now)
 
     # -- decisions --------------------------------------------------------------------------------
 
@@ -674,11 +682,13 @@ class LedgerRoundNode:
         have = {a: s for a, s in updates.items() if cid_from_digest(s.update) in self.blobs}
         if m.collecting_since is None:
             m.collecting_since = now
-        # Patience counts from this node's first look (a node restarted or late still tries
-        # every blob), and ends only once every missing blob was tried at least once.
-        tried = all(cid_from_digest(s.update) not in self._pending
-                    for a, s in updates.items() if a not in have)  # fmt: skip
-        patience_over = tried and now >= m.collecting_since + self.patience
+        # A missing update is given up once its fetch failed GIVE_UP_AFTER times, or, whatever
+        # happens, ``patience`` after this node's first look (a node restarted or late still
+        # tries every blob), once every missing blob was tried at least once.
+        missing = [cid_from_digest(s.update) for a, s in updates.items() if a not in have]
+        tried = all(cid not in self._pending for cid in missing)
+        given_up = all(self._failures.get(cid, 0) >= GIVE_UP_AFTER for cid in missing)
+        patience_over = tried and (given_up or now >= m.collecting_since + self.patience)
         base = self.base_for(rnd)
         if base not in self.blobs:
             return out + self._fetch(base, [], now)

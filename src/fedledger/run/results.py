@@ -125,6 +125,9 @@ def merge_report(
     gas_rounds = [r.extra["gas_per_node"] for r in records if "gas_per_node" in r.extra]
     if gas_rounds:
         final["gas_per_node_per_round"] = sum(gas_rounds) / len(gas_rounds)
+    txs = [r.extra["transactions"] for r in records if "transactions" in r.extra]
+    if txs:
+        final["transactions_per_round"] = sum(txs) / len(txs)
     if ledger is not None:
         final.update(ledger)
     extra_top = {

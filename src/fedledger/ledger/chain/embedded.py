@@ -427,6 +427,7 @@ class EmbeddedChain(Web3Chain):
         self._notify()
         return tx
 
+    @translated
     def block_event(self) -> asyncio.Event:
         """An event of the running loop set whenever a transaction is mined (one block per
         transaction): nodes in this process wait on it instead of polling blind."""

@@ -25,7 +25,15 @@ from fedledger.errors import (
 )
 from fedledger.gossip.messages import Message
 from fedledger.ledger.messages import RoundMessage, SignedRound
-from fedledger.ledger.records import Joined, Ledger, LedgerEvent, Left, Slashed, TxResult
+from fedledger.ledger.records import (
+    Joined,
+    Ledger,
+    LedgerEvent,
+    Left,
+    Moved,
+    Slashed,
+    TxResult,
+)
 from fedledger.ledger.reputation import uses_reputation
 from fedledger.ledger.rules import STATUS_ACTIVE, STATUS_NONE
 from fedledger.node.consensus import Aggregate
@@ -69,6 +77,10 @@ class LedgerDriver:
         """Each member's first round (its latest join's)."""
         self._access: OrderedDict[str, tuple[float, bool, bool]] = OrderedDict()
         self.signed_messages: dict[int, SignedRound] = {}
+        self._cursor = -1
+        self._polling = asyncio.Lock()
+        self._in_process = hasattr(getattr(ledger, "chain", None), "block_event")
+        """An embedded chain: reads are in-process and cheap."""
 
     def now(self) -> float:
         return self.chain_now
@@ -102,6 +114,8 @@ class LedgerDriver:
             log.info("joined task %s with stake %d", ledger.task_address, stake)
         elif status != STATUS_ACTIVE:
             raise LedgerError(f"{me} cannot take part: its membership status is {status}")
+        else:
+            await self._publish_endpoint()
         deadline = self.services.clock() + self.start_timeout
         while await asyncio.to_thread(ledger.current_round) == 0:
             if self.services.clock() > deadline:
@@ -119,6 +133,23 @@ class LedgerDriver:
         rnd = await asyncio.to_thread(ledger.current_round)
         self.services.publish("hello", rnd, {"endpoint": self.services.endpoint})
         return None
+
+    async def _publish_endpoint(self) -> None:
+        """A member restarted on another endpoint says so on chain (``move``): peers, and
+        members restarted later, read endpoints from the registry."""
+        ledger, me, here = self.ledger, self.services.me, self.services.endpoint
+        head = await asyncio.to_thread(ledger.head)
+        registered = None
+        for e in await asyncio.to_thread(ledger.events, -1, head):
+            if isinstance(e, Joined | Moved) and e.member == me:
+                registered = e.endpoint
+        if registered == here:
+            return
+        try:
+            await asyncio.to_thread(ledger.move, here)
+            log.info("published the new endpoint %s (was %s)", here, registered)
+        except TransactionReverted as exc:
+            log.warning("cannot publish the new endpoint %s: %s", here, exc.reason)
 
     async def _config_mismatch(self) -> str | None:
         """Why this node's task configuration is not the task's on chain, if it is not."""
@@ -149,29 +180,37 @@ class LedgerDriver:
 
     # -- the chain ---------------------------------------------------------------------------
 
-    async def ticker(self) -> None:
-        """Feed new chain events and the chain's time to the logic."""
+    async def poll(self) -> None:
+        """Read the chain's time and new events once, and give them to the logic."""
         ledger = self.ledger
-        cursor = -1
-        # An in-process chain wakes the node when a block is mined; else poll.
-        watch = getattr(getattr(ledger, "chain", None), "block_event", None)
-        mined: asyncio.Event | None = watch() if watch is not None else None
-        while True:
-            try:
+        async with self._polling:
+            if self._in_process:  # microseconds, from the shared feed: no thread hop
+                now, head = float(ledger.now()), ledger.head()
+                cursor = self._cursor
+                events = ledger.events(cursor, head) if head > cursor else []
+            else:
                 # The time first: every transaction mined before it is in the events read
                 # after it, so a round seen closed has all of its messages in view.
                 now = float(await asyncio.to_thread(ledger.now))
                 head = await asyncio.to_thread(ledger.head)
-                events = (
-                    await asyncio.to_thread(ledger.events, cursor, head) if head > cursor else []
-                )
-                self.chain_now = now
+                cursor = self._cursor
+                events = (await asyncio.to_thread(ledger.events, cursor, head)
+                          if head > cursor else [])  # fmt: skip
+            self._cursor = max(cursor, head)
+            self.on_chain(events, now)
+
+    async def ticker(self) -> None:
+        """Feed new chain events and the chain's time to the logic."""
+        # An in-process chain wakes the node when a block is mined; else poll.
+        watch = getattr(getattr(self.ledger, "chain", None), "block_event", None)
+        mined: asyncio.Event | None = watch() if watch is not None else None
+        while True:
+            try:
+                await self.poll()
             except LedgerError as exc:
                 log.warning("cannot read the chain: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            cursor = max(cursor, head)
-            self.on_chain(events, self.chain_now)
             if mined is None:
                 await asyncio.sleep(POLL_SECONDS)
                 continue
@@ -192,6 +231,9 @@ class LedgerDriver:
             if isinstance(e, Joined):
                 self.active[e.member] = e.endpoint
                 self.first_round[e.member] = e.first_round
+                changed = True
+            elif isinstance(e, Moved) and e.member in self.active:
+                self.active[e.member] = e.endpoint
                 changed = True
             elif isinstance(e, Left | Slashed):
                 changed = self.active.pop(e.member, None) is not None or changed
@@ -237,19 +279,28 @@ class LedgerDriver:
         if the task's access policy lets them (read from the chain, remembered for a few
         seconds in a bounded cache)."""
         if requester in self.active:
-            if not self.logic.servable(cid, self.now()):
-                raise FetchRefused(f"{cid}: its round still takes messages")
+            await self._check_servable(cid)
             return
         reader, allowed = await self._access_of(requester)
         if reader:
-            if not self.logic.servable(cid, self.now()):
-                raise FetchRefused(f"{cid}: its round still takes messages")
+            await self._check_servable(cid)
             return
         if cid not in self.logic.finalized_models:
             raise FetchRefused(f"{cid} is not a finalized model, and {requester} neither a "
                                "member nor a reader")  # fmt: skip
         if not allowed:
             raise FetchRefused(f"the task's access policy does not let {requester} download")
+
+    async def _check_servable(self, cid: str) -> None:
+        """Refuse this node's update while its round takes messages. A member asking has
+        seen the round closed, maybe before this node polled: look at the chain again first
+        (else its retry would cost the round a fetch delay)."""
+        if self.logic.servable(cid, self.now()):
+            return
+        with contextlib.suppress(LedgerError):
+            await self.poll()
+        if not self.logic.servable(cid, self.now()):
+            raise FetchRefused(f"{cid}: its round still takes messages")
 
     async def _access_of(self, requester: str) -> tuple[bool, bool]:
         """``(is a reader, may download models)``, from the chain, cached a few seconds."""
