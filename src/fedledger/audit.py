@@ -233,35 +233,6 @@ class BlobSource:
         kind = "altered (its bytes do not hash to its CID)" if altered else "missing"
         return None, kind + (f" [{'; '.join(whys)}]" if whys else "")
 
-    def available_to_members(self, cid: str, author: str) -> bool:
-        """Whether ``cid`` (an update by ``author``) was obtainable by the members, not only
-        from its author: a valid copy in two local stores (its author's and one that fetched
-        it: a run directory's node stores), from a member other than its author, or from a
-        gateway (published)."""
-        try:
-            digest = digest_from_cid(cid)
-        except CodecError:
-            return False
-        holders = 0
-        for store in self.stores:
-            try:
-                if store.has(cid) and hashlib.sha256(store.get(cid)).digest() == digest:
-                    holders += 1
-            except BlobError:
-                continue
-        if holders >= 2:
-            return True
-        for remote in self.remotes:
-            others = getattr(remote, "served_by_others", None)
-            if others is not None:
-                if others(cid, author):
-                    return True
-            else:
-                data, _ = remote.fetch(cid)
-                if data is not None and hashlib.sha256(data).digest() == digest:
-                    return True
-        return False
-
     def close(self) -> None:
         for remote in self.remotes:
             remote.close()
@@ -391,6 +362,7 @@ class Auditor:
         self._slashes: list[Slashed] = []
         self._distributions: list[Distributed] = []
         self._notes: list[str] = []
+        self._rounds_of: dict[int, _Round] = {}
 
     def _initial_model(self) -> bytes | None:
         """The initial model: rebuilt from the configuration, else fetched by its CID."""
@@ -647,32 +619,31 @@ class Auditor:
     def _exclusion(
         self, rnd: int, st: _Round, base: bytes | None, who: Sequence[str], blobs: dict[str, bytes]
     ) -> Check:
-        """No available, well-formed update was left out of the included set."""
+        """No update the members had was left out of the included set.
+
+        What the members had cannot be read from the chain, nor from what the auditor can
+        download now (a withholder may serve the auditor only). The evidence is an
+        attestation: a member other than the update's author attested, in its round r + 1
+        message, the result that the rule gives over the included set with that update added
+        (or with every left-out update added). An honest member that had the blob aggregates
+        it, so a quorum that finalized a result without it left out an update the members had.
+        """
         included = set(who)
         inputs = round_inputs(self._submitted, rnd)
         for m in sorted(blobs, key=str.lower):
             if m not in included and m not in inputs:
                 self._notes.append(f"round {rnd}: {m}'s update is left out; its digest was "
                                    "submitted before (a replay or a copy)")  # fmt: skip
-        left_out = []
+        valid = []
         for m in sorted(blobs, key=str.lower):
             if m in included or m not in inputs:
                 continue
             if m in self._slashed_by(rnd):
                 self._notes.append(f"round {rnd}: {m}'s update is left out; its author was "
                                    "slashed before the round was finalized")  # fmt: skip
-            elif not self.blobs.available_to_members(cid_from_digest(inputs[m].update), m):
-                self._notes.append(f"round {rnd}: {m}'s update is left out; only its author "
-                                   "has its blob (withheld from the members)")  # fmt: skip
-            else:
-                left_out.append(m)
-        valid = []
-        for m in left_out:
+                continue
             try:
-                if base is not None:
-                    decode(blobs[m], max_bytes=len(base))
-                else:
-                    decode(blobs[m])
+                decode(blobs[m], max_bytes=len(base)) if base is not None else decode(blobs[m])
             except CodecError as exc:
                 self._notes.append(f"round {rnd}: {m}'s update is left out; it is not a "
                                    f"parameter blob ({exc})")  # fmt: skip
@@ -680,27 +651,35 @@ class Auditor:
             valid.append(m)
         if not valid:
             return Check(name="exclusion", ok=True)
-        rejected: dict[str, str] = {}
-        if base is not None and all(w in blobs and w in st.updates() for w in who):
-            full = sorted({*who, *valid}, key=str.lower)
+        if base is None or not all(w in blobs and w in st.updates() for w in who):
+            self._notes.append(f"round {rnd}: cannot tell whether the members had the "
+                               f"left-out updates of {valid} (the included set cannot be "
+                               "recomputed)")  # fmt: skip
+            return Check(name="exclusion", ok=True)
+        attested: dict[tuple[bytes, bytes], set[str]] = {}
+        for e in self._rounds_of.get(rnd + 1, _Round()).submitted:
+            if e.model != ZERO32:
+                attested.setdefault((e.model, e.result), set()).add(e.member)
+        sets = [[m] for m in valid] + ([valid] if len(valid) > 1 else [])
+        bad: list[str] = []
+        witnessed: set[str] = set()
+        for extra in sets:
+            full = sorted({*who, *extra}, key=str.lower)
             try:
                 outcome = self._recompute(rnd, st, base, full, blobs)
             except (CodecError, FedledgerError):
-                outcome = None
-            if outcome is not None:
-                for i, m in enumerate(full):
-                    if m in valid and i in outcome.rejected:
-                        rejected[m] = outcome.rejected[i]
-        bad = []
+                continue
+            pair = (_sha(outcome.model), result_digest(full, list(outcome.scores)))
+            witnesses = sorted(attested.get(pair, set()) - set(extra), key=str.lower)
+            if witnesses and not set(extra) <= witnessed:
+                witnessed |= set(extra)
+                bad.append(f"excluded {', '.join(extra)} ({witnesses[0]} attested the result "
+                           "with it)")  # fmt: skip
         for m in valid:
-            if m in rejected:
-                self._notes.append(f"round {rnd}: {m}'s update is left out; the rule rejects "
-                                   f"it ({rejected[m]}), so it would score 0")  # fmt: skip
-            else:
-                bad.append(f"excluded {m}")
-        return Check(name="exclusion", ok=not bad,
-                     detail="; ".join(bad) + (" (valid updates whose blobs are available)"
-                                              if bad else ""))  # fmt: skip
+            if m not in witnessed:
+                self._notes.append(f"round {rnd}: {m}'s update is left out; no other member "
+                                   "attested a result with it (withheld, or late)")  # fmt: skip
+        return Check(name="exclusion", ok=not bad, detail="; ".join(bad))
 
     def _aggregate(
         self, rnd: int, st: _Round, base: bytes | None, blobs: dict[str, bytes]
@@ -827,6 +806,7 @@ class Auditor:
         self._slashes = [e for e in events if isinstance(e, Slashed)]
         self._distributions = [e for e in events if isinstance(e, Distributed)]
         rounds = _group(events)
+        self._rounds_of = rounds
         members = self._members()
         if members is not None:
             self.blobs.remotes.insert(0, members)

@@ -197,27 +197,6 @@ class MemberBlobs:
             return self._store.get(cid), ""
         return None, self._failed.get(cid, "not served")
 
-    def served_by_others(self, cid: str, author: str) -> bool:
-        """Whether a member other than ``author`` serves ``cid``: evidence that the members
-        could get it (its author alone serving it proves nothing: a withholder could serve
-        only the auditor)."""
-        if not self.members:
-            return False
-
-        async def ask() -> bool:
-            transport = await self._client()
-            sources = [s for s in self._sources(cid) if s.name.lower() != author.lower()]
-            if not sources:
-                return False
-            try:
-                await fetch_blob(transport, MemoryBlobStore(), cid=cid, sources=sources,
-                                 max_bytes=self.max_bytes, policy=self.policy)  # fmt: skip
-            except (FetchFailed, CodecError):
-                return False
-            return True
-
-        return bool(self._run(ask()))
-
     def close(self) -> None:
         if self._loop is None:
             return

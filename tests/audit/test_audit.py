@@ -52,7 +52,9 @@ TASK = TaskConfig(
     aggregation=AggregationConfig(rule="fedavg"),
     ledger=LedgerConfig(quorum=0.67, min_stake=10**15, window=100, grace=10),
 )  # fmt: skip
-EXAMPLES = [50, 30, 20, 40]
+TASK5 = replace(TASK, nodes=5, ledger=replace(TASK.ledger, quorum=0.51))
+"""Five members, three of which are a quorum: room for an honest member besides a victim."""
+EXAMPLES = [50, 30, 20, 40, 25]
 Pair = tuple[bytes, bytes]
 Result = tuple[list[str], list[int]]
 
@@ -150,14 +152,15 @@ class World:
         self.attest = {}
         for i in self.active[:attesters]:
             self.attest[self.members[i].account] = pair
-        if collude == "exclude":  # the left-out member attests what it computed honestly
+        if collude == "exclude":  # the others (the victim too) attest what they computed
             honest = aggregate_round(TASK.aggregation, base=self.base,
                                      updates=[blobs[i] for i in self.active],
                                      num_examples=[EXAMPLES[i] for i in self.active])  # fmt: skip
             h_who, h_scores = sort_result([self.members[i].account for i in self.active],
                                           list(honest.scores))  # fmt: skip
-            self.attest[self.members[victim].account] = (
-                hashlib.sha256(honest.model).digest(), result_digest(h_who, h_scores))  # fmt: skip
+            h_pair = (hashlib.sha256(honest.model).digest(), result_digest(h_who, h_scores))
+            for i in self.active[attesters:]:
+                self.attest[self.members[i].account] = h_pair
         self.paid = (who, scores)
         if finalized:
             self.base = model
@@ -167,22 +170,25 @@ class World:
         self.submit(rnd, [self.message(i, rnd, None) for i in self.active])
 
 
-def make_world(initial: bytes, tmp_path: Path, *, max_rounds: int | None = None) -> World:
-    chain = EmbeddedChain(accounts=5)
+def make_world(
+    initial: bytes, tmp_path: Path, *, max_rounds: int | None = None, config: TaskConfig = TASK
+) -> World:
+    n = config.nodes
+    chain = EmbeddedChain(accounts=n + 1)
     accounts: list[LocalAccount] = chain.accounts()
     if max_rounds is None:
-        task, _ = deploy_task(chain, TASK, owner=accounts[0])
+        task, _ = deploy_task(chain, config, owner=accounts[0])
     else:
         task = deploy_with_max_rounds(chain, accounts[0], max_rounds)
-    members = [ContractLedger(chain, task, a) for a in accounts[1:5]]
+    members = [ContractLedger(chain, task, a) for a in accounts[1 : n + 1]]
     for m in members:
-        m.join(f"127.0.0.1:{m.account[-4:]}", TASK.ledger.min_stake)
+        m.join(f"127.0.0.1:{m.account[-4:]}", config.ledger.min_stake)
     ContractLedger(chain, task, accounts[0]).start()
-    ids = [Identity.from_hex(a.key.hex()) for a in accounts[1:5]]
+    ids = [Identity.from_hex(a.key.hex()) for a in accounts[1 : n + 1]]
     return World(chain=chain, task=task, members=members, ids=ids,
                  store=FileBlobStore(tmp_path / "blobs"),
                  peer=FileBlobStore(tmp_path / "peer"), base=initial,
-                 rng=np.random.default_rng(0), active=[0, 1, 2, 3])  # fmt: skip
+                 rng=np.random.default_rng(0), active=list(range(n)))  # fmt: skip
 
 
 def deploy_with_max_rounds(chain: EmbeddedChain, owner: LocalAccount, max_rounds: int) -> str:
@@ -277,23 +283,41 @@ def test_an_audit_of_the_wrong_block_range_fails_instead_of_verifying_nothing(
 # -- a colluding quorum ---------------------------------------------------------------------------
 
 
-def test_a_quorum_that_leaves_out_a_valid_update_fails_exclusion(
-    world: World, initial: bytes
+def test_a_quorum_that_leaves_out_an_update_another_member_had_fails_exclusion(
+    initial: bytes, tmp_path: Path
 ) -> None:
+    """Three of five collude and leave the victim out; the fifth member, honest, had the
+    victim's update and attested the result with it: the evidence the audit needs."""
+    world = make_world(initial, tmp_path, config=TASK5)
     victim = world.members[world.active[-1]].account
+    witness = world.members[world.active[-2]].account
     play_all(world, {2: "exclude"})
 
-    report = world.auditor(initial).run()
+    report = world.auditor(initial, TASK5).run()
 
     assert not report.ok
     assert [r.ok for r in report.rounds] == [True, False, True]
     bad = bad_checks(report, 2)
     assert set(bad) == {"exclusion"}
-    assert f"excluded {victim}" in bad["exclusion"]
+    assert f"excluded {victim} ({witness} attested the result with it)" in bad["exclusion"]
     # The model is the rule's on the updates the quorum kept: only the exclusion is wrong.
     assert check(report, 2, "aggregate")
     assert check(report, 2, "quorum")
     assert any(line.startswith("round 2: exclusion:") for line in report.failures())
+
+
+def test_an_update_only_its_author_vouches_for_is_no_evidence_of_exclusion(
+    world: World, initial: bytes
+) -> None:
+    """Of four, the three others leave the victim out and only the victim attests the result
+    with its update: as a withholder would (it has its own blob). The audit notes it."""
+    victim = world.members[world.active[-1]].account
+    play_all(world, {2: "exclude"})
+
+    report = world.auditor(initial).run()
+
+    assert report.ok, report.failures()
+    assert any(victim in note and "no other member" in note for note in report.notes)
 
 
 def test_a_withheld_update_left_out_verifies_with_a_note(world: World, initial: bytes) -> None:
