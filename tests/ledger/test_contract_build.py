@@ -86,11 +86,12 @@ def test_artifact_abi_has_the_task_interface() -> None:
         "active_stake", "current_round", "phase", "closes_at", "round_start", "message_hash",
         "model_digest", "result_digest", "window", "grace", "cooldown", "max_rounds",
         "reward_per_round", "total_earned", "total_claimed", "treasury_owed", "can_download",
-        "owner", "transfer_ownership", "eip712Domain",
+        "owner", "transfer_ownership", "eip712Domain", "move",
     }  # fmt: skip
     events = {
-        "Configured", "Joined", "Left", "Withdrawn", "RoundStarted", "Submitted", "Quorate",
-        "Closed", "Finalized", "Skipped", "Distributed", "Equivocated", "Slashed", "Claimed",
+        "Configured", "Joined", "Left", "Moved", "Withdrawn", "RoundStarted", "Submitted",
+        "Quorate", "Closed", "Finalized", "Skipped", "Distributed", "Equivocated", "Slashed",
+        "Claimed",
     }  # fmt: skip
     assert functions <= {e["name"] for e in abi if e.get("type") == "function"}
     assert events <= {e["name"] for e in abi if e.get("type") == "event"}

@@ -709,7 +709,8 @@ class TaskMachine(RuleBasedStateMachine):
         contributors: list[str] = []
         scores: list[int] = []
         if pay != "none" and rnd > 1:
-            contributors, scores = map(list, self.honest_result(rnd - 1))
+            honest_who, honest_points = self.honest_result(rnd - 1)
+            contributors, scores = list(honest_who), list(honest_points)
             if pay == "tampered":
                 scores = [s + 1 for s in scores]
             elif pay == "longer":
@@ -845,7 +846,8 @@ class TaskMachine(RuleBasedStateMachine):
         contributors: list[str] = []
         scores: list[int] = []
         if r in m.finalized and m.finalized[r][1] in self.results and variant != "empty":
-            contributors, scores = map(list, self.results[m.finalized[r][1]])
+            who, points = self.results[m.finalized[r][1]]
+            contributors, scores = list(who), list(points)
             if variant == "tampered":
                 scores = [s + 1 for s in scores] if scores else [1]
                 contributors = contributors or [self.d.accounts[0]]
@@ -910,8 +912,8 @@ class TaskMachine(RuleBasedStateMachine):
             first, second = msgs[pick % len(msgs)], msgs[(pick + 1) % len(msgs)]
             one, two = (a, first), (a, second)
         elif signed:
-            (a, rnd), msgs = signed[pick % len(signed)]
-            first = sorted(msgs)[0]
+            (a, rnd), recorded = signed[pick % len(signed)]
+            first = sorted(recorded)[0]
             one = two = (a, first)
             if variant == "two_signers":
                 others = [(b, sorted(v)[0]) for (b, r2), v in signed if r2 == rnd and b != a]
@@ -939,12 +941,12 @@ class TaskMachine(RuleBasedStateMachine):
         r, vs = sign(self.identity(a), self.d.domain, msg) if real else (1, 1)
         return msg[1], msg[2], msg[3], msg[4], r, vs
 
-    def slash_with(self, rnd: int, ma: tuple, mb: tuple, sender: str) -> None:
+    def slash_with(self, rnd: int, ma: tuple[Any, ...], mb: tuple[Any, ...], sender: str) -> None:
         m = self.m
         ha = message_digest(self.d.domain, rnd, *ma[:4])
         hb = message_digest(self.d.domain, rnd, *mb[:4])
-        reason = None
-        signer = None
+        reason: str | None = None
+        signer: str | None = None
         if ha == hb:
             reason = "the messages are the same"
         else:
@@ -953,9 +955,11 @@ class TaskMachine(RuleBasedStateMachine):
                 other, reason = recover(hb, mb[4], mb[5])
                 if reason is None and other != signer:
                     reason = "different signers"
-        if reason is None and m.status.get(signer) not in (STATUS_ACTIVE, STATUS_LEFT):
+        if reason is None and (
+            signer is None or m.status.get(signer) not in (STATUS_ACTIVE, STATUS_LEFT)
+        ):
             reason = "no stake to slash"
-        if reason is None and rnd < m.first_round[signer]:
+        if reason is None and signer is not None and rnd < m.first_round[signer]:
             reason = "offence before this membership"
         treasury = boa.env.get_balance(self.d.treasury)
         caller = boa.env.get_balance(sender)

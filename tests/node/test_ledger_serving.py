@@ -1,5 +1,6 @@
-"""Blob serving in ledger mode: members get what has been revealed; anyone else gets only
-finalized models, and only if the task's access policy (read from the ledger) lets them."""
+"""Blob serving in ledger mode: members get any blob but an update whose round still takes
+messages; anyone else gets only finalized models, and only if the task's access policy (read
+from the ledger) lets them."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
 from fedledger.ledger.records import Finalized
 from fedledger.ledger.rules import rules_for
 from fedledger.node.build import build_node
+from fedledger.node.consensus import Train
 from fedledger.node.core import NodeCore as Node
 from fedledger.node.drivers.ledger import LedgerDriver
+from fedledger.node.ledger_round import Sign
 from fedledger.run.plan import plan
 
 
@@ -77,23 +80,44 @@ def finalize(node: Node, blob: bytes) -> str:
     cid = node.store.put(blob)
     event = Finalized(block=9, time=1000, tx="0x" + "00" * 32, index=0, round=1,
                       model_digest=hashlib.sha256(blob).digest(),
-                      result_digest=b"\x01" * 32)  # fmt: skip
+                      result_digest=b"\x01" * 32, stake=20)  # fmt: skip
     driver(node).logic.on_events([event], 1000.0)  # the actions it asks for are not needed
     return cid
 
 
 MODEL = encode([np.arange(6, dtype=np.float32)])
 OTHER = encode([np.ones(3, dtype=np.float32)])
+UPDATE = encode([np.full(4, 2.0, dtype=np.float32)])
 
 
 @pytest.mark.parametrize("access", ["members", "token_holders", "public"])
-def test_members_get_any_revealed_blob(tmp_path: Path, access: str) -> None:
-    node, _ = make_node(tmp_path, access)
+def test_members_get_any_update_whose_round_closed(tmp_path: Path, access: str) -> None:
+    node, memory = make_node(tmp_path, access)
     member = Identity.from_seed(4, 1)
+    logic = driver(node).logic
+    driver(node).chain_now = 1000.0
+    (train,) = (a for a in logic.on_events(MemoryLedger(memory, member.address).events(-1),
+                                           1000.0) if isinstance(a, Train))  # fmt: skip
+    assert train.round == 1
+    own = node.store.put(UPDATE)
+    signing = logic.trained(1, train.base, own, 10, 1000.0)
+    assert [type(a) for a in signing] == [Sign]  # committed to: about to be signed
     model = finalize(node, MODEL)
-    other = node.store.put(OTHER)
+    other = node.store.put(OTHER)  # a blob that is not this node's update of an open round
     assert fetch(node, member, model) == MODEL
     assert fetch(node, member, other) == OTHER
+    # Round 1 still takes messages: the update could be copied into one, so it is refused...
+    with pytest.raises(FetchRefused, match="still takes messages"):
+        fetch(node, member, own)
+    clock = logic.clock(1)
+    assert clock is not None
+    assert clock.closes_at == 1000 + memory.rules.window
+    driver(node).chain_now = clock.closes_at - 1.0
+    with pytest.raises(FetchRefused, match="still takes messages"):
+        fetch(node, member, own)
+    # ...and served once the round's message phase closed.
+    driver(node).chain_now = float(clock.closes_at)
+    assert fetch(node, member, own) == UPDATE
 
 
 def test_members_only_refuses_strangers(tmp_path: Path) -> None:
@@ -129,7 +153,7 @@ def test_a_reader_the_owner_granted_gets_updates_and_models_a_stranger_does_not(
 ) -> None:
     node, memory = make_node(tmp_path, "public")
     model = finalize(node, MODEL)
-    update = node.store.put(OTHER)  # a revealed update (not this node's unrevealed one)
+    update = node.store.put(OTHER)  # an update (not this node's, of a round still open)
     auditor = Identity.generate()
     with pytest.raises(FetchRefused, match="neither a member nor a reader"):
         fetch(node, auditor, update)  # public models, but updates only to members and readers

@@ -121,7 +121,8 @@ class LedgerRoundDone:
     adopted: bool
     """True when this node did not compute the finalized model itself."""
     caught_up: bool
-    """True when the node jumped over rounds it missed (it was down or late)."""
+    """True when the node took no part in the round (it was down or late: no message of its
+    own, no result) and only learned its outcome."""
     included: int
     """Updates in this node's result (0 when it computed none)."""
     attesters: int
@@ -460,6 +461,9 @@ class LedgerRoundNode:
         out += self._close_rounds(now)
         out += self._distributions(now)
         if self.finished:
+            out += self._close_last(self.rounds + 1, now)
+            if self._unrecorded_failure(now):
+                return out  # the chain has not recorded the last round's failure yet
             if not any(m.in_flight for m in self._mine.values()):
                 self._finished_sent = True
                 out.append(Finished(self.base, self.done))
@@ -529,7 +533,7 @@ class LedgerRoundNode:
                 model=model,
                 finalized=c.finalized is not None,
                 adopted=c.finalized is not None and (m.result is None or m.result[0] != model),
-                caught_up=rnd > self.done + 1,
+                caught_up=m.message is None and m.result is None,
                 included=len(m.result[1]) if m.result else 0,
                 attesters=sum(1 for v in votes if v == pair),
                 attestations=len(votes),
@@ -700,6 +704,15 @@ class LedgerRoundNode:
             out.append(Aggregate(rnd, base, inputs))
         return out
 
+    def _unrecorded_failure(self, now: float) -> bool:
+        """The last round failed, the chain has no Skipped for it yet, and a member (this
+        one, or another after ``fallback``) may still send ``close``."""
+        c = self._chain.get(self.rounds)
+        clock = self.clock(self.rounds + 1)
+        if c is None or c.finalized is not None or c.skipped or clock is None:
+            return False
+        return now < clock.closes_at + 2 * self.fallback
+
     def _close_last(self, rnd: int, now: float) -> list[Action]:
         """After the last round: record it failed if its attestations ran out (``close``)."""
         if rnd != self.rounds + 1 or not self.is_closed(rnd, now):
@@ -708,7 +721,12 @@ class LedgerRoundNode:
         m = self._m(rnd)
         if c is None or c.finalized is not None or c.skipped or m.close_sent:
             return []
-        if self.submitter(rnd) != self.me or now < m.retry_at:
+        clock = self.clock(rnd)
+        assert clock is not None
+        # The designated submitter at once, anyone else `fallback` seconds later.
+        if self.submitter(rnd) != self.me and now < clock.closes_at + self.fallback:
+            return []
+        if now < m.retry_at:
             return []
         m.close_sent = True
         m.in_flight.add("close")
