@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 
@@ -29,6 +30,8 @@ from fedledger.node.services import Driver
 from fedledger.seeds import derive_seed
 from fedledger.task import Task, build_trainer, prepare_task
 
+log = logging.getLogger("fedledger.node")
+
 
 def restored_messages(core: NodeCore, ledger: Ledger) -> dict[int, SignedRound]:
     """The round messages this node persisted before a restart, signed again (the same
@@ -37,7 +40,8 @@ def restored_messages(core: NodeCore, ledger: Ledger) -> dict[int, SignedRound]:
     from fedledger.node.state import load_messages
 
     out = {}
-    for rnd, doc in load_messages(core.config.state_dir, core.task_id).items():
+    binding = f"{ledger.chain_id}:{ledger.task_address.lower()}"
+    for rnd, doc in load_messages(core.config.state_dir, core.task_id, binding).items():
         message = RoundMessage.from_json(doc)
         out[rnd] = message.sign(core.identity, ledger.chain_id, ledger.task_address)
     return out
@@ -54,6 +58,11 @@ def driver_factory(
             if cfg.mode != "consensus":
                 raise ConfigError("a ledger runs consensus rounds: use mode = consensus",
                                   field="mode")  # fmt: skip
+            binding = f"{ledger.chain_id}:{ledger.task_address.lower()}"
+            if core.resume is not None and core.state.binding != binding:
+                log.warning("ignoring state.json of another deployment (%s, not %s)",
+                            core.state.binding or "no ledger", binding)  # fmt: skip
+                core.resume = None
             signed = restored_messages(core, ledger)
             logic = LedgerRoundNode(
                 me=core.me, rules=ledger.rules(), rounds=cfg.task.rounds,

@@ -128,6 +128,8 @@ class Fetch:
     cid: str
     sources: tuple[str, ...]
     """Members to try, in order."""
+    parallel: int = 0
+    """How many of them to ask at once (0: the node's fetch policy says)."""
 
 
 @dataclass(frozen=True)

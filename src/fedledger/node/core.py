@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -236,6 +237,11 @@ class NodeCore:
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._job_done(t, what))
 
+    def binding_key(self) -> str:
+        """``chain id:task address`` of the ledger this node runs on ("0:0x00..." without)."""
+        chain_id, contract = self.driver.binding()
+        return f"{chain_id}:{contract.lower()}"
+
     def persist_message(self, rnd: int, message: Mapping[str, Any]) -> None:
         from fedledger.commit import cid_from_digest
         from fedledger.node.state import save_message
@@ -245,7 +251,7 @@ class NodeCore:
             sync = getattr(self.store, "sync", None)
             if sync is not None:
                 sync(cid_from_digest(update))
-        save_message(self.config.state_dir, self.task_id, rnd, dict(message))
+        save_message(self.config.state_dir, self.task_id, self.binding_key(), rnd, dict(message))
 
     def progressed(self) -> None:
         self._last_progress = self.clock()
@@ -350,7 +356,7 @@ class NodeCore:
         # One at a time, in order: a round reported again (a re-based or corrected node) must
         # leave its last report last, and the evaluator is not thread-safe.
         async with self._round_lock:
-            self.state.save(rnd, model)
+            self.state.save(rnd, model, self.binding_key())
             params = self.params(model)
             ev = self.evaluator
             test = await asyncio.to_thread(ev.evaluate, params, self.test)
@@ -460,8 +466,11 @@ class NodeCore:
             self.counters.bytes_recv += n
 
         try:
+            policy = self.fetch_policy
+            if a.parallel:
+                policy = dataclasses.replace(policy, parallel=a.parallel)
             await fetch_blob(self.transport, self.store, cid=a.cid, sources=sources,
-                             max_bytes=self.blob_bytes, policy=self.fetch_policy,
+                             max_bytes=self.blob_bytes, policy=policy,
                              on_chunk=received)  # fmt: skip
         except FetchFailed as exc:
             log.info("fetch %s failed: %s", a.cid, exc)

@@ -435,8 +435,10 @@ class LedgerRoundNode:
 
     def blob_failed(self, cid: str, now: float) -> list[Action]:
         self._pending.discard(cid)
-        self._retry_at[cid] = now + FETCH_RETRY_SECONDS
-        self._failures[cid] = self._failures.get(cid, 0) + 1
+        failures = self._failures.get(cid, 0) + 1
+        self._failures[cid] = failures
+        # The first failure (its author alone) is followed at once by the others.
+        self._retry_at[cid] = now + (0.0 if failures == 1 else FETCH_RETRY_SECONDS)
         return self.tick(now)
 
     # -- decisions --------------------------------------------------------------------------------
@@ -451,6 +453,20 @@ class LedgerRoundNode:
         members = sorted(self.active, key=str.lower)
         sources = dict.fromkeys(s for s in [*first, *members] if s != self.me)
         return [Fetch(cid, tuple(sources))]
+
+    def _fetch_update(self, cid: str, author: str, now: float) -> list[Action]:
+        """A round's update: from its author alone first (it has it, and serves it once the
+        round closed: one request in the honest case); if that fails, from every other
+        member at once, right away (one of them may have got it, if the author served some
+        and not others). After GIVE_UP_AFTER failures the round goes on without it."""
+        if cid in self.blobs or cid in self._pending or now < self._retry_at.get(cid, 0.0):
+            return []
+        self._pending.add(cid)
+        if self._failures.get(cid, 0) == 0 and author != self.me:
+            return [Fetch(cid, (author,), parallel=1)]
+        others = tuple(sorted((a for a in self.active if a not in (self.me, author)),
+                              key=str.lower))  # fmt: skip
+        return [Fetch(cid, others or (author,), parallel=max(1, len(others)))]
 
     def tick(self, now: float) -> list[Action]:
         if self._finished_sent:
@@ -680,9 +696,16 @@ class LedgerRoundNode:
             return []
         updates = round_inputs(self._submitted, rnd)
         out: list[Action] = []
-        for member, s in sorted(updates.items()):
-            if member != self.me:
-                out += self._fetch(cid_from_digest(s.update), [member], now)
+        # The authors first; a blob its author did not serve is asked of the other members
+        # once those first fetches are over (they would slow the others down, for nothing in
+        # the honest case).
+        cids = {m: cid_from_digest(s.update) for m, s in updates.items() if m != self.me}
+        firsts = [c for c in cids.values() if c not in self.blobs and not self._failures.get(c)]
+        busy = any(c in self._pending for c in firsts)
+        for member, cid in sorted(cids.items()):
+            if self._failures.get(cid) and busy:
+                continue
+            out += self._fetch_update(cid, member, now)
         have = {a: s for a, s in updates.items() if cid_from_digest(s.update) in self.blobs}
         if m.collecting_since is None:
             m.collecting_since = now

@@ -49,6 +49,9 @@ class NodeState:
         self.directory = directory
         self.task_id = task_id
         self.records: list[dict[str, Any]] = []
+        self.binding = ""
+        """The deployment the loaded progress belongs to (``chain id:task address``; empty
+        without a ledger)."""
 
     def load(self, store: BlobStore) -> tuple[int, str] | None:
         """The ``(round, model)`` to resume from, or None to start afresh (with the reason
@@ -69,15 +72,16 @@ class NodeState:
             rnd = state["round"]
             if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0:
                 raise ValueError(f"bad round {rnd!r}")
+            self.binding = str(state.get("binding", ""))
             log.info("resuming after round %d", rnd)
             return rnd, str(state["model"])
         except (OSError, ValueError, KeyError, CodecError, BlobError) as exc:
             log.warning("ignoring unusable state.json: %s", exc)
             return None
 
-    def save(self, rnd: int, model: str) -> None:
+    def save(self, rnd: int, model: str, binding: str = "") -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        doc = {"task": self.task_id, "round": rnd, "model": model}
+        doc = {"task": self.task_id, "round": rnd, "model": model, "binding": binding}
         write_atomically(self.directory / STATE_FILE, json.dumps(doc))
 
     def record(self, record: dict[str, Any]) -> None:
@@ -102,9 +106,10 @@ def read_rounds(directory: Path) -> list[dict[str, Any]]:
     return out
 
 
-def load_messages(directory: Path, task_id: str) -> dict[int, dict[str, Any]]:
-    """The round messages this node signed for task ``task_id`` (JSON, by round). A file of
-    another task is ignored; an unreadable one is an error (signing anew could equivocate)."""
+def load_messages(directory: Path, task_id: str, binding: str) -> dict[int, dict[str, Any]]:
+    """The round messages this node signed for task ``task_id`` deployed at ``binding`` (chain
+    id:task address; JSON, by round). A file of another task or deployment is ignored; an
+    unreadable one is an error (signing anew could equivocate)."""
     path = directory / MESSAGES_FILE
     if not path.exists():
         return {}
@@ -113,7 +118,7 @@ def load_messages(directory: Path, task_id: str) -> dict[int, dict[str, Any]]:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable ({exc}); move it away only if this node never "
                          "signed for this task") from None  # fmt: skip
-    if not isinstance(doc, dict) or doc.get("task") != task_id:
+    if not isinstance(doc, dict) or doc.get("task") != task_id or doc.get("binding") != binding:
         return {}
     messages = doc.get("messages", {})
     if not isinstance(messages, dict):
@@ -121,10 +126,12 @@ def load_messages(directory: Path, task_id: str) -> dict[int, dict[str, Any]]:
     return {int(k): v for k, v in messages.items()}
 
 
-def save_message(directory: Path, task_id: str, rnd: int, message: dict[str, Any]) -> None:
+def save_message(
+    directory: Path, task_id: str, binding: str, rnd: int, message: dict[str, Any]
+) -> None:
     """Add round ``rnd``'s message content to :data:`MESSAGES_FILE`, durably (fsync)."""
     directory.mkdir(parents=True, exist_ok=True)
-    messages = {str(k): v for k, v in load_messages(directory, task_id).items()}
+    messages = {str(k): v for k, v in load_messages(directory, task_id, binding).items()}
     messages[str(rnd)] = message
-    doc = {"task": task_id, "messages": messages}
+    doc = {"task": task_id, "binding": binding, "messages": messages}
     write_atomically(directory / MESSAGES_FILE, json.dumps(doc, sort_keys=True))

@@ -69,6 +69,8 @@ class LedgerDriver:
         self.uses_reputation = uses_reputation(aggregation_params)
         self.adversary: Adversary = services.adversary
         self.chain_now = 0.0
+        self._second = -1.0
+        self._second_at = 0.0
         self.chain_id = ledger.chain_id
         self.gas_distribute = 0
         self.active: dict[str, str] = {}
@@ -83,7 +85,18 @@ class LedgerDriver:
         """An embedded chain: reads are in-process and cheap."""
 
     def now(self) -> float:
-        return self.chain_now
+        """The chain's time (whole seconds, as blocks see it), with the seconds elapsed on this
+        node's clock since that value was read as its fraction: phases still compare whole
+        chain seconds, while the logic's own timers (fetch retries, the submitter's wait) run
+        at sub-second resolution."""
+        return self._smooth(self.chain_now)
+
+    def _smooth(self, chain_now: float) -> float:
+        second = float(int(chain_now))
+        local = self.services.clock()
+        if second != self._second:
+            self._second, self._second_at = second, local
+        return second + min(max(local - self._second_at, 0.0), 0.999)
 
     def current_round(self) -> int:
         return self.logic.current()
@@ -222,7 +235,7 @@ class LedgerDriver:
         """New chain events: the registry's changes, then the round logic."""
         self.chain_now = now
         self.update_registry(events)
-        self.act(self.logic.on_events(events, now))
+        self.act(self.logic.on_events(events, self.now()))
 
     def update_registry(self, events: Sequence[LedgerEvent]) -> None:
         """Who the active members are, and where: joins, departures and slashings."""
