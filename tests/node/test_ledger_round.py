@@ -214,7 +214,16 @@ class Sim:
             return False
         if source in self.withhold and cid in self.own[source]:
             return False
-        return self.nodes[source].servable(cid, self.chain_now())
+        node = self.nodes[source]
+        if not node.servable(cid, self.chain_now()):
+            # As the driver does: a member asking has seen the round closed; look at the
+            # chain again before refusing.
+            ledger = self.ledgers[source]
+            head = ledger.head()
+            events = ledger.events(self.cursor[source], head)
+            self.cursor[source] = head
+            self.apply(source, node.on_events(events, self.chain_now()))
+        return node.servable(cid, self.chain_now())
 
     # -- the shell ------------------------------------------------------------------------------
 
