@@ -227,8 +227,11 @@ class LedgerDriver:
             if mined is None:
                 await asyncio.sleep(POLL_SECONDS)
                 continue
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow the ticker's own
+            # cancellation when the block arrives at the same moment (the node never stops).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(mined.wait(), POLL_SECONDS)
+                async with asyncio.timeout(POLL_SECONDS):
+                    await mined.wait()
             mined.clear()
 
     def on_chain(self, events: Sequence[LedgerEvent], now: float) -> None:
