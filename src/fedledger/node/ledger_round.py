@@ -62,7 +62,7 @@ from fedledger.ledger.records import (
     round_inputs,
 )
 from fedledger.ledger.reputation import round_reputation
-from fedledger.ledger.rules import result_digest, sort_result
+from fedledger.ledger.rules import BPS, result_digest, sort_result
 from fedledger.node.consensus import Aggregate, Contribution, Fetch, Finished, Train
 
 RETRY_SECONDS = 1.0
@@ -178,6 +178,8 @@ class _Mine:
     """When this node first found the round closed and began fetching its updates."""
     in_flight: set[str] = field(default_factory=set)
     submitted_at: float | None = None
+    quorum_seen: float | None = None
+    """When the messages this node holds first reached a quorum of the round's stake."""
     sent: set[str] = field(default_factory=set)
     """Signers whose messages a batch of this node's carried (mined, or in flight)."""
     sending: set[str] = field(default_factory=set)
@@ -216,6 +218,8 @@ class LedgerRoundNode:
         self.initial_model = initial_model
         self.active: set[str] = set(members) | {me}
         self.first_rounds: dict[str, int] = {}
+        self.stakes: dict[str, int] = {}
+        """Each member's stake, from its Joined event (equal weights until known)."""
         done, model = resume if resume is not None else (0, initial_model)
         self.done = done
         self.base = model
@@ -308,6 +312,7 @@ class LedgerRoundNode:
             if isinstance(e, Joined):
                 self.active.add(e.member)
                 self.first_rounds[e.member] = e.first_round
+                self.stakes[e.member] = e.stake
                 if e.member == self.me:
                     self.first_round = e.first_round
             elif isinstance(e, Left | Slashed):
@@ -668,9 +673,7 @@ class LedgerRoundNode:
         everyone = all(a in pool or a in on_chain for a in eligible)
         since = m.signed_at if m.message is not None else None
         if designated:
-            if not everyone and (since is None or now < since + self.collect):
-                return []
-            if m.submitted_at is not None and not everyone and now < m.submitted_at + self.collect:
+            if not everyone and self._designated_waits(rnd, m, eligible, pool, on_chain, now):
                 return []
         else:
             mine = m.message
@@ -687,6 +690,25 @@ class LedgerRoundNode:
         m.submitted_at = now
         m.sending = {s.signer for s in waiting}
         return [Submit(rnd, tuple(waiting), who, scores)]
+
+    def _designated_waits(self, rnd: int, m: _Mine, eligible: Sequence[str],
+                          pool: Mapping[str, SignedRound], on_chain: set[str],
+                          now: float) -> bool:  # fmt: skip
+        """Whether the round's designated submitter, missing some members' messages, waits.
+        At most two batches: the first once a quorum of the round's stake has signed (and
+        ``collect`` more seconds passed, for the rest), the second with the late ones in the
+        last second before the phase closes (``grace`` after the quorum)."""
+        held = [a for a in eligible if a in pool or a in on_chain]
+        stake = sum(self.stakes.get(a, 1) for a in held)
+        total = sum(self.stakes.get(a, 1) for a in eligible)
+        if m.quorum_seen is None and total and stake * BPS >= self.rules.quorum_bps * total:
+            m.quorum_seen = now
+        if m.submitted_at is None:
+            ready = m.quorum_seen is not None and now >= m.quorum_seen + self.collect
+            mine_long_ago = m.signed_at if m.message is not None else None
+            return not ready and (mine_long_ago is None or now < mine_long_ago + self.fallback)
+        clock = self.clock(rnd)
+        return clock is None or now < clock.closes_at - 1
 
     def _aggregate(self, rnd: int, now: float) -> list[Action]:
         if rnd > self.rounds or not self.is_closed(rnd, now):
