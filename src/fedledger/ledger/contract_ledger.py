@@ -38,7 +38,6 @@ from fedledger.ledger.records import (
     TaskRules,
     TaskTransactions,
     TxResult,
-    batch_arguments,
 )
 from fedledger.ledger.rules import (
     PHASE_AGGREGATE,
@@ -436,9 +435,8 @@ class ContractLedger(TaskTransactions):
         contributors: Sequence[str] = (),
         scores: Sequence[int] = (),
     ) -> TxResult:
-        pairs, entries = batch_arguments(messages)
-        return self._send("submit", round, pairs, entries,
-                          [to_checksum_address(a) for a in contributors], list(scores))  # fmt: skip
+        checksummed = [to_checksum_address(a) for a in contributors]
+        return super().submit(round, messages, checksummed, scores)
 
     @translated
     def distribute(
