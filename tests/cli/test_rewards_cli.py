@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,6 @@ from fedledger.gossip.identity import Identity
 from fedledger.keys import DEPLOYER_KEY_ENV, PASSWORD_ENV
 from fedledger.ledger.chain.anvil import (
     AnvilProcess,
-    find_anvil,
-    install_anvil,
-    start_anvil,
 )
 from fedledger.ledger.contract_ledger import ContractLedger
 from fedledger.ledger.messages import RoundMessage
@@ -42,13 +38,6 @@ TOKEN = 10**18
 REWARD = 30 * TOKEN  # TASK_TOML: reward_per_round = 30.0, rounds = 2
 # A quorum of 60 % of the stake: two of three members finalize a round once one is slashed.
 QUORUM_TOML = TASK_TOML + "quorum = 0.6\n"
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[AnvilProcess]:
-    binary = find_anvil(ROOT) or install_anvil(ROOT)
-    with start_anvil(anvil=binary) as node:  # port 0, chain id 31337: a development chain
-        yield node
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +52,6 @@ name = "logreg"
 min_stake = 1e16
 reward_per_round = 30.0
 """
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[AnvilProcess]:
-    binary = find_anvil(ROOT) or install_anvil(ROOT)
-    with start_anvil(anvil=binary) as node:  # port 0, chain id 31337: a development chain
-        yield node
 
 
 @pytest.fixture(autouse=True)
