@@ -24,7 +24,7 @@ from fedledger.errors import (
     TransactionReverted,
 )
 from fedledger.gossip.messages import Message
-from fedledger.ledger.messages import RoundMessage, SignedRound
+from fedledger.ledger.messages import SignedRound
 from fedledger.ledger.records import (
     Joined,
     Ledger,
@@ -379,7 +379,7 @@ class LedgerDriver:
         """Persist the message's content (fsync) and the update blob it names, then sign and
         gossip it: a crash at any point leaves either nothing signed or the same content,
         which signs to the same bytes again (RFC 6979)."""
-        message = self.adversary_message(a.message)
+        message = a.message
         persist = self.services.persist_message
         await asyncio.to_thread(persist, a.round, message.to_json())
         s = message.sign(self.services.identity, self.chain_id, self.ledger.task_address)
@@ -390,9 +390,6 @@ class LedgerDriver:
             other = extra.sign(self.services.identity, self.chain_id, self.ledger.task_address)
             self.services.publish("signed", a.round, {"message": other.to_bytes().hex()})
             log.warning("round %d: signed a second, different message", a.round)
-
-    def adversary_message(self, message: RoundMessage) -> RoundMessage:
-        return message
 
     async def _aggregate(self, a: Aggregate) -> None:
         senders = [c.sender for c in a.inputs]
