@@ -194,6 +194,24 @@ def test_window_grace_and_cooldown_ranges() -> None:
         assert info.value.field == field, kwargs
 
 
+def test_collect_and_fallback_are_positive_and_ordered() -> None:
+    week = 7 * 86400
+    edge = LedgerConfig(collect=0.5, fallback=0.5)
+    assert (edge.collect, edge.fallback) == (0.5, 0.5)
+    assert LedgerConfig(collect=week, fallback=week).fallback == week
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"collect": 0}, "ledger.collect"),
+        ({"collect": week + 1, "fallback": week + 1}, "ledger.collect"),
+        ({"collect": 5, "fallback": 4}, "ledger.fallback"),  # a member before its submitter
+        ({"fallback": week + 1}, "ledger.fallback"),
+        ({"fallback": "10"}, "ledger.fallback"),
+    ]
+    for kwargs, field in refused:
+        with pytest.raises(ConfigError) as info:
+            LedgerConfig(**kwargs)
+        assert info.value.field == field, kwargs
+
+
 def test_the_rewards_of_every_round_stay_below_2_88() -> None:
     """rounds x reward_per_round (in wei) is what the task can ever credit: a member's earnings
     share a storage word with its stake, so the contract refuses 2**88 wei or more."""

@@ -111,6 +111,7 @@ class Sim:
         rounds: int = 3,
         seed: int = 0,
         quorum: float = 0.67,
+        grace: int = GRACE,
         patience: float | None = None,
     ) -> None:
         self.now = T0
@@ -118,7 +119,7 @@ class Sim:
         self.seed = seed
         self.rounds = rounds
         self.patience = patience
-        ledger = LedgerConfig(quorum=quorum, window=WINDOW, grace=GRACE)
+        ledger = LedgerConfig(quorum=quorum, window=WINDOW, grace=grace)
         task = TaskConfig(nodes=n, rounds=rounds, ledger=ledger)
         self.rules = rules_for(task, token=TOKEN, treasury=TREASURY)
         self.task = MemoryTask(self.rules, owner=OWNER, clock=lambda: self.now)
@@ -712,6 +713,39 @@ def test_designated_submitter_that_never_submits_delays_the_round_by_fallback() 
     assert set(sim.paid(2)) == set(live)
     assert len(sim.distributed(1)) == 1
     assert {sim.finished[m].model for m in live} == {model_of(finals[3])}
+
+
+def test_member_the_submitter_leaves_out_submits_its_own_before_the_phase_closes() -> None:
+    # The round's designated submitter batches everyone's message but the victim's: that batch
+    # reaches the quorum (3 of 4), and the phase closes `grace` (3 s) later, long before the
+    # victim's `fallback` (10 s after signing). The victim sends its own at once.
+    sim = Sim(4, rounds=3, seed=5, grace=3)
+    rnd = 2
+    censor = sim.members[rnd % 4]
+    victim = next(m for m in sim.members if m != censor)
+
+    def hook(m: str, a: Action) -> bool:
+        if m == censor and isinstance(a, Submit) and a.round == rnd:
+            kept = tuple(s for s in a.messages if s.signer != victim)
+            assert len(kept) < len(a.messages)  # it held the victim's message
+            sim.actions[m].append((sim.now, a))
+            sim.at(sim.now + TX_MINED, "send", m, replace(a, messages=kept))
+            return True
+        return False
+
+    sim.hook = hook
+    sim.run()
+    finals = sim.finalized()
+    assert sorted(finals) == [1, 2, 3]
+    landed = sim.submitted(rnd)
+    assert by_address(landed) == sim.members  # the victim's message is in round 2
+    (own,) = (t for t in sim.ok_txs("submit", rnd) if t.tx == landed[victim].tx)
+    assert own.node == victim
+    (sign_time,) = (t for t, a in sim.actions[victim] if isinstance(a, Sign) and a.round == rnd)
+    assert landed[victim].time < sign_time + FALLBACK  # not the timer: the quorum without it
+    assert landed[victim].time <= sim.closes_at(rnd)
+    assert victim in sim.paid(rnd)  # its update counted and was paid
+    assert len(sim.ok_txs("submit", rnd)) == 2  # the censored batch and the victim's own
 
 
 # ------------------------------------------------------------------------------------------------

@@ -369,7 +369,8 @@ class LedgerConfig:
     word with its earnings); ``window`` is whole seconds up to 7 days, ``grace`` at most the
     window, the cooldown 1 s to 365 days (the contract's bounds); ``reward_per_round`` is in
     whole tokens (18 decimals) and all rounds' rewards together must stay below 2**88 wei
-    (checked by :class:`TaskConfig`, which knows the rounds).
+    (checked by :class:`TaskConfig`, which knows the rounds). ``collect`` and ``fallback`` are
+    the nodes' timing, not deployed: 0 < collect <= fallback <= 7 days.
     """
 
     quorum: float = 0.67
@@ -381,6 +382,13 @@ class LedgerConfig:
     allowlist: bool = False
     cooldown: int = 60
     max_participants: int = 256
+    collect: float = 2.0
+    """Off chain (the nodes' timing, not the contract's): seconds a round's designated
+    submitter waits for the missing members' messages once those it holds reach a quorum of
+    stake, before it sends its batch."""
+    fallback: float = 10.0
+    """Off chain: seconds after signing after which a member whose message no batch carried
+    submits it itself (at least ``collect``)."""
 
     def __post_init__(self) -> None:
         check_real("ledger.quorum", self.quorum, low=0.5, high=1, low_open=True)
@@ -400,6 +408,8 @@ class LedgerConfig:
         check_bool("ledger.allowlist", self.allowlist)
         check_int("ledger.cooldown", self.cooldown, low=1, high=MAX_COOLDOWN)
         check_int("ledger.max_participants", self.max_participants, low=1, high=256)
+        check_real("ledger.collect", self.collect, low=0, high=MAX_WINDOW, low_open=True)
+        check_real("ledger.fallback", self.fallback, low=self.collect, high=MAX_WINDOW)
 
     @property
     def quorum_bps(self) -> int:

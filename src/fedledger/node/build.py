@@ -68,6 +68,7 @@ def driver_factory(
                 me=core.me, rules=ledger.rules(), rounds=cfg.task.rounds,
                 initial_model=core.initial_cid, members=core.addresses,
                 rng=salt_rng or random.SystemRandom(), resume=core.resume, signed=signed,
+                collect=cfg.task.ledger.collect, fallback=cfg.task.ledger.fallback,
             )  # fmt: skip
             driver = LedgerDriver(core, logic, ledger=ledger, stake=cfg.stake,
                                   start_timeout=cfg.start_timeout, task=cfg.task,

@@ -13,10 +13,12 @@ In round ``r`` each member signs ONE message, ``Round(r, update, examples, model
    for one round, a restarted one resends the one it persisted;
 3. **submit**: the round's designated submitter (the eligible members sorted by address,
    index ``r mod n``) sends every message it holds in one batch (:class:`Submit`) once every
-   eligible member's is in, or ``collect`` seconds after its own; the batch carries its
+   eligible member's is in, or ``collect`` seconds after those it holds reached a quorum of
+   stake (``fallback`` after its own, short of a quorum); the batch carries its
    result for ``r - 1`` (contributors and scores) so the batch that finalizes ``r - 1`` pays
-   it. A member whose message is still not on chain ``fallback`` seconds after signing
-   submits it itself: no submitter can censor it;
+   it. A member whose message is still not on chain ``fallback`` seconds after signing, or
+   once a batch without it brought the round to a quorum, submits it itself: no submitter
+   can censor it;
 4. when round ``r``'s phase closes on chain (every eligible member's message in, ``grace``
    after a quorum of stake's, or the window), **fetch** every update its ``Submitted``
    events name (the CID is derived from the signed digest), from its author first; an update
@@ -677,8 +679,13 @@ class LedgerRoundNode:
                 return []
         else:
             mine = m.message
-            if mine is None or self.me in on_chain or since is None or \
-                    now < since + self.fallback:  # fmt: skip
+            if mine is None or self.me in on_chain or since is None:
+                return []
+            # Its own message, alone: at once when a batch brought the round to a quorum without
+            # it (it came late, or the submitter left it out; the phase now closes ``grace``
+            # later), else ``fallback`` after signing (no batch: the submitter is down).
+            left_out = chain is not None and chain.quorum_at is not None
+            if not left_out and now < since + self.fallback:
                 return []
             waiting = [mine]
         prev = self._mine.get(rnd - 1)
