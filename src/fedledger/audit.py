@@ -15,7 +15,10 @@ Task-wide checks
     config digest, aggregation rule id and rule-parameter digest match the task configuration
     the audit was given; ``history``: every round the contract started is in the audited
     events; ``slashing``: every ``Slashed`` event's transaction is a ``slash`` call whose two
-    messages differ, are for one round and both recover to the slashed member.
+    messages differ, are for one round and both recover to the slashed member; ``privacy``
+    (tasks with ``[privacy]``): no member sent updates in more rounds than the privacy budget
+    allows, and each member's epsilon spent is reported (computed by dp-accounting from the
+    on-chain configuration and the member's signed messages).
 
 Per round ``r`` (each started round up to the task's last; round ``r``'s attestations are in
 round ``r + 1``'s messages, and round ``rounds + 1`` carries attestations only):
@@ -146,6 +149,9 @@ class AuditReport:
     task_checks: tuple[Check, ...]
     rounds: tuple[RoundVerdict, ...]
     notes: tuple[str, ...] = ()
+    privacy: dict[str, Any] | None = None
+    """With ``[privacy]``: the plan's figures and each member's epsilon spent, recomputed
+    from the chain (the rounds its signed messages carried an update in)."""
 
     @property
     def ok(self) -> bool:
@@ -443,6 +449,28 @@ class Auditor:
 
     def _decode(self, tx: str) -> tuple[str, dict[str, Any]]:
         return self.ledger.decode_input(tx)
+
+    def _releases(self) -> dict[str, int]:
+        """Each member's privacy releases: the rounds its messages on chain carry an update
+        in (replays and copies too: the member published them)."""
+        rounds: dict[str, set[int]] = {}
+        for e in self._submitted:
+            if e.update != ZERO32:
+                rounds.setdefault(e.member, set()).add(e.round)
+        return {m: len(r) for m, r in sorted(rounds.items())}
+
+    def _privacy(self) -> tuple[Check, dict[str, Any] | None]:
+        """No member sent updates in more rounds than the task's privacy budget allows."""
+        plan = self.task.privacy_plan()
+        if plan is None:
+            return Check(name="privacy", ok=True, detail="no [privacy] in the task"), None
+        releases = self._releases()
+        over = [f"{m} sent updates in {k} rounds, the budget allows {plan.max_releases} "
+                f"(epsilon {plan.epsilon_after(k):.3g} > {plan.budget:g})"
+                for m, k in releases.items() if k > plan.max_releases]  # fmt: skip
+        figures = {**plan.summary(), "releases": releases,
+                   "epsilon": {m: plan.epsilon_after(k) for m, k in releases.items()}}  # fmt: skip
+        return Check(name="privacy", ok=not over, detail="; ".join(over)), figures
 
     def _slashing(self) -> Check:
         """Every slash was backed by evidence: two different messages signed by the slashed
@@ -860,13 +888,20 @@ class Auditor:
             served = sorted(self.blobs.served.items())
             notes.append("blobs verified from: " + ", ".join(f"{n} {c}" for n, c in served))
         rules = self.ledger.rules()
+        privacy, figures = self._privacy()
         return AuditReport(
             task=self.ledger.task_address,
             chain_id=self.chain.chain_id,
             rule=rules.rule,
-            task_checks=(*self._task_checks(), self._history(rounds), self._slashing()),
+            task_checks=(
+                *self._task_checks(),
+                self._history(rounds),
+                self._slashing(),
+                *([privacy] if figures is not None else []),
+            ),
             rounds=tuple(verdicts),
             notes=tuple(notes),
+            privacy=figures,
         )
 
 

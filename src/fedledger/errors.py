@@ -17,6 +17,7 @@ as ``__cause__``.
     ├── AggregationError       an aggregation rule cannot run (bad rule parameters)
     │   └── ByzantineBoundError    too few valid inputs for the f attackers the rule must tolerate
     ├── InvalidUpdateError     one update is malformed (NaN/Inf, shapes, dtype, range)
+    ├── PrivacyError           differential privacy cannot be applied or accounted as asked
     ├── MessageError           a network message that is malformed, badly signed or from an
     │                          unknown sender (rejected with a logged reason, never fatal)
     ├── TransportError         the network failed to deliver
@@ -74,6 +75,11 @@ class AggregationError(FedledgerError, ValueError):
 
 class ByzantineBoundError(AggregationError):
     """The rule's Byzantine bound is broken: too few valid inputs for ``f`` attackers."""
+
+
+class PrivacyError(FedledgerError, ValueError):
+    """Differential privacy cannot be applied or accounted as asked (bad parameters, an
+    update that does not match its base, a budget no round fits in)."""
 
 
 class InvalidUpdateError(FedledgerError, ValueError):

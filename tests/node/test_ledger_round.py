@@ -113,7 +113,9 @@ class Sim:
         quorum: float = 0.67,
         grace: int = GRACE,
         patience: float | None = None,
+        max_releases: int | None = None,
     ) -> None:
+        self.max_releases = max_releases
         self.now = T0
         self.rng = random.Random(seed)
         self.seed = seed
@@ -177,7 +179,7 @@ class Sim:
         return LedgerRoundNode(me=m, rules=self.rules, rounds=self.rounds, initial_model=INIT,
                                members=self.members, rng=rng, collect=COLLECT,
                                fallback=FALLBACK, patience=self.patience, resume=resume,
-                               signed=signed)  # fmt: skip
+                               signed=signed, max_releases=self.max_releases)  # fmt: skip
 
     def at(self, t: float, kind: str, node: str, data: Any = None) -> None:
         self.seq += 1
@@ -746,6 +748,38 @@ def test_member_the_submitter_leaves_out_submits_its_own_before_the_phase_closes
     assert landed[victim].time <= sim.closes_at(rnd)
     assert victim in sim.paid(rnd)  # its update counted and was paid
     assert len(sim.ok_txs("submit", rnd)) == 2  # the censored batch and the victim's own
+
+
+def test_privacy_budget_stops_updates_the_node_still_attests_and_a_restart_keeps_count() -> None:
+    # Each node may send updates in 2 of the 4 rounds; after that its messages attest only.
+    # One node crashes as it signs round 2 and restarts from its disk: the persisted round-1
+    # message and the chain still count, so it does not get a third update.
+    sim = Sim(4, rounds=4, seed=3, max_releases=2)
+    victim = sim.members[1]
+
+    def hook(m: str, a: Action) -> bool:
+        if m == victim and isinstance(a, Sign) and a.round == 2 and sim.life[m] == 0:
+            sim.sign(m, a)  # persisted and gossiped, then the process dies
+            sim.crash(m)
+            sim.call_at(sim.now + 0.5, lambda: sim.restart(m))
+            return True
+        return False
+
+    sim.hook = hook
+    sim.run()
+    assert sorted(sim.finalized()) == [1, 2, 3, 4]
+    for m in sim.members:
+        with_update = sorted(e.round for e in sim.events(Submitted)
+                             if e.member == m and e.update != ZERO32)  # fmt: skip
+        assert with_update == [1, 2], m
+        attest_only = [e for e in sim.events(Submitted) if e.member == m and e.round in (3, 4)]
+        assert len(attest_only) == 2
+        assert all(e.examples == 0 for e in attest_only)
+        assert sim.nodes[m].budget_spent_at == 3
+        assert [d.releases for d in sim.done[m] if d.round >= 2][-3:] == [2, 2, 2]
+    # Rounds 3 and 4 had no inputs: their models are the base, nobody is paid for them.
+    assert sim.paid(3) == {}
+    assert sim.paid(4) == {}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -305,3 +305,31 @@ def test_a_superseded_training_never_runs_beside_the_next(tmp_path: Path) -> Non
     asyncio.run(both())
     assert trainer.fits == 2
     assert not trainer.overlapped
+
+
+@pytest.mark.parametrize("mode", ["gossip", "consensus"])
+def test_nodes_on_a_sparse_topology_start_once_their_neighbours_said_hello(
+    tmp_path: Path, mode: str
+) -> None:
+    # Before: every node waited to hear a hello from every member, but hellos go to the
+    # neighbours only (never relayed), so on two cliques each node waited out ready_timeout
+    # (120 s by default) and started without hearing the other clique. A node that starts
+    # after a neighbour's hello is answered by the hellos it sends.
+    task = replace(load_config(DIGITS), nodes=6, rounds=2)
+    configs = plan(task, task_path=DIGITS, out=tmp_path, mode=mode,
+                   topology=TopologySpec(kind="two_cliques"), transport="memory",
+                   timeouts=FAST)  # fmt: skip
+    configs = [replace(c, ready_timeout=60.0, linger=0.1) for c in configs]
+    prepared = prepare_task(task)
+
+    async def scenario() -> list[dict[str, Any]]:
+        network = MemoryNetwork(seed=5)
+        nodes = [build_node(cfg, identity=Identity.from_seed(cfg.task.seed, cfg.index),
+                            transport=network.transport(cfg.listen), store=MemoryBlobStore(),
+                            task=prepared) for cfg in configs]  # fmt: skip
+        runs = [asyncio.create_task(n.run()) for n in nodes]
+        return list(await asyncio.wait_for(asyncio.gather(*runs), timeout=300))
+
+    summaries = asyncio.run(scenario())
+    assert [s["started_without"] for s in summaries] == [0] * 6
+    assert all(s["failure"] is None for s in summaries)

@@ -143,6 +143,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"final accuracy {f['acc_mean']:.4f} (min {f['acc_min']:.4f}, max {f['acc_max']:.4f}); "
         f"{f['wall_s_per_round']:.3f} s per round; model digests agree: {f['model_digests_agree']}"
     )
+    privacy = f.get("privacy")
+    if privacy is not None:
+        spent = [v for v in privacy["epsilon"].values() if v is not None]
+        stops = privacy["budget_spent_at"]
+        console.print(
+            f"privacy: clip {privacy['clip']:g}, noise multiplier "
+            f"{privacy['noise_multiplier']:.3f}, delta {privacy['delta']:g}; epsilon per node "
+            + ", ".join(f"{i}: {v:.2f}" if v is not None else f"{i}: -"
+                        for i, v in privacy["epsilon"].items())
+            + f" (max {max(spent, default=0.0):.2f}, budget {privacy['budget']:g})"
+            + (f"; budget spent, updates stopped: {stops}" if stops else "")
+        )  # fmt: skip
     if "rounds_finalized" in f:
         rewards = f["rewards"]
         gas = f.get("gas_per_node_per_round")

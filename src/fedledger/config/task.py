@@ -43,6 +43,15 @@
     allowlist = false           # true: only addresses the task owner allows may join
     cooldown = 60               # seconds between leave() + window and withdraw(): the time
                                 #   left to bring evidence against a member
+    collect = 2.0               # nodes' timing (not on chain): the submitter's wait for late
+    fallback = 10.0             #   messages; a member no batch carried sends its own after
+
+    [privacy]                   # optional: client-level differential privacy
+    clip = 1.0                  # L2 bound of a node's update (its change to the model)
+    epsilon = 8.0               # target epsilon after the task's rounds (the noise is
+                                #   calibrated), or noise_multiplier = 1.1 (sigma)
+    delta = 1e-5
+    budget = 8.0                # most epsilon a node spends (default: the rounds' spend)
 
 Every value is checked when the file is loaded -- its type, its range, that it is finite --
 and every mistake is a :class:`~fedledger.errors.ConfigError` naming the offending key
@@ -61,13 +70,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedledger.aggregation.mixing import MIXING_RULES
 from fedledger.aggregation.params import check_rule_for_nodes, check_rule_params
 from fedledger.aggregation.rules import RULES
-from fedledger.errors import ConfigError
+from fedledger.errors import ConfigError, PrivacyError
 from fedledger.learning.trainer import ModelSpec, TrainConfig
+
+if TYPE_CHECKING:
+    from fedledger.privacy.accounting import PrivacyPlan
 
 DATASETS = ("digits", "breast_cancer", "csv", "npz", "sites")
 MAX_FEATURES = 4096
@@ -358,6 +370,39 @@ class MixingConfig:
         check_real("gossip.delta", delta, low=0, high=1, low_open=True, high_open=True)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PrivacyConfig:
+    """Client-level differential privacy (the ``[privacy]`` table; docs/privacy.md).
+
+    Every node clips the change its training made to L2 norm ``clip`` and adds Gaussian noise
+    of std ``sigma * clip``; ``sigma`` is ``noise_multiplier``, or is calibrated by
+    dp-accounting so that the task's rounds spend exactly ``epsilon`` at ``delta`` (give one of
+    the two). ``budget``: the most epsilon a node may spend (default: what the task's rounds
+    spend); a node stops contributing before a round would exceed it. The table is part of
+    the task's configuration, whose digest the task contract holds.
+    """
+
+    clip: float = 1.0
+    noise_multiplier: float | None = None
+    epsilon: float | None = None
+    delta: float = 1e-5
+    budget: float | None = None
+
+    def __post_init__(self) -> None:
+        check_real("privacy.clip", self.clip, low=0, high=1e6, low_open=True)
+        if (self.noise_multiplier is None) == (self.epsilon is None):
+            raise ConfigError("give noise_multiplier or a target epsilon (one of the two)",
+                              field="privacy")  # fmt: skip
+        if self.noise_multiplier is not None:
+            check_real("privacy.noise_multiplier", self.noise_multiplier, low=0, high=1e4,
+                       low_open=True)  # fmt: skip
+        if self.epsilon is not None:
+            check_real("privacy.epsilon", self.epsilon, low=0, high=1e4, low_open=True)
+        check_real("privacy.delta", self.delta, low=0, high=0.1, low_open=True)
+        if self.budget is not None:
+            check_real("privacy.budget", self.budget, low=0, high=1e6, low_open=True)
+
+
 ACCESS_POLICIES = ("members", "token_holders", "public")
 
 
@@ -434,6 +479,8 @@ class TaskConfig:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     gossip: MixingConfig = field(default_factory=MixingConfig)
+    privacy: PrivacyConfig | None = None
+    """Differential privacy (``[privacy]``), or None: updates are published as trained."""
 
     def __post_init__(self) -> None:
         check_str("task.name", self.name)
@@ -445,6 +492,8 @@ class TaskConfig:
                           ("gossip", MixingConfig)):  # fmt: skip
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"must be a {cls.__name__}", field=name)
+        if self.privacy is not None and not isinstance(self.privacy, PrivacyConfig):
+            raise ConfigError("must be a PrivacyConfig", field="privacy")
         agg = self.aggregation
         info = RULES[agg.rule]
         if info.min_inputs(agg.f) > self.nodes:
@@ -463,11 +512,27 @@ class TaskConfig:
         if self.rounds > MAX_ROUNDS:
             raise ConfigError(f"at most {MAX_ROUNDS} rounds (the contract's cap)",
                               field="task.rounds")  # fmt: skip
+        if self.privacy is not None:
+            self.privacy_plan()  # a budget no round fits in, a target out of reach
+
+    def privacy_plan(self) -> PrivacyPlan | None:
+        """The privacy figures of this task (noise multiplier, budget, the most rounds a node
+        may contribute to), or None without ``[privacy]``."""
+        if self.privacy is None:
+            return None
+        from fedledger.privacy.accounting import plan
+
+        try:
+            return plan(self.privacy, self.rounds)
+        except PrivacyError as exc:
+            raise ConfigError(str(exc), field="privacy") from None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dictionary of every setting (with defaults filled in)."""
         d = asdict(self)
         d["aggregation"]["params"] = dict(self.aggregation.params)
+        if d["privacy"] is None:  # the documents (and digests) of tasks without it unchanged
+            del d["privacy"]
         return d
 
     def to_toml(self) -> str:
@@ -623,7 +688,7 @@ def _check_type(where: str, value: Any, annotation: str) -> Any:
     return value
 
 
-_SECTIONS = ("task", "data", "model", "train", "aggregation", "ledger", "gossip")
+_SECTIONS = ("task", "data", "model", "train", "aggregation", "ledger", "gossip", "privacy")
 
 
 def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
@@ -639,7 +704,7 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
         if not isinstance(table, dict):
             raise ConfigError("must be a table", field=section)
     task = check_table("task", doc.get("task", {}), TaskConfig)
-    for nested in ("data", "model", "train", "aggregation", "ledger", "gossip"):
+    for nested in ("data", "model", "train", "aggregation", "ledger", "gossip", "privacy"):
         if nested in task:
             raise ConfigError(f"unknown key; use the [{nested}] section", field=f"task.{nested}")
     data = DataConfig(**check_table("data", doc.get("data", {}), DataConfig))
@@ -656,8 +721,11 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
         ledger_table["min_stake"] = check_wei("ledger.min_stake", ledger_table["min_stake"])
     ledger = LedgerConfig(**check_table("ledger", ledger_table, LedgerConfig))
     gossip = MixingConfig(**check_table("gossip", doc.get("gossip", {}), MixingConfig))
+    privacy = None
+    if "privacy" in doc:
+        privacy = PrivacyConfig(**check_table("privacy", doc["privacy"], PrivacyConfig))
     return TaskConfig(**task, data=data, model=model, train=train, aggregation=aggregation,
-                      ledger=ledger, gossip=gossip)  # fmt: skip
+                      ledger=ledger, gossip=gossip, privacy=privacy)  # fmt: skip
 
 
 def read_toml(path: str | Path, *, what: str = "configuration file") -> dict[str, Any]:

@@ -69,19 +69,25 @@ def driver_factory(
                 initial_model=core.initial_cid, members=core.addresses,
                 rng=salt_rng or random.SystemRandom(), resume=core.resume, signed=signed,
                 collect=cfg.task.ledger.collect, fallback=cfg.task.ledger.fallback,
+                max_releases=core.privacy.max_releases if core.privacy else None,
             )  # fmt: skip
             driver = LedgerDriver(core, logic, ledger=ledger, stake=cfg.stake,
                                   start_timeout=cfg.start_timeout, task=cfg.task,
                                   aggregation_params=dict(cfg.task.aggregation.params))  # fmt: skip
             driver.signed_messages.update(signed)
             return driver
+        if core.privacy is not None and core.privacy.max_releases < cfg.task.rounds:
+            raise ConfigError(f"the privacy budget allows {core.privacy.max_releases} of "
+                              f"{cfg.task.rounds} rounds: a node that stops contributing needs "
+                              "the ledger (run with a chain)", field="privacy.budget")  # fmt: skip
         if cfg.mode == "consensus":
             consensus = ConsensusNode(
                 me=core.me, members=core.addresses, rounds=cfg.task.rounds,
                 initial_model=core.initial_cid, timeouts=cfg.timeouts, resume=core.resume,
             )  # fmt: skip
             return ConsensusDriver(core, consensus, members=members,
-                                   ready_timeout=cfg.ready_timeout)  # fmt: skip
+                                   ready_timeout=cfg.ready_timeout,
+                                   ready_from=frozenset(core.neighbours))  # fmt: skip
         mix = uniform_weights if cfg.mixing == "uniform" else metropolis_hastings_weights
         weights = mix(core.topology)[core.position]
         row = {core.addresses[j]: w for j, w in weights.items()}
@@ -90,8 +96,8 @@ def driver_factory(
             initial_model=core.initial_cid, staleness=cfg.staleness,
             timeouts=cfg.timeouts, resume=core.resume,
         )  # fmt: skip
-        return GossipDriver(core, learner, members=members,
-                            ready_timeout=cfg.ready_timeout)  # fmt: skip
+        return GossipDriver(core, learner, members=members, ready_timeout=cfg.ready_timeout,
+                            ready_from=frozenset(core.neighbours))  # fmt: skip
 
     return make
 

@@ -71,6 +71,7 @@ from fedledger.learning import Params, Trainer
 from fedledger.node.consensus import Contribution, Fetch, Finished, Publish, Train
 from fedledger.node.services import Driver
 from fedledger.node.state import NodeState, write_atomically
+from fedledger.privacy import GaussianStream, noise_key, privatize
 from fedledger.seeds import derive_seed
 
 log = logging.getLogger("fedledger.node")
@@ -142,6 +143,10 @@ class NodeCore:
         self._clock = clock
         self.wall = wall
         self.task = config.task
+        self.privacy = config.task.privacy_plan()
+        """The task's differential privacy (noise, budget), or None."""
+        self.released: set[int] = set()
+        """Rounds this process published a (privatized) update in."""
         self._stats: dict[str, SiteStats] = {}
         """Each founder's feature statistics (pooled standardization), first received kept."""
         self._own_stats: SiteStats | None = None
@@ -230,7 +235,11 @@ class NodeCore:
         return self._clock()
 
     def publish(self, kind: str, rnd: int, body: Mapping[str, object]) -> None:
-        self._send_all(self.gossip.publish(self._make(kind, rnd, dict(body))))
+        signed = self._make(kind, rnd, dict(body))
+        sends = self.gossip.publish(signed)  # kept: anti-entropy repairs a lost frame
+        if kind == "hello" and sends:  # to every neighbour (fanout samples gossip only)
+            sends = [Send(peer, sends[0].frame) for peer in self.neighbours]
+        self._send_all(sends)
 
     def spawn(self, job: Coroutine[Any, Any, None], *, what: str) -> None:
         task = asyncio.get_running_loop().create_task(job)
@@ -372,6 +381,12 @@ class NodeCore:
                 "bytes_sent": self.counters.bytes_sent, "bytes_recv": self.counters.bytes_recv,
                 "rejected": self.counters.frames_rejected, **extra,
             }  # fmt: skip
+            if self.privacy is not None:
+                releases = extra.get("releases")
+                if releases is None:  # no ledger: the rounds this process trained in
+                    releases = sum(1 for r in self.released if r <= rnd)
+                record["releases"] = releases
+                record["epsilon"] = self.privacy.epsilon_after(int(releases))
             self.state.record(record)
             log.info("round %d: accuracy %.4f (loss %.4f) with model %s", rnd,
                      test["accuracy"], test["loss"], model)  # fmt: skip
@@ -441,12 +456,26 @@ class NodeCore:
         async with self._train_lock:
             fit = await asyncio.to_thread(self.trainer.fit, params, self.data.train,
                                           self.task.train, seed=seed)  # fmt: skip
+        if self.privacy is not None:
+            fit = fit._replace(params=self._privatize(a, params, fit.params))
+            self.released.add(a.round)
         self._adversary.observe(a.round, fit.params)
         published = await self._adversary.publish(a.round, params, fit.params)
         honest = self.store.put(encode(fit.params))
         cid = honest if published is fit.params else self.store.put(encode(published))
         self._adversary.published(cid)
         self.driver.trained(a.round, a.base, cid, fit.num_examples, honest)
+
+    def _privatize(self, a: Train, base: Params, trained: Params) -> Params:
+        """The trained model as a DP release: its change clipped, Gaussian noise from this
+        node's stream for the round (the same after a restart, so a retrained update is the
+        same release)."""
+        plan = self.privacy
+        assert plan is not None
+        key = noise_key(self.identity.private_key, task=self.task_id, rnd=a.round, base=a.base)
+        out = privatize(base, trained, clip=plan.clip, noise_multiplier=plan.noise_multiplier,
+                        noise=GaussianStream(key))  # fmt: skip
+        return out.params
 
     async def _fetch(self, a: Fetch) -> None:
         """Fetch ``a.cid`` from its sources in parallel, each asked with a request bound to
@@ -505,8 +534,13 @@ class NodeCore:
             if m.round < self._hello_round.get(m.sender, 0):
                 self._reject(f"hello: older than {m.sender}'s last")
                 return
+            first = m.sender not in self._hello_round
             self._hello_round[m.sender] = m.round
             self.driver.deliver(m)
+            if first:  # it may have started after this node's hello: answer it once
+                hello = self._make("hello", self.driver.current_round(),
+                                   {"endpoint": self.endpoint})  # fmt: skip
+                self._send_all([Send(m.sender, encode_frame(hello, ttl=0))])
             return
         if m.kind == "stats":  # point to point, before the first round
             self._on_stats(m)

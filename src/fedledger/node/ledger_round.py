@@ -137,6 +137,8 @@ class LedgerRoundDone:
     gas_by_kind: dict[str, int] = field(default_factory=dict)
     transactions: int = 0
     """Transactions of the round on chain, by anyone (batches and distributions)."""
+    releases: int = 0
+    """Rounds up to this one in which this node signed an update (its privacy releases)."""
 
 
 LedgerAction = Train | Fetch | Aggregate | Sign | Submit | Distribute | Close | Evidence
@@ -209,8 +211,13 @@ class LedgerRoundNode:
         patience: float | None = None,
         resume: tuple[int, str] | None = None,
         signed: Mapping[int, SignedRound] | None = None,
+        max_releases: int | None = None,
     ) -> None:
         self.me = me
+        self.max_releases = max_releases
+        """The most rounds this node may send an update in (its privacy budget), or None."""
+        self.budget_spent_at: int | None = None
+        """The first round this node sent no update because its budget was spent."""
         self.rules = rules
         self.rounds = rounds
         self.rng = rng or random.Random()
@@ -563,6 +570,7 @@ class LedgerRoundNode:
                 gas=m.gas + (last.gas if last is not None else 0),
                 gas_by_kind=gas_kinds,
                 transactions=len(c.txs),
+                releases=self.releases_through(rnd),
             ))  # fmt: skip
             self.done, self.base = rnd, model
             if self.done >= self.rounds:
@@ -616,6 +624,29 @@ class LedgerRoundNode:
         clock = self.clock(rnd)
         return clock is None or clock.open(int(now))
 
+    def releases_through(self, rnd: int) -> int:
+        """Rounds up to ``rnd`` in which this node signed an update: its own messages (those
+        restored from disk included) and the chain's record of them."""
+        rounds = {
+            r
+            for r, m in self._mine.items()
+            if r <= rnd and m.message is not None and m.message.message.update != ZERO32
+        }
+        rounds |= {
+            e.round
+            for e in self._submitted
+            if e.member == self.me and e.round <= rnd and e.update != ZERO32
+        }
+        return len(rounds)
+
+    def _budget_spent(self, rnd: int) -> bool:
+        """Whether an update in round ``rnd`` would exceed this node's privacy budget."""
+        if self.max_releases is None or self.releases_through(rnd - 1) < self.max_releases:
+            return False
+        if self.budget_spent_at is None or rnd < self.budget_spent_at:
+            self.budget_spent_at = rnd
+        return True
+
     def _commit(self, rnd: int, now: float) -> list[Action]:
         m = self._m(rnd)
         if m.message is not None or m.signing or not self._ready_to_sign(rnd, now):
@@ -636,8 +667,8 @@ class LedgerRoundNode:
             train_base = p_model
         if train_base not in self.blobs:
             return self._fetch(train_base, [], now)
-        if rnd > self.rounds:  # attestation only
-            m.signing = True
+        if rnd > self.rounds or (m.trained is None and self._budget_spent(rnd)):
+            m.signing = True  # attestation only: after the last round, or budget spent
             return [Sign(rnd, RoundMessage(round=rnd, model=model, result=result))]
         if m.trained is None:
             if not m.training:

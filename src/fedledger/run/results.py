@@ -94,6 +94,8 @@ def merge_report(
             }
             extra["finalized"] = any(r.get("finalized") for _, r in recs)
             extra["transactions"] = max(int(r.get("transactions", 0)) for _, r in recs)
+        if task.privacy is not None:  # each node's epsilon spent so far, by node index
+            extra["epsilon"] = {str(configs[i].index): r.get("epsilon") for i, r in recs}
         records.append(RoundRecord(
             round=rnd, acc_mean=acc.acc_mean, acc_min=acc.acc_min, acc_max=acc.acc_max,
             wall_s=max(r["t"] for _, r in recs) - t0, extra=extra,
@@ -130,6 +132,15 @@ def merge_report(
         final["transactions_per_round"] = sum(txs) / len(txs)
     if ledger is not None:
         final.update(ledger)
+    plan = task.privacy_plan()
+    if plan is not None:
+        spent: dict[str, float | None] = {}
+        for cfg, node in zip(configs, per_node, strict=True):
+            last_rec = node[max(node)] if node else {}
+            spent[str(cfg.index)] = last_rec.get("epsilon")
+        budget_stops = {str(s.get("node")): s["privacy_budget_spent_at"] for s in summaries
+                        if s.get("privacy_budget_spent_at") is not None}  # fmt: skip
+        final["privacy"] = {**plan.summary(), "epsilon": spent, "budget_spent_at": budget_stops}
     extra_top = {
         "task": task.name,
         "config_digest": task.digest().hex(),

@@ -17,8 +17,10 @@ log = logging.getLogger("fedledger.node")
 
 class ConsensusDriver(PeerDriver):
     def __init__(self, services: Services, logic: ConsensusNode, *, members: frozenset[str],
-                 ready_timeout: float) -> None:  # fmt: skip
-        super().__init__(services, members=members, ready_timeout=ready_timeout)
+                 ready_timeout: float,
+                 ready_from: frozenset[str] | None = None) -> None:  # fmt: skip
+        super().__init__(services, members=members, ready_timeout=ready_timeout,
+                         ready_from=ready_from)  # fmt: skip
         self.logic: ConsensusNode = logic
 
     def current_round(self) -> int:

@@ -14,8 +14,10 @@ from fedledger.node.services import Services
 
 class GossipDriver(PeerDriver):
     def __init__(self, services: Services, logic: GossipLearner, *, members: frozenset[str],
-                 ready_timeout: float) -> None:  # fmt: skip
-        super().__init__(services, members=members, ready_timeout=ready_timeout)
+                 ready_timeout: float,
+                 ready_from: frozenset[str] | None = None) -> None:  # fmt: skip
+        super().__init__(services, members=members, ready_timeout=ready_timeout,
+                         ready_from=ready_from)  # fmt: skip
         self.logic: GossipLearner = logic
         self._pending: IterationDone | None = None
 

@@ -24,7 +24,7 @@ from fedledger.errors import (
     TransactionReverted,
 )
 from fedledger.gossip.messages import Message
-from fedledger.ledger.messages import SignedRound
+from fedledger.ledger.messages import ZERO32, SignedRound
 from fedledger.ledger.records import (
     Joined,
     Ledger,
@@ -343,7 +343,8 @@ class LedgerDriver:
         return False
 
     def summary(self) -> dict[str, Any]:
-        return {"gas_distribute": self.gas_distribute}
+        return {"gas_distribute": self.gas_distribute,
+                "privacy_budget_spent_at": self.logic.budget_spent_at}  # fmt: skip
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -352,6 +353,10 @@ class LedgerDriver:
             if self.services.common(a):
                 continue
             if isinstance(a, Sign):
+                if a.round == self.logic.budget_spent_at and a.message.update == ZERO32:
+                    log.warning("round %d: privacy budget spent (%d rounds contributed): "
+                                "attesting only, no more updates", a.round,
+                                self.logic.releases_through(a.round))  # fmt: skip
                 self.services.spawn(self._sign(a), what=f"round {a.round}: signing")
             elif isinstance(a, Submit | Distribute | Close | Evidence):
                 self.services.spawn(self._transact(a), what=f"round {a.round}: transaction")
@@ -366,7 +371,7 @@ class LedgerDriver:
                     "finalized": a.finalized, "adopted": a.adopted, "caught_up": a.caught_up,
                     "included": a.included, "attesters": a.attesters,
                     "attestations": a.attestations, "gas": a.gas, "gas_by_kind": a.gas_by_kind,
-                    "transactions": a.transactions,
+                    "transactions": a.transactions, "releases": a.releases,
                 })  # fmt: skip
 
     def resend_signed(self) -> None:

@@ -38,12 +38,22 @@ class PeerDriver:
     logic: PeerLogic
 
     def __init__(
-        self, services: Services, *, members: frozenset[str], ready_timeout: float
+        self,
+        services: Services,
+        *,
+        members: frozenset[str],
+        ready_timeout: float,
+        ready_from: frozenset[str] | None = None,
     ) -> None:
         self.services = services
         self.members = members
         self.ready_timeout = ready_timeout
+        self.ready_from = members if ready_from is None else ready_from | {services.me}
+        """Whom :meth:`setup` waits to hear: the members this node's hello goes to (its
+        gossip neighbours; hellos are point to point and never relayed)."""
         self.heard: set[str] = {services.me}
+        self.started_without = 0
+        """Members :meth:`setup` waited for and did not hear before ``ready_timeout``."""
 
     # -- subclasses ------------------------------------------------------------------------
 
@@ -66,12 +76,13 @@ class PeerDriver:
 
     async def setup(self) -> str | None:
         """Announce this node's endpoint (signed with its round, so that peers' round windows
-        take it) and wait (at most ``ready_timeout``) to hear every member."""
+        take it) and wait (at most ``ready_timeout``) to hear every member it sent it to."""
         self.services.publish("hello", self.current_round(), {"endpoint": self.services.endpoint})
         deadline = self.services.clock() + self.ready_timeout
-        while self.heard < self.members and self.services.clock() < deadline:
+        while not self.ready_from <= self.heard and self.services.clock() < deadline:
             await asyncio.sleep(0.05)
-        missing = len(self.members - self.heard)
+        missing = len(self.ready_from - self.heard)
+        self.started_without = missing
         if missing:
             log.warning("starting without hearing from %d member(s)", missing)
         return None
@@ -102,4 +113,4 @@ class PeerDriver:
             raise FetchRefused(f"{requester} is not a member")
 
     def summary(self) -> dict[str, Any]:
-        return {}
+        return {"started_without": self.started_without}
