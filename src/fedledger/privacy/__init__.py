@@ -5,7 +5,9 @@
 * :mod:`fedledger.privacy.mechanism`: clip an update to L2 norm ``C`` and add noise
   ``sigma * C`` (:func:`privatize`), a pure function;
 * :mod:`fedledger.privacy.accounting`: epsilon with dp-accounting's RDP accountant, the noise
-  calibrated to a target epsilon, and the budget's most releases (:func:`plan`).
+  calibrated to a target epsilon, and the budget's most releases (:func:`plan`);
+* :mod:`fedledger.privacy.secagg`: secure aggregation's pieces (arithmetic modulo 2**128,
+  ChaCha20 masks, X25519 pair seeds, Shamir shares); not yet wired into the nodes.
 """
 
 from fedledger.privacy.accounting import PrivacyPlan, calibrate, epsilon, plan
