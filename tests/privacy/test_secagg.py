@@ -1,4 +1,4 @@
-"""Secure aggregation's pieces: arithmetic modulo 2**128, the ChaCha20 mask stream, X25519
+"""Secure aggregation's pieces: arithmetic modulo 2**56, the ChaCha20 mask stream, X25519
 pair seeds, Shamir shares (PyCryptodome) and a whole masked round with dropouts, run as the
 protocol will: exact sums, no individual input revealed, an abort below the threshold."""
 
@@ -13,50 +13,80 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedledger.aggregation import fixedpoint as fx
 from fedledger.errors import PrivacyError
 from fedledger.privacy.secagg import (
+    ELEMENT_BYTES,
     MODULUS,
     SecAggAbort,
-    Vec128,
+    add,
     combine_secret,
     commitment,
+    decode_sum,
+    encode_input,
+    from_bytes,
     mask,
     pair_context,
     pair_seed,
     prg,
     split_secret,
+    sub,
+    to_bytes,
     unmask,
 )
 
 
-def _signed(v: int) -> int:
-    v %= MODULUS
-    return v - MODULUS if v >= MODULUS >> 1 else v
+def _ring(values: list[int]) -> np.ndarray:
+    return np.array([v % MODULUS for v in values], dtype=np.uint64)
 
 
-def test_ring_arithmetic_is_python_integer_arithmetic_modulo_2_128() -> None:
+def test_ring_arithmetic_is_integer_arithmetic_modulo_2_56() -> None:
     gen = np.random.default_rng(0)  # test data, not secrets
-    highs, lows = gen.integers(-(2**40), 2**40, 500), gen.integers(0, 2**60, 500)
-    a = [int(x) * (1 << 60) + int(y) for x, y in zip(highs, lows, strict=True)]
-    b = [int(x) for x in gen.integers(-(2**62), 2**62, 500)]
-    edges = [-(2**127), 2**127 - 1, 0, -1, 1, 2**64 - 1, 2**64, -(2**64)]
-    a, b = a + edges, b + edges[::-1]
-    va, vb = Vec128.from_ints(a), Vec128.from_ints(b)
-    assert va.to_ints() == a
-    assert (va + vb).to_ints() == [_signed(x + y) for x, y in zip(a, b, strict=True)]
-    assert (va - vb).to_ints() == [_signed(x - y) for x, y in zip(a, b, strict=True)]
-    assert (-va).to_ints() == [_signed(-x) for x in a]
-    assert va - va == Vec128.zeros(len(a))
+    a = [int(v) for v in gen.integers(0, MODULUS, 500)] + [0, 1, MODULUS - 1, 2**55]
+    b = [int(v) for v in gen.integers(0, MODULUS, 500)] + [MODULUS - 1, MODULUS - 1, 1, 2**55]
+    ra, rb = _ring(a), _ring(b)
+    assert add(ra, rb).tolist() == [(x + y) % MODULUS for x, y in zip(a, b, strict=True)]
+    assert sub(ra, rb).tolist() == [(x - y) % MODULUS for x, y in zip(a, b, strict=True)]
     with pytest.raises(PrivacyError):
-        _ = va + Vec128.zeros(3)
+        add(ra, _ring([1, 2]))
+    with pytest.raises(PrivacyError):
+        add(ra.astype(np.int64), rb)
+
+
+def test_inputs_encode_weighted_and_sums_decode_signed() -> None:
+    q = np.array([0, 1, -1, 2**31 - 1, -(2**31) + 1, 12345], dtype=np.int64)
+    x = encode_input(q, 65535)
+    assert decode_sum(x).tolist() == [v * 65535 for v in q.tolist()]
+    # The largest sum the bounds allow still decodes exactly: 256 members at the limits.
+    big = encode_input(np.array([2**31 - 1, -(2**31) + 1], dtype=np.int64), 2**16 - 1)
+    total = np.zeros(2, np.uint64)
+    for _ in range(256):
+        total = add(total, big)
+    assert decode_sum(total).tolist() == [256 * (2**16 - 1) * (2**31 - 1),
+                                          -256 * (2**16 - 1) * (2**31 - 1)]  # fmt: skip
+    for bad_q, weight in ((np.array([2**31]), 1), (np.array([1]), 0), (np.array([1]), 2**16),
+                          (np.array([1.0]), 1)):  # fmt: skip
+        with pytest.raises(PrivacyError):
+            encode_input(np.asarray(bad_q), weight)
+    with pytest.raises(PrivacyError):
+        encode_input(np.array([1], dtype=np.int64), True)
+
+
+def test_seven_bytes_a_coordinate_on_the_wire() -> None:
+    v = prg(bytes(range(32)), 1000)
+    data = to_bytes(v)
+    assert len(data) == 1000 * ELEMENT_BYTES == 7000
+    assert np.array_equal(from_bytes(data), v)
+    with pytest.raises(PrivacyError):
+        from_bytes(data[:-1])
 
 
 def test_prg_is_a_keyed_stream() -> None:
     seed = bytes(range(32))
     a = prg(seed, 1000)
-    assert a == prg(seed, 1000)
-    assert prg(seed, 10) == Vec128(a.lo[:10].copy(), a.hi[:10].copy())
-    assert a != prg(bytes(32), 1000)
-    # About uniform: the high words' mean is near 2**63.
-    assert abs(float(np.mean(a.hi.astype(np.float64))) / 2**63 - 1) < 0.1
+    assert np.array_equal(a, prg(seed, 1000))
+    assert np.array_equal(prg(seed, 10), a[:10])
+    assert not np.array_equal(a, prg(bytes(32), 1000))
+    assert int(a.max()) < MODULUS
+    # About uniform on the ring: the mean is near 2**55.
+    assert abs(float(np.mean(a.astype(np.float64))) / 2**55 - 1) < 0.1
     with pytest.raises(PrivacyError):
         prg(b"short", 4)
 
@@ -110,7 +140,7 @@ def _round(n: int, dropped: int, threshold: int) -> Outcome:
     members = [Member(f"0x{i:040x}") for i in range(1, n + 1)]
     task, rnd = "task", 7
     params = gen.normal(0, 0.5, 300)
-    inputs: dict[str, Vec128] = {}
+    inputs: dict[str, np.ndarray] = {}
     plain: dict[str, list[int]] = {}
     quantized: dict[str, tuple[np.ndarray, int]] = {}
     for m in members:  # each member's example-weighted fixed-point update
@@ -118,7 +148,7 @@ def _round(n: int, dropped: int, threshold: int) -> Outcome:
         q = fx.quantize(params + gen.normal(0, 0.1, params.size))
         quantized[m.address] = (q, weight)
         plain[m.address] = [weight * int(v) for v in q]
-        inputs[m.address] = Vec128.from_ints(plain[m.address])
+        inputs[m.address] = encode_input(q, weight)
     # Shares of each member's own seed and round key, one per member (sent encrypted).
     own_shares = {m.address: split_secret(m.own, threshold=threshold, parties=n) for m in members}
     key_shares = {m.address: split_secret(m.key_bytes, threshold=threshold, parties=n)
@@ -158,18 +188,22 @@ def _round(n: int, dropped: int, threshold: int) -> Outcome:
         residual = masked[d.address]
         for s in survivors:
             seed = pairs[(d.address, s.address)]
-            pad = prg(seed, len(residual))
-            residual = residual - pad if d.address.lower() < s.address.lower() else residual + pad
+            pad = prg(seed, residual.size)
+            residual = (
+                sub(residual, pad) if d.address.lower() < s.address.lower() else add(residual, pad)
+            )
         others = [o for o in gone if o is not d]
         for o in others:  # the masks between two dropped members stay too
             seed = pair_seed(d.key, publics[o.address],
                              context=pair_context(task, rnd, d.address, o.address))  # fmt: skip
-            pad = prg(seed, len(residual))
-            residual = residual - pad if d.address.lower() < o.address.lower() else residual + pad
-        assert residual != inputs[d.address]
-        assert residual - prg(d.own, len(residual)) == inputs[d.address]
+            pad = prg(seed, residual.size)
+            residual = (
+                sub(residual, pad) if d.address.lower() < o.address.lower() else add(residual, pad)
+            )
+        assert not np.array_equal(residual, inputs[d.address])
+        assert np.array_equal(sub(residual, prg(d.own, residual.size)), inputs[d.address])
     kept = [quantized[s.address] for s in survivors]
-    return expected, total.to_ints(), [q for q, _ in kept], [w for _, w in kept]
+    return expected, decode_sum(total).tolist(), [q for q, _ in kept], [w for _, w in kept]
 
 
 @pytest.mark.parametrize("dropped", [0, 1, 2, 3])  # 0, 10, 20, 30 % of 10 (a third: 3)
@@ -194,17 +228,18 @@ def test_below_the_threshold_the_round_aborts() -> None:
 def test_unmasking_with_a_wrong_seed_does_not_give_the_sum() -> None:
     a, b = Member("0x" + "1" * 40), Member("0x" + "2" * 40)
     ctx = pair_context("t", 1, a.address, b.address)
-    xa, xb = Vec128.from_ints([5, -7, 11]), Vec128.from_ints([1, 2, -3])
+    xa = encode_input(np.array([5, -7, 11], dtype=np.int64), 1)
+    xb = encode_input(np.array([1, 2, -3], dtype=np.int64), 1)
     ab = pair_seed(a.key, b.key.public_key(), context=ctx)
     ya = mask(xa, me=a.address, self_seed=a.own, pair_seeds={b.address: ab})
     yb = mask(xb, me=b.address, self_seed=b.own, pair_seeds={a.address: ab})
     good = unmask({a.address: ya, b.address: yb}, self_seeds={a.address: a.own, b.address: b.own},
                   dropped_pair_seeds={})  # fmt: skip
-    assert good.to_ints() == [6, -5, 8]
+    assert decode_sum(good).tolist() == [6, -5, 8]
     bad = unmask({a.address: ya, b.address: yb},
                  self_seeds={a.address: a.own, b.address: os.urandom(32)},
                  dropped_pair_seeds={})  # fmt: skip
-    assert bad.to_ints() != [6, -5, 8]
+    assert decode_sum(bad).tolist() != [6, -5, 8]
     with pytest.raises(SecAggAbort):
         unmask({a.address: ya}, self_seeds={}, dropped_pair_seeds={})
     with pytest.raises(PrivacyError):

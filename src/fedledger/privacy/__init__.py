@@ -6,7 +6,7 @@
   ``sigma * C`` (:func:`privatize`), a pure function;
 * :mod:`fedledger.privacy.accounting`: epsilon with dp-accounting's RDP accountant, the noise
   calibrated to a target epsilon, and the budget's most releases (:func:`plan`);
-* :mod:`fedledger.privacy.secagg`: secure aggregation's pieces (arithmetic modulo 2**128,
+* :mod:`fedledger.privacy.secagg`: secure aggregation's pieces (arithmetic modulo 2**56,
   ChaCha20 masks, X25519 pair seeds, Shamir shares); not yet wired into the nodes.
 """
 

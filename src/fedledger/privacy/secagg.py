@@ -1,9 +1,9 @@
 """Secure aggregation's arithmetic and cryptography, as pure functions (issue 14, part 2).
 
 The protocol (Bonawitz et al. 2017, without a server; docs/privacy.md) masks each member's
-fixed-point input ``x_i`` (its example-weighted update, exact integers) modulo ``2**128``:
+fixed-point input ``x_i`` (its example-weighted update, exact integers) modulo ``2**56``:
 
-    y_i = x_i + PRG(b_i) + sum_{j > i} PRG(s_ij) - sum_{j < i} PRG(s_ij)   (mod 2**128)
+    y_i = x_i + PRG(b_i) + sum_{j > i} PRG(s_ij) - sum_{j < i} PRG(s_ij)   (mod 2**56)
 
 where ``b_i`` is the member's own seed for the round and ``s_ij = s_ji`` the seed it shares with
 member ``j`` (X25519 key agreement, then HKDF-SHA256 bound to the task and round). Summed over
@@ -13,18 +13,19 @@ Shamir shares and checked against its public key), a survivor its own seed ``b_i
 shares, checked against its hash commitment). Nobody ever holds both for one member, so an
 individual input is never revealed, only the survivors' sum.
 
-This module holds the pieces: :class:`Vec128` (vectors modulo ``2**128`` as two uint64
-arrays), :func:`prg` (ChaCha20 key stream from the ``cryptography`` package), :func:`pair_seed`,
-:func:`mask`, :func:`unmask`, and :func:`split_secret` / :func:`combine_secret` (Shamir over
-GF(2**128), PyCryptodome's implementation; 32-byte secrets as two 16-byte halves). Never
-``numpy.random``: every random byte comes from the operating system.
+This module holds the pieces: the ring (uint64 arrays modulo ``2**56``: :func:`add`,
+:func:`sub`, :func:`encode_input`, :func:`decode_sum`, 7 bytes a coordinate on the wire with
+:func:`to_bytes`), :func:`prg` (ChaCha20 key stream from the ``cryptography`` package),
+:func:`pair_seed`, :func:`mask`, :func:`unmask`, and :func:`split_secret` /
+:func:`combine_secret` (Shamir over GF(2**128), PyCryptodome's implementation; 32-byte secrets
+as two 16-byte halves). Never ``numpy.random``: every random byte comes from the operating
+system.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -34,13 +35,27 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedledger.errors import PrivacyError
 
-BITS = 128
-MODULUS = 1 << BITS
+RING_BITS = 56
+"""Masked inputs live in the integers modulo ``2**56``: 7 bytes a coordinate on the wire, 1.75
+times a float32 update."""
+MODULUS = 1 << RING_BITS
+ELEMENT_BYTES = RING_BITS // 8
+INPUT_BITS = 31
+"""A fixed-point input (``fixedpoint.quantize``: 24 fractional bits) must satisfy
+``|q| < 2**31``: parameters below 128 in magnitude."""
+WEIGHT_BITS = 16
+"""Weights (example counts) are capped below ``2**16``."""
+MAX_MEMBERS = 256
+"""With these bounds any sum satisfies ``|sum w_i q_i| < 2**55``: it decodes exactly."""
 SEED_BYTES = 32
 _NONCE = bytes(16)
 _U64 = np.uint64
+_MASK = np.uint64(MODULUS - 1)
 MAX_COMBINATIONS = 1000
 """Share subsets :func:`combine_secret` tries against a commitment before it gives up."""
+
+Ring = np.ndarray
+"""A vector of the ring: uint64 values below ``2**56``."""
 
 
 class SecAggAbort(PrivacyError):
@@ -48,75 +63,82 @@ class SecAggAbort(PrivacyError):
     shares that rebuild no committed secret. The round is skipped, nothing is revealed."""
 
 
-@dataclass(frozen=True)
-class Vec128:
-    """A vector of integers modulo ``2**128``: low and high 64-bit words."""
-
-    lo: np.ndarray
-    hi: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.lo.dtype != _U64 or self.hi.dtype != _U64 or self.lo.shape != self.hi.shape:
-            raise PrivacyError("a Vec128 is two uint64 arrays of one shape")
-
-    def __len__(self) -> int:
-        return int(self.lo.shape[0])
-
-    @classmethod
-    def zeros(cls, n: int) -> Vec128:
-        return cls(np.zeros(n, _U64), np.zeros(n, _U64))
-
-    @classmethod
-    def from_ints(cls, values: Iterable[int]) -> Vec128:
-        """Python integers (any sign, ``|v| < 2**127``) in two's complement."""
-        words = [int(v) % MODULUS for v in values]
-        lo = np.fromiter((w & 0xFFFF_FFFF_FFFF_FFFF for w in words), _U64, len(words))
-        hi = np.fromiter((w >> 64 for w in words), _U64, len(words))
-        return cls(lo, hi)
-
-    def to_ints(self) -> list[int]:
-        """The signed integers in ``[-2**127, 2**127)`` these words encode."""
-        out = []
-        for lo, hi in zip(self.lo.tolist(), self.hi.tolist(), strict=True):
-            w = (int(hi) << 64) | int(lo)
-            out.append(w - MODULUS if w >= MODULUS >> 1 else w)
-        return out
-
-    def __add__(self, other: Vec128) -> Vec128:
-        _same(self, other)
-        lo = self.lo + other.lo  # wraps modulo 2**64
-        carry = (lo < self.lo).astype(_U64)
-        return Vec128(lo, self.hi + other.hi + carry)
-
-    def __neg__(self) -> Vec128:
-        lo = ~self.lo + _U64(1)
-        carry = (lo == 0).astype(_U64)
-        return Vec128(lo, ~self.hi + carry)
-
-    def __sub__(self, other: Vec128) -> Vec128:
-        return self + (-other)
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Vec128) and np.array_equal(self.lo, other.lo)
-                and np.array_equal(self.hi, other.hi))  # fmt: skip
-
-    __hash__ = None  # type: ignore[assignment]
+def _check(v: Ring) -> Ring:
+    if not isinstance(v, np.ndarray) or v.dtype != _U64 or v.ndim != 1:
+        raise PrivacyError("a ring vector is a one-dimensional uint64 array")
+    return v
 
 
-def _same(a: Vec128, b: Vec128) -> None:
-    if a.lo.shape != b.lo.shape:
-        raise PrivacyError(f"vectors of {len(a)} and {len(b)} coordinates")
+def add(a: Ring, b: Ring) -> Ring:
+    """``a + b`` modulo ``2**56``."""
+    if _check(a).shape != _check(b).shape:
+        raise PrivacyError(f"vectors of {a.size} and {b.size} coordinates")
+    out: Ring = (a + b) & _MASK  # uint64 wraps modulo 2**64, a multiple of 2**56
+    return out
 
 
-def prg(seed: bytes, n: int) -> Vec128:
-    """``n`` pseudo-random elements of the ring from a 32-byte seed (ChaCha20 key stream)."""
+def sub(a: Ring, b: Ring) -> Ring:
+    """``a - b`` modulo ``2**56``."""
+    if _check(a).shape != _check(b).shape:
+        raise PrivacyError(f"vectors of {a.size} and {b.size} coordinates")
+    out: Ring = (a - b) & _MASK
+    return out
+
+
+def encode_input(q: np.ndarray, weight: int) -> Ring:
+    """A member's input: its fixed-point update ``q`` (int64, ``|q| < 2**31``) times its
+    ``weight`` (``1 <= weight < 2**16``), in the ring."""
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, int)
+        or not 1 <= weight < 1 << WEIGHT_BITS
+    ):
+        raise PrivacyError(f"a weight is an integer in [1, 2**{WEIGHT_BITS}), got {weight!r}")
+    q = np.asarray(q)
+    if q.dtype != np.int64 or q.ndim != 1:
+        raise PrivacyError("a fixed-point input is a one-dimensional int64 array")
+    if q.size and int(np.abs(q).max()) >= 1 << INPUT_BITS:
+        raise PrivacyError(f"a fixed-point input must be below 2**{INPUT_BITS} in magnitude "
+                           "(parameters below 128)")  # fmt: skip
+    out: Ring = (q * np.int64(weight)).astype(_U64) & _MASK  # two's complement, then mod 2**56
+    return out
+
+
+def decode_sum(s: Ring) -> np.ndarray:
+    """The signed sum (int64) a ring vector encodes: values from ``2**55`` up are negative."""
+    v = _check(s).astype(np.int64)
+    out: np.ndarray = np.where(v >= 1 << (RING_BITS - 1), v - np.int64(MODULUS), v)
+    return out
+
+
+def to_bytes(v: Ring) -> bytes:
+    """7 little-endian bytes a coordinate."""
+    raw = _check(v).astype("<u8").view(np.uint8).reshape(-1, 8)[:, :ELEMENT_BYTES]
+    return raw.tobytes()
+
+
+def from_bytes(data: bytes) -> Ring:
+    """The inverse of :func:`to_bytes`."""
+    if len(data) % ELEMENT_BYTES:
+        raise PrivacyError(f"{len(data)} bytes is not a whole number of {ELEMENT_BYTES}-byte "
+                           "coordinates")  # fmt: skip
+    raw = np.frombuffer(data, np.uint8).reshape(-1, ELEMENT_BYTES)
+    padded = np.zeros((raw.shape[0], 8), np.uint8)
+    padded[:, :ELEMENT_BYTES] = raw
+    out: Ring = padded.view("<u8").reshape(-1).astype(_U64)
+    return out
+
+
+def prg(seed: bytes, n: int) -> Ring:
+    """``n`` pseudo-random ring elements from a 32-byte seed (ChaCha20 key stream)."""
     if len(seed) != SEED_BYTES:
         raise PrivacyError(f"a seed is {SEED_BYTES} bytes, got {len(seed)}")
     if n < 0:
         raise PrivacyError(f"n must be >= 0, got {n}")
     stream = Cipher(algorithms.ChaCha20(seed, _NONCE), mode=None).encryptor()
-    words = np.frombuffer(stream.update(bytes(16 * n)), dtype="<u8").reshape(n, 2)
-    return Vec128(np.ascontiguousarray(words[:, 0], _U64), np.ascontiguousarray(words[:, 1], _U64))
+    words = np.frombuffer(stream.update(bytes(8 * n)), dtype="<u8").astype(_U64)
+    out: Ring = words & _MASK
+    return out
 
 
 def pair_seed(mine: X25519PrivateKey, theirs: X25519PublicKey, *, context: bytes) -> bytes:
@@ -139,43 +161,45 @@ def commitment(secret: bytes) -> bytes:
     return hashlib.sha256(b"fedledger/secagg/seed/v1|" + secret).digest()
 
 
-def mask(x: Vec128, *, me: str, self_seed: bytes, pair_seeds: Mapping[str, bytes]) -> Vec128:
+def mask(x: Ring, *, me: str, self_seed: bytes, pair_seeds: Mapping[str, bytes]) -> Ring:
     """``me``'s masked input: ``x`` plus its own mask, plus the pairwise mask of each member
     in ``pair_seeds`` (added toward a higher address, subtracted toward a lower one)."""
-    n = len(x)
-    y = x + prg(self_seed, n)
+    n = _check(x).size
+    y = add(x, prg(self_seed, n))
     for peer, seed in sorted(pair_seeds.items()):
         if peer.lower() == me.lower():
             raise PrivacyError("a member shares no pairwise seed with itself")
-        y = y + prg(seed, n) if me.lower() < peer.lower() else y - prg(seed, n)
+        y = add(y, prg(seed, n)) if me.lower() < peer.lower() else sub(y, prg(seed, n))
     return y
 
 
 def unmask(
-    masked: Mapping[str, Vec128],
+    masked: Mapping[str, Ring],
     *,
     self_seeds: Mapping[str, bytes],
     dropped_pair_seeds: Mapping[tuple[str, str], bytes],
-) -> Vec128:
+) -> Ring:
     """The sum of the survivors' inputs from their masked inputs (``masked``, by member),
     their own seeds (``self_seeds``, one per survivor), and, for each member that dropped
     out after the others masked, its seed with each survivor (``dropped_pair_seeds``, keyed
     ``(dropped, survivor)``): every survivor's mask toward a dropped member is removed."""
     if not masked:
         raise SecAggAbort("no masked input")
+    if len(masked) > MAX_MEMBERS:
+        raise SecAggAbort(f"more than {MAX_MEMBERS} masked inputs")
     if set(self_seeds) != set(masked):
         raise SecAggAbort("the survivors' own seeds do not match the masked inputs")
-    n = len(next(iter(masked.values())))
-    total = Vec128.zeros(n)
+    n = _check(next(iter(masked.values()))).size
+    total = np.zeros(n, _U64)
     for member, y in masked.items():
-        total = total + y - prg(self_seeds[member], n)
+        total = sub(add(total, y), prg(self_seeds[member], n))
     for (dropped, survivor), seed in sorted(dropped_pair_seeds.items()):
         if survivor not in masked or dropped in masked:
             raise SecAggAbort(f"a pairwise seed of {dropped} and {survivor} is not a "
                               "dropped member's with a survivor")  # fmt: skip
         # The survivor added this mask if its address is lower, subtracted it otherwise.
-        m = prg(seed, n)
-        total = total - m if survivor.lower() < dropped.lower() else total + m
+        pad = prg(seed, n)
+        total = sub(total, pad) if survivor.lower() < dropped.lower() else add(total, pad)
     return total
 
 
