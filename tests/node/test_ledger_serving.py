@@ -18,16 +18,17 @@ from fedledger.errors import FetchRefused
 from fedledger.gossip.blobs import MemoryBlobStore
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.memory import MemoryNetwork
-from fedledger.gossip.messages import make_fetch_request
+from fedledger.gossip.messages import make_fetch_request, make_message
 from fedledger.gossip.topology import TopologySpec
 from fedledger.learning.trainer import ModelSpec
 from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
-from fedledger.ledger.records import Finalized
+from fedledger.ledger.messages import RoundMessage
+from fedledger.ledger.records import Finalized, Joined
 from fedledger.ledger.rules import rules_for
 from fedledger.node.build import build_node
 from fedledger.node.consensus import Train
 from fedledger.node.core import NodeCore as Node
-from fedledger.node.drivers.ledger import LedgerDriver
+from fedledger.node.drivers.ledger import EARLY_MESSAGES, LedgerDriver
 from fedledger.node.ledger_round import Sign
 from fedledger.run.plan import plan
 
@@ -51,6 +52,50 @@ def make_node(tmp_path: Path, access: str) -> tuple[Node, MemoryTask]:
                       ledger=ledger)  # fmt: skip
     driver(node).update_registry(ledger.events(-1))  # who is a member
     return node, memory
+
+
+def test_a_message_gossiped_before_its_signer_is_known_counts_once_it_joins(
+    tmp_path: Path,
+) -> None:
+    # Before: a node whose chain poll lagged the gossip dropped a member's round message for
+    # good (its signer was not a member yet, as far as the node had read), and the round's
+    # submitter then waited out `collect` for it. Now it is kept until the Joined arrives.
+    task = TaskConfig(name="early", seed=4, rounds=2, nodes=2, model=ModelSpec(name="logreg"),
+                      data=DataConfig(dataset="digits", partition="iid"),
+                      ledger=LedgerConfig(min_stake=10))  # fmt: skip
+    configs = plan(task, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
+                   topology=TopologySpec(), transport="memory")  # fmt: skip
+    ids = [Identity.from_seed(task.seed, i) for i in range(2)]
+    owner = "0x" + "11" * 20
+    memory = MemoryTask(rules_for(task, token="0x" + "22" * 20, treasury=owner), owner=owner,
+                        clock=lambda: 1000.0)  # fmt: skip
+    for identity in ids:
+        MemoryLedger(memory, identity.address).join("node", 10)
+    MemoryLedger(memory, owner).start()
+    ledger = MemoryLedger(memory, ids[0].address)
+    node = build_node(configs[0], identity=ids[0], store=MemoryBlobStore(),
+                      transport=MemoryNetwork(seed=0).transport("node-0"),
+                      ledger=ledger)  # fmt: skip
+    d = driver(node)
+    signed = RoundMessage(round=1, update=hashlib.sha256(b"u").digest(), examples=3).sign(
+        ids[1], ledger.chain_id, ledger.task_address
+    )
+    frame = make_message(kind="signed", identity=ids[1], task=node.task_id, round=1,
+                         body={"message": signed.to_bytes().hex()})  # fmt: skip
+    d.deliver(frame.message)  # the chain not read yet: ids[1] is no member so far
+    assert ids[1].address not in d.logic.held(1)
+    joins = [e for e in ledger.events(-1) if isinstance(e, Joined)]  # (no round to train)
+    d.on_chain(joins, 1000.0)
+    assert ids[1].address in d.logic.held(1)
+    # A stranger's message (a key that never joins) stays out, and the buffer is bounded.
+    for i in range(EARLY_MESSAGES + 10):
+        who = Identity.from_seed(99, i)
+        m = RoundMessage(round=1).sign(who, ledger.chain_id, ledger.task_address)
+        d.deliver(make_message(kind="signed", identity=ids[1], task=node.task_id, round=1,
+                               body={"message": m.to_bytes().hex()}).message)  # fmt: skip
+    d.on_chain([], 1000.0)
+    assert d.logic.held(1) == {ids[1].address}  # no stranger's
+    assert len(d._early) == EARLY_MESSAGES
 
 
 def driver(node: Node) -> LedgerDriver:

@@ -107,7 +107,8 @@ class Collusion:
         within ``timeout``."""
         posted, full = self._post(rnd, benign)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(full.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await full.wait()
         for old in [r for r in self._posted if r < rnd - 1]:
             self._posted.pop(old, None)
             self._full.pop(old, None)

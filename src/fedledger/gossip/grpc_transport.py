@@ -454,7 +454,10 @@ class GrpcTransport:
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(call.read(), timeout)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                    # cancellation that arrives as the read completes, leaving the call open.
+                    async with asyncio.timeout(timeout):
+                        chunk = await call.read()
                 except TimeoutError as e:
                     call.cancel()
                     raise PeerUnavailable(

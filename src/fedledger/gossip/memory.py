@@ -189,7 +189,8 @@ class MemoryNetwork:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._idle_waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(waiter)
         finally:
             if waiter in self._idle_waiters:
                 self._idle_waiters.remove(waiter)
@@ -357,7 +358,12 @@ class MemoryTransport:
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(anext(iterator), timeout)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for runs the handler's
+                    # step in a task of its own and can swallow the consumer's cancellation
+                    # when that step completes at the same moment; the handler then stays
+                    # suspended, never closed.
+                    async with asyncio.timeout(timeout):
+                        chunk = await anext(iterator)
                 except StopAsyncIteration:
                     return
                 except TimeoutError as e:

@@ -612,7 +612,8 @@ class NodeCore:
             if self.clock() - self._last_progress > self.config.stall_timeout:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.finished.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):  # not wait_for: see the transports
+                    await self.finished.wait()
         return True
 
     async def run(self) -> dict[str, Any]:
@@ -746,7 +747,8 @@ class NodeCore:
             self._send_stats(missing, reply=False)
             self._stats_arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stats_arrived.wait(), timeout=STATS_RESEND_SECONDS)
+                async with asyncio.timeout(STATS_RESEND_SECONDS):
+                    await self._stats_arrived.wait()
         log.info("pooled the feature statistics of %d site(s)", len(founders))
         return pool([self._stats[a] for a in founders])
 

@@ -624,6 +624,10 @@ class LedgerRoundNode:
         clock = self.clock(rnd)
         return clock is None or clock.open(int(now))
 
+    def held(self, rnd: int) -> frozenset[str]:
+        """The members whose round ``rnd`` messages this node holds (gossiped or its own)."""
+        return frozenset(self._pool.get(rnd, {}))
+
     def releases_through(self, rnd: int) -> int:
         """Rounds up to ``rnd`` in which this node signed an update: its own messages (those
         restored from disk included) and the chain's record of them."""

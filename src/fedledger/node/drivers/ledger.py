@@ -54,6 +54,8 @@ POLL_SECONDS = 0.05
 ACCESS_CACHE_SECONDS = 5.0
 ACCESS_CACHE_SIZE = 1024
 """Outsiders whose download permission is remembered (least recently asked dropped first)."""
+EARLY_MESSAGES = 256
+"""Round messages kept from signers not (yet) known as members."""
 
 
 class LedgerDriver:
@@ -79,6 +81,10 @@ class LedgerDriver:
         """Each member's first round (its latest join's)."""
         self._access: OrderedDict[str, tuple[float, bool, bool]] = OrderedDict()
         self.signed_messages: dict[int, SignedRound] = {}
+        self._early: OrderedDict[bytes, SignedRound] = OrderedDict()
+        """Verified round messages of signers this node does not know as members yet (its
+        chain poll may lag the gossip): given to the logic once their Joined arrives. Bounded
+        (EARLY_MESSAGES, oldest dropped): anyone can make keys."""
         self._cursor = -1
         self._polling = asyncio.Lock()
         self._in_process = hasattr(getattr(ledger, "chain", None), "block_event")
@@ -239,6 +245,10 @@ class LedgerDriver:
         self.chain_now = now
         self.update_registry(events)
         self.act(self.logic.on_events(events, self.now()))
+        if self._early:
+            ready = [k for k, s in self._early.items() if s.signer in self.active]
+            for key in ready:
+                self.act(self.logic.on_message(self._early.pop(key), self.now()))
 
     def update_registry(self, events: Sequence[LedgerEvent]) -> None:
         """Who the active members are, and where: joins, departures and slashings."""
@@ -278,7 +288,10 @@ class LedgerDriver:
         except (MessageError, ValueError) as exc:
             log.info("dropping a round message from %s: %s", m.sender, exc)
             return
-        if s.signer not in self.active:
+        if s.signer not in self.active:  # not a member yet, as far as this node has read
+            self._early[s.to_bytes()] = s
+            while len(self._early) > EARLY_MESSAGES:
+                self._early.popitem(last=False)
             return
         self.act(self.logic.on_message(s, self.now()))
 
