@@ -33,7 +33,9 @@ from fedledger.node.ledger_round import Sign
 from fedledger.run.plan import plan
 
 
-def make_node(tmp_path: Path, access: str) -> tuple[Node, MemoryTask]:
+def make_node(
+    tmp_path: Path, access: str, *, read_registry: bool = True
+) -> tuple[Node, MemoryTask]:
     task = TaskConfig(name="serve", seed=4, rounds=2, nodes=2, model=ModelSpec(name="logreg"),
                       data=DataConfig(dataset="digits", partition="iid"),
                       ledger=LedgerConfig(access=access, min_stake=10))  # fmt: skip
@@ -50,7 +52,8 @@ def make_node(tmp_path: Path, access: str) -> tuple[Node, MemoryTask]:
     node = build_node(configs[0], identity=ids[0], store=MemoryBlobStore(),
                       transport=MemoryNetwork(seed=0).transport("node-0"),
                       ledger=ledger)  # fmt: skip
-    driver(node).update_registry(ledger.events(-1))  # who is a member
+    if read_registry:
+        driver(node).update_registry(ledger.events(-1))  # who is a member
     return node, memory
 
 
@@ -60,23 +63,10 @@ def test_a_message_gossiped_before_its_signer_is_known_counts_once_it_joins(
     # Before: a node whose chain poll lagged the gossip dropped a member's round message for
     # good (its signer was not a member yet, as far as the node had read), and the round's
     # submitter then waited out `collect` for it. Now it is kept until the Joined arrives.
-    task = TaskConfig(name="early", seed=4, rounds=2, nodes=2, model=ModelSpec(name="logreg"),
-                      data=DataConfig(dataset="digits", partition="iid"),
-                      ledger=LedgerConfig(min_stake=10))  # fmt: skip
-    configs = plan(task, task_path=tmp_path / "task.toml", out=tmp_path, mode="consensus",
-                   topology=TopologySpec(), transport="memory")  # fmt: skip
-    ids = [Identity.from_seed(task.seed, i) for i in range(2)]
-    owner = "0x" + "11" * 20
-    memory = MemoryTask(rules_for(task, token="0x" + "22" * 20, treasury=owner), owner=owner,
-                        clock=lambda: 1000.0)  # fmt: skip
-    for identity in ids:
-        MemoryLedger(memory, identity.address).join("node", 10)
-    MemoryLedger(memory, owner).start()
-    ledger = MemoryLedger(memory, ids[0].address)
-    node = build_node(configs[0], identity=ids[0], store=MemoryBlobStore(),
-                      transport=MemoryNetwork(seed=0).transport("node-0"),
-                      ledger=ledger)  # fmt: skip
+    node, _ = make_node(tmp_path, "members", read_registry=False)
+    ids = [Identity.from_seed(4, i) for i in range(2)]  # make_node's members
     d = driver(node)
+    ledger = d.ledger
     signed = RoundMessage(round=1, update=hashlib.sha256(b"u").digest(), examples=3).sign(
         ids[1], ledger.chain_id, ledger.task_address
     )
