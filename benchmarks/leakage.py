@@ -36,7 +36,7 @@ import argparse
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +75,43 @@ def chance_psnr(targets: Sequence[np.ndarray], draws: int = 200) -> float:
                           for t in targets for _ in range(draws // len(targets))]))  # fmt: skip
 
 
+@dataclass(frozen=True, kw_only=True)
+class Victim:
+    """The task, its first node's data, a trainer for it and the initial model."""
+
+    task: TaskConfig
+    node: Any
+    test: Dataset
+    trainer: TorchTrainer
+    base: Params
+
+    @classmethod
+    def of(cls, task: TaskConfig) -> Victim:
+        prepared = prepare_task(task)
+        node = prepared.data.nodes[0]
+        trainer = TorchTrainer.for_dataset(task.model, node.train)
+        return cls(task=task, node=node, test=prepared.data.test, trainer=trainer,
+                   base=trainer.init_params(derive_seed(task.seed, "init")))  # fmt: skip
+
+    def module(self, params: Params) -> torch.nn.Module:
+        """The task's model holding ``params``."""
+        data = self.node.train
+        torch.manual_seed(0)
+        model = build_model(self.task.model, feature_shape=data.feature_shape,
+                            num_classes=data.num_classes,
+                            image_shape=data.image_shape)  # fmt: skip
+        with torch.no_grad():
+            for t, p in zip(model.state_dict().values(), params, strict=True):
+                t.copy_(torch.from_numpy(np.asarray(p, dtype=np.float32)))
+        return model
+
+
 class Inverter:
     """Gradient inversion against the task's model at a given base."""
 
-    def __init__(self, task: TaskConfig, data: Dataset, base: Params) -> None:
-        torch.manual_seed(0)
-        self.model = build_model(task.model, feature_shape=data.feature_shape,
-                                 num_classes=data.num_classes,
-                                 image_shape=data.image_shape)  # fmt: skip
-        with torch.no_grad():
-            for t, p in zip(self.model.state_dict().values(), base, strict=True):
-                t.copy_(torch.from_numpy(np.asarray(p, dtype=np.float32)))
+    def __init__(self, victim: Victim) -> None:
+        data, base = victim.node.train, victim.base
+        self.model = victim.module(base)
         self.params = list(self.model.parameters())
         self.base = base
         self.features = int(np.prod(data.feature_shape))
@@ -139,16 +165,13 @@ def _one(data: Dataset, i: int) -> Dataset:
     return replace(data, name=f"{data.name}[{i}]", x=data.x[i : i + 1], y=data.y[i : i + 1])
 
 
-def inversion(task: TaskConfig, *, samples: int, epsilon: float,
+def inversion(victim: Victim, *, samples: int, epsilon: float,
               echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
-    prepared = prepare_task(task)
-    node = prepared.data.nodes[0]
-    trainer = TorchTrainer.for_dataset(task.model, node.train)
-    base = trainer.init_params(derive_seed(task.seed, "init"))
+    task, node, trainer, base = victim.task, victim.node, victim.trainer, victim.base
     privacy = plan(PrivacyConfig(clip=0.5, epsilon=epsilon), task.rounds)
     lr = task.train.lr
     single = replace(task.train, batch_size=1, epochs=1)
-    attack = Inverter(task, node.train, base)
+    attack = Inverter(victim)
 
     def released(params: Params, rnd: int) -> Params:
         key = noise_key(SECRET, task=task.name, rnd=rnd, base="init")
@@ -186,13 +209,10 @@ def inversion(task: TaskConfig, *, samples: int, epsilon: float,
             "noise_multiplier": privacy.noise_multiplier, "clip": privacy.clip}  # fmt: skip
 
 
-def membership(task: TaskConfig, *, epsilon: float,
+def membership(victim: Victim, *, epsilon: float,
                echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
-    prepared = prepare_task(task)
-    node = prepared.data.nodes[0]
-    test = prepared.data.test
-    trainer = TorchTrainer.for_dataset(task.model, node.train)
-    base = trainer.init_params(derive_seed(task.seed, "init"))
+    task, node, test, trainer, base = (victim.task, victim.node, victim.test, victim.trainer,
+                                       victim.base)  # fmt: skip
     local = trainer.fit(base, node.train, replace(task.train, epochs=task.rounds), seed=2).params
     privacy = plan(PrivacyConfig(clip=0.5, epsilon=epsilon), task.rounds)
     dp = privatize(base, local, clip=privacy.clip, noise_multiplier=privacy.noise_multiplier,
@@ -203,7 +223,8 @@ def membership(task: TaskConfig, *, epsilon: float,
     outside = replace(test, name="non-members", x=test.x[keep], y=test.y[keep])
     out: dict[str, Any] = {"members": len(node.train), "non_members": int(keep.sum())}
     for name, params in (("plain", local), ("dp", dp)):
-        scores = [-_losses(trainer, params, d) for d in (node.train, outside)]
+        model = victim.module(params)
+        scores = [-_losses(model, d) for d in (node.train, outside)]
         labels = np.concatenate([np.ones(len(scores[0])), np.zeros(len(scores[1]))])
         score = np.concatenate(scores)
         fpr, tpr, _ = roc_curve(labels, score)
@@ -215,9 +236,8 @@ def membership(task: TaskConfig, *, epsilon: float,
     return out
 
 
-def _losses(trainer: TorchTrainer, params: Params, data: Dataset) -> np.ndarray:
-    trainer.set_params(params)
-    model = trainer._model
+def _losses(model: torch.nn.Module, data: Dataset) -> np.ndarray:
+    """Each example's cross-entropy loss under ``model``."""
     with torch.no_grad():
         logits = model(torch.from_numpy(np.ascontiguousarray(data.x)))
         loss = functional.cross_entropy(logits, torch.from_numpy(data.y), reduction="none")
@@ -253,8 +273,9 @@ def run(*, config: Path, samples: int, epsilon: float, out: Path,
         raise SystemExit("error: the leakage benchmark needs an image task (dataset = digits)")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    inv = inversion(task, samples=samples, epsilon=epsilon, echo=echo)
-    mia = membership(task, epsilon=epsilon, echo=echo)
+    victim = Victim.of(task)
+    inv = inversion(victim, samples=samples, epsilon=epsilon, echo=echo)
+    mia = membership(victim, epsilon=epsilon, echo=echo)
     write_grid(out / "leakage.png", inv["truths"], inv["images"])
     mean = {s: {m: float(np.mean(v)) for m, v in r.items()} for s, r in inv["psnr"].items()}
     result = {"task": task.name, "epsilon": epsilon, "clip": inv["clip"],

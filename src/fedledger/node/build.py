@@ -76,10 +76,8 @@ def driver_factory(
                                   aggregation_params=dict(cfg.task.aggregation.params))  # fmt: skip
             driver.signed_messages.update(signed)
             return driver
-        if core.privacy is not None and core.privacy.max_releases < cfg.task.rounds:
-            raise ConfigError(f"the privacy budget allows {core.privacy.max_releases} of "
-                              f"{cfg.task.rounds} rounds: a node that stops contributing needs "
-                              "the ledger (run with a chain)", field="privacy.budget")  # fmt: skip
+        if core.privacy is not None:
+            core.privacy.check_without_ledger()
         if cfg.mode == "consensus":
             consensus = ConsensusNode(
                 me=core.me, members=core.addresses, rounds=cfg.task.rounds,

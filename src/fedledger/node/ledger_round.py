@@ -645,11 +645,8 @@ class LedgerRoundNode:
 
     def _budget_spent(self, rnd: int) -> bool:
         """Whether an update in round ``rnd`` would exceed this node's privacy budget."""
-        if self.max_releases is None or self.releases_through(rnd - 1) < self.max_releases:
-            return False
-        if self.budget_spent_at is None or rnd < self.budget_spent_at:
-            self.budget_spent_at = rnd
-        return True
+        return self.max_releases is not None and \
+            self.releases_through(rnd - 1) >= self.max_releases  # fmt: skip
 
     def _commit(self, rnd: int, now: float) -> list[Action]:
         m = self._m(rnd)
@@ -671,8 +668,11 @@ class LedgerRoundNode:
             train_base = p_model
         if train_base not in self.blobs:
             return self._fetch(train_base, [], now)
-        if rnd > self.rounds or (m.trained is None and self._budget_spent(rnd)):
+        spent = rnd <= self.rounds and m.trained is None and self._budget_spent(rnd)
+        if rnd > self.rounds or spent:
             m.signing = True  # attestation only: after the last round, or budget spent
+            if spent and (self.budget_spent_at is None or rnd < self.budget_spent_at):
+                self.budget_spent_at = rnd
             return [Sign(rnd, RoundMessage(round=rnd, model=model, result=result))]
         if m.trained is None:
             if not m.training:

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fedledger.errors import PrivacyError
+from fedledger.errors import ConfigError, PrivacyError
 
 if TYPE_CHECKING:
     from fedledger.config.task import PrivacyConfig
@@ -109,6 +109,14 @@ class PrivacyPlan:
     def may_release(self, done: int) -> bool:
         """Whether a node that contributed ``done`` times may contribute once more."""
         return done < self.max_releases
+
+    def check_without_ledger(self) -> None:
+        """Without a ledger a node cannot stop contributing (there is no attestation-only
+        message): a :class:`ConfigError` if the budget allows fewer releases than rounds."""
+        if self.max_releases < self.rounds:
+            raise ConfigError(f"the privacy budget allows {self.max_releases} of {self.rounds} "
+                              "rounds: a node that stops contributing needs the ledger (run "
+                              "with a chain)", field="privacy.budget")  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         return {"clip": self.clip, "noise_multiplier": self.noise_multiplier,

@@ -105,10 +105,8 @@ def run_task(
         raise ConfigError("reputation (min_reputation, reputation_rewards) is kept on chain: "
                           "use --chain", field="aggregation")  # fmt: skip
     privacy = task.privacy_plan()
-    if chain == "none" and privacy is not None and privacy.max_releases < task.rounds:
-        raise ConfigError(f"the privacy budget allows {privacy.max_releases} of {task.rounds} "
-                          "rounds: a node that stops contributing needs the ledger (use "
-                          "--chain)", field="privacy.budget")  # fmt: skip
+    if chain == "none" and privacy is not None:
+        privacy.check_without_ledger()  # before any node starts
     if chain not in ("none", "embedded") and transport != "grpc":
         raise ConfigError("nodes on an external chain run as processes over gRPC",
                           field="transport")  # fmt: skip
