@@ -25,12 +25,15 @@ system.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedledger.errors import PrivacyError
@@ -221,12 +224,13 @@ def split_secret(secret: bytes, *, threshold: int, parties: int) -> list[tuple[i
 
 
 def combine_secret(shares: Sequence[tuple[int, bytes]], *, threshold: int,
-                   expect: bytes | None = None) -> bytes:  # fmt: skip
+                   expect: bytes | None = None,
+                   valid: Callable[[bytes], bool] | None = None) -> bytes:  # fmt: skip
     """The secret that ``threshold`` of ``shares`` rebuild. With ``expect`` (a
-    :func:`commitment`), shares are tried ``threshold`` at a time (at most
-    ``MAX_COMBINATIONS`` sets) until a combination matches it, so a few wrong shares cannot
-    change the result; :class:`SecAggAbort` when fewer than ``threshold`` distinct shares are
-    given or no combination matches."""
+    :func:`commitment`) or ``valid`` (a check of the secret, e.g. against a public key),
+    shares are tried ``threshold`` at a time (at most ``MAX_COMBINATIONS`` sets) until a
+    combination passes, so a few wrong shares cannot change the result; :class:`SecAggAbort`
+    when fewer than ``threshold`` distinct shares are given or no combination passes."""
     from itertools import combinations, islice
 
     from Crypto.Protocol.SecretSharing import Shamir
@@ -241,8 +245,45 @@ def combine_secret(shares: Sequence[tuple[int, bytes]], *, threshold: int,
         first = Shamir.combine([(i, s[:16]) for i, s in subset], False)
         second = Shamir.combine([(i, s[16:]) for i, s in subset], False)
         secret = first + second
-        if expect is None or commitment(secret) == expect:
+        if (expect is None or commitment(secret) == expect) and (valid is None or valid(secret)):
             return secret
         if len(items) == threshold:
             break
     raise SecAggAbort("no set of shares rebuilds the committed secret")
+
+
+# -- sealed shares (ChaCha20-Poly1305) ---------------------------------------------------------
+
+SEAL_OVERHEAD = 12 + 16
+"""A sealed message is its plaintext plus a 12-byte random nonce and a 16-byte tag."""
+
+
+def _seal_key(mine: X25519PrivateKey, theirs: X25519PublicKey, context: bytes) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"fedledger/secagg/seal/v1|" + context)  # fmt: skip
+    return hkdf.derive(mine.exchange(theirs))
+
+
+def seal(mine: X25519PrivateKey, theirs: X25519PublicKey, *, context: bytes,
+         plaintext: bytes) -> bytes:  # fmt: skip
+    """``plaintext`` for the holder of ``theirs`` only: ChaCha20-Poly1305 under a key from
+    HKDF of the pair's X25519 secret and ``context`` (which the recipient must name too), with
+    a random nonce from the operating system."""
+    nonce = os.urandom(12)
+    return nonce + ChaCha20Poly1305(_seal_key(mine, theirs, context)).encrypt(
+        nonce, plaintext, context
+    )
+
+
+def open_sealed(mine: X25519PrivateKey, theirs: X25519PublicKey, *, context: bytes,
+                sealed: bytes) -> bytes:  # fmt: skip
+    """The plaintext of :func:`seal`'s output; :class:`PrivacyError` if it was not sealed by
+    the holder of ``theirs`` for this key and ``context``, or was altered."""
+    if len(sealed) < SEAL_OVERHEAD:
+        raise PrivacyError(f"a sealed message is at least {SEAL_OVERHEAD} bytes")
+    try:
+        return ChaCha20Poly1305(_seal_key(mine, theirs, context)).decrypt(
+            sealed[:12], sealed[12:], context
+        )
+    except InvalidTag as exc:
+        raise PrivacyError("a sealed message does not open with this key and context") from exc
