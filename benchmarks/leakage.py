@@ -15,7 +15,9 @@ victim's updates are made by fedledger's own trainer and privacy code:
 * ``shipped``: what a node of the task publishes in round 1: one epoch of mini-batches over its
   whole data, then ``[privacy]`` with the target epsilon (clip, calibrated noise);
 * ``single_dp``: the single-image update through the same privacy mechanism;
-* ``epoch``: the round-1 update without ``[privacy]`` (several local steps alone).
+* ``epoch``: the round-1 update without ``[privacy]`` (several local steps alone);
+* ``masked``: the single-image update as secure aggregation publishes it (masked for a round of
+  four members, ``fedledger.privacy.secagg_round``), read by the attacker as a model.
 
 Each reconstruction is scored by PSNR against the true image (pixels scaled to [0, 1]), beside
 the PSNR of uniform random images against the same targets (chance). A PNG grid shows truths
@@ -58,6 +60,7 @@ from fedledger.task import prepare_task
 ROOT = Path(__file__).resolve().parents[1]
 PIXEL_MAX = 16.0
 """scikit-learn's digits: pixel intensities 0..16."""
+MASK_SCOPE = "31337:0x000000000000000000000000000000000000beef"
 SECRET = bytes(range(32))
 """The victim node's noise secret (any 32 bytes: the attacker never uses it)."""
 
@@ -165,6 +168,33 @@ def _one(data: Dataset, i: int) -> Dataset:
     return replace(data, name=f"{data.name}[{i}]", x=data.x[i : i + 1], y=data.y[i : i + 1])
 
 
+class Masker:
+    """A secure-aggregation round of four members (the victim and three others): what the
+    victim publishes, as the attacker decodes it into parameters (the masked ring values as
+    signed fixed point)."""
+
+    def __init__(self, rounds: int) -> None:
+        from fedledger.privacy.secagg_keys import channel_private, make_key_blob, public_bytes
+
+        self.keys = {f"0x{i:040x}": bytes([i + 1]) * 32 for i in range(4)}
+        channels = {a: public_bytes(channel_private(k, MASK_SCOPE)) for a, k in self.keys.items()}
+        self.blobs = {a: make_key_blob(k, scope=MASK_SCOPE, member=a, first_round=1,
+                                       last_round=rounds, recipients=channels)
+                      for a, k in self.keys.items()}  # fmt: skip
+        self.victim = min(self.keys)
+
+    def seen(self, update: Params, *, rnd: int) -> Params:
+        from fedledger.aggregation import fixedpoint as fx
+        from fedledger.aggregation.validation import spec_of, unflatten
+        from fedledger.privacy.secagg import decode_sum
+        from fedledger.privacy.secagg_round import mask_update
+
+        peers = {a: b.keys_of(rnd).mask_key for a, b in self.blobs.items()}
+        masked = mask_update(self.keys[self.victim], scope=MASK_SCOPE, rnd=rnd, me=self.victim,
+                             params=update, weight=1, peers=peers)  # fmt: skip
+        return unflatten(fx.dequantize(decode_sum(masked), np.float64), spec_of(update))
+
+
 def inversion(victim: Victim, *, samples: int, epsilon: float,
               echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
     task, node, trainer, base = victim.task, victim.node, victim.trainer, victim.base
@@ -185,7 +215,8 @@ def inversion(victim: Victim, *, samples: int, epsilon: float,
     truths = [node.train.x[i].astype(np.float64) for i in picks]
     results: dict[str, dict[str, list[float]]] = {}
     images: dict[str, list[np.ndarray]] = {}
-    for scenario in ("single", "single_dp", "epoch", "shipped"):
+    masker = Masker(rounds=samples)
+    for scenario in ("single", "single_dp", "epoch", "shipped", "masked"):
         results[scenario] = {"dlg": [], "cosine": []}
         for k, i in enumerate(picks):
             if scenario in ("epoch", "shipped"):  # one update of the whole data, every target
@@ -194,9 +225,13 @@ def inversion(victim: Victim, *, samples: int, epsilon: float,
                 update = trainer.fit(base, _one(node.train, i), single, seed=0).params
                 if scenario == "single_dp":
                     update = released(update, 1 + k)
+                elif scenario == "masked":
+                    update = masker.seen(update, rnd=1 + k)
             observed = attack.observed_gradient(update, lr)
             for method in ("dlg", "cosine"):
                 guess = attack.invert(observed, method=method, seed=k)
+                if not np.all(np.isfinite(guess)):  # the optimizer diverged: a blank guess
+                    guess = np.zeros_like(truths[k])
                 results[scenario][method].append(psnr(guess, truths[k]))
                 if method == "dlg":
                     images.setdefault(scenario, []).append(guess)
@@ -294,7 +329,9 @@ def markdown(r: dict[str, Any]) -> str:
              "single_dp": f"the same, through DP (epsilon {r['epsilon']:g})",
              "epoch": "a node's round-1 update (one epoch of mini-batches over its data), no DP",
              "shipped": f"a node's round-1 update (one epoch of its data) with DP "
-                        f"(epsilon {r['epsilon']:g})"}  # fmt: skip
+                        f"(epsilon {r['epsilon']:g})",
+             "masked": "one SGD step on one image, masked by secure aggregation "
+                       "(4 members)"}  # fmt: skip
     for s, m in r["psnr_mean"].items():
         lines.append(f"| {names[s]} | {m['dlg']:.1f} | {m['cosine']:.1f} |")
     lines.append(f"| uniform random images (chance) | {r['chance_psnr']:.1f} | "

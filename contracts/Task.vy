@@ -160,6 +160,17 @@ event Withdrawn:
     member: indexed(address)
     amount: uint256
 
+# A member's secure-aggregation keys (`set_keys`): its long-term channel key, and the digest
+# of its key blob covering rounds first_round..last_round for `recipients` members (all zero:
+# no key blob). Nothing is stored: nodes and the audit read the events.
+event Keys:
+    member: indexed(address)
+    channel_key: bytes32
+    keys_digest: bytes32
+    first_round: uint256
+    last_round: uint256
+    recipients: uint256
+
 event RoundStarted:
     round: indexed(uint256)
     start: uint256
@@ -200,12 +211,14 @@ event Skipped:
 # A round's rewards were credited: each contributor earned
 # reward_per_round * score // sum(scores), or nothing if slashed since (one
 # event with the arrays, not one per contributor: a quarter of the gas). A
-# contributor with a nonzero score is "selected" (reputation).
+# contributor with a nonzero score is "selected" (reputation). `transcript`:
+# the round's secure-aggregation transcript digest (zero: none).
 event Distributed:
     round: indexed(uint256)
     total: uint256
     contributors: DynArray[address, MAX]
     scores: DynArray[uint256, MAX]
+    transcript: bytes32
 
 event Equivocated:
     round: indexed(uint256)
@@ -788,6 +801,28 @@ def move(endpoint: String[256]):
 
 
 @external
+def set_keys(channel_key: bytes32, keys_digest: bytes32, first_round: uint256, last_round: uint256, recipients: uint256):
+    """
+    @notice An active member registers its secure-aggregation keys: its channel
+            key (nonzero) and, if `keys_digest` is nonzero, the digest of its
+            key blob covering rounds `first_round` to `last_round` (1 <=
+            first_round <= last_round) for `recipients` members; with a zero
+            `keys_digest`, the rounds and recipients are zero. Only `Keys` is
+            emitted: nothing is stored.
+    """
+    assert self._status(self._record[msg.sender]) == STATUS_ACTIVE, "not a member"
+    assert channel_key != empty(bytes32), "zero key"
+    if keys_digest == empty(bytes32):
+        assert first_round == 0 and last_round == 0 and recipients == 0, "bad rounds"
+    else:
+        assert first_round >= 1 and first_round <= last_round, "bad rounds"
+    log Keys(
+        member=msg.sender, channel_key=channel_key, keys_digest=keys_digest,
+        first_round=first_round, last_round=last_round, recipients=recipients
+    )
+
+
+@external
 def leave():
     """
     @notice Stop being an active member: later messages are refused. The
@@ -902,6 +937,7 @@ def submit(
     entries: DynArray[Entry, MAX],
     contributors: DynArray[address, MAX],
     scores: DynArray[uint256, MAX],
+    transcript: bytes32,
 ):
     """
     @notice Anyone: a batch of signed round messages for `round` (the current
@@ -913,9 +949,11 @@ def submit(
             examples; after `max_rounds`, messages attest only. An entry's
             pair attests round - 1 (zero: no attestation), counted for
             members eligible in round - 1; the quorum finalizes round - 1.
-            `contributors` and `scores` (may be empty) are round - 1's
-            result: if they hash to its finalized result digest and it is
-            not paid yet, its rewards are paid in this call.
+            `contributors`, `scores` (may be empty) and `transcript` (its
+            secure-aggregation transcript digest, zero for none) are round -
+            1's result: if they hash to its finalized result digest (see
+            `distribute`) and it is not paid yet, its rewards are paid in this
+            call.
     """
     self._advance(round)
     word: uint256 = self._word(round)
@@ -996,7 +1034,7 @@ def submit(
     )
     self._stakes[round % RING] = (stakes & (2**128 - 1)) | (submitted << 128)
     if len(contributors) > 0 and previous != 0:
-        self._distribute(previous, contributors, scores, False)
+        self._distribute(previous, contributors, scores, transcript, False)
 
 
 @internal
@@ -1011,25 +1049,36 @@ def _finalize(round: uint256, model: bytes32, result: bytes32, stake: uint256):
 
 @external
 @nonreentrant
-def distribute(round: uint256, contributors: DynArray[address, MAX], scores: DynArray[uint256, MAX]):
+def distribute(round: uint256, contributors: DynArray[address, MAX], scores: DynArray[uint256, MAX], transcript: bytes32):
     """
     @notice Anyone, once per finalized round (if `submit` did not already):
             credit reward_per_round * score / sum(scores) (rounded down) to
             each contributor, where keccak256(abi_encode(contributors,
-            scores)) is the round's finalized result digest, contributors
-            are strictly increasing and every score is below 2**128. A
-            contributor slashed since earns nothing.
+            scores)) (with a zero `transcript`), or
+            keccak256(abi_encode(contributors, scores, transcript)) (with the
+            round's secure-aggregation transcript digest), is the round's
+            finalized result digest, contributors are strictly increasing and
+            every score is below 2**128. A contributor slashed since earns
+            nothing.
     """
-    self._distribute(round, contributors, scores, True)
+    self._distribute(round, contributors, scores, transcript, True)
 
 
 @internal
-def _distribute(round: uint256, contributors: DynArray[address, MAX], scores: DynArray[uint256, MAX], strict: bool):
+def _distribute(round: uint256, contributors: DynArray[address, MAX], scores: DynArray[uint256, MAX], transcript: bytes32, strict: bool):
     word: uint256 = self._word(round)
     if word == 0 or self._r_outcome(word) != _FINALIZED or self._r_distributed(word):
         assert not strict, "round not finalized, or already distributed"
         return
-    if len(contributors) != len(scores) or keccak256(abi_encode(contributors, scores)) != self._result[round % RING]:
+    if len(contributors) != len(scores):
+        assert not strict, "result digest mismatch"
+        return
+    digest: bytes32 = empty(bytes32)
+    if transcript == empty(bytes32):
+        digest = keccak256(abi_encode(contributors, scores))
+    else:
+        digest = keccak256(abi_encode(contributors, scores, transcript))
+    if digest != self._result[round % RING]:
         assert not strict, "result digest mismatch"
         return
     total_score: uint256 = 0
@@ -1060,7 +1109,9 @@ def _distribute(round: uint256, contributors: DynArray[address, MAX], scores: Dy
                 self._record[contributor] = rec + (amount << 168)
                 minted += amount
     self.total_earned += minted
-    log Distributed(round=round, total=minted, contributors=contributors, scores=scores)
+    log Distributed(
+        round=round, total=minted, contributors=contributors, scores=scores, transcript=transcript
+    )
 
 
 @external

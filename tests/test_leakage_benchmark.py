@@ -23,8 +23,9 @@ def test_inversion_succeeds_on_one_image_and_fails_on_a_private_update(tmp_path:
     psnr = result["psnr"]
     # One SGD step on one image: rebuilt (PSNR far above chance; 30 dB is visually exact).
     assert min(psnr["single"]["dlg"]) > 30.0
-    # Through the privacy mechanism, and what a node with [privacy] publishes: chance level.
-    for scenario in ("single_dp", "shipped"):
+    # Through the privacy mechanism, what a node with [privacy] publishes, and the same
+    # single-image update masked by secure aggregation: chance level.
+    for scenario in ("single_dp", "shipped", "masked"):
         for method in ("dlg", "cosine"):
             assert max(psnr[scenario][method]) < chance + 3.0, (scenario, method)
     members = result["membership"]

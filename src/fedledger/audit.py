@@ -57,6 +57,21 @@ round ``r + 1``'s messages, and round ``rounds + 1`` carries attestations only):
         a round was skipped only once round ``r + 1``'s message phase closed, and a finalized
         round was not skipped.
 
+Secure-aggregation tasks (``[privacy] secure_aggregation = true``): each update on chain names
+a *masked* blob (the audit never sees an individual update). For each finalized round it takes
+the round's masking set from the chain (:class:`~fedledger.ledger.masking.MaskingSets`), without
+the members whose key blob (``Keys`` event) is invalid, as every node does; the survivors are
+its members with an update in the round (``round_inputs``), the dropouts the rest. ``blobs``
+then also covers the masking set's key blobs and the round's transcript (named by the
+``Distributed`` event); ``aggregate`` checks the transcript (its scope, round, survivors with
+their masked blobs' CIDs and weights, dropouts, and every seed and mask key against the key
+blobs' commitments), unmasks the survivors' weighted sum from the masked blobs and gives the
+model (FedAvg's division), whose digest must be the finalized one; ``exclusion``: every
+survivor is a contributor; ``scores``: the contributors are the survivors and their scores
+their weights apportioned (``result_digest(contributors, scores, transcript)`` must be the
+finalized result digest). Updates outside the masking set are left out with a note. Rounds
+that failed are not unmasked.
+
 A round whose every check passes is verified; the audit is ``ok`` only if every round (and
 the task-wide checks) are.
 """
@@ -70,7 +85,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from fedledger.aggregation import SCORE_TOTAL
+from fedledger.aggregation import fixedpoint as fx
 from fedledger.aggregation.round import aggregate_round
+from fedledger.aggregation.validation import spec_of
 from fedledger.audit_sources import GatewayBlobs, MemberBlobs, RemoteBlobs
 from fedledger.commit import cid_from_digest, decode, digest_from_cid, encode
 from fedledger.config import TaskConfig, load_config
@@ -81,18 +101,21 @@ from fedledger.errors import (
     FedledgerError,
     LedgerError,
     MessageError,
+    PrivacyError,
 )
 from fedledger.gossip.blobs import BlobStore, FileBlobStore
 from fedledger.gossip.identity import Identity
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import Chain, EmbeddedChain, RpcChain
 from fedledger.ledger.contract_ledger import ContractLedger
+from fedledger.ledger.masking import MaskingSets
 from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
     Closed,
     Distributed,
     Finalized,
     Joined,
+    Keys,
     LedgerEvent,
     Moved,
     Quorate,
@@ -110,6 +133,17 @@ from fedledger.ledger.rules import (
     quorum_stake,
     result_digest,
     rule_params_digest,
+    sort_result,
+)
+from fedledger.privacy.secagg_keys import MAX_KEY_BLOB_BYTES, KeyBlob
+from fedledger.privacy.secagg_round import (
+    Transcript,
+    check_transcript,
+    decode_masked,
+    input_weight,
+    masked_size,
+    secagg_model,
+    unmask_sum,
 )
 from fedledger.seeds import derive_seed
 from fedledger.task import build_trainer, prepare_task
@@ -369,6 +403,29 @@ class Auditor:
         self._distributions: list[Distributed] = []
         self._notes: list[str] = []
         self._rounds_of: dict[int, _Round] = {}
+        self.secure = self.task.secure_aggregation
+        """Whether the task's updates are masked (secure aggregation)."""
+        self._masking = MaskingSets()
+        self._key_blobs: dict[tuple[str, bytes], KeyBlob | str] = {}
+        """Each fetched key blob by (member, digest): checked against its registration, or
+        why it is invalid (``"invalid: ..."``) or unavailable."""
+        self._transcripts: dict[bytes, tuple[bytes | None, str]] = {}
+        self._outside: set[tuple[str, int]] = set()
+        self._noised: bool | None = None
+
+    def _blob_limit(self) -> int | None:
+        """The largest blob the members are asked for, once the initial model is known: its
+        size (every update and model has it), or, with secure aggregation, the largest of a
+        model, a masked update and a key blob."""
+        if self.initial is None:
+            return None
+        if not self.secure:
+            return len(self.initial)
+        try:
+            coordinates = sum(int(a.size) for a in decode(self.initial))
+        except CodecError:
+            return None
+        return max(len(self.initial), masked_size(coordinates), MAX_KEY_BLOB_BYTES)
 
     def _initial_model(self) -> bytes | None:
         """The initial model: rebuilt from the configuration, else fetched by its CID."""
@@ -402,8 +459,9 @@ class Auditor:
                               task_id=self.ledger.rules().config_digest.hex(),
                               chain_id=self.chain.chain_id, contract=self.ledger.task_address,
                               members=endpoints)  # fmt: skip
-        if self.initial is not None:
-            members.max_bytes = len(self.initial)
+        limit = self._blob_limit()
+        if limit is not None:
+            members.max_bytes = limit
         return members
 
     # -- task-wide --------------------------------------------------------------------------------
@@ -756,6 +814,226 @@ class Auditor:
         checks.append(Check(name="scores", ok=ok, detail=detail))
         return checks, model
 
+    # -- secure aggregation -----------------------------------------------------------------------
+
+    def _scope(self) -> str:
+        from fedledger.node.drivers.secagg import scope_of
+
+        return scope_of(self.chain.chain_id, self.ledger.task_address)
+
+    def _weight(self, examples: int) -> int:
+        """A survivor's weight in the masked sum, as the nodes give it (1 each when the task
+        adds differential-privacy noise)."""
+        if self._noised is None:
+            self._noised = self.task.privacy_plan() is not None
+        return input_weight(examples, noised=self._noised)
+
+    def _key_blob(self, member: str, k: Keys) -> tuple[KeyBlob | None, str, str]:
+        """``(blob, "", "")`` for ``member``'s key blob of registration ``k`` when it is valid
+        (what the nodes accept: :func:`~fedledger.node.drivers.secagg.check_key_blob`),
+        ``(None, why invalid, "")``, or ``(None, "", why unavailable)``."""
+        from fedledger.node.drivers.secagg import check_key_blob
+
+        key = (member, k.keys_digest)
+        if key not in self._key_blobs:
+            cid = cid_from_digest(k.keys_digest)
+            data, why = self.blobs.fetch(cid)
+            if data is None:
+                self._key_blobs[key] = f"{member}'s key blob {cid} is {why}"
+            else:
+                try:
+                    self._key_blobs[key] = check_key_blob(data, k, scope=self._scope())
+                except PrivacyError as exc:
+                    self._key_blobs[key] = f"invalid: {exc}"
+                    self._notes.append(f"{member}'s key blob {cid} is invalid ({exc}): it masks "
+                                       "with nobody")  # fmt: skip
+        got = self._key_blobs[key]
+        if isinstance(got, KeyBlob):
+            return got, "", ""
+        if got.startswith("invalid: "):
+            return None, got.removeprefix("invalid: "), ""
+        return None, "", got
+
+    def _masking_of(self, rnd: int) -> tuple[list[str], dict[str, KeyBlob], list[str]]:
+        """Round ``rnd``'s masking set as the nodes use it: the chain's
+        (:class:`~fedledger.ledger.masking.MaskingSets`) without the members whose key blob is
+        invalid, with their key blobs; and why a key blob of the chain's set is unavailable
+        (then the set cannot be told)."""
+        members: list[str] = []
+        blobs: dict[str, KeyBlob] = {}
+        missing: list[str] = []
+        for a in self._masking.of(rnd) or ():
+            k = self._masking.registration(a, rnd)
+            if k is None:
+                continue
+            blob, _, why = self._key_blob(a, k)
+            if blob is not None:
+                members.append(a)
+                blobs[a] = blob
+            elif why:
+                missing.append(why)
+        return members, blobs, missing
+
+    def _paid(self, rnd: int, st: _Round) -> tuple[list[str], list[int], bytes] | str:
+        """Round ``rnd``'s result ``(contributors, scores, transcript digest)`` as paid: its
+        ``Distributed`` event, or else a ``submit`` call of round ``rnd + 1`` whose result
+        hashes to the finalized one; or what is wrong."""
+        f = st.finalized
+        assert f is not None
+        d = st.distributed
+        if d is not None:
+            try:
+                ok = result_digest(d.contributors, d.scores, d.transcript) == f.result_digest
+            except ValueError:
+                ok = False
+            if not ok:
+                return "the distribution does not match the finalized result digest"
+            return list(d.contributors), list(d.scores), d.transcript
+        nxt = self._rounds_of.get(rnd + 1, _Round())
+        for tx in dict.fromkeys(e.tx for e in nxt.submitted):
+            try:
+                name, args = self._decode(tx)
+                if name != "submit" or int(args["round"]) != rnd + 1:
+                    continue
+                who = [str(a) for a in args["contributors"]]
+                scores = [int(x) for x in args["scores"]]
+                transcript = bytes(args["transcript"])
+                if result_digest(who, scores, transcript) == f.result_digest:
+                    return who, scores, transcript
+            except (FedledgerError, KeyError, TypeError, ValueError):
+                continue
+        return ("nothing was distributed, and no submit call of the next round carries the "
+                "finalized result (its transcript digest is unknown)")  # fmt: skip
+
+    def _transcript_blob(self, digest: bytes) -> tuple[bytes | None, str]:
+        if digest not in self._transcripts:
+            self._transcripts[digest] = self.blobs.fetch(cid_from_digest(digest))
+        return self._transcripts[digest]
+
+    def _secure_blobs(self, rnd: int, st: _Round, check: Check) -> Check:
+        """The ``blobs`` check of a finalized secure round: the masked updates (``check``),
+        and the masking set's key blobs and the round's transcript."""
+        bad = [check.detail] if not check.ok else []
+        bad += self._masking_of(rnd)[2]
+        paid = self._paid(rnd, st)
+        if not isinstance(paid, str) and paid[2] != ZERO32:
+            data, why = self._transcript_blob(paid[2])
+            if data is None:
+                bad.append(f"the round's transcript {cid_from_digest(paid[2])} is {why}")
+        return Check(name="blobs", ok=not bad, detail="; ".join(bad))
+
+    def _secure_aggregate(
+        self, rnd: int, st: _Round, base: bytes | None, blobs: dict[str, bytes]
+    ) -> tuple[list[Check], bytes | None]:
+        """``aggregate``, ``exclusion`` and ``scores`` of a finalized secure round: recompute
+        what :meth:`SecAggParty._unmask <fedledger.node.drivers.secagg.SecAggParty._unmask>`
+        computes, from the chain, the masked blobs, the key blobs and the transcript."""
+        f = st.finalized
+        assert f is not None
+        checks: list[Check] = []
+
+        def fail(detail: str) -> tuple[list[Check], bytes | None]:
+            failed = Check(name="aggregate", ok=False, detail=f"secure aggregation: {detail}")
+            return [failed, *checks], None
+
+        members, keys, missing = self._masking_of(rnd)
+        inputs = round_inputs(self._submitted, rnd)
+        in_set = {a.lower() for a in members}
+        for a in sorted(inputs, key=str.lower):
+            if a.lower() not in in_set and (a, rnd) not in self._outside:
+                self._outside.add((a, rnd))
+                self._notes.append(f"round {rnd}: {a}'s update is left out; it is not in the "
+                                   "round's masking set (no valid key blob covers it)")  # fmt: skip
+        survivors = [a for a in members if a in inputs]
+        dropouts = [a for a in members if a not in inputs]
+        paid = self._paid(rnd, st)
+        if isinstance(paid, str):
+            return fail(paid)
+        who, claimed, digest = paid
+        if missing:
+            return fail(f"cannot recompute: the masking set is unknown: {'; '.join(missing)}")
+        contributors = {w.lower() for w in who}
+        left_out = [s for s in survivors if s.lower() not in contributors]
+        detail = "" if not left_out else (f"survivors of round {rnd}'s masking set left out of "
+                                          f"the contributors: {left_out}")  # fmt: skip
+        checks.append(Check(name="exclusion", ok=not left_out, detail=detail))
+        expected_who, expected = sort_result(
+            survivors, fx.apportion([self._weight(inputs[s].examples) for s in survivors],
+                                    SCORE_TOTAL))  # fmt: skip
+        ok = [w.lower() for w in who] == [w.lower() for w in expected_who] and claimed == expected
+        detail = "" if ok else (f"the survivors' weights give {expected} to {expected_who}, "
+                                f"the quorum attested {claimed} to {who}")  # fmt: skip
+        checks.append(Check(name="scores", ok=ok, detail=detail))
+        extra = [w for w in who if w.lower() not in {s.lower() for s in survivors}]
+        if extra:
+            return fail(f"contributors that are not survivors of round {rnd}'s masking set: "
+                        f"{extra}")  # fmt: skip
+        if digest == ZERO32:
+            return fail("the round's result names no transcript")
+        if base is None:
+            why = self._initial_why if rnd == 1 else "the previous model is unavailable"
+            return fail(f"cannot recompute: the base model is unknown: {why}")
+        try:
+            spec = spec_of(decode(base))
+        except CodecError as exc:
+            return fail(f"base model: {exc}")
+        size = sum(int(np.prod(shape)) for shape, _ in spec)
+        cid = cid_from_digest(digest)
+        data, why = self._transcript_blob(digest)
+        if data is None:
+            return fail(f"cannot recompute: the transcript {cid} is {why}")
+        try:
+            transcript = Transcript.from_bytes(data)
+        except PrivacyError as exc:
+            return fail(f"round {rnd}'s transcript {cid} is not valid: {exc}")
+        scope = self._scope()
+        if (transcript.scope, transcript.round) != (scope, rnd):
+            return fail(f"round {rnd}'s transcript is for {transcript.scope} round "
+                        f"{transcript.round}, not {scope} round {rnd}")  # fmt: skip
+        named = sorted(s.member for s in transcript.survivors)
+        if named != sorted(s.lower() for s in survivors):
+            return fail(f"round {rnd}'s transcript names survivors {named}, the chain's are "
+                        f"{sorted(s.lower() for s in survivors)}")  # fmt: skip
+        named = sorted(d.member for d in transcript.dropouts)
+        if named != sorted(d.lower() for d in dropouts):
+            return fail(f"round {rnd}'s transcript names dropouts {named}, the chain's are "
+                        f"{sorted(d.lower() for d in dropouts)}")  # fmt: skip
+        by = {s.lower(): inputs[s] for s in survivors}
+        for entry in transcript.survivors:
+            e = by[entry.member]
+            submitted = cid_from_digest(e.update)
+            if entry.update != submitted:
+                return fail(f"round {rnd}'s transcript names masked update {entry.update} for "
+                            f"{entry.member}, which submitted {submitted}")  # fmt: skip
+            if entry.weight != self._weight(e.examples):
+                return fail(f"round {rnd}'s transcript weight of {entry.member} is "
+                            f"{entry.weight}, its {e.examples} examples give "
+                            f"{self._weight(e.examples)}")  # fmt: skip
+        try:
+            check_transcript(transcript, blobs=keys, masking_set=members)
+        except PrivacyError as exc:
+            return fail(f"round {rnd}'s transcript does not verify: {exc}")
+        unavailable = [s for s in survivors if s not in blobs]
+        if unavailable:
+            return fail(f"cannot recompute: no verified masked blob for {unavailable}")
+        masked = {}
+        for s in survivors:
+            try:
+                _, masked[s] = decode_masked(blobs[s], rnd=rnd, member=s, size=size)
+            except PrivacyError as exc:
+                return fail(f"{s}'s masked update is not valid: {exc}")
+        try:
+            total, weight = unmask_sum(transcript, masked=masked, blobs=keys)
+            model = encode(secagg_model(total, weight, spec))
+        except (PrivacyError, CodecError) as exc:
+            return fail(f"round {rnd} cannot be unmasked: {exc}")
+        got = _sha(model)
+        ok = got == f.model_digest
+        detail = "" if ok else (f"secure aggregation: the unmasked sum gives model "
+                                f"{got.hex()[:16]}, the quorum attested "
+                                f"{f.model_digest.hex()[:16]}")  # fmt: skip
+        return [Check(name="aggregate", ok=ok, detail=detail), *checks], model
+
     def _rewards(self, d: Distributed) -> Check:
         rules = self.ledger.rules()
         bad = []
@@ -804,6 +1082,11 @@ class Auditor:
             cids += [cid_from_digest(e.update) for e in st.updates().values()]
             if st.finalized is not None:
                 cids.append(cid_from_digest(st.finalized.model_digest))
+            if self.secure and st.distributed is not None and st.distributed.transcript != ZERO32:
+                cids.append(cid_from_digest(st.distributed.transcript))
+        if self.secure:
+            cids += [cid_from_digest(e.keys_digest) for e in self._events
+                     if isinstance(e, Keys) and e.keys_digest != ZERO32]  # fmt: skip
         self.blobs.prefetch(cids)
 
     def _access_note(self) -> None:
@@ -839,8 +1122,11 @@ class Auditor:
         if members is not None:
             self.blobs.remotes.insert(0, members)
         base = self._initial_model()
-        if members is not None and self.initial is not None:
-            members.max_bytes = len(self.initial)
+        limit = self._blob_limit()
+        if members is not None and limit is not None:
+            members.max_bytes = limit
+        if self.secure:
+            self._masking.add(events)
         self._prefetch(rounds)
         problems = self._global_phases(rounds)
         verdicts = []
@@ -855,10 +1141,15 @@ class Auditor:
                 messages += nxt.submitted  # round rounds + 1: attestations only
             checks = [self._signatures(rnd, messages), self._phases(rnd, rounds, problems)]
             updates, blob_check = self._fetch_updates(st)
+            if self.secure and st.finalized is not None:
+                blob_check = self._secure_blobs(rnd, st, blob_check)
             checks.append(blob_check)
             if st.finalized is not None:
                 checks.append(self._quorum(rnd, st, nxt))
-                more, model = self._aggregate(rnd, st, base, updates)
+                if self.secure:
+                    more, model = self._secure_aggregate(rnd, st, base, updates)
+                else:
+                    more, model = self._aggregate(rnd, st, base, updates)
                 checks += more
                 if st.distributed is None:
                     notes.append(f"round {rnd}: finalized, rewards not distributed")

@@ -60,6 +60,8 @@ def valid_body(kind: str) -> dict[str, Any]:
         "stats": {"count": 40, "mean": [(0.5).hex(), (-1.25).hex()],
                   "m2": [(3.0).hex(), (0.0).hex()], "reply": False},
         "signed": {"message": "ab" * 276},
+        "reveal": {"seeds": [[p, i + 1, ID_1] for i, p in enumerate(PEERS[:3])],
+                   "keys": [[PEERS[3], 4, ID_2]], "own": ID_2},
     }  # fmt: skip
     return bodies[kind]
 
@@ -513,6 +515,15 @@ BODY_CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
     ("stats", ("mean", 1), "nan", r"^body\.mean\[1\]: "),
     ("stats", ("m2",), [(1.0).hex()], r"^body\.m2: needs one entry per feature"),
     ("stats", ("reply",), 1, r"^body\.reply: expected a boolean"),
+    ("reveal", ("own",), "ab", r"^body\.own: expected 64 lowercase hex"),
+    ("reveal", ("own",), None, r"^body\.own: expected a string"),
+    ("reveal", ("seeds", 0, 1), 0, r"^body\.seeds\[0\]\[1\]: out of range"),
+    ("reveal", ("seeds", 0, 1), 256, r"^body\.seeds\[0\]\[1\]: out of range"),
+    ("reveal", ("seeds", 0, 2), ID_1.upper(), r"^body\.seeds\[0\]\[2\]: "),
+    ("reveal", ("seeds", 0, 0), PEERS[0].lower(), r"^body\.seeds\[0\]\[0\]: not a checksummed"),
+    ("reveal", ("seeds", 1, 0), PEERS[0], r"^body\.seeds: addresses not sorted and unique"),
+    ("reveal", ("seeds", 0), [PEERS[0], 1], r"^body\.seeds\[0\]: expected \[address"),
+    ("reveal", ("keys",), DELETE, r"^body: missing field 'keys'"),
 ]
 
 

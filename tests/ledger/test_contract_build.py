@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,13 @@ from fedledger.ledger.artifacts import (
     compile_contract,
     load_artifact,
 )
-from fedledger.ledger.messages import RoundMessage
-from fedledger.ledger.records import EVENT_TYPES, batch_arguments, message_argument
+from fedledger.ledger.messages import ZERO32, RoundMessage
+from fedledger.ledger.records import (
+    EVENT_TYPES,
+    LedgerEvent,
+    batch_arguments,
+    message_argument,
+)
 from fedledger.ledger.rules import (
     PHASE_AGGREGATE,
     PHASE_FINALIZED,
@@ -86,16 +92,27 @@ def test_artifact_abi_has_the_task_interface() -> None:
         "active_stake", "current_round", "phase", "closes_at", "round_start", "message_hash",
         "model_digest", "result_digest", "window", "grace", "cooldown", "max_rounds",
         "reward_per_round", "total_earned", "total_claimed", "treasury_owed", "can_download",
-        "owner", "transfer_ownership", "eip712Domain", "move",
+        "owner", "transfer_ownership", "eip712Domain", "move", "set_keys",
     }  # fmt: skip
     events = {
         "Configured", "Joined", "Left", "Moved", "Withdrawn", "RoundStarted", "Submitted",
         "Quorate", "Closed", "Finalized", "Skipped", "Distributed", "Equivocated", "Slashed",
-        "Claimed",
+        "Claimed", "Keys",
     }  # fmt: skip
     assert functions <= {e["name"] for e in abi if e.get("type") == "function"}
     assert events <= {e["name"] for e in abi if e.get("type") == "event"}
     assert set(EVENT_TYPES) <= events  # every event a ledger decodes is the contract's
+    # ... with the same fields, in the same order (a record's own fields after where it was).
+    where = [f.name for f in fields(LedgerEvent)]
+    for name, cls in EVENT_TYPES.items():
+        (event,) = (e for e in abi if e.get("type") == "event" and e["name"] == name)
+        assert [i["name"] for i in event["inputs"]] == [f.name for f in fields(cls)][len(where) :]
+    inputs = {e["name"]: [(i["name"], i["type"]) for i in e["inputs"]]
+              for e in abi if e.get("type") == "function"}  # fmt: skip
+    assert inputs["submit"][-1] == inputs["distribute"][-1] == ("transcript", "bytes32")
+    assert inputs["set_keys"] == [("channel_key", "bytes32"), ("keys_digest", "bytes32"),
+                                  ("first_round", "uint256"), ("last_round", "uint256"),
+                                  ("recipients", "uint256")]  # fmt: skip
     # Ledger v1's commit-reveal-attest calls and their events are gone.
     gone = {"commit", "reveal", "attest", "skip", "Committed", "Revealed", "Attested",
             "Rewarded", "commit_window", "reveal_window", "attest_window"}  # fmt: skip
@@ -167,7 +184,7 @@ def test_artifacts_deploy_and_run_a_round() -> None:
             chain_id, task.address
         )
         pairs, entries = batch_arguments([signed])
-        task.submit(rnd, pairs, entries, list(contributors), list(scores), sender=node)
+        task.submit(rnd, pairs, entries, list(contributors), list(scores), ZERO32, sender=node)
 
     # Round 1: the only member's signed update closes the round at once.
     submit(1, RoundMessage(round=1, update=b"\x05" * 32, examples=10))
@@ -192,7 +209,7 @@ def test_artifacts_deploy_and_run_a_round() -> None:
     attestation = RoundMessage(round=3, model=b"\x08" * 32, result=result)
     submit(3, attestation)
     assert task.phase(2) == PHASE_FINALIZED
-    task.distribute(2, contributors, scores)
+    task.distribute(2, contributors, scores, ZERO32)
     assert task.earned_of(node) == 20 * ETHER
     assert token.totalSupply() == 0  # earned, not minted until claimed
     task.claim(node)

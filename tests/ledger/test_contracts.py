@@ -249,14 +249,16 @@ def submit(
     msgs: Sequence[Signed],
     contributors: Sequence[str] = (),
     scores: Sequence[int] = (),
+    transcript: bytes = ZERO,
     *,
     sender: str | None = None,
     task: Any = None,
 ) -> None:
     pairs, entries = batch(msgs)
     (task or w.task).submit(
-        rnd, pairs, entries, list(contributors), list(scores), sender=sender or w.submitter
-    )
+        rnd, pairs, entries, list(contributors), list(scores), transcript,
+        sender=sender or w.submitter,
+    )  # fmt: skip
 
 
 def close(w: World, rnd: int) -> None:
@@ -477,6 +479,13 @@ def result_digest(contributors: DynArray[address, 256], scores: DynArray[uint256
 
 @external
 @pure
+def transcript_digest(
+    contributors: DynArray[address, 256], scores: DynArray[uint256, 256], transcript: bytes32
+) -> bytes32:
+    return keccak256(abi_encode(contributors, scores, transcript))
+
+@external
+@pure
 def pair_hash(model: bytes32, result: bytes32) -> bytes32:
     return keccak256(abi_encode(model, result))
 """
@@ -489,6 +498,17 @@ def test_python_hashes_match_vyper(world: World) -> None:
     assert hashes.result_digest(contributors, scores) == result_digest(contributors, scores)
     assert hashes.result_digest([], []) == result_digest([], [])
     assert result_digest(contributors, scores) != result_digest(contributors, [1, 2, 4])
+    transcript = b"\x5a" * 32
+    assert hashes.transcript_digest(contributors, scores, transcript) == result_digest(
+        contributors, scores, transcript
+    )
+    assert hashes.transcript_digest([], [], transcript) == result_digest([], [], transcript)
+    # No transcript, or a zero one: the digest without it.
+    assert result_digest(contributors, scores, ZERO) == result_digest(contributors, scores)
+    assert result_digest(contributors, scores, None) == result_digest(contributors, scores)
+    assert result_digest(contributors, scores, transcript) != result_digest(contributors, scores)
+    with pytest.raises(ValueError, match="32 bytes"):
+        result_digest(contributors, scores, b"\x01" * 31)
     assert hashes.pair_hash(MODEL, OTHER_MODEL) == pair_hash(MODEL, OTHER_MODEL)
     with pytest.raises(ValueError, match="duplicate"):
         sort_result([members[0], members[0]], [1, 2])
@@ -692,6 +712,35 @@ def test_leave_and_withdraw_need_membership(world: World) -> None:
         world.task.leave(sender=a)
     with boa.reverts("withdraw first"):
         world.task.join("x", sender=a, value=ETHER)
+
+
+def test_set_keys_emits_keys_and_stores_nothing(world: World) -> None:
+    task = world.task
+    a, b = world.accounts[:2]
+    key, blob = b"\x0c" * 32, b"\x0d" * 32
+    with boa.reverts("not a member"):
+        task.set_keys(key, blob, 1, 30, 3, sender=a)
+    join(world, world.ids[:2])
+    with boa.reverts("zero key"):
+        task.set_keys(ZERO, blob, 1, 30, 3, sender=a)
+    for rounds in ((0, 30), (2, 1), (0, 0)):
+        with boa.reverts("bad rounds"):
+            task.set_keys(key, blob, *rounds, 3, sender=a)
+    for first, last, recipients in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):
+        with boa.reverts("bad rounds"):
+            task.set_keys(key, ZERO, first, last, recipients, sender=a)
+    before = task.active_stake(), task.stake_of(a), task.last_round_of(a)
+    task.set_keys(key, blob, 1, 1, 2, sender=a)
+    (keys,) = events(task, "Keys")
+    assert (keys.member, keys.channel_key, keys.keys_digest) == (a, key, blob)
+    assert (keys.first_round, keys.last_round, keys.recipients) == (1, 1, 2)
+    task.set_keys(key, ZERO, 0, 0, 0, sender=b)  # a channel key alone
+    (keys,) = events(task, "Keys")
+    assert (keys.member, keys.keys_digest, keys.first_round, keys.recipients) == (b, ZERO, 0, 0)
+    assert (task.active_stake(), task.stake_of(a), task.last_round_of(a)) == before
+    task.leave(sender=a)
+    with boa.reverts("not a member"):
+        task.set_keys(key, blob, 1, 30, 3, sender=a)
 
 
 def test_members_list_stays_consistent(world: World) -> None:
@@ -967,9 +1016,9 @@ def test_submit_pair_index_out_of_range(world: World) -> None:
     pairs, entries = batch(messages(world, 1, members[:1]))
     bad = [(*entries[0][:2], 1, *entries[0][3:])]
     with boa.reverts("pair index out of range"):
-        world.task.submit(1, pairs, bad, [], [])
+        world.task.submit(1, pairs, bad, [], [], ZERO)
     with boa.reverts("pair index out of range"):
-        world.task.submit(1, [], entries, [], [])
+        world.task.submit(1, [], entries, [], [], ZERO)
 
 
 def test_submit_needs_a_member_signer(world: World) -> None:
@@ -993,12 +1042,12 @@ def test_submit_bad_signatures(world: World) -> None:
     # Another valid-looking signature recovers someone else.
     forged = (m.update, m.examples, 0, m.r, m.vs ^ 1)
     with boa.reverts("signer is not a member"):
-        world.task.submit(1, pairs, [forged], [], [])
+        world.task.submit(1, pairs, [forged], [], [], ZERO)
     with boa.reverts("ecdsa: invalid signature"):
-        world.task.submit(1, pairs, [(m.update, m.examples, 0, 0, m.vs)], [], [])
+        world.task.submit(1, pairs, [(m.update, m.examples, 0, 0, m.vs)], [], [], ZERO)
     high_s = (m.update, m.examples, 0, m.r, HALF_N + 1)
     with boa.reverts("ecdsa: invalid signature `s` value"):
-        world.task.submit(1, pairs, [high_s], [], [])
+        world.task.submit(1, pairs, [high_s], [], [], ZERO)
 
 
 def test_submit_signer_joined_during_this_round(world: World) -> None:
@@ -1176,7 +1225,7 @@ def test_failure_is_emitted_when_the_round_after_next_opens(world: World) -> Non
     assert task.model_digest(1) == ZERO
     # A failed round pays nothing.
     with boa.reverts("round not finalized, or already distributed"):
-        task.distribute(1, [], [])
+        task.distribute(1, [], [], ZERO)
 
 
 def test_close_fails_an_unattested_last_round(make_world: Any) -> None:
@@ -1265,10 +1314,10 @@ def test_rounds_older_than_the_ring_keep_only_their_outcome(make_world: Any) -> 
     assert (task.round_start(2), task.closes_at(2), task.round_stake(2)) == (0, 0, 0)
     assert (task.message_count(2), task.submitted_stake(2), task.round_members(2)) == (0, 0, 0)
     with boa.reverts("round not finalized, or already distributed"):
-        task.distribute(2, [], [])  # too late: never paid
+        task.distribute(2, [], [], ZERO)  # too late: never paid
     assert task.model_digest(3) == bytes([4]) * 32  # still in the ring
     assert task.result_digest(3) == result_digest([], [])
-    task.distribute(3, [], [])
+    task.distribute(3, [], [], ZERO)
     assert task.distributed(3)
 
 
@@ -1280,7 +1329,7 @@ def test_a_pair_listed_twice_in_a_batch_cannot_split_the_quorum(world: World) ->
     pairs = [(MODEL, MODEL)] * 3
     entries = [(m.update, m.examples, i, m.r, m.vs) for i, m in enumerate(msgs)]
     try:
-        task.submit(2, pairs, entries, [], [])
+        task.submit(2, pairs, entries, [], [], ZERO)
     except boa.BoaError:
         return  # refusing such a batch would do as well
     # 3 of 4 attested (MODEL, MODEL): round 1 is final (the contract counts 1 and fails it).
@@ -1333,7 +1382,7 @@ def test_submit_with_a_wrong_result_pays_nothing(world: World) -> None:
     assert not task.distributed(1)
     submit(world, 2, msgs[2:], contributors, scores[:2])  # lengths differ: ignored too
     assert not task.distributed(1)
-    task.distribute(1, contributors, scores)
+    task.distribute(1, contributors, scores, ZERO)
     assert task.distributed(1)
 
 
@@ -1342,11 +1391,12 @@ def test_distribute_pro_rata(world: World) -> None:
     members = started(world)
     contributors, scores = finalize_round_1(world, members, [1, 2, 4], pay=False)
     assert not task.distributed(1)
-    task.distribute(1, contributors, scores, sender=world.accounts[9])  # anyone
+    task.distribute(1, contributors, scores, ZERO, sender=world.accounts[9])  # anyone
     expected = {a: REWARD * s // 7 for a, s in zip(contributors, scores, strict=True)}
     (dist,) = events(task, "Distributed")
     assert (dist.round, dist.total) == (1, sum(expected.values()))
     assert (list(dist.contributors), list(dist.scores)) == (contributors, scores)
+    assert dist.transcript == ZERO
     assert {a: task.earned_of(a) for a in contributors} == expected
     assert task.total_earned() == sum(expected.values())
     assert task.distributed(1)
@@ -1356,17 +1406,17 @@ def test_distribute_not_finalized_or_twice(world: World) -> None:
     task = world.task
     members = started(world)
     with boa.reverts("round not finalized, or already distributed"):
-        task.distribute(1, [], [])
+        task.distribute(1, [], [], ZERO)
     submit(world, 1, messages(world, 1, members))
     result = sort_result([m.address for m in members], [1, 1, 1])
     msgs = messages(world, 2, members, (MODEL, result_digest(*result)))
     submit(world, 2, msgs[:2], *result)  # finalized and paid
     with boa.reverts("round not finalized, or already distributed"):
-        task.distribute(1, *result)
+        task.distribute(1, *result, ZERO)
     with boa.reverts("round not finalized, or already distributed"):
-        task.distribute(2, [], [])
+        task.distribute(2, [], [], ZERO)
     with boa.reverts("round not finalized, or already distributed"):
-        task.distribute(0, [], [])
+        task.distribute(0, [], [], ZERO)
     # Not twice through submit either.
     submit(world, 2, msgs[2:], *result)
     assert events(task, "Distributed") == []
@@ -1377,11 +1427,11 @@ def test_distribute_result_digest_mismatch(world: World) -> None:
     members = started(world)
     contributors, scores = finalize_round_1(world, members, [1, 2, 3], pay=False)
     with boa.reverts("result digest mismatch"):
-        world.task.distribute(1, contributors, [1, 2, 4])
+        world.task.distribute(1, contributors, [1, 2, 4], ZERO)
     with boa.reverts("result digest mismatch"):
-        world.task.distribute(1, contributors, scores[:2])
+        world.task.distribute(1, contributors, scores[:2], ZERO)
     with boa.reverts("result digest mismatch"):
-        world.task.distribute(1, contributors[:2], scores[:2])
+        world.task.distribute(1, contributors[:2], scores[:2], ZERO)
 
 
 @pytest.mark.parametrize("kind", ["unsorted", "duplicate"])
@@ -1395,7 +1445,7 @@ def test_distribute_contributors_not_strictly_increasing(world: World, kind: str
     submit(world, 2, messages(world, 2, members, pair))
     assert world.task.phase(1) == PHASE_FINALIZED
     with boa.reverts("contributors not strictly increasing"):
-        world.task.distribute(1, contributors, scores)
+        world.task.distribute(1, contributors, scores, ZERO)
 
 
 def test_score_bounds(world: World) -> None:
@@ -1403,16 +1453,41 @@ def test_score_bounds(world: World) -> None:
     submit(world, 1, messages(world, 1, members))
     result = sort_result([m.address for m in members[:2]], [2**128 - 1, 2**128 - 1])
     submit(world, 2, messages(world, 2, members, (MODEL, result_digest(*result))))
-    world.task.distribute(1, *result)
+    world.task.distribute(1, *result, ZERO)
     assert [world.task.earned_of(a) for a in result[0]] == [REWARD // 2, REWARD // 2]
     # One above: see test_hole5.
+
+
+def test_a_result_with_a_transcript_is_paid_with_it(world: World) -> None:
+    task = world.task
+    members = started(world)
+    transcript = b"\x7e" * 32
+    submit(world, 1, messages(world, 1, members))
+    result = sort_result([m.address for m in members], [1, 2, 4])
+    pair = (MODEL, result_digest(*result, transcript))
+    msgs = messages(world, 2, members, pair)
+    # Without the transcript, or with another, the batch pays nothing (and does not revert).
+    submit(world, 2, msgs[:2], *result)
+    submit(world, 2, msgs[2:], *result, b"\x7f" * 32)
+    assert task.phase(1) == PHASE_FINALIZED
+    assert task.result_digest(1) == pair[1]
+    assert events(task, "Distributed") == []
+    with boa.reverts("result digest mismatch"):
+        task.distribute(1, *result, ZERO)
+    with boa.reverts("result digest mismatch"):
+        task.distribute(1, *result, b"\x7f" * 32)
+    task.distribute(1, *result, transcript)
+    (dist,) = events(task, "Distributed")
+    assert (dist.round, dist.transcript) == (1, transcript)
+    assert (list(dist.contributors), list(dist.scores)) == result
+    assert task.distributed(1)
 
 
 def test_zero_scores_earn_nothing(world: World) -> None:
     task = world.task
     members = started(world)
     contributors, scores = finalize_round_1(world, members, [0, 3, 0], pay=False)
-    task.distribute(1, contributors, scores)
+    task.distribute(1, contributors, scores, ZERO)
     (dist,) = events(task, "Distributed")
     assert (dist.total, list(dist.scores)) == (REWARD, scores)
     assert [task.earned_of(m.address) for m in members] == [0, REWARD, 0]
@@ -1430,7 +1505,7 @@ def test_all_zero_and_empty_results_pay_nothing(world: World) -> None:
     submit(world, 3, messages(world, 3, members, empty))
     assert task.phase(2) == PHASE_FINALIZED
     assert not task.distributed(2)
-    task.distribute(2, [], [])
+    task.distribute(2, [], [], ZERO)
     (dist,) = events(task, "Distributed")
     assert (dist.round, dist.total, list(dist.contributors)) == (2, 0, [])
     assert task.total_earned() == 0
@@ -1447,7 +1522,7 @@ def test_slashed_contributor_earns_nothing(world: World) -> None:
     cheat = members[0]
     other = sign(world, cheat, 2, update(2, cheat), 100, OTHER_MODEL, MODEL)
     task.slash(2, msgs[0].evidence(), other.evidence())
-    task.distribute(1, contributors, scores)
+    task.distribute(1, contributors, scores, ZERO)
     (dist,) = events(task, "Distributed")
     expected = {a: REWARD * s // 4 for a, s in zip(contributors, scores, strict=True)}
     expected[cheat.address] = 0
@@ -1694,7 +1769,7 @@ def test_hole1_an_update_digest_is_bound_to_its_signer(world: World) -> None:
         (update(1, copier), theirs.examples, 0, theirs.r, theirs.vs),
     ):
         with boa.reverts("signer is not a member"):
-            task.submit(1, pairs, [bad], [], [])
+            task.submit(1, pairs, [bad], [], [], ZERO)
     # The copier's own message with the victim's digest is the copier's commitment...
     copied = sign(world, copier, 1, update(1, victim), 100)
     submit(world, 1, [copied])
@@ -1780,7 +1855,7 @@ def test_hole4_no_rounds_after_max_rounds_and_earned_is_capped(make_world: Any) 
     with boa.reverts("task is over"):
         submit(w, 4, messages(w, 4, members, pair), *result)
     with boa.reverts("round not finalized, or already distributed"):
-        task.distribute(3, *result)  # round max_rounds + 1 is never finalized
+        task.distribute(3, *result, ZERO)  # round max_rounds + 1 is never finalized
     assert task.total_earned() == sum(task.earned_of(m.address) for m in members)
     assert task.total_earned() <= 2 * REWARD
     assert task.total_earned() == 2 * (REWARD // 3 * 3)
@@ -1799,7 +1874,7 @@ def test_hole5_an_oversized_score_blocks_nothing_else(world: World) -> None:
     assert task.phase(1) == PHASE_FINALIZED
     assert task.message_count(2) == len(members)
     with boa.reverts("score above 2**128 - 1"):
-        task.distribute(1, *bad)
+        task.distribute(1, *bad, ZERO)
     assert not task.distributed(1)
     # The next rounds finalize and pay as usual.
     good = sort_result([m.address for m in members], [1, 1, 2])
@@ -1886,7 +1961,7 @@ def test_gas_per_member_of_a_round(make_world: Any, n: int, per_member: int) -> 
                 result = sort_result([m.address for m in members], list(range(1, n + 1)))
                 pair = (bytes([rnd]) * 32, result_digest(*result))
             pairs, entries = batch(messages(w, rnd, members, pair))
-            args = [rnd, pairs, entries, list(result[0]), list(result[1])]
+            args = [rnd, pairs, entries, list(result[0]), list(result[1]), ZERO]
             _new_transaction()
             w.task.submit(*args, sender=w.submitter)
             costs.append(_tx_gas(w.task, args))

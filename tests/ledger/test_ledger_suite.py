@@ -33,6 +33,7 @@ from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
     Distributed,
     Joined,
+    Keys,
     Ledger,
     LedgerEvent,
     Left,
@@ -396,6 +397,43 @@ def test_allowlist(make_world: Callable[..., World]) -> None:
     assert [m.address for m in world.owner.members()] == [a.account]
 
 
+def test_set_keys(world: World) -> None:
+    """An active member registers its secure-aggregation keys: only a ``Keys`` event."""
+    a, b, c = world.join(3)
+    outsider = world.accounts[6]
+    key, blob = hashlib.sha256(b"channel key").digest(), hashlib.sha256(b"key blob").digest()
+    reverts("not a member", outsider.set_keys, key, blob, 1, 30, 3)
+    reverts("not a member", world.owner.set_keys, key, blob, 1, 30, 3)
+    reverts("zero key", a.set_keys, ZERO32, blob, 1, 30, 3)
+    reverts("zero key", a.set_keys, ZERO32, ZERO32, 0, 0, 0)
+    for first, last in ((0, 30), (0, 0), (31, 30), (2, 1)):
+        reverts("bad rounds", a.set_keys, key, blob, first, last, 3)
+    for first, last, recipients in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 30, 3)):
+        reverts("bad rounds", a.set_keys, key, ZERO32, first, last, recipients)
+    assert kinds(world.owner.events(0)) == ["Joined"] * 3  # the refused calls left nothing
+    members = world.owner.members()
+    (keys,) = tx_events(a, a.set_keys(key, blob, 1, 30, 3))
+    assert isinstance(keys, Keys)
+    assert strip(keys) == ("Keys", {"member": a.account, "channel_key": key, "keys_digest": blob,
+                                    "first_round": 1, "last_round": 30,
+                                    "recipients": 3})  # fmt: skip
+    (keys,) = tx_events(b, b.set_keys(key, blob, 7, 7, 0))  # one round; any recipients
+    assert strip(keys) == ("Keys", {"member": b.account, "channel_key": key, "keys_digest": blob,
+                                    "first_round": 7, "last_round": 7,
+                                    "recipients": 0})  # fmt: skip
+    (keys,) = tx_events(c, c.set_keys(key, ZERO32, 0, 0, 0))  # the channel key alone
+    assert strip(keys)[1]["keys_digest"] == ZERO32
+    assert world.owner.members() == members  # nothing else changes
+    assert world.owner.current_round() == 0
+    # A member that left, or was slashed, is refused.
+    a.leave()
+    reverts("not a member", a.set_keys, key, blob, 1, 30, 3)
+    world.owner.slash(1, sign(world.owner, b, 1), sign(world.owner, b, 1, update=False))
+    assert world.owner.status_of(b.account) == STATUS_SLASHED
+    reverts("not a member", b.set_keys, key, blob, 1, 30, 3)
+    c.set_keys(key, blob, 2, 31, 1)  # again, as often as it likes
+
+
 def test_start(world: World) -> None:
     members = world.join(4, [ETHER, 2 * ETHER, ETHER, 3 * ETHER])
     reverts("ownable: caller is not the owner", members[0].start)
@@ -451,7 +489,8 @@ def test_full_round_finalizes_and_pays(world: World) -> None:
     assert strip(events[6]) == ("Closed", {"round": 2})
     assert strip(events[7]) == ("Distributed", {"round": 1, "total": REWARD,
                                                 "contributors": tuple(contributors),
-                                                "scores": tuple(scores)})  # fmt: skip
+                                                "scores": tuple(scores),
+                                                "transcript": ZERO32})  # fmt: skip
     assert isinstance(events[7], Distributed)
     assert events[7].selected() == contributors
     assert world.owner.phase(1) == PHASE_FINALIZED
@@ -497,12 +536,13 @@ def test_submit_reverts_and_skips(world: World) -> None:
     other_round = sign(m, m, 2)
     reverts("signer is not a member", m._send, "submit", 1, [(ZERO32, ZERO32)],  # type: ignore[attr-defined]
             [(other_round.message.update, other_round.message.examples, 0, other_round.r,
-              other_round.vs)], [], [])  # fmt: skip
+              other_round.vs)], [], [], ZERO32)  # fmt: skip
     reverts("examples without an update", m.submit, 1, [sign(m, m, 1, update=False, examples=5)])
     reverts("examples not in [1, 2**64)", m.submit, 1, [sign(m, m, 1, examples=0)])
     reverts("examples not in [1, 2**64)", m.submit, 1, [sign(m, m, 1, examples=2**64)])
     reverts("pair index out of range", m._send, "submit", 1, [],  # type: ignore[attr-defined]
-            [(good.message.update, good.message.examples, 0, good.r, good.vs)], [], [])  # fmt: skip
+            [(good.message.update, good.message.examples, 0, good.r, good.vs)], [], [],
+            ZERO32)  # fmt: skip
     reverts("current round still open", m.submit, 2, [sign(m, m, 2)])
     reverts("not the current round", m.submit, 3, [sign(m, m, 3)])
     reverts("not the current round", m.submit, 0, [])
@@ -575,7 +615,7 @@ def test_attestations_add_up_across_batches_and_pairs(world: World) -> None:
     # A pair listed twice in one batch counts in one sum (the batch_arguments never do it).
     s = sign(d, d, 2, pair)
     entry = (s.message.update, s.message.examples, 1, s.r, s.vs)
-    sent = d._send("submit", 2, [pair, pair], [entry], [], [])  # type: ignore[attr-defined]
+    sent = d._send("submit", 2, [pair, pair], [entry], [], [], ZERO32)  # type: ignore[attr-defined]
     events = tx_events(d, sent)
     assert kinds(events) == ["Submitted", "Finalized", "Closed"]
     assert strip(events[0]) == submitted(s)
@@ -652,7 +692,8 @@ def test_distribute(world: World) -> None:
     (paid,) = tx_events(outsider, outsider.distribute(1, contributors, scores))
     assert strip(paid) == ("Distributed", {"round": 1, "total": REWARD,
                                            "contributors": tuple(contributors),
-                                           "scores": tuple(scores)})  # fmt: skip
+                                           "scores": tuple(scores),
+                                           "transcript": ZERO32})  # fmt: skip
     earned = {c: REWARD * s // 4 for c, s in zip(contributors, scores, strict=True)}
     assert {c: outsider.earned_of(c) for c in contributors} == earned
     reverts("round not finalized, or already distributed", outsider.distribute, 1,
@@ -681,6 +722,54 @@ def test_distribute(world: World) -> None:
     (paid,) = tx_events(outsider, outsider.distribute(4, contributors[:1], [0]))
     assert strip(paid)[1]["total"] == 0
     assert {c: outsider.earned_of(c) for c in contributors} == earned
+
+
+def test_a_transcript_in_the_result(world: World) -> None:
+    """A result digest that commits to a secure-aggregation transcript is paid only with it;
+    without one (zero), the digest and payment are as before."""
+    members = world.join(4)
+    outsider = world.accounts[6]
+    world.owner.start()
+    transcript, wrong = hashlib.sha256(b"transcript").digest(), b"\x01" * 32
+    contributors, scores = result_of(members, [2, 1, 0, 1])
+    digest = result_digest(contributors, scores, transcript)
+    assert digest != result_digest(contributors, scores)
+    assert result_digest(contributors, scores, ZERO32) == result_digest(contributors, scores)
+    play(world, members, 1)
+    m = members[0]
+    messages = batch(m, members, 2, (MODEL, digest))
+    # The batch that finalizes round 1 carries the result with a wrong transcript, a second
+    # (a message already on chain: a no-op) carries it without one: neither pays nor reverts.
+    events = tx_events(m, m.submit(2, messages[:3], contributors, scores, wrong))
+    assert kinds(events) == ["RoundStarted", *["Submitted"] * 3, "Finalized", "Quorate"]
+    assert strip(events[4])[1]["result_digest"] == digest
+    assert tx_events(m, m.submit(2, messages[:1], contributors, scores)) == []
+    assert world.owner.phase(1) == PHASE_FINALIZED
+    assert [outsider.earned_of(c) for c in contributors] == [0] * 4
+    reverts("result digest mismatch", outsider.distribute, 1, contributors, scores, wrong)
+    reverts("result digest mismatch", outsider.distribute, 1, contributors, scores)
+    reverts("result digest mismatch", outsider.distribute, 1, contributors, scores, ZERO32)
+    # A batch with the matching transcript pays it.
+    events = tx_events(m, m.submit(2, messages[3:], contributors, scores, transcript))
+    assert kinds(events) == ["Submitted", "Closed", "Distributed"]
+    paid = events[-1]
+    assert isinstance(paid, Distributed)
+    assert strip(paid) == ("Distributed", {"round": 1, "total": REWARD,
+                                           "contributors": tuple(contributors),
+                                           "scores": tuple(scores),
+                                           "transcript": transcript})  # fmt: skip
+    earned = {c: REWARD * s // 4 for c, s in zip(contributors, scores, strict=True)}
+    assert {c: outsider.earned_of(c) for c in contributors} == earned
+    reverts("round not finalized, or already distributed", outsider.distribute, 1,
+            contributors, scores, transcript)  # fmt: skip
+    # Round 2's result carries a transcript too: `distribute` pays it with that transcript.
+    digest2 = result_digest(contributors, [1, 1, 1, 1], transcript)
+    events = play(world, members, 3, (MODEL, digest2))
+    assert "Finalized" in kinds(events)
+    reverts("result digest mismatch", outsider.distribute, 2, contributors, [1, 1, 1, 1], wrong)
+    (paid,) = tx_events(outsider, outsider.distribute(2, contributors, [1, 1, 1, 1], transcript))
+    assert isinstance(paid, Distributed)
+    assert (paid.round, paid.transcript, paid.total) == (2, transcript, REWARD)
 
 
 def test_slash(world: World) -> None:

@@ -8,7 +8,9 @@ pair: equivocation), exact duplicates, messages by non-members or members that j
 the round, messages signed for another round, malformed ones (examples without an update, an
 update without examples, updates after the last round), garbage signatures and out-of-range
 pair indexes, for the current round or the next one, with random contributors and scores
-(huge ones, scores above 2**128 - 1, unsorted contributors). `slash` gets genuine evidence
+(huge ones, scores above 2**128 - 1, unsorted contributors), some results committing to a
+secure-aggregation transcript digest (paid with it, or offered with the wrong one). Members
+register secure-aggregation keys (`set_keys`, good and malformed). `slash` gets genuine evidence
 (two different messages a member signed for one round: the test records every message every
 account signed) and fake evidence (the same message twice, two signers, a tampered message, the
 wrong round, a garbage signature).
@@ -237,6 +239,15 @@ def model_of(rnd: int, variant: int) -> bytes:
     return hashlib.sha256(f"model/{rnd}/{variant}".encode()).digest()
 
 
+def transcript_of(rnd: int) -> bytes:
+    return hashlib.sha256(f"transcript/{rnd}".encode()).digest()
+
+
+def other_transcript(transcript: bytes) -> bytes:
+    """A wrong transcript for a result: none for one that has one, else one."""
+    return ZERO if transcript != ZERO else b"\x7e" * 32
+
+
 # ---------------------------------------------------------------- the model
 
 
@@ -331,14 +342,14 @@ class Model:
             self.members[i] = last
 
     def distribute(
-        self, r: int, contributors: list[str], scores: list[int], strict: bool
+        self, r: int, contributors: list[str], scores: list[int], transcript: bytes, strict: bool
     ) -> str | None:
         """Task._distribute: a revert reason, or None (done, or silently skipped)."""
         w = self.rounds.get(r)
         if w is None or w.outcome != FINALIZED or w.distributed:
             return "round not finalized, or already distributed" if strict else None
         if len(contributors) != len(scores) or (
-            result_digest(contributors, scores) != self.finalized[r][1]
+            result_digest(contributors, scores, transcript) != self.finalized[r][1]
         ):
             return "result digest mismatch" if strict else None
         previous = 0
@@ -390,8 +401,13 @@ BAD_KINDS = [
 SLASH_VARIANTS = ["genuine"] * 3 + [
     "same", "two_signers", "tampered", "wrong_round", "garbage", "high_s"
 ]  # fmt: skip
-# How round r's honest result scores its contributors (drawn per round and sequence).
-SCORE_STYLES = ["small"] * 4 + ["huge"] * 2 + ["zero", "empty", "over", "unsorted", "zero_address"]
+# How round r's honest result scores its contributors (drawn per round and sequence);
+# "transcript": as "small", its digest committing to a secure-aggregation transcript too.
+SCORE_STYLES = ["small"] * 3 + ["transcript"] * 2 + ["huge"] * 2 + [
+    "zero", "empty", "over", "unsorted", "zero_address"
+]  # fmt: skip
+# set_keys's channel key, key blob digest and (first_round, last_round, recipients).
+KEY_ROUNDS = [(1, MAX_ROUNDS, 3), (2, 2, 0), (0, 0, 0), (0, 3, 1), (3, 2, 1), (0, 0, 2)]
 
 
 class TaskMachine(RuleBasedStateMachine):
@@ -409,8 +425,8 @@ class TaskMachine(RuleBasedStateMachine):
         self.m = Model()
         # Every message each account signed, by (account, round): off chain, never reverted.
         self.signed: dict[tuple[str, int], set[Msg]] = {}
-        # Every result the test computed, by its digest.
-        self.results: dict[bytes, tuple[list[str], list[int]]] = {}
+        # Every result the test computed (contributors, scores, transcript), by its digest.
+        self.results: dict[bytes, tuple[list[str], list[int], bytes]] = {}
         self.styles = ["small"] * (MAX_ROUNDS + 2)
         self.pairs_by_hash: dict[bytes, tuple[bytes, bytes]] = {}
         self.checked_rounds: dict[int, bool] = {}
@@ -572,9 +588,10 @@ class TaskMachine(RuleBasedStateMachine):
         boa.env.time_travel(seconds=max(step, 1))
         self.clock_moved = True
 
-    def honest_result(self, p: int) -> tuple[list[str], list[int]]:
+    def honest_result(self, p: int) -> tuple[list[str], list[int], bytes]:
         """Round p's result as honest nodes would compute it, scored in round p's style
-        (some styles make a result that can never be distributed)."""
+        (some styles make a result that can never be distributed), and its transcript digest
+        (zero: none)."""
         m = self.m
         style = self.styles[min(p, MAX_ROUNDS + 1)]
         updates = sorted(
@@ -596,8 +613,11 @@ class TaskMachine(RuleBasedStateMachine):
             contributors.reverse()
         elif style == "zero_address":
             contributors, scores = [ZERO_ADDRESS, *contributors], [1, *scores]
-        self.results[result_digest(contributors, scores)] = (contributors, scores)
-        return contributors, scores
+        transcript = transcript_of(p) if style == "transcript" else ZERO
+        self.results[result_digest(contributors, scores, transcript)] = (
+            contributors, scores, transcript
+        )  # fmt: skip
+        return contributors, scores, transcript
 
     def pairs_for(self, rnd: int, dup: bool = False) -> list[tuple[bytes, bytes]]:
         """[honest pair, conflicting pair, no attestation] for round `rnd`'s messages, and
@@ -660,7 +680,9 @@ class TaskMachine(RuleBasedStateMachine):
         bad=st.sampled_from([None] * 18 + BAD_KINDS),
         bad_at=st.integers(0, 8),
         dup=st.sampled_from([False] * 7 + [DUPLICATE_PAIRS]),
-        pay=st.sampled_from(["right", "right", "right", "none", "none", "tampered", "longer"]),
+        pay=st.sampled_from(
+            ["right", "right", "right", "none", "none", "tampered", "longer", "other_transcript"]
+        ),
         sender=ACCOUNT,
     )
     def submit(
@@ -678,8 +700,8 @@ class TaskMachine(RuleBasedStateMachine):
         """A batch for the current round (`auto`: the next one once the current one closed;
         or another round): the honest message of every member eligible in the round (`all`),
         random other messages by eligible members, one that makes the batch revert (`bad`),
-        paying round - 1 with its honest result (`right`), nothing, a tampered one or one with
-        an extra score."""
+        paying round - 1 with its honest result (`right`), nothing, a tampered one, one with
+        an extra score or one with the wrong transcript."""
         m = self.m
         offset = {"current": 0, "next": 1, "previous": -1, "after_next": 2}.get(which, 0)
         if which == "auto" and m.current and self.now >= m.closes_at(m.current):
@@ -708,14 +730,26 @@ class TaskMachine(RuleBasedStateMachine):
                 entries.insert(bad_at % (len(entries) + 1), self.entry(who, rnd, kind, pairs))
         contributors: list[str] = []
         scores: list[int] = []
+        transcript = ZERO
         if pay != "none" and rnd > 1:
-            honest_who, honest_points = self.honest_result(rnd - 1)
+            honest_who, honest_points, transcript = self.honest_result(rnd - 1)
             contributors, scores = list(honest_who), list(honest_points)
             if pay == "tampered":
                 scores = [s + 1 for s in scores]
             elif pay == "longer":
                 scores = [*scores, 1]
-        self.submit_batch(rnd, pairs, entries, contributors, scores, self.d.accounts[sender])
+            elif pay == "other_transcript":
+                transcript = other_transcript(transcript)
+        self.submit_batch(rnd, pairs, entries, contributors, scores, transcript,
+                          self.d.accounts[sender])  # fmt: skip
+
+    @rule(pay=st.sampled_from(["right", "right", "other_transcript"]), sender=ACCOUNT)
+    def honest_round(self, pay: str, sender: int) -> None:
+        """The common case, so that sequences get far (payments, claims, the last round):
+        every eligible member's honest message for the current round, or the next once the
+        current one closed, paying round - 1 with its honest result (or the wrong
+        transcript)."""
+        self.submit("auto", "all", [], False, None, 0, False, pay, sender)
 
     def submit_batch(
         self,
@@ -724,16 +758,24 @@ class TaskMachine(RuleBasedStateMachine):
         entries: list[tuple[bytes, int, int, int, int]],
         contributors: list[str],
         scores: list[int],
+        transcript: bytes,
         sender: str,
     ) -> None:
         after = copy.deepcopy(self.m)
-        reason = self.simulate_submit(after, rnd, pairs, entries, contributors, scores)
+        reason = self.simulate_submit(after, rnd, pairs, entries, contributors, scores, transcript)
         self.expect(
             "submit",
             reason,
-            lambda: self.task.submit(rnd, pairs, entries, contributors, scores, sender=sender),
+            lambda: self.task.submit(
+                rnd, pairs, entries, contributors, scores, transcript, sender=sender
+            ),
         )
         if reason is None:
+            for event in self.task.get_logs():
+                if type(event).__name__ == "Distributed":
+                    assert event.transcript == transcript
+                    if transcript != ZERO:
+                        OUTCOMES["submit: paid with a transcript"] += 1
             finalized = [e for e in self.task.get_logs() if type(e).__name__ == "Finalized"]
             assert len(finalized) == len(after.finalized) - len(self.m.finalized)
             for event in finalized:
@@ -764,6 +806,7 @@ class TaskMachine(RuleBasedStateMachine):
         entries: list[tuple[bytes, int, int, int, int]],
         contributors: list[str],
         scores: list[int],
+        transcript: bytes,
     ) -> str | None:
         """Task.submit on the model `m` (changed in place): a revert reason or None."""
         now = self.now
@@ -830,12 +873,14 @@ class TaskMachine(RuleBasedStateMachine):
         if w.closed_at == 0 and w.count == w.members:
             w.closed_at = now
         if contributors and previous != 0:
-            return m.distribute(previous, contributors, scores, strict=False)
+            return m.distribute(previous, contributors, scores, transcript, strict=False)
         return None
 
     @rule(
         offset=st.sampled_from([None, None, None, -1, -2, 0]),
-        variant=st.sampled_from(["right", "right", "right", "tampered", "empty"]),
+        variant=st.sampled_from(
+            ["right", "right", "right", "tampered", "empty", "other_transcript"]
+        ),
     )
     def distribute(self, offset: int | None, variant: str) -> None:
         """Distribute a round: the latest finalized one not paid yet (None), or another."""
@@ -845,16 +890,27 @@ class TaskMachine(RuleBasedStateMachine):
         r = pending[-1] if offset is None and pending else max(default, 0)
         contributors: list[str] = []
         scores: list[int] = []
+        transcript = ZERO
         if r in m.finalized and m.finalized[r][1] in self.results and variant != "empty":
-            who, points = self.results[m.finalized[r][1]]
+            who, points, transcript = self.results[m.finalized[r][1]]
             contributors, scores = list(who), list(points)
             if variant == "tampered":
                 scores = [s + 1 for s in scores] if scores else [1]
                 contributors = contributors or [self.d.accounts[0]]
+            elif variant == "other_transcript":
+                transcript = other_transcript(transcript)
         after = copy.deepcopy(m)
-        reason = after.distribute(r, contributors, scores, strict=True)
-        self.expect("distribute", reason, lambda: self.task.distribute(r, contributors, scores))
+        reason = after.distribute(r, contributors, scores, transcript, strict=True)
+        self.expect(
+            "distribute",
+            reason,
+            lambda: self.task.distribute(r, contributors, scores, transcript),
+        )
         if reason is None:
+            (event,) = (e for e in self.task.get_logs() if type(e).__name__ == "Distributed")
+            assert (event.round, event.transcript) == (r, transcript)
+            if transcript != ZERO:
+                OUTCOMES["distribute: paid with a transcript"] += 1
             self.m = after
             self.touched.update(contributors)
 
@@ -873,10 +929,36 @@ class TaskMachine(RuleBasedStateMachine):
             OUTCOMES["close: failed a round"] += 1
             m.fail(m.current - 1)
 
-    @rule(who=ACCOUNT, sender=ACCOUNT)
+    @rule(who=ACTOR, zero_key=st.sampled_from([False] * 5 + [True]),
+          blob=st.booleans(), rounds=st.sampled_from(KEY_ROUNDS))  # fmt: skip
+    def set_keys(self, who: int, zero_key: bool, blob: bool, rounds: tuple[int, int, int]) -> None:
+        """An account registers secure-aggregation keys: a Keys event, nothing stored."""
+        a = self.actor(who)
+        key = ZERO if zero_key else hashlib.sha256(f"channel/{a}".encode()).digest()
+        digest = hashlib.sha256(f"keys/{a}/{rounds}".encode()).digest() if blob else ZERO
+        first, last = rounds[:2]
+        reason = None
+        if self.m.status.get(a) != STATUS_ACTIVE:
+            reason = "not a member"
+        elif key == ZERO:
+            reason = "zero key"
+        elif (digest != ZERO and not 1 <= first <= last) or (
+            digest == ZERO and rounds != (0, 0, 0)
+        ):
+            reason = "bad rounds"
+        self.expect("set_keys", reason,
+                    lambda: self.task.set_keys(key, digest, *rounds, sender=a))  # fmt: skip
+        if reason is None:
+            (event,) = self.task.get_logs()
+            assert type(event).__name__ == "Keys"
+            assert (event.member, event.channel_key, event.keys_digest) == (a, key, digest)
+            assert (event.first_round, event.last_round, event.recipients) == rounds
+
+    @rule(who=ACTOR, sender=ACCOUNT)
     def claim(self, who: int, sender: int) -> None:
+        """Two times in three for an account with something to claim (if any)."""
         m = self.m
-        a = self.d.accounts[who]
+        a = self.pick(who, lambda a: m.earned.get(a, 0) > m.claimed.get(a, 0))
         amount = m.earned.get(a, 0) - m.claimed.get(a, 0)
         reason = None
         if m.status.get(a) == STATUS_SLASHED:
@@ -1147,9 +1229,16 @@ def test_task_state_machine(deployment: Deployed) -> None:
         "submit: no updates after the last round",
         "submit: current round still open",
         "submit: round closed",
+        "submit: paid with a transcript",
         "distribute: ok",
+        "distribute: paid with a transcript",
+        "distribute: result digest mismatch",
         "close: failed a round",
         "claim: ok",
+        "set_keys: ok",
+        "set_keys: not a member",
+        "set_keys: zero key",
+        "set_keys: bad rounds",
         "slash: an active member",
         "slash: a member that left",
         "slash: different signers",

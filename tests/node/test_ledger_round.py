@@ -43,7 +43,7 @@ from fedledger.ledger.records import (
     Submitted,
     TxResult,
 )
-from fedledger.ledger.rules import STATUS_SLASHED, rules_for
+from fedledger.ledger.rules import STATUS_SLASHED, result_digest, rules_for
 from fedledger.node.consensus import Aggregate, Fetch, Finished, Train
 from fedledger.node.ledger_round import (
     Action,
@@ -52,6 +52,7 @@ from fedledger.node.ledger_round import (
     Evidence,
     LedgerRoundDone,
     LedgerRoundNode,
+    Reveal,
     Sign,
     Submit,
 )
@@ -114,8 +115,15 @@ class Sim:
         grace: int = GRACE,
         patience: float | None = None,
         max_releases: int | None = None,
+        secure: bool = False,
+        keyless: int = 0,
     ) -> None:
         self.max_releases = max_releases
+        self.secure = secure
+        """Secure aggregation: members register keys before the start; the shell reveals and
+        "unmasks" (a transcript digest over the inputs) instead of aggregating."""
+        self.abandon: set[tuple[str, int]] = set()
+        """(node, round): that node cannot unmask the round (too few reveals)."""
         self.now = T0
         self.rng = random.Random(seed)
         self.seed = seed
@@ -131,6 +139,9 @@ class Sim:
         self.ledgers = {m: MemoryLedger(self.task, m) for m in self.members}
         for m in self.members:
             self.ledgers[m].join(f"sim://{m}", self.rules.min_stake)
+        if secure:  # all but the first ``keyless`` members (by address)
+            for m in self.members[keyless:]:
+                self.register_keys(m, first=1)
         MemoryLedger(self.task, OWNER).start()
         self.queue: list[Event] = []
         self.seq = 0
@@ -172,6 +183,11 @@ class Sim:
 
     # -- plumbing -------------------------------------------------------------------------------
 
+    def register_keys(self, m: str, *, first: int) -> None:
+        digest = hashlib.sha256(f"key blob|{m}|{first}".encode()).digest()
+        channel = hashlib.sha256(f"channel|{m}".encode()).digest()
+        self.ledgers[m].set_keys(channel, digest, first, self.rounds, len(self.members) - 1)
+
     def make_node(
         self, m: str, resume: tuple[int, str] | None, signed: dict[int, SignedRound]
     ) -> LedgerRoundNode:
@@ -179,7 +195,8 @@ class Sim:
         return LedgerRoundNode(me=m, rules=self.rules, rounds=self.rounds, initial_model=INIT,
                                members=self.members, rng=rng, collect=COLLECT,
                                fallback=FALLBACK, patience=self.patience, resume=resume,
-                               signed=signed, max_releases=self.max_releases)  # fmt: skip
+                               signed=signed, max_releases=self.max_releases,
+                               secure=self.secure)  # fmt: skip
 
     def at(self, t: float, kind: str, node: str, data: Any = None) -> None:
         self.seq += 1
@@ -290,9 +307,10 @@ class Sim:
         try:
             if isinstance(a, Submit):
                 result = ledger.submit(a.round, list(a.messages), list(a.contributors),
-                                       list(a.scores))  # fmt: skip
+                                       list(a.scores), a.transcript)  # fmt: skip
             elif isinstance(a, Distribute):
-                result = ledger.distribute(a.round, list(a.contributors), list(a.scores))
+                result = ledger.distribute(a.round, list(a.contributors), list(a.scores),
+                                           a.transcript)  # fmt: skip
             elif isinstance(a, Close):
                 result = ledger.close()
             else:
@@ -368,7 +386,14 @@ class Sim:
             scores = [share] * len(senders)
             if (m, g.round) in self.tamper:  # another result too
                 scores[0] += 1
-            self.apply(m, node.aggregated(g.round, cid, senders, scores, now))
+            if not self.secure:
+                self.apply(m, node.aggregated(g.round, cid, senders, scores, now))
+            elif (m, g.round) in self.abandon:
+                self.apply(m, node.abandon(g.round, now))
+            else:  # the transcript: the same at every node that unmasks the same inputs
+                transcript = hashlib.sha256("|".join(parts).encode()).digest()
+                self.apply(m, node.aggregated(g.round, cid, senders, scores, now,
+                                              transcript=transcript))  # fmt: skip
 
     def run(self, until: float = 1_000.0) -> None:
         while self.queue and self.now < T0 + until:
@@ -1013,3 +1038,88 @@ def test_events_delivered_twice_change_nothing() -> None:
     for m in sim.members:
         assert sim.earned(m) == 2 * (sim.rules.reward_per_round // 4)
     assert {f.model for f in sim.finished.values()} == {model_of(finals[2])}
+
+
+# ------------------------------------------------------------------------------------------------
+# secure aggregation (the logic's part: masking sets, reveals, transcripts, abandoned rounds)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_secure_rounds_reveal_once_with_the_chain_s_survivors_and_commit_the_transcript() -> None:
+    sim = Sim(5, rounds=3, secure=True)
+    dropper = sim.members[2]
+    others = [m for m in sim.members if m != dropper]
+
+    def drop_out(m: str, a: Action) -> bool:  # from round 2 on it sends no update
+        if m == dropper and isinstance(a, Train) and a.round >= 2:
+            sim.apply(m, sim.nodes[m].no_update(a.round, sim.chain_now()))
+            return True
+        return False
+
+    sim.hook = drop_out
+    sim.run()
+    assert sorted(sim.finalized()) == [1, 2, 3]
+    for m in sim.members:
+        assert sim.nodes[m].masking_set(1) == tuple(sim.members)
+        reveals = sim.of(m, Reveal)
+        assert [r.round for r in reveals] == [1, 2, 3]  # once a round, after it closed
+        assert reveals[0].survivors == tuple(sim.members)
+        assert reveals[0].dropouts == ()
+        for r in reveals[1:]:
+            assert r.survivors == tuple(others)
+            assert r.dropouts == (dropper,)
+    for rnd in (2, 3):
+        assert sim.submitted(rnd)[dropper].update == ZERO32  # it attested, sent no update
+    # The transcript's digest is part of the finalized result, and the batch paid it.
+    for rnd in (1, 2, 3):
+        (d,) = sim.distributed(rnd)
+        assert d.transcript != ZERO32
+        f = sim.finalized()[rnd]
+        assert f.result_digest == result_digest(list(d.contributors), list(d.scores),
+                                                d.transcript)  # fmt: skip
+        assert f.result_digest != result_digest(list(d.contributors), list(d.scores))
+    assert list(sim.distributed(2)[0].contributors) == others
+
+
+def test_a_key_registration_after_the_start_counts_from_the_round_after_next() -> None:
+    """The masking set of round r is read when round max(r - 1, 1) started: fixed before any
+    member masks for r."""
+    sim = Sim(5, rounds=4, secure=True, keyless=1)
+    late = sim.members[0]  # registers its keys only during round 2
+    started: dict[int, float] = {}
+
+    def watch() -> None:
+        for e in sim.events(RoundStarted):
+            if e.round not in started:
+                started[e.round] = sim.now
+                if e.round == 2:
+                    sim.register_keys(late, first=1)
+
+    sim.probe = watch
+    sim.run()
+    node = sim.nodes[sim.members[1]]
+    rest = tuple(sim.members[1:])
+    assert node.masking_set(1) == rest
+    assert node.masking_set(2) == rest  # read at round 1's start
+    assert node.masking_set(3) == rest  # read at round 2's start: the event came after it
+    assert node.masking_set(4) == tuple(sim.members)
+    # Outside the set it sent no update; inside it, one.
+    assert [sim.submitted(r)[late].update == ZERO32 for r in (1, 2, 3, 4)] == [
+        True, True, True, False,
+    ]  # fmt: skip
+    assert list(sim.distributed(3)[0].contributors) == list(rest)
+    assert list(sim.distributed(4)[0].contributors) == sim.members
+    assert sorted(sim.finalized()) == [1, 2, 3, 4]
+
+
+def test_a_round_nobody_could_unmask_fails_and_the_next_one_finalizes() -> None:
+    sim = Sim(4, rounds=3, secure=True)
+    sim.abandon = {(m, 2) for m in sim.members}
+    sim.run()
+    assert sorted(sim.finalized()) == [1, 3]
+    assert 2 in [e.round for e in sim.events(Skipped)]
+    # Round 3's messages attested nothing for round 2.
+    assert all(e.model == ZERO32 and e.result == ZERO32 for e in sim.submitted(3).values())
+    for m in sim.members:
+        done = sim.round_done(m, 2)
+        assert not done.finalized

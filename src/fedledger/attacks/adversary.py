@@ -51,6 +51,10 @@ class Adversary:
     def published(self, cid: str) -> None:
         """The CID of the update the node published."""
 
+    def drops_out(self, rnd: int) -> bool:
+        """Whether the node sends no update in round ``rnd`` (it only attests)."""
+        return False
+
     def serves(self, cid: str) -> bool:
         """Whether the node serves blob ``cid`` to a peer allowed to have it."""
         return True
@@ -102,6 +106,9 @@ class AttackAdversary(Adversary):
 
     def published(self, cid: str) -> None:
         self._own.add(cid)  # what a withholder refuses to serve
+
+    def drops_out(self, rnd: int) -> bool:
+        return self.attack.drops_out(rnd)
 
     def serves(self, cid: str) -> bool:
         return not (self.attack.withholds and cid in self._own)

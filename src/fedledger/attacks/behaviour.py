@@ -47,14 +47,16 @@ Params = list[np.ndarray]
 
 MODEL_ATTACKS = ("sign_flip", "scaled", "gaussian", "alie", "ipm", "min_max", "free_ride")
 DATA_ATTACKS = ("label_flip", "backdoor")
-PROTOCOL_ATTACKS = ("copy", "withhold", "equivocate", "sybil")
+PROTOCOL_ATTACKS = ("copy", "withhold", "equivocate", "sybil", "dropout")
 """Attacks on the ledger protocol (they need ``--chain``):
 
 * ``copy``: publish a copy of another node's update instead of training -- on a ledger only an
   earlier round's can be known in time (updates are served once their round closed);
 * ``withhold``: commit and reveal an honest update, but serve its blob to nobody;
 * ``equivocate``: attest a second, different result after the first;
-* ``sybil``: join with less than the task's minimum stake."""
+* ``sybil``: join with less than the task's minimum stake;
+* ``dropout``: from round 2 on, send no update (its messages only attest), like a member that
+  drops out of each round after the others masked with it (secure aggregation)."""
 ATTACKS = DATA_ATTACKS + MODEL_ATTACKS + PROTOCOL_ATTACKS
 OMNISCIENT = ("alie", "ipm", "min_max")
 
@@ -146,6 +148,10 @@ class Attack:
     def withholds(self) -> bool:
         """Whether the node refuses to serve its own updates."""
         return self.name == "withhold"
+
+    def drops_out(self, rnd: int) -> bool:
+        """Whether the node sends no update in round ``rnd``."""
+        return self.name == "dropout" and rnd >= 2
 
     @property
     def equivocates(self) -> bool:

@@ -237,6 +237,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         missing = need - len(members)
         raise LedgerError(f"{len(members)} of {need} members joined ({_joined(members)}): "
                           f"{missing} missing; not started")  # fmt: skip
+    if cfg.secure_aggregation:
+        from fedledger.node.drivers.secagg import keys_ready
+
+        waiting = keys_ready(ledger.events(-1, ledger.head()), [m.address for m in members])
+        if waiting:
+            raise LedgerError(f"secure aggregation: {', '.join(waiting)} registered no key "
+                              "blob for all members yet (their nodes do it once every member "
+                              "joined); not started")  # fmt: skip
     ledger.start()
     print(f"{len(members)} members joined:")
     for m in members:

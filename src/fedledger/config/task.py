@@ -387,11 +387,24 @@ class PrivacyConfig:
     epsilon: float | None = None
     delta: float = 1e-5
     budget: float | None = None
+    secure_aggregation: bool = False
+    """Members publish masked updates; everyone unmasks only their sum (ledger mode, FedAvg;
+    docs/privacy.md). Differential privacy is then optional: without ``noise_multiplier`` or
+    ``epsilon``, updates are masked but not noised."""
+
+    @property
+    def differential(self) -> bool:
+        """Whether the table asks for differential privacy (noise and a budget)."""
+        return self.noise_multiplier is not None or self.epsilon is not None
 
     def __post_init__(self) -> None:
         check_real("privacy.clip", self.clip, low=0, high=1e6, low_open=True)
-        if (self.noise_multiplier is None) == (self.epsilon is None):
-            raise ConfigError("give noise_multiplier or a target epsilon (one of the two)",
+        if not isinstance(self.secure_aggregation, bool):
+            raise ConfigError("must be true or false", field="privacy.secure_aggregation")
+        both = self.noise_multiplier is not None and self.epsilon is not None
+        if both or not (self.differential or self.secure_aggregation):
+            raise ConfigError("give noise_multiplier or a target epsilon (one of the two)"
+                              + ("" if both else ", or secure_aggregation = true"),
                               field="privacy")  # fmt: skip
         if self.noise_multiplier is not None:
             check_real("privacy.noise_multiplier", self.noise_multiplier, low=0, high=1e4,
@@ -514,11 +527,41 @@ class TaskConfig:
                               field="task.rounds")  # fmt: skip
         if self.privacy is not None:
             self.privacy_plan()  # a budget no round fits in, a target out of reach
+        if self.secure_aggregation:
+            self._check_secure_aggregation()
+
+    @property
+    def secure_aggregation(self) -> bool:
+        """Whether the members mask their updates (``privacy.secure_aggregation``)."""
+        return self.privacy is not None and self.privacy.secure_aggregation
+
+    def _check_secure_aggregation(self) -> None:
+        """Refuse what secure aggregation cannot do: it reveals only a sum, so the rule must be
+        plain FedAvg (no robust rule, screen, cap or reputation needs individual updates)."""
+        from fedledger.privacy.secagg import MAX_MEMBERS
+        from fedledger.privacy.secagg_keys import MAX_ROUNDS_PER_BLOB, MIN_MEMBERS
+
+        field = "privacy.secure_aggregation"
+        agg = self.aggregation
+        if agg.rule != "fedavg":
+            raise ConfigError(f"works with aggregation.rule = \"fedavg\" only, not {agg.rule!r}: "
+                              "robust rules need individual updates, which it hides",
+                              field=field)  # fmt: skip
+        if agg.params:
+            raise ConfigError(f"works with plain fedavg only: remove aggregation "
+                              f"{', '.join(sorted(agg.params))} (it needs individual updates "
+                              "or every weight in advance)", field=field)  # fmt: skip
+        if not MIN_MEMBERS <= self.nodes <= MAX_MEMBERS:
+            raise ConfigError(f"needs {MIN_MEMBERS} to {MAX_MEMBERS} nodes, got {self.nodes}",
+                              field=field)  # fmt: skip
+        if self.rounds > MAX_ROUNDS_PER_BLOB:
+            raise ConfigError(f"supports at most {MAX_ROUNDS_PER_BLOB} rounds for now (one "
+                              f"key blob a member), got {self.rounds}", field=field)  # fmt: skip
 
     def privacy_plan(self) -> PrivacyPlan | None:
-        """The privacy figures of this task (noise multiplier, budget, the most rounds a node
-        may contribute to), or None without ``[privacy]``."""
-        if self.privacy is None:
+        """The differential-privacy figures of this task (noise multiplier, budget, the most
+        rounds a node may contribute to), or None without noise."""
+        if self.privacy is None or not self.privacy.differential:
             return None
         from fedledger.privacy.accounting import plan
 
@@ -533,6 +576,8 @@ class TaskConfig:
         d["aggregation"]["params"] = dict(self.aggregation.params)
         if d["privacy"] is None:  # the documents (and digests) of tasks without it unchanged
             del d["privacy"]
+        elif not d["privacy"]["secure_aggregation"]:
+            del d["privacy"]["secure_aggregation"]
         return d
 
     def to_toml(self) -> str:

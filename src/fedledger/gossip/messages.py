@@ -75,6 +75,12 @@ kind        body
             lists; ``HEX`` is a finite float64 as ``float.hex()`` writes it (floats are never
             JSON numbers here). ``reply``: sent back to a member that asked (a reply is not
             answered). Point to point, round 0.
+``reveal``  ``{"seeds": [SHARE, ...], "keys": [SHARE, ...], "own": HEX64 or ""}``: secure
+            aggregation, once round ``round`` closed: the sender's share of each survivor's
+            self seed (``seeds``) and of each dropout's mask key (``keys``), at most 256
+            each, sorted by address, addresses unique; ``SHARE`` is ``[ADDRESS, index in
+            [1, 255], HEX64]``; ``own``: the sender's own self seed if it survived
+            (:mod:`fedledger.privacy.secagg_round`)
 ==========  ==================================================================================
 
 A ``model`` message with many included updates is large (about 110 bytes per pair): with the
@@ -139,7 +145,7 @@ __all__ = [
 ]
 
 KINDS: Final = (
-    "hello", "update", "model", "ihave", "want", "fetch", "done", "stats", "signed",
+    "hello", "update", "model", "ihave", "want", "fetch", "done", "stats", "signed", "reveal",
 )  # fmt: skip
 """The message kinds."""
 
@@ -178,7 +184,9 @@ _BODY_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "done": frozenset({"cid"}),
     "stats": frozenset({"count", "mean", "m2", "reply"}),
     "signed": frozenset({"message"}),
+    "reveal": frozenset({"seeds", "keys", "own"}),
 }
+MAX_SHARES: Final = 256
 SIGNED_MESSAGE_HEX: Final = 552
 """A ledger round message (:class:`~fedledger.ledger.messages.SignedRound`, 276 bytes) in
 lowercase hex."""
@@ -365,6 +373,23 @@ def _check_list(value: object, path: str, max_items: int) -> list[Any]:
     return value
 
 
+def _check_shares(value: object, path: str) -> tuple[tuple[str, int, str], ...]:
+    """``[[ADDRESS, index, HEX64], ...]`` sorted by address, addresses unique."""
+    items = _check_list(value, path, MAX_SHARES)
+    out: list[tuple[str, int, str]] = []
+    for i, item in enumerate(items):
+        entry = _check_list(item, f"{path}[{i}]", 3)
+        if len(entry) != 3:
+            raise _fail(f"{path}[{i}]", "expected [address, index, share]")
+        out.append((_check_address(entry[0], f"{path}[{i}][0]"),
+                    _check_int(entry[1], f"{path}[{i}][1]", 1, 255),
+                    _check_hex64(entry[2], f"{path}[{i}][2]")))  # fmt: skip
+    addresses = [a for a, _, _ in out]
+    if addresses != sorted(set(addresses)):
+        raise _fail(path, "addresses not sorted and unique")
+    return tuple(out)
+
+
 def _check_floats(value: object, path: str) -> tuple[str, ...]:
     """Finite float64 values written by ``float.hex()``: kept as the strings (canonical)."""
     items = _check_list(value, path, MAX_STATS_FEATURES)
@@ -485,6 +510,12 @@ def _check_body(kind: str, value: object) -> Mapping[str, Any]:
         if len(text) != SIGNED_MESSAGE_HEX or not _LOWER_HEX.issuperset(text):
             raise _fail("body.message", f"expected {SIGNED_MESSAGE_HEX} lowercase hex digits")
         out = {"message": text}
+    elif kind == "reveal":
+        own = _check_str(body["own"], "body.own", 64)
+        if own:
+            _check_hex64(own, "body.own")
+        out = {"seeds": _check_shares(body["seeds"], "body.seeds"),
+               "keys": _check_shares(body["keys"], "body.keys"), "own": own}  # fmt: skip
     else:  # fetch (legacy), done
         out = {"cid": _check_cid(body["cid"], "body.cid")}
     return MappingProxyType(out)

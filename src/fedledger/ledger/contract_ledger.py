@@ -29,7 +29,7 @@ from fedledger.errors import ConfigError, LedgerError, TransactionReverted
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import OUT_OF_GAS, Chain, Receipt
 from fedledger.ledger.chain.base import map_chain_errors, translated
-from fedledger.ledger.messages import SignedRound
+from fedledger.ledger.messages import ZERO32, SignedRound
 from fedledger.ledger.records import (
     EVENT_TYPES,
     LedgerEvent,
@@ -67,6 +67,7 @@ __all__ = [
 GAS_LIMITS: Final[Mapping[str, int]] = {
     "join": 500_000,
     "move": 300_000,
+    "set_keys": 100_000,
     "close": 100_000,
     "claim": 200_000,
     "slash": 300_000,
@@ -434,16 +435,21 @@ class ContractLedger(TaskTransactions):
         messages: Sequence[SignedRound],
         contributors: Sequence[str] = (),
         scores: Sequence[int] = (),
+        transcript: bytes = ZERO32,
     ) -> TxResult:
         checksummed = [to_checksum_address(a) for a in contributors]
-        return super().submit(round, messages, checksummed, scores)
+        return super().submit(round, messages, checksummed, scores, transcript)
 
     @translated
     def distribute(
-        self, round: int, contributors: Sequence[str], scores: Sequence[int]
+        self,
+        round: int,
+        contributors: Sequence[str],
+        scores: Sequence[int],
+        transcript: bytes = ZERO32,
     ) -> TxResult:
         return self._send("distribute", round, [to_checksum_address(a) for a in contributors],
-                          list(scores))  # fmt: skip
+                          list(scores), transcript)  # fmt: skip
 
     @translated
     def claim(self, account: str) -> TxResult:

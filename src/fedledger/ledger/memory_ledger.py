@@ -22,7 +22,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from fedledger.errors import ConfigError, MessageError, TransactionReverted
+from fedledger.errors import ConfigError, LedgerError, MessageError, TransactionReverted
 from fedledger.gossip.identity import recover_digest
 from fedledger.ledger.messages import (
     ROUND_TYPE,
@@ -39,6 +39,7 @@ from fedledger.ledger.records import (
     Equivocated,
     Finalized,
     Joined,
+    Keys,
     LedgerEvent,
     Left,
     Member,
@@ -123,6 +124,14 @@ class _Round:
 
 def _key(address: str) -> str:
     return to_checksum_address(address)
+
+
+def _word32(value: bytes) -> bytes:
+    """A ``bytes32`` argument as the contract's ABI takes it (anything else: web3 refuses it
+    before sending, a :class:`~fedledger.errors.LedgerError`)."""
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise LedgerError(f"expected 32 bytes, got {value!r}")
+    return bytes(value)
 
 
 _HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
@@ -378,6 +387,22 @@ class MemoryTask:
         self.endpoint[sender] = endpoint
         emit(Moved, member=sender, endpoint=endpoint)
 
+    def _do_set_keys(self, sender: str, time: int, emit: Any, channel_key: bytes,
+                     keys_digest: bytes, first_round: int, last_round: int, recipients: int, *,
+                     value: int) -> None:  # fmt: skip
+        channel_key, keys_digest = _word32(channel_key), _word32(keys_digest)
+        if self.record(sender).status != STATUS_ACTIVE:
+            raise TransactionReverted("not a member")
+        if channel_key == ZERO32:
+            raise TransactionReverted("zero key")
+        if keys_digest == ZERO32:
+            if first_round != 0 or last_round != 0 or recipients != 0:
+                raise TransactionReverted("bad rounds")
+        elif not 1 <= first_round <= last_round:
+            raise TransactionReverted("bad rounds")
+        emit(Keys, member=sender, channel_key=channel_key, keys_digest=keys_digest,
+             first_round=first_round, last_round=last_round, recipients=recipients)  # fmt: skip
+
     def _do_leave(self, sender: str, time: int, emit: Any, *, value: int) -> None:
         rec = self.record(sender)
         if rec.status != STATUS_ACTIVE:
@@ -460,9 +485,11 @@ class MemoryTask:
         entries: Sequence[tuple[bytes, int, int, int, int]],
         contributors: Sequence[str],
         scores: Sequence[int],
+        transcript: bytes,
         *,
         value: int,
     ) -> None:
+        transcript = _word32(transcript)
         self._advance(rnd, time, emit)
         st = self.word(rnd)
         if not time < self.closes_at(st):
@@ -526,7 +553,7 @@ class MemoryTask:
             if st.closed_at == 0:
                 emit(Quorate, round=rnd)
         if len(contributors) > 0 and previous != 0:
-            self._distribute(previous, contributors, scores, False, emit)
+            self._distribute(previous, contributors, scores, transcript, False, emit)
 
     def _finalize(self, rnd: int, model: bytes, result: bytes, stake: int, emit: Any) -> None:
         st = self.rounds[rnd]
@@ -535,18 +562,19 @@ class MemoryTask:
         emit(Finalized, round=rnd, model_digest=model, result_digest=result, stake=stake)
 
     def _do_distribute(self, sender: str, time: int, emit: Any, rnd: int,
-                       contributors: Sequence[str], scores: Sequence[int], *,
-                       value: int) -> None:  # fmt: skip
-        self._distribute(rnd, contributors, scores, True, emit)
+                       contributors: Sequence[str], scores: Sequence[int], transcript: bytes,
+                       *, value: int) -> None:  # fmt: skip
+        self._distribute(rnd, contributors, scores, _word32(transcript), True, emit)
 
     def _distribute(self, rnd: int, contributors: Sequence[str], scores: Sequence[int],
-                    strict: bool, emit: Any) -> None:  # fmt: skip
+                    transcript: bytes, strict: bool, emit: Any) -> None:  # fmt: skip
         st = self.word(rnd)
         if st is None or self.outcome(rnd) != _FINALIZED or st.distributed:
             if strict:
                 raise TransactionReverted("round not finalized, or already distributed")
             return
-        if len(contributors) != len(scores) or result_digest(contributors, scores) != st.result:
+        if (len(contributors) != len(scores)
+                or result_digest(contributors, scores, transcript) != st.result):  # fmt: skip
             if strict:
                 raise TransactionReverted("result digest mismatch")
             return
@@ -579,7 +607,8 @@ class MemoryTask:
                     minted += amount
         self.total_earned += minted
         named = tuple(_key(c) for c in contributors)
-        emit(Distributed, round=rnd, total=minted, contributors=named, scores=tuple(scores))
+        emit(Distributed, round=rnd, total=minted, contributors=named, scores=tuple(scores),
+             transcript=transcript)  # fmt: skip
 
     def _do_claim(self, sender: str, time: int, emit: Any, account: str, *, value: int) -> None:
         account = _key(account)

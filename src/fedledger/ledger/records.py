@@ -45,6 +45,7 @@ __all__ = [
     "Equivocated",
     "Finalized",
     "Joined",
+    "Keys",
     "Ledger",
     "LedgerEvent",
     "Left",
@@ -153,6 +154,20 @@ class Moved(LedgerEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Keys(LedgerEvent):
+    """A member's secure-aggregation keys (``set_keys``): its long-term ``channel_key`` and
+    ``keys_digest``, the digest of its key blob covering rounds ``first_round`` to
+    ``last_round`` for ``recipients`` members (all zero: no key blob)."""
+
+    member: str
+    channel_key: bytes
+    keys_digest: bytes
+    first_round: int
+    last_round: int
+    recipients: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class RoundStarted(LedgerEvent):
     round: int
     start: int
@@ -234,12 +249,14 @@ class Skipped(LedgerEvent):
 class Distributed(LedgerEvent):
     """A round's rewards were credited: ``reward_per_round * score // sum(scores)`` to each
     contributor not slashed since (``total`` in all). A contributor with a nonzero score is
-    *selected* (one more :meth:`Ledger.reputation` selection)."""
+    *selected* (one more :meth:`Ledger.reputation` selection). ``transcript``: the round's
+    secure-aggregation transcript digest, part of its result digest (32 zero bytes: none)."""
 
     round: int
     total: int
     contributors: tuple[str, ...]
     scores: tuple[int, ...]
+    transcript: bytes = _ZERO32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "contributors", tuple(self.contributors))
@@ -274,8 +291,8 @@ class Claimed(LedgerEvent):
 EVENT_TYPES: Final[Mapping[str, type[LedgerEvent]]] = {
     cls.__name__: cls
     for cls in (
-        Joined, Left, Moved, RoundStarted, Submitted, Quorate, Closed, Finalized, Skipped,
-        Distributed, Equivocated, Slashed, Claimed,
+        Joined, Left, Moved, Keys, RoundStarted, Submitted, Quorate, Closed, Finalized,
+        Skipped, Distributed, Equivocated, Slashed, Claimed,
     )
 }  # fmt: skip
 """The Task events a ledger reports (Allowed, Disallowed, Withdrawn, reader and ownership
@@ -407,6 +424,20 @@ class Ledger(Protocol):
         """Publish where this member's node listens now."""
         ...
 
+    def set_keys(
+        self,
+        channel_key: bytes,
+        keys_digest: bytes,
+        first_round: int,
+        last_round: int,
+        recipients: int,
+    ) -> TxResult:
+        """Active member only: register this member's secure-aggregation keys (``Keys``): its
+        channel key (not zero) and its key blob's digest for rounds ``first_round`` to
+        ``last_round`` (``1 <= first_round <= last_round``) and ``recipients`` members, or a
+        zero digest with zero rounds and recipients. Nothing is stored."""
+        ...
+
     def withdraw(self) -> TxResult: ...
 
     def allow(self, account: str) -> TxResult:
@@ -432,14 +463,22 @@ class Ledger(Protocol):
         messages: Sequence[SignedRound],
         contributors: Sequence[str] = (),
         scores: Sequence[int] = (),
+        transcript: bytes = _ZERO32,
     ) -> TxResult:
-        """A batch of signed round messages for ``round``; ``contributors`` and ``scores``:
-        round ``round - 1``'s result, paid if the batch finalizes it (or it was already)."""
+        """A batch of signed round messages for ``round``; ``contributors``, ``scores`` and
+        ``transcript`` (its secure-aggregation transcript digest, zero for none): round
+        ``round - 1``'s result, paid if the batch finalizes it (or it was already)."""
         ...
 
     def distribute(
-        self, round: int, contributors: Sequence[str], scores: Sequence[int]
-    ) -> TxResult: ...
+        self,
+        round: int,
+        contributors: Sequence[str],
+        scores: Sequence[int],
+        transcript: bytes = _ZERO32,
+    ) -> TxResult:
+        """Pay finalized round ``round``'s result (``transcript`` as for :meth:`submit`)."""
+        ...
 
     def close(self) -> TxResult:
         """Fail the round the current one attests, once the current one closed."""
@@ -474,6 +513,17 @@ class TaskTransactions:
     def move(self, endpoint: str) -> TxResult:
         return self._send("move", endpoint)
 
+    def set_keys(
+        self,
+        channel_key: bytes,
+        keys_digest: bytes,
+        first_round: int,
+        last_round: int,
+        recipients: int,
+    ) -> TxResult:
+        return self._send("set_keys", channel_key, keys_digest, first_round, last_round,
+                          recipients)  # fmt: skip
+
     def withdraw(self) -> TxResult:
         return self._send("withdraw")
 
@@ -495,14 +545,20 @@ class TaskTransactions:
         messages: Sequence[SignedRound],
         contributors: Sequence[str] = (),
         scores: Sequence[int] = (),
+        transcript: bytes = _ZERO32,
     ) -> TxResult:
         pairs, entries = batch_arguments(messages)
-        return self._send("submit", round, pairs, entries, list(contributors), list(scores))
+        return self._send("submit", round, pairs, entries, list(contributors), list(scores),
+                          transcript)  # fmt: skip
 
     def distribute(
-        self, round: int, contributors: Sequence[str], scores: Sequence[int]
+        self,
+        round: int,
+        contributors: Sequence[str],
+        scores: Sequence[int],
+        transcript: bytes = _ZERO32,
     ) -> TxResult:
-        return self._send("distribute", round, list(contributors), list(scores))
+        return self._send("distribute", round, list(contributors), list(scores), transcript)
 
     def close(self) -> TxResult:
         return self._send("close")

@@ -87,6 +87,7 @@ MAX_PARTICIPANTS: Final = 256
 BPS: Final = 10_000
 
 ZERO_ADDRESS: Final = "0x" + "00" * 20
+_ZERO32: Final = b"\x00" * 32
 
 #: The on-chain id of each aggregation rule (``Task.rule_id``). Never renumber.
 RULE_IDS: Final[Mapping[str, int]] = {
@@ -101,19 +102,24 @@ RULE_IDS: Final[Mapping[str, int]] = {
 RULE_NAMES: Final[Mapping[int, str]] = {v: k for k, v in RULE_IDS.items()}
 
 
-def result_digest(contributors: Sequence[str | bytes], scores: Sequence[int]) -> bytes:
-    """The round's result digest: keccak256(abi_encode(contributors, scores)).
+def result_digest(
+    contributors: Sequence[str | bytes], scores: Sequence[int], transcript: bytes | None = None
+) -> bytes:
+    """The round's result digest: keccak256(abi_encode(contributors, scores)), or with a
+    secure-aggregation transcript digest (32 bytes, not zero)
+    keccak256(abi_encode(contributors, scores, transcript)). ``None`` or 32 zero bytes: no
+    transcript (the first formula).
 
     ``contributors`` must be strictly increasing addresses (as the contract requires to
     distribute): :func:`sort_result` orders a result that way.
     """
     if len(contributors) != len(scores):
         raise ValueError("contributors and scores differ in length")
+    addresses = [to_canonical_address(a) for a in contributors]
+    if transcript is None or _bytes32(transcript) == _ZERO32:
+        return keccak(abi_encode(["address[]", "uint256[]"], [addresses, list(scores)]))
     return keccak(
-        abi_encode(
-            ["address[]", "uint256[]"],
-            [[to_canonical_address(a) for a in contributors], list(scores)],
-        )
+        abi_encode(["address[]", "uint256[]", "bytes32"], [addresses, list(scores), transcript])
     )
 
 

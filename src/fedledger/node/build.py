@@ -70,12 +70,17 @@ def driver_factory(
                 rng=salt_rng or random.SystemRandom(), resume=core.resume, signed=signed,
                 collect=cfg.task.ledger.collect, fallback=cfg.task.ledger.fallback,
                 max_releases=core.privacy.max_releases if core.privacy else None,
+                secure=cfg.task.secure_aggregation,
             )  # fmt: skip
             driver = LedgerDriver(core, logic, ledger=ledger, stake=cfg.stake,
                                   start_timeout=cfg.start_timeout, task=cfg.task,
                                   aggregation_params=dict(cfg.task.aggregation.params))  # fmt: skip
             driver.signed_messages.update(signed)
             return driver
+        if cfg.task.secure_aggregation:
+            raise ConfigError("secure aggregation runs in ledger mode only (the chain fixes "
+                              "who masks with whom)",
+                              field="privacy.secure_aggregation")  # fmt: skip
         if core.privacy is not None:
             core.privacy.check_without_ledger()
         if cfg.mode == "consensus":

@@ -72,6 +72,7 @@ from fedledger.node.consensus import Contribution, Fetch, Finished, Publish, Tra
 from fedledger.node.services import Driver
 from fedledger.node.state import NodeState, write_atomically
 from fedledger.privacy import GaussianStream, noise_key, privatize
+from fedledger.privacy.secagg_round import masked_size, member_noise_multiplier
 from fedledger.seeds import derive_seed
 
 log = logging.getLogger("fedledger.node")
@@ -167,6 +168,12 @@ class NodeCore:
         encoded = encode(initial_params)
         self.blob_bytes = min(len(encoded), config.max_blob_bytes)
         """Every valid update or model has exactly the initial model's encoded size."""
+        self.fetch_bytes = self.blob_bytes
+        """The largest blob fetched for a round: a model, or a masked update (secure
+        aggregation: 7 bytes a coordinate)."""
+        if config.task.secure_aggregation:
+            coordinates = sum(int(np.prod(shape)) for shape, _ in self.spec)
+            self.fetch_bytes = max(self.blob_bytes, masked_size(coordinates))
         self.initial_cid = store.put(encoded)
         members = {p.index: p.address for p in config.peers} | {config.index: identity.address}
         order = sorted(members)
@@ -473,13 +480,23 @@ class NodeCore:
         plan = self.privacy
         assert plan is not None
         key = noise_key(self.identity.private_key, task=self.task_id, rnd=a.round, base=a.base)
-        out = privatize(base, trained, clip=plan.clip, noise_multiplier=plan.noise_multiplier,
+        sigma = plan.noise_multiplier
+        if self.task.secure_aggregation:  # only the sum is seen: each adds a share of the noise
+            sigma = member_noise_multiplier(sigma, self.task.nodes)
+        out = privatize(base, trained, clip=plan.clip, noise_multiplier=sigma,
                         noise=GaussianStream(key))  # fmt: skip
         return out.params
 
     async def _fetch(self, a: Fetch) -> None:
         """Fetch ``a.cid`` from its sources in parallel, each asked with a request bound to
         it, within an overall deadline and a minimum rate."""
+        ok = await self.fetch_blob(a.cid, a.sources, parallel=a.parallel)
+        self.driver.blob(a.cid, ok)
+
+    async def fetch_blob(self, cid: str, peers: Sequence[str], *, parallel: int = 0,
+                         max_bytes: int | None = None) -> bool:  # fmt: skip
+        """Fetch ``cid`` into the store from ``peers`` (members); whether it arrived."""
+        a = Fetch(cid, tuple(peers), parallel=parallel)
         chain_id, contract = self.driver.binding()
         now = self.wall()
         sources = []
@@ -499,13 +516,12 @@ class NodeCore:
             if a.parallel:
                 policy = dataclasses.replace(policy, parallel=a.parallel)
             await fetch_blob(self.transport, self.store, cid=a.cid, sources=sources,
-                             max_bytes=self.blob_bytes, policy=policy,
+                             max_bytes=max_bytes or self.fetch_bytes, policy=policy,
                              on_chunk=received)  # fmt: skip
         except FetchFailed as exc:
             log.info("fetch %s failed: %s", a.cid, exc)
-            self.driver.blob(a.cid, False)
-            return
-        self.driver.blob(a.cid, True)
+            return False
+        return True
 
     # -- transport handler -------------------------------------------------------------------
 

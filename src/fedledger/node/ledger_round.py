@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedledger.commit import cid_from_digest, digest_from_cid
+from fedledger.ledger.masking import MaskingSets
 from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
     Closed,
@@ -66,6 +67,7 @@ from fedledger.ledger.records import (
 from fedledger.ledger.reputation import round_reputation
 from fedledger.ledger.rules import BPS, result_digest, sort_result
 from fedledger.node.consensus import Aggregate, Contribution, Fetch, Finished, Train
+from fedledger.privacy.secagg_keys import MIN_MEMBERS
 
 RETRY_SECONDS = 1.0
 """How long a node waits before trying a failed transaction again."""
@@ -93,6 +95,8 @@ class Submit:
     messages: tuple[SignedRound, ...]
     contributors: tuple[str, ...]
     scores: tuple[int, ...]
+    transcript: bytes = ZERO32
+    """Round ``round - 1``'s secure-aggregation transcript digest (zero: none)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,17 @@ class Distribute:
     round: int
     contributors: tuple[str, ...]
     scores: tuple[int, ...]
+    transcript: bytes = ZERO32
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """Secure aggregation: round ``round`` closed; disclose this node's shares of the
+    ``survivors``' self seeds and of the ``dropouts``' mask keys (gossiped, signed)."""
+
+    round: int
+    survivors: tuple[str, ...]
+    dropouts: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -141,7 +156,7 @@ class LedgerRoundDone:
     """Rounds up to this one in which this node signed an update (its privacy releases)."""
 
 
-LedgerAction = Train | Fetch | Aggregate | Sign | Submit | Distribute | Close | Evidence
+LedgerAction = Train | Fetch | Aggregate | Sign | Submit | Distribute | Close | Evidence | Reveal
 Action = LedgerAction | LedgerRoundDone | Finished
 
 TX_KINDS = ("submit", "distribute", "close", "slash")
@@ -177,6 +192,13 @@ class _Mine:
     signing: bool = False
     signed_at: float = 0.0
     result: tuple[str, tuple[str, ...], tuple[int, ...]] | None = None  # (model, who, scores)
+    transcript: bytes = ZERO32
+    """The secure-aggregation transcript digest of :attr:`result` (zero: none)."""
+    abandoned: bool = False
+    """Secure aggregation could not unmask the round: this node attests nothing for it."""
+    no_update: bool = False
+    """Secure aggregation: this node could not mask an update for the round (it attests)."""
+    revealed: bool = False
     aggregating: bool = False
     collecting_since: float | None = None
     """When this node first found the round closed and began fetching its updates."""
@@ -212,8 +234,13 @@ class LedgerRoundNode:
         resume: tuple[int, str] | None = None,
         signed: Mapping[int, SignedRound] | None = None,
         max_releases: int | None = None,
+        secure: bool = False,
     ) -> None:
         self.me = me
+        self.secure = secure
+        """Secure aggregation: updates are masked, and only their sum is unmasked."""
+        self.masking = MaskingSets()
+        self.excluded: set[bytes] = set()
         self.max_releases = max_releases
         """The most rounds this node may send an update in (its privacy budget), or None."""
         self.budget_spent_at: int | None = None
@@ -313,6 +340,8 @@ class LedgerRoundNode:
     def on_events(self, events: Iterable[LedgerEvent], now: float) -> list[Action]:
         self._now = now
         out: list[Action] = []
+        events = list(events)
+        self.masking.add(events)
         for e in events:
             if isinstance(e, RoundStarted | Submitted | Distributed):
                 self._history.append(e)
@@ -412,16 +441,65 @@ class LedgerRoundNode:
         return self.tick(now)
 
     def aggregated(
-        self, rnd: int, model: str, contributors: Sequence[str], scores: Sequence[int], now: float
+        self,
+        rnd: int,
+        model: str,
+        contributors: Sequence[str],
+        scores: Sequence[int],
+        now: float,
+        transcript: bytes = ZERO32,
     ) -> list[Action]:
         """The shell aggregated round ``rnd``: ``model`` (a CID), and the rule's score for each
-        included contributor (0 for a rejected one)."""
+        included contributor (0 for a rejected one); ``transcript``: the digest of the secure-
+        aggregation transcript it was unmasked with (zero: none)."""
         m = self._m(rnd)
         m.aggregating = False
         self.blobs.add(model)
         who, points = sort_result(list(contributors), list(scores))
         m.result = (model, tuple(who), tuple(points))
+        m.transcript = transcript
         return self.tick(now)
+
+    def abandon(self, rnd: int, now: float) -> list[Action]:
+        """Secure aggregation could not unmask round ``rnd`` (too few reveals, a masked update
+        missing): this node attests nothing for it, and it fails unless others finalize it."""
+        m = self._m(rnd)
+        m.aggregating = False
+        m.abandoned = True
+        return self.tick(now)
+
+    def no_update(self, rnd: int, now: float) -> list[Action]:
+        """The shell has no update of ``rnd`` to send (secure aggregation could not mask it: a
+        key blob of its masking set is missing; or the node drops out): its message only
+        attests."""
+        m = self._m(rnd)
+        m.training = False
+        m.no_update = True
+        return self.tick(now)
+
+    def exclude(self, keys_digest: bytes) -> None:
+        """Secure aggregation: the key blob of this digest is invalid; its member masks with
+        nobody in the rounds it registered it for (every node decides the same from the same
+        bytes)."""
+        self.excluded.add(keys_digest)
+
+    def masking_set(self, rnd: int) -> tuple[str, ...] | None:
+        """Round ``rnd``'s masking set as the chain fixed it, without the members whose key
+        blob for it is invalid (None: not fixed yet)."""
+        members = self.masking.of(rnd)
+        if members is None:
+            return None
+        return tuple(a for a in members if self.masking.digest(a, rnd) not in self.excluded)
+
+    def secure_sets(self, rnd: int) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """``(survivors, dropouts)`` of a closed secure round: the members of its masking set
+        whose message carries an update on chain, and the rest (None: not closed yet)."""
+        if not self.is_closed(rnd, self._now):
+            return None
+        members = self.masking_set(rnd) or ()
+        sent = {a for a, s in round_inputs(self._submitted, rnd).items()}
+        survivors = tuple(a for a in members if a in sent)
+        return survivors, tuple(a for a in members if a not in sent)
 
     def tx_done(
         self, kind: str, rnd: int, *, ok: bool, gas: int, reason: str | None, now: float
@@ -592,7 +670,8 @@ class LedgerRoundNode:
                 continue
             model, who, scores = m.result
             final = (c.finalized.model_digest, c.finalized.result_digest)
-            if final != (digest_from_cid(model), result_digest(list(who), list(scores))):
+            mine = (digest_from_cid(model), result_digest(list(who), list(scores), m.transcript))
+            if final != mine:
                 m.distribution_decided = True
                 continue
             nxt = self._chain.get(rnd + 1)
@@ -601,7 +680,7 @@ class LedgerRoundNode:
             m.distribution_decided = True
             if agreeing and agreeing[0] == self.me:
                 m.in_flight.add("distribute")
-                out.append(Distribute(rnd, who, scores))
+                out.append(Distribute(rnd, who, scores, m.transcript))
         return out
 
     # -- one round's work -------------------------------------------------------------------------
@@ -610,6 +689,7 @@ class LedgerRoundNode:
         out: list[Action] = []
         out += self._commit(rnd, now)
         out += self._submit(rnd, now)
+        out += self._reveal(rnd, now)
         out += self._aggregate(rnd, now)
         out += self._close_last(rnd, now)
         return out
@@ -656,7 +736,8 @@ class LedgerRoundNode:
         if not eligible:
             return []
         prev = self._mine.get(rnd - 1)
-        if rnd > 1 and (prev is None or prev.result is None) and rnd - 1 > self.done:
+        waiting = prev is None or (prev.result is None and not prev.abandoned)
+        if rnd > 1 and waiting and rnd - 1 > self.done:
             return []  # aggregate round rnd - 1 first (its result is attested, and trained on)
         # (A round done without this node's result, after a restart: train on the base and
         # attest nothing.)
@@ -664,12 +745,20 @@ class LedgerRoundNode:
         train_base = self.initial_model if rnd == 1 else self.base
         if prev is not None and prev.result is not None:
             p_model, who, scores = prev.result
-            model, result = digest_from_cid(p_model), result_digest(list(who), list(scores))
+            model = digest_from_cid(p_model)
+            result = result_digest(list(who), list(scores), prev.transcript)
             train_base = p_model
         if train_base not in self.blobs:
             return self._fetch(train_base, [], now)
         spent = rnd <= self.rounds and m.trained is None and self._budget_spent(rnd)
-        if rnd > self.rounds or spent:
+        unmasked = m.no_update and m.trained is None  # no update this round: attest only
+        if self.secure and rnd <= self.rounds and m.trained is None:
+            members = self.masking_set(rnd)
+            if members is None:
+                return []  # the chain has not fixed the round's masking set yet
+            # (Secure aggregation: a node outside the set has nobody to mask with.)
+            unmasked = unmasked or self.me not in members or len(members) < MIN_MEMBERS
+        if rnd > self.rounds or spent or unmasked:
             m.signing = True  # attestation only: after the last round, or budget spent
             if spent and (self.budget_spent_at is None or rnd < self.budget_spent_at):
                 self.budget_spent_at = rnd
@@ -726,12 +815,14 @@ class LedgerRoundNode:
         prev = self._mine.get(rnd - 1)
         who: tuple[str, ...] = ()
         scores: tuple[int, ...] = ()
+        transcript = ZERO32
         if prev is not None and prev.result is not None:
             _, who, scores = prev.result
+            transcript = prev.transcript
         m.in_flight.add("submit")
         m.submitted_at = now
         m.sending = {s.signer for s in waiting}
-        return [Submit(rnd, tuple(waiting), who, scores)]
+        return [Submit(rnd, tuple(waiting), who, scores, transcript)]
 
     def _designated_waits(self, rnd: int, m: _Mine, eligible: Sequence[str],
                           pool: Mapping[str, SignedRound], on_chain: set[str],
@@ -752,13 +843,29 @@ class LedgerRoundNode:
         clock = self.clock(rnd)
         return clock is None or now < clock.closes_at - 1
 
+    def _reveal(self, rnd: int, now: float) -> list[Action]:
+        """Secure aggregation: once round ``rnd`` closed, disclose this node's shares (once)."""
+        if not self.secure or rnd > self.rounds or self.me not in self.active:
+            return []
+        m = self._m(rnd)
+        if m.revealed or not self.is_closed(rnd, now):
+            return []
+        sets = self.secure_sets(rnd)
+        if sets is None or not sets[0]:
+            return []
+        m.revealed = True
+        return [Reveal(rnd, *sets)]
+
     def _aggregate(self, rnd: int, now: float) -> list[Action]:
         if rnd > self.rounds or not self.is_closed(rnd, now):
             return []
         m = self._m(rnd)
-        if m.result is not None or m.aggregating:
+        if m.result is not None or m.aggregating or m.abandoned:
             return []
         updates = round_inputs(self._submitted, rnd)
+        if self.secure:  # only the masking set's updates are masked with each other
+            members = set(self.masking_set(rnd) or ())
+            updates = {a: s for a, s in updates.items() if a in members}
         out: list[Action] = []
         # The authors first; a blob its author did not serve is asked of the other members
         # once those first fetches are over (they would slow the others down, for nothing in

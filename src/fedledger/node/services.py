@@ -13,8 +13,10 @@ from collections.abc import Collection, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from fedledger.attacks.adversary import Adversary
+from fedledger.gossip.blobs import BlobStore
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.messages import Message
+from fedledger.learning import Params
 from fedledger.node.consensus import Contribution
 
 
@@ -101,6 +103,20 @@ class Services(Protocol):
 
     def set_members(self, members: Collection[str], endpoints: Mapping[str, str]) -> None:
         """Replace who may send frames and where they are (ledger mode: from the registry)."""
+        ...
+
+    @property
+    def store(self) -> BlobStore:
+        """This node's content-addressed blobs."""
+        ...
+
+    def params(self, cid: str) -> Params:
+        """The parameter list of a model blob in the store."""
+        ...
+
+    async def fetch_blob(self, cid: str, peers: Sequence[str], *, parallel: int = 0,
+                         max_bytes: int | None = None) -> bool:  # fmt: skip
+        """Fetch ``cid`` into the store from ``peers``; whether it arrived."""
         ...
 
 

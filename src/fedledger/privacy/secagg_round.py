@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -37,7 +39,6 @@ from fedledger.aggregation.validation import ParamSpec, unflatten
 from fedledger.errors import PrivacyError
 from fedledger.privacy.secagg import (
     ELEMENT_BYTES,
-    SEED_BYTES,
     WEIGHT_BITS,
     Ring,
     SecAggAbort,
@@ -59,6 +60,7 @@ from fedledger.privacy.secagg_keys import (
     open_share,
     private_bytes,
     self_seed,
+    threshold_for,
 )
 
 MASKED_MAGIC = b"FLSECAGG1\n"
@@ -70,6 +72,20 @@ def weight_of(examples: int) -> int:
     """The weight a member's masked input carries: its example count on chain, 1 to
     ``2**16 - 1``."""
     return min(max(int(examples), 1), MAX_WEIGHT)
+
+
+def input_weight(examples: int, *, noised: bool) -> int:
+    """A member's weight in the masked sum: its example count (:func:`weight_of`), or 1 for
+    every member when the task adds differential-privacy noise (the sum's sensitivity to one
+    member is then the clip, as the accountant assumes)."""
+    return 1 if noised else weight_of(examples)
+
+
+def member_noise_multiplier(noise_multiplier: float, members: int) -> float:
+    """Distributed noise: each member's share of the noise multiplier, so that the sum of any
+    threshold's worth of members' inputs (:func:`~fedledger.privacy.secagg_keys.threshold_for`,
+    the fewest a round unmasks with) carries noise of std ``noise_multiplier * clip``."""
+    return noise_multiplier / math.sqrt(threshold_for(members))
 
 
 def flatten_q(params: Sequence[np.ndarray]) -> np.ndarray:
@@ -155,44 +171,28 @@ class Reveal:
     own: bytes | None = None
     """Its own self seed, if it survived."""
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "round": self.round, "member": self.member.lower(),
-            "seeds": {a: [i, s.hex()] for a, (i, s) in sorted(self.seeds.items())},
-            "keys": {a: [i, s.hex()] for a, (i, s) in sorted(self.keys.items())},
-            "own": None if self.own is None else self.own.hex(),
-        }  # fmt: skip
+    def to_body(self) -> dict[str, object]:
+        """The gossip body (``reveal`` in :mod:`fedledger.gossip.messages`): the member and
+        round are the message's signer and round."""
+        from eth_utils.address import to_checksum_address
+
+        def shares(m: Mapping[str, tuple[int, bytes]]) -> list[list[object]]:
+            rows = [[to_checksum_address(a), i, s.hex()] for a, (i, s) in m.items()]
+            return sorted(rows, key=lambda r: str(r[0]))
+
+        return {"seeds": shares(self.seeds), "keys": shares(self.keys),
+                "own": "" if self.own is None else self.own.hex()}  # fmt: skip
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, object], *, max_entries: int = 256) -> Reveal:
+    def from_body(cls, body: Mapping[str, Any], *, member: str, rnd: int) -> Reveal:
+        """A reveal from a gossip body already checked by the message schema."""
         try:
-            seeds = _shares(doc["seeds"], max_entries)
-            keys = _shares(doc["keys"], max_entries)
-            own = doc.get("own")
-            own_b = None if own is None else bytes.fromhex(str(own))
-            if own_b is not None and len(own_b) != SEED_BYTES:
-                raise PrivacyError("an own seed is 32 bytes")
-            return cls(round=int(str(doc["round"])), member=str(doc["member"]).lower(),
-                       seeds=seeds, keys=keys, own=own_b)  # fmt: skip
-        except PrivacyError:
-            raise
+            seeds = {str(a).lower(): (int(i), bytes.fromhex(str(h))) for a, i, h in body["seeds"]}
+            keys = {str(a).lower(): (int(i), bytes.fromhex(str(h))) for a, i, h in body["keys"]}
+            own = bytes.fromhex(str(body["own"])) if body["own"] else None
         except (ValueError, KeyError, TypeError) as exc:
             raise PrivacyError(f"not a reveal: {exc}") from exc
-
-
-def _shares(value: object, max_entries: int) -> dict[str, tuple[int, bytes]]:
-    if not isinstance(value, dict) or len(value) > max_entries:
-        raise PrivacyError("a reveal's shares are not a bounded map")
-    out: dict[str, tuple[int, bytes]] = {}
-    for a, pair in value.items():
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise PrivacyError("a share is [index, hex]")
-        raw = bytes.fromhex(str(pair[1]))
-        index = int(pair[0])
-        if len(raw) != SEED_BYTES or not 1 <= index <= 255:
-            raise PrivacyError("a share is an index in [1, 255] and 32 bytes")
-        out[str(a).lower()] = (index, raw)
-    return out
+        return cls(round=rnd, member=member.lower(), seeds=seeds, keys=keys, own=own)
 
 
 def make_reveal(node_key: bytes, *, scope: str, rnd: int, me: str,

@@ -38,12 +38,26 @@ def collusion_of(configs: Sequence[NodeConfig], *, omniscient: bool) -> Collusio
     return Collusion(count, nodes=len(configs), omniscient=omniscient)
 
 
-def start_when_joined(owner: ContractLedger, n: int) -> bool:
-    """The owner starts round 1 once ``n`` members joined; True once started."""
+def start_when_joined(owner: ContractLedger, n: int, *, secure: bool = False) -> bool:
+    """The owner starts round 1 once ``n`` members joined (and, with ``secure`` aggregation,
+    registered key blobs for each other); True once started."""
     if owner.current_round() > 0:
         return True
     if owner.member_count() < n:
         return False
+    if secure:
+        from fedledger.ledger.records import Joined, Left, Slashed
+        from fedledger.node.drivers.secagg import keys_ready
+
+        events = owner.events(-1, owner.head())
+        members: dict[str, None] = {}
+        for e in events:
+            if isinstance(e, Joined):
+                members[e.member] = None
+            elif isinstance(e, Left | Slashed):
+                members.pop(e.member, None)
+        if keys_ready(events, list(members)):
+            return False
     owner.start()
     return True
 
@@ -135,7 +149,10 @@ async def run_ledger_in_process(
     total = configs[0].task.rounds
     while not all(r.done() for r in runs):
         if not started:
-            started = await asyncio.to_thread(start_when_joined, owner_ledger, joining(configs))
+            started = await asyncio.to_thread(
+                start_when_joined, owner_ledger, joining(configs),
+                secure=configs[0].task.secure_aggregation,
+            )  # fmt: skip
         if progress is not None:
             report_progress(nodes, total, progress)
         await asyncio.wait(runs, timeout=0.2)

@@ -94,7 +94,7 @@ def merge_report(
             }
             extra["finalized"] = any(r.get("finalized") for _, r in recs)
             extra["transactions"] = max(int(r.get("transactions", 0)) for _, r in recs)
-        if task.privacy is not None:  # each node's epsilon spent so far, by node index
+        if task.privacy_plan() is not None:  # each node's epsilon spent so far, by node index
             extra["epsilon"] = {str(configs[i].index): r.get("epsilon") for i, r in recs}
         records.append(RoundRecord(
             round=rnd, acc_mean=acc.acc_mean, acc_min=acc.acc_min, acc_max=acc.acc_max,

@@ -104,6 +104,10 @@ def run_task(
     if chain == "none" and uses_reputation(task.aggregation.params):
         raise ConfigError("reputation (min_reputation, reputation_rewards) is kept on chain: "
                           "use --chain", field="aggregation")  # fmt: skip
+    if chain == "none" and task.secure_aggregation:
+        raise ConfigError("secure aggregation fixes who masks with whom on chain: use --chain "
+                          "(embedded by default in consensus mode)",
+                          field="privacy.secure_aggregation")  # fmt: skip
     privacy = task.privacy_plan()
     if chain == "none" and privacy is not None:
         privacy.check_without_ledger()  # before any node starts
@@ -237,7 +241,8 @@ def _run_with_ledger(
 
         def start(procs: dict[int, subprocess.Popen[bytes]]) -> None:
             if not started[0]:
-                started[0] = start_when_joined(owner_ledger, joining(configs))
+                started[0] = start_when_joined(owner_ledger, joining(configs),
+                                               secure=task.secure_aggregation)  # fmt: skip
             if on_poll is not None:
                 on_poll(procs)
 

@@ -37,12 +37,14 @@ from fedledger.ledger.records import (
 from fedledger.ledger.reputation import uses_reputation
 from fedledger.ledger.rules import STATUS_ACTIVE, STATUS_NONE
 from fedledger.node.consensus import Aggregate
+from fedledger.node.drivers.secagg import SecAggParty
 from fedledger.node.ledger_round import (
     Close,
     Distribute,
     Evidence,
     LedgerRoundDone,
     LedgerRoundNode,
+    Reveal,
     Sign,
     Submit,
 )
@@ -89,6 +91,14 @@ class LedgerDriver:
         self._polling = asyncio.Lock()
         self._in_process = hasattr(getattr(ledger, "chain", None), "block_event")
         """An embedded chain: reads are in-process and cheap."""
+        self.secagg: SecAggParty | None = None
+        """Secure aggregation's keys, masking and unmasking (``privacy.secure_aggregation``)."""
+        if task.secure_aggregation:
+            self.secagg = SecAggParty(services, logic, ledger=ledger, chain_id=self.chain_id,
+                                      rounds=task.rounds, nodes=task.nodes,
+                                      patience=max(logic.patience, 5.0),
+                                      noised=task.privacy_plan() is not None, act=self.act,
+                                      now=self.now)  # fmt: skip
 
     def now(self) -> float:
         """The chain's time (whole seconds, as blocks see it), with the seconds elapsed on this
@@ -140,6 +150,12 @@ class LedgerDriver:
             if self.services.clock() > deadline:
                 raise LedgerError(f"the task did not start within {self.start_timeout:g} s "
                                   "(start_timeout)")  # fmt: skip
+            if self.secagg is not None:  # register keys while waiting for the start
+                head = await asyncio.to_thread(ledger.head)
+                try:
+                    await self.secagg.prepare(await asyncio.to_thread(ledger.events, -1, head))
+                except TransactionReverted as exc:
+                    log.warning("cannot register secure-aggregation keys: %s", exc.reason)
             await asyncio.sleep(0.2)
         # Members and their endpoints come from the registry's Joined events (the poller's
         # first read covers the whole history again), not from one view call per member.
@@ -244,6 +260,8 @@ class LedgerDriver:
         """New chain events: the registry's changes, then the round logic."""
         self.chain_now = now
         self.update_registry(events)
+        if self.secagg is not None:
+            self.secagg.on_events(events)
         self.act(self.logic.on_events(events, self.now()))
         if self._early:
             ready = [k for k, s in self._early.items() if s.signer in self.active]
@@ -279,6 +297,10 @@ class LedgerDriver:
             if m.sender in self.active:
                 self.services.learn_endpoint(m.sender, str(m.body["endpoint"]), replace=True)
             return
+        if m.kind == "reveal":
+            if self.secagg is not None:
+                self.secagg.deliver(m.sender, m.round, m.body)
+            return
         if m.kind != "signed":
             return
         try:
@@ -296,7 +318,26 @@ class LedgerDriver:
         self.act(self.logic.on_message(s, self.now()))
 
     def trained(self, rnd: int, base: str, cid: str, num_examples: int, honest: str) -> None:
+        if self.adversary.drops_out(rnd):
+            log.warning("round %d: dropping out (no update)", rnd)
+            self.act(self.logic.no_update(rnd, self.now()))
+            return
+        if self.secagg is not None:
+            self.services.spawn(self._mask(rnd, base, cid, num_examples),
+                                what=f"round {rnd}: masking")  # fmt: skip
+            return
         self.act(self.logic.trained(rnd, base, cid, num_examples, self.now()))
+
+    async def _mask(self, rnd: int, base: str, cid: str, num_examples: int) -> None:
+        """Secure aggregation: the round's update is the masked model."""
+        assert self.secagg is not None
+        masked = await self.secagg.mask(rnd, cid, num_examples)
+        if masked is not None:
+            self.adversary.published(masked)
+        if masked is None:
+            self.act(self.logic.no_update(rnd, self.now()))
+        else:
+            self.act(self.logic.trained(rnd, base, masked, num_examples, self.now()))
 
     def blob(self, cid: str, ok: bool) -> None:
         now = self.now()
@@ -356,8 +397,12 @@ class LedgerDriver:
         return False
 
     def summary(self) -> dict[str, Any]:
-        return {"gas_distribute": self.gas_distribute,
-                "privacy_budget_spent_at": self.logic.budget_spent_at}  # fmt: skip
+        out: dict[str, Any] = {"gas_distribute": self.gas_distribute,
+                               "privacy_budget_spent_at": self.logic.budget_spent_at}  # fmt: skip
+        if self.secagg is not None:  # its rounds are unmasked, not aggregated by the core
+            out["aggregated_rounds"] = self.secagg.unmasked
+            out["secure_aggregation"] = self.secagg.summary()
+        return out
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -374,7 +419,14 @@ class LedgerDriver:
             elif isinstance(a, Submit | Distribute | Close | Evidence):
                 self.services.spawn(self._transact(a), what=f"round {a.round}: transaction")
             elif isinstance(a, Aggregate):
-                self.services.spawn(self._aggregate(a), what=f"round {a.round}: aggregation")
+                if self.secagg is not None:
+                    self.services.spawn(self.secagg.aggregate(a),
+                                        what=f"round {a.round}: secure aggregation")  # fmt: skip
+                else:
+                    self.services.spawn(self._aggregate(a), what=f"round {a.round}: aggregation")
+            elif isinstance(a, Reveal):
+                assert self.secagg is not None
+                self.services.spawn(self.secagg.reveal(a), what=f"round {a.round}: reveal")
             elif isinstance(a, LedgerRoundDone):
                 log.info("round %d %s: model %s (%d attested it, gas %d, %d transactions)%s",
                          a.round, "finalized" if a.finalized else "failed", a.model,
@@ -425,10 +477,12 @@ class LedgerDriver:
         try:
             if isinstance(a, Submit):
                 result = await asyncio.to_thread(ledger.submit, a.round, list(a.messages),
-                                                 list(a.contributors), list(a.scores))  # fmt: skip
+                                                 list(a.contributors), list(a.scores),
+                                                 a.transcript)  # fmt: skip
             elif isinstance(a, Distribute):
                 result = await asyncio.to_thread(ledger.distribute, a.round,
-                                                 list(a.contributors), list(a.scores))  # fmt: skip
+                                                 list(a.contributors), list(a.scores),
+                                                 a.transcript)  # fmt: skip
             elif isinstance(a, Close):
                 result = await asyncio.to_thread(ledger.close)
             else:
