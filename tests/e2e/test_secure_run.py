@@ -62,6 +62,8 @@ def test_secure_run_with_dropouts_finalizes_every_round_and_the_audit_recomputes
     assert final["audit_ok"] is True
     assert final["transactions_per_round"] == 1.0
     assert final["model_digests_agree"] is True
+    assert final["secure_aggregation"] == {"unmasked_rounds": 3, "abandoned_rounds": [],
+                                           "dropouts": {"1": 0, "2": 1, "3": 1}}  # fmt: skip
     # Every node reports epsilon; the dropout released one update, the others three.
     spent = final["privacy"]["epsilon"]
     assert len(spent) == 5

@@ -155,6 +155,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             + f" (max {max(spent, default=0.0):.2f}, budget {privacy['budget']:g})"
             + (f"; budget spent, updates stopped: {stops}" if stops else "")
         )  # fmt: skip
+    secure = f.get("secure_aggregation")
+    if secure is not None:
+        dropped = {r: n for r, n in secure["dropouts"].items() if n}
+        console.print(
+            f"secure aggregation: {secure['unmasked_rounds']} rounds unmasked"
+            + (f", dropouts by round {dropped}" if dropped else ", no dropout")
+            + (f"; abandoned rounds {secure['abandoned_rounds']}"
+               if secure["abandoned_rounds"] else "")
+        )  # fmt: skip
     if "rounds_finalized" in f:
         rewards = f["rewards"]
         gas = f.get("gas_per_node_per_round")

@@ -132,6 +132,18 @@ def merge_report(
         final["transactions_per_round"] = sum(txs) / len(txs)
     if ledger is not None:
         final.update(ledger)
+    if task.secure_aggregation:
+        secure = [s.get("secure_aggregation") or {} for s in summaries]
+        dropouts: dict[str, int] = {}
+        for s in secure:
+            for rnd, n in (s.get("dropouts") or {}).items():
+                dropouts[rnd] = max(dropouts.get(rnd, 0), int(n))
+        final["secure_aggregation"] = {
+            "unmasked_rounds": max((int(s.get("unmasked_rounds", 0)) for s in secure), default=0),
+            "abandoned_rounds": sorted({int(r) for s in secure
+                                        for r in s.get("abandoned_rounds") or ()}),
+            "dropouts": dict(sorted(dropouts.items(), key=lambda kv: int(kv[0]))),
+        }  # fmt: skip
     plan = task.privacy_plan()
     if plan is not None:
         spent: dict[str, float | None] = {}
