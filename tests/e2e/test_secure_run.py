@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from fedledger.audit import run_blob_stores
+from fedledger.audit import audit_run, run_blob_stores
 from fedledger.commit import cid_from_digest, decode
 from fedledger.config import PrivacyConfig, load_config
 from fedledger.errors import CodecError
+from fedledger.ledger.chain.anvil import find_anvil, install_anvil, start_anvil
 from fedledger.ledger.chain.embedded import EmbeddedChain
 from fedledger.ledger.contract_ledger import ContractLedger
 from fedledger.ledger.messages import ZERO32
@@ -30,10 +31,11 @@ DIGITS = ROOT / "examples" / "digits.toml"
 
 
 def _run(out: Path, *, nodes: int, rounds: int, noise: float | None = None,
-         attack: str | None = None, attackers: float = 0.0) -> dict[str, Any]:  # fmt: skip
+         attack: str | None = None, attackers: float = 0.0, transport: str = "memory",
+         chain: str = "embedded") -> dict[str, Any]:  # fmt: skip
     privacy = PrivacyConfig(secure_aggregation=True, noise_multiplier=noise)
     task = replace(load_config(DIGITS), nodes=nodes, rounds=rounds, privacy=privacy)
-    report: dict[str, Any] = run_task(task, out=out, transport="memory", chain="embedded",
+    report: dict[str, Any] = run_task(task, out=out, transport=transport, chain=chain,
                                       timeout=600, attack=attack,
                                       attackers=attackers).to_dict()  # fmt: skip
     return report
@@ -56,7 +58,9 @@ def _blob(out: Path, cid: str) -> bytes:
 def test_secure_run_with_dropouts_finalizes_every_round_and_the_audit_recomputes_it(
     tmp_path: Path,
 ) -> None:
-    report = _run(tmp_path, nodes=5, rounds=3, noise=0.5, attack="dropout", attackers=0.2)
+    # gRPC between the nodes (one process): reveals and key blobs cross the real transport.
+    report = _run(tmp_path, nodes=5, rounds=3, noise=0.5, attack="dropout", attackers=0.2,
+                  transport="grpc")  # fmt: skip
     final = report["final"]
     assert final["rounds_finalized"] == 3
     assert final["audit_ok"] is True
@@ -102,3 +106,20 @@ def test_a_withheld_masked_update_fails_its_rounds_and_reveals_nothing(tmp_path:
     assert final["audit_ok"] is True
     events = _events(tmp_path)
     assert not [e for e in events if isinstance(e, Distributed)]
+
+
+@pytest.mark.slow
+def test_secure_run_of_node_processes_on_anvil(tmp_path: Path) -> None:
+    """Each node its own OS process on a real JSON-RPC chain: keys registered before the
+    owner starts the task, reveals gossiped over gRPC, the audit over RPC."""
+    with start_anvil(anvil=find_anvil(ROOT) or install_anvil(ROOT)) as node:
+        report = _run(tmp_path, nodes=4, rounds=2, noise=1.0, transport="grpc", chain=node.url)
+        final = report["final"]
+        assert final["rounds_finalized"] == 2
+        assert final["model_digests_agree"] is True
+        assert final["audit_ok"] is True
+        assert final["secure_aggregation"]["unmasked_rounds"] == 2
+        deployment = LedgerDeployment.read(tmp_path)
+        verdict = audit_run(tmp_path, rpc=node.url, task_address=deployment.task,
+                            config=tmp_path / "task.toml")  # fmt: skip
+        assert verdict.ok, verdict.failures()

@@ -129,6 +129,8 @@ class SecAggParty:
         self.invalid: set[bytes] = set()
         """Digests of registered key blobs that are invalid."""
         self._fetching: set[bytes] = set()
+        self._needed: set[bytes] = set()
+        """Digests a masking set uses (fetched even once superseded)."""
         self.reveals: dict[int, dict[str, Reveal]] = {}
         self.changed = asyncio.Event()
         """Set whenever a key blob or a reveal arrives (waiters clear it)."""
@@ -167,6 +169,9 @@ class SecAggParty:
         store = self.services.store
         try:
             for attempt in range(1_000_000):
+                superseded = self.registered.get(member) != k
+                if superseded and k.keys_digest not in self._needed:
+                    return  # a newer registration replaced it, and no masking set uses it
                 if store.has(cid) or await self.services.fetch_blob(
                     cid,
                     [member, *sorted(self.active - {member, self.services.me})],
@@ -254,6 +259,7 @@ class SecAggParty:
                     return None
                 blob = self.key_blobs.get(k.keys_digest)
                 if blob is None:
+                    self._needed.add(k.keys_digest)
                     self._want(k)
                 else:
                     found[a] = blob
