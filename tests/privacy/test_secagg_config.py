@@ -10,6 +10,9 @@ import pytest
 
 from fedledger.config import PrivacyConfig, TaskConfig, parse_config
 from fedledger.errors import ConfigError
+from fedledger.ledger.messages import ZERO32
+from fedledger.ledger.records import Keys
+from fedledger.node.drivers.secagg import keys_ready
 from fedledger.privacy.secagg_round import member_noise_multiplier
 from fedledger.run.task import run_task
 
@@ -65,3 +68,26 @@ def test_a_secure_task_needs_the_ledger(tmp_path: Path) -> None:
         run_task(task, out=tmp_path, mode="consensus", chain="none", transport="memory")
     assert info.value.field == "privacy.secure_aggregation"
     assert not (tmp_path / "report.json").exists()
+
+
+def _keys(member: str, *, digest: bytes, first: int, recipients: int, block: int) -> Keys:
+    return Keys(block=block, time=block, tx="0x", index=0, member=member, channel_key=b"\1" * 32,
+                keys_digest=digest, first_round=first, last_round=first + 4 if first else 0,
+                recipients=recipients)  # fmt: skip
+
+
+def test_the_owner_starts_a_secure_task_only_once_every_key_blob_covers_everyone() -> None:
+    a, b, c = "0xA", "0xB", "0xC"
+    events = [
+        _keys(a, digest=ZERO32, first=0, recipients=0, block=1),  # channel keys only
+        _keys(b, digest=ZERO32, first=0, recipients=0, block=2),
+        _keys(c, digest=ZERO32, first=0, recipients=0, block=3),
+    ]
+    assert keys_ready(events, [a, b, c]) == [a, b, c]
+    events += [_keys(a, digest=b"\2" * 32, first=1, recipients=2, block=4),
+               _keys(b, digest=b"\3" * 32, first=1, recipients=1, block=5)]  # fmt: skip
+    assert keys_ready(events, [a, b, c]) == [b, c]  # b shared with one member only
+    events += [_keys(b, digest=b"\4" * 32, first=1, recipients=2, block=6),
+               _keys(c, digest=b"\5" * 32, first=1, recipients=2, block=7)]  # fmt: skip
+    assert keys_ready(events, [a, b, c]) == []
+    assert keys_ready(events, [a, b, c, "0xD"]) == [a, b, c, "0xD"]  # a fourth joined: again

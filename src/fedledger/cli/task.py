@@ -243,8 +243,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         waiting = keys_ready(ledger.events(-1, ledger.head()), [m.address for m in members])
         if waiting:
             raise LedgerError(f"secure aggregation: {', '.join(waiting)} registered no key "
-                              "blob for all members yet (their nodes do it once every member "
-                              "joined); not started")  # fmt: skip
+                              f"blob for all members yet (their nodes do it once task.nodes = "
+                              f"{cfg.nodes} members joined); not started")  # fmt: skip
     ledger.start()
     print(f"{len(members)} members joined:")
     for m in members:
