@@ -236,3 +236,25 @@ def test_thresholds() -> None:
     assert [threshold_for(n) for n in (3, 4, 10, 100)] == [2, 2, 6, 66]
     with pytest.raises(PrivacyError):
         threshold_for(2)
+
+
+def test_a_survivor_that_goes_silent_after_committing_is_unmasked_from_the_others_shares() -> None:
+    """Its masked update is on chain, but it never reveals: its self seed is rebuilt from the
+    threshold of the others' shares, and the sum is still exact."""
+    m = Members(10)
+    order = sorted(m.keys)
+    silent = order[4]
+    masked = m.masked()
+    revealers = [a for a in order if a != silent]
+    reveals = m.reveals(order, [], revealers)
+    assert all(r.own is not None for r in reveals)
+    weights = {a: ("cid", weight_of(m.examples[a])) for a in order}
+    t = rebuild(scope=SCOPE, rnd=RND, dropouts=[], blobs=m.blobs, reveals=reveals,
+                survivors=weights)  # fmt: skip
+    check_transcript(t, blobs=m.blobs, masking_set=order)
+    total, _ = unmask_sum(t, masked=masked, blobs=m.blobs)
+    assert np.array_equal(total, sum(flatten_q(m.params[a]) * m.examples[a] for a in order))
+    # With fewer than the threshold of others revealing, its seed cannot be rebuilt.
+    few = reveals[: threshold_for(10) - 1]
+    with pytest.raises(SecAggAbort):
+        rebuild(scope=SCOPE, rnd=RND, dropouts=[], blobs=m.blobs, reveals=few, survivors=weights)
