@@ -347,9 +347,7 @@ class GrpcTransport:
             logger.exception("on_frame raised; frame discarded")
         return b""
 
-    async def _serve_fetch(
-        self, request: bytes, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    async def _serve_fetch(self, request: bytes, context: grpc.aio.ServicerContext) -> None:
         handler = self._handler
         if handler is None:  # closing
             await context.abort(grpc.StatusCode.UNAVAILABLE, "node is shutting down")
@@ -361,14 +359,16 @@ class GrpcTransport:
             await self._refuse(context, "fetches", "too many fetches in progress")
         self._fetches += 1
         try:
-            async for chunk in self._stream_blob(handler, request, context):
-                yield chunk
+            await self._stream_blob(handler, request, context)
         finally:
             self._fetches -= 1
 
     async def _stream_blob(
         self, handler: Handler, request: bytes, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    ) -> None:
+        """Write the chunks ``on_fetch`` yields (``context.write``, not a generator handler: a
+        client that goes away cancels this coroutine where it waits, and ``on_fetch`` is closed
+        at once, never left suspended until the garbage collector finds it)."""
         size = self.chunk_bytes
         reason: str | None = None
         failed = False
@@ -377,11 +377,11 @@ class GrpcTransport:
             chunks = handler.on_fetch(request)
             async for chunk in chunks:
                 if len(chunk) <= size:
-                    yield chunk if type(chunk) is bytes else bytes(chunk)
+                    await context.write(chunk if type(chunk) is bytes else bytes(chunk))
                 else:
                     view = memoryview(chunk)
                     for offset in range(0, len(view), size):
-                        yield bytes(view[offset : offset + size])
+                        await context.write(bytes(view[offset : offset + size]))
         except FetchRefused as e:
             reason = str(e) or "refused"
         except Exception:
@@ -389,7 +389,7 @@ class GrpcTransport:
             failed = True
         finally:
             # Release the handler's resources (open files...) now, even when the client
-            # went away mid-stream, rather than whenever the generator is collected.
+            # went away mid-stream.
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 try:
