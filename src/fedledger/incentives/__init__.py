@@ -1,0 +1,2 @@
+"""Incentives (issue 15): contribution values anyone can recompute
+(:mod:`fedledger.incentives.shapley`)."""
