@@ -9,6 +9,7 @@ import pytest
 
 from fedledger.errors import AggregationError
 from fedledger.incentives.shapley import (
+    Utility,
     exact_shapley,
     leave_one_out,
     permutation,
@@ -19,7 +20,7 @@ from fedledger.incentives.shapley import (
 SEED = b"round 7 of task 0xabc"
 
 
-def additive(weights: list[int]):  # type: ignore[no-untyped-def]
+def additive(weights: list[int]) -> Utility:
     return lambda s: sum(weights[i] for i in s)
 
 
