@@ -83,7 +83,8 @@ def run(*, config: Path, nodes: int, exact_nodes: int, out: Path,
         lambda: permutation_shapley(nodes, utility, seed=SEED, max_evaluations=30 * nodes)
     )
     echo(f"{nodes} members: leave-one-out {loo_u.evaluations} evaluations in {loo_s:.2f} s; "
-         f"GTG-Shapley {evaluations} evaluations (bound {30 * nodes}) in {gtg_s:.2f} s")  # fmt: skip
+         f"GTG-Shapley {evaluations} evaluations (bound {30 * nodes}) in "
+         f"{gtg_s:.2f} s")  # fmt: skip
     small = replace(base, nodes=exact_nodes, rounds=1)
     small_u = round_utility(small)
     exact, exact_s = _timed(lambda: exact_shapley(exact_nodes, small_u))
