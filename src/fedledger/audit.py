@@ -403,6 +403,8 @@ class Auditor:
         self._distributions: list[Distributed] = []
         self._notes: list[str] = []
         self._rounds_of: dict[int, _Round] = {}
+        self._validation: tuple[Any, Any] | None = None
+        """The task's test split (contribution scores' validation set), once needed."""
         self.secure = self.task.secure_aggregation
         """Whether the task's updates are masked (secure aggregation)."""
         self._masking = MaskingSets()
@@ -693,7 +695,34 @@ class Auditor:
         )
         return aggregate_round(agg, base=base, updates=[blobs[w] for w in who],
                                num_examples=[updates[w].examples for w in who],
-                               reputation=reputation)  # fmt: skip
+                               reputation=reputation,
+                               scoring=self._scoring(rnd, base, who, st))  # fmt: skip
+
+    def _scoring(self, rnd: int, base: bytes, who: Sequence[str], st: _Round) -> Any:
+        """The round's contribution scoring (``[incentives]``), as the nodes set it up: the
+        task's test split as validation set, the seed from what the round committed to."""
+        rules = self.task.incentives
+        if rules.scores == "rule":
+            return None
+        from fedledger.incentives.scores import Scoring, scores_seed
+
+        if self._validation is None:
+            from fedledger.task import prepare_task
+
+            test = prepare_task(self.task).data.test
+            self._validation = (test.x, test.y)
+        updates = st.updates()
+        inputs = [(w, cid_from_digest(updates[w].update)) for w in who]
+        seed = scores_seed(task=self.task.digest(), rnd=rnd, base=_sha(base), inputs=inputs)
+        x, y = self._validation
+        return Scoring(
+            method=rules.scores,
+            x=x,
+            y=y,
+            seed=seed,
+            max_evaluations=rules.max_evaluations,
+            tolerance=rules.tolerance,
+        )
 
     def _slashed_by(self, rnd: int) -> set[str]:
         """Members slashed before round ``rnd``'s outcome (its ``Finalized`` event, or ever if

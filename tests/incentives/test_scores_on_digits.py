@@ -100,3 +100,54 @@ def test_a_network_that_is_not_dense_is_refused() -> None:
 
     with pytest.raises(AggregationError, match="linear layer"):
         DenseNetwork(np.zeros(13, np.int64), [(2, 5), (3,)])
+
+
+def test_the_round_function_scores_kept_updates_and_a_free_rider_gets_zero(
+    digits: TaskConfig,
+) -> None:
+    from fedledger.aggregation import SCORE_TOTAL
+    from fedledger.aggregation.round import aggregate_round
+    from fedledger.commit import encode
+    from fedledger.incentives.scores import Scoring
+
+    prepared = prepare_task(digits)
+    trainer = TorchTrainer.for_dataset(digits.model, prepared.data.nodes[0].train)
+    base = trainer.init_params(derive_seed(digits.seed, "init"))
+    blobs = [encode(trainer.fit(base, n.train, digits.train, seed=i).params)
+             for i, n in enumerate(prepared.data.nodes[:3])]  # fmt: skip
+    blobs.append(encode(base))  # a free-rider sends the base back: the screen rejects it
+    test = prepared.data.test
+    scoring = Scoring(method="shapley", x=test.x, y=test.y, seed=SEED)
+    result = aggregate_round(digits.aggregation, base=encode(base), updates=blobs,
+                             num_examples=[100] * 4, scoring=scoring)  # fmt: skip
+    assert result.scores[3] == 0
+    assert 3 in result.rejected
+    assert sum(result.scores) == SCORE_TOTAL
+    assert all(s > 0 for s in result.scores[:3])
+    again = aggregate_round(digits.aggregation, base=encode(base), updates=blobs,
+                            num_examples=[100] * 4, scoring=scoring)  # fmt: skip
+    assert again.scores == result.scores  # deterministic
+    plain = aggregate_round(digits.aggregation, base=encode(base), updates=blobs,
+                            num_examples=[100] * 4)  # fmt: skip
+    assert plain.model == result.model  # scores change the rewards, never the model
+
+
+def test_scores_are_refused_where_they_cannot_be_computed() -> None:
+    from fedledger.config import parse_config
+    from fedledger.errors import ConfigError
+
+    ok = parse_config({"incentives": {"scores": "loo"}})
+    assert ok.incentives.scores == "loo"
+    assert "incentives" not in parse_config({}).to_dict()  # documents without it unchanged
+    bad = [
+        ({"incentives": {"scores": "votes"}}, "incentives.scores"),
+        ({"incentives": {"scores": "shapley", "max_evaluations": 1}},
+         "incentives.max_evaluations"),
+        ({"incentives": {"scores": "shapley"}, "model": {"name": "cnn"}}, "incentives.scores"),
+        ({"incentives": {"scores": "shapley"}, "privacy": {"secure_aggregation": True},
+          "task": {"nodes": 4}}, "incentives.scores"),
+    ]  # fmt: skip
+    for doc, field in bad:
+        with pytest.raises(ConfigError) as info:
+            parse_config(doc)
+        assert info.value.field == field, doc

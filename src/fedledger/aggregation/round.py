@@ -32,6 +32,7 @@ from fedledger.errors import AggregationError, CodecError
 
 if TYPE_CHECKING:  # fedledger.config validates rule parameters with this package
     from fedledger.config import AggregationConfig
+    from fedledger.incentives.scores import Scoring
 
 Blob = bytes | bytearray | memoryview
 
@@ -59,6 +60,7 @@ def aggregate_round(
     num_examples: Sequence[int],
     reputation: Sequence[tuple[int, int]] | None = None,
     max_bytes: int | None = None,
+    scoring: Scoring | None = None,
 ) -> RoundResult:
     """Aggregate one round: ``updates`` (blobs, ``None`` for one that could not be obtained)
     with their authors' ``num_examples``, from the round's ``base`` model blob.
@@ -66,6 +68,8 @@ def aggregate_round(
     ``reputation``: each update's author's ``(selections, reveals)`` when the rule uses it.
     ``max_bytes``: the largest blob accepted (default: the base model's size, since every
     valid update has the base model's shapes and so exactly its encoded size).
+    ``scoring``: contribution scores (``[incentives]``) replace the rule's scores of the kept
+    updates (:func:`fedledger.incentives.scores.contribution_scores`).
 
     Raises :class:`CodecError` only for a base that is not a parameter blob (the caller's own
     model: not an input's fault); everything wrong with an update is a rejection.
@@ -109,9 +113,17 @@ def aggregate_round(
             failure=str(exc),
         )
     rejected = {**result.rejected, **reasons}
+    scores = tuple(result.scores)
+    if scoring is not None:
+        from fedledger.aggregation.rules import SCORE_TOTAL
+        from fedledger.incentives.scores import contribution_scores
+
+        scores = tuple(contribution_scores(scoring, base=base_params, updates=decoded,
+                                           weights=weights, kept=result.kept,
+                                           total=SCORE_TOTAL))  # fmt: skip
     return RoundResult(
         model=encode(result.params),
         params=result.params,
-        scores=tuple(result.scores),
+        scores=scores,
         rejected=rejected,
     )

@@ -416,6 +416,30 @@ class PrivacyConfig:
             check_real("privacy.budget", self.budget, low=0, high=1e6, low_open=True)
 
 
+SCORE_METHODS = ("rule", "loo", "shapley")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IncentivesConfig:
+    """What rewards follow (the ``[incentives]`` table; docs/incentives.md).
+
+    ``scores``: ``rule`` (the aggregation rule's weights, the default), ``loo`` (leave-one-out)
+    or ``shapley`` (GTG-Shapley): each kept update's contribution to the number of validation
+    examples the round's model classifies correctly, computed exactly by every node and the
+    audit. ``max_evaluations``: the most coalitions evaluated per member and round (Shapley);
+    ``tolerance``: correct examples within which a permutation is truncated.
+    """
+
+    scores: str = "rule"
+    max_evaluations: int = 30
+    tolerance: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("incentives.scores", self.scores, SCORE_METHODS, "score method")
+        check_int("incentives.max_evaluations", self.max_evaluations, low=2, high=10_000)
+        check_int("incentives.tolerance", self.tolerance, low=0, high=1 << 30)
+
+
 ACCESS_POLICIES = ("members", "token_holders", "public")
 
 
@@ -494,6 +518,7 @@ class TaskConfig:
     gossip: MixingConfig = field(default_factory=MixingConfig)
     privacy: PrivacyConfig | None = None
     """Differential privacy (``[privacy]``), or None: updates are published as trained."""
+    incentives: IncentivesConfig = field(default_factory=IncentivesConfig)
 
     def __post_init__(self) -> None:
         check_str("task.name", self.name)
@@ -529,6 +554,25 @@ class TaskConfig:
             self.privacy_plan()  # a budget no round fits in, a target out of reach
         if self.secure_aggregation:
             self._check_secure_aggregation()
+        if not isinstance(self.incentives, IncentivesConfig):
+            raise ConfigError("must be an IncentivesConfig", field="incentives")
+        if self.incentives.scores != "rule":
+            self._check_scores()
+
+    def _check_scores(self) -> None:
+        """Contribution scores need every kept model and a shared validation set, evaluated
+        exactly: a bundled or file data set split by the seed, a dense model, no masking."""
+        field = "incentives.scores"
+        if self.secure_aggregation:
+            raise ConfigError("needs each member's model: not with privacy.secure_aggregation "
+                              "(only the sum is unmasked)", field=field)  # fmt: skip
+        if self.model.name not in ("logreg", "mlp"):
+            raise ConfigError(f"has an exact evaluator for logreg and mlp models only, not "
+                              f"{self.model.name!r}", field=field)  # fmt: skip
+        if self.data.is_sites:
+            raise ConfigError("needs a shared validation set: a sites task has none yet (the "
+                              "task's test split of a shared data set is used)",
+                              field=field)  # fmt: skip
 
     @property
     def secure_aggregation(self) -> bool:
@@ -578,6 +622,8 @@ class TaskConfig:
             del d["privacy"]
         elif not d["privacy"]["secure_aggregation"]:
             del d["privacy"]["secure_aggregation"]
+        if self.incentives == IncentivesConfig():  # documents without it unchanged
+            del d["incentives"]
         return d
 
     def to_toml(self) -> str:
@@ -733,7 +779,8 @@ def _check_type(where: str, value: Any, annotation: str) -> Any:
     return value
 
 
-_SECTIONS = ("task", "data", "model", "train", "aggregation", "ledger", "gossip", "privacy")
+_SECTIONS = ("task", "data", "model", "train", "aggregation", "ledger", "gossip", "privacy",
+             "incentives")  # fmt: skip
 
 
 def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
@@ -749,7 +796,8 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
         if not isinstance(table, dict):
             raise ConfigError("must be a table", field=section)
     task = check_table("task", doc.get("task", {}), TaskConfig)
-    for nested in ("data", "model", "train", "aggregation", "ledger", "gossip", "privacy"):
+    for nested in ("data", "model", "train", "aggregation", "ledger", "gossip", "privacy",
+                   "incentives"):  # fmt: skip
         if nested in task:
             raise ConfigError(f"unknown key; use the [{nested}] section", field=f"task.{nested}")
     data = DataConfig(**check_table("data", doc.get("data", {}), DataConfig))
@@ -769,8 +817,11 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
     privacy = None
     if "privacy" in doc:
         privacy = PrivacyConfig(**check_table("privacy", doc["privacy"], PrivacyConfig))
+    incentives = IncentivesConfig(**check_table("incentives", doc.get("incentives", {}),
+                                                IncentivesConfig))  # fmt: skip
     return TaskConfig(**task, data=data, model=model, train=train, aggregation=aggregation,
-                      ledger=ledger, gossip=gossip, privacy=privacy)  # fmt: skip
+                      ledger=ledger, gossip=gossip, privacy=privacy,
+                      incentives=incentives)  # fmt: skip
 
 
 def read_toml(path: str | Path, *, what: str = "configuration file") -> dict[str, Any]:

@@ -36,7 +36,7 @@ from fedledger.aggregation import spec_of
 from fedledger.aggregation.mixing import mix as mix_models
 from fedledger.aggregation.round import aggregate_round
 from fedledger.attacks.adversary import Adversary
-from fedledger.commit import decode, encode
+from fedledger.commit import decode, digest_from_cid, encode
 from fedledger.config.node import NodeConfig
 from fedledger.data import Dataset, NodeData
 from fedledger.data.site import SiteStats, pool, site_stats, standardized
@@ -67,6 +67,7 @@ from fedledger.gossip.messages import (
 from fedledger.gossip.protocol import Gossip, Send, round_window
 from fedledger.gossip.topology import build_topology
 from fedledger.gossip.transport import Transport
+from fedledger.incentives.scores import Scoring, scores_seed
 from fedledger.learning import Params, Trainer
 from fedledger.node.consensus import Contribution, Fetch, Finished, Publish, Train
 from fedledger.node.services import Driver
@@ -332,6 +333,7 @@ class NodeCore:
             num_examples=[c.num_examples for c in inputs],
             reputation=reputation,
             max_bytes=self.blob_bytes,
+            scoring=self._scoring(rnd, base, inputs),
         )
         self._adversary.saw(
             [b for b, c in zip(blobs, inputs, strict=True) if b is not None and c.sender != self.me]
@@ -344,6 +346,17 @@ class NodeCore:
             return base, list(outcome.scores)
         self.aggregated_rounds += 1
         return self.store.put(outcome.model), list(outcome.scores)
+
+    def _scoring(self, rnd: int, base: str, inputs: Sequence[Contribution]) -> Scoring | None:
+        """Contribution scores (``[incentives]``): the task's test split as validation set."""
+        rules = self.task.incentives
+        if rules.scores == "rule":
+            return None
+        seed = scores_seed(task=self.task.digest(), rnd=rnd, base=digest_from_cid(base),
+                           inputs=[(c.sender, c.cid) for c in inputs])  # fmt: skip
+        return Scoring(method=rules.scores, x=self.test.x, y=self.test.y, seed=seed,
+                       max_evaluations=rules.max_evaluations,
+                       tolerance=rules.tolerance)  # fmt: skip
 
     async def mix(self, iteration: int, inputs: Sequence[tuple[str, float]]) -> str:
         own = self.params(inputs[0][0])
