@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,7 +140,7 @@ def test_scores_are_refused_where_they_cannot_be_computed() -> None:
     ok = parse_config({"incentives": {"scores": "loo"}})
     assert ok.incentives.scores == "loo"
     assert "incentives" not in parse_config({}).to_dict()  # documents without it unchanged
-    bad = [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"incentives": {"scores": "votes"}}, "incentives.scores"),
         ({"incentives": {"scores": "shapley", "max_evaluations": 1}},
          "incentives.max_evaluations"),
