@@ -713,7 +713,10 @@ class Auditor:
             self._validation = (test.x, test.y)
         updates = st.updates()
         inputs = [(w, cid_from_digest(updates[w].update)) for w in who]
-        seed = scores_seed(task=self.task.digest(), rnd=rnd, base=_sha(base), inputs=inputs)
+        blocks = [e.block for e in self._submitted if e.round == rnd]
+        randomness = self.ledger.block_hash(max(blocks)) if blocks else b""
+        seed = scores_seed(task=self.task.digest(), rnd=rnd, base=_sha(base), inputs=inputs,
+                           randomness=randomness)  # fmt: skip
         x, y = self._validation
         return Scoring(
             method=rules.scores,

@@ -510,6 +510,7 @@ def test_unknown_blocks_and_transactions_are_ledger_errors(
     calls = [
         lambda: chain.block_timestamp(future),
         lambda: chain.block_timestamp(-1),
+        lambda: chain.block_hash(future),
         lambda: chain.call(counter.functions.count(), block=future),  # anvil: Web3RPCError
         lambda: chain.raw_transaction("not hex"),
         lambda: chain.transaction_input("0x12"),
@@ -749,6 +750,19 @@ def test_block_timestamps_and_now(chain: AnyChain, counter_artifact: tuple[Any, 
     later = chain.transact(counter.functions.record_time(), sender=owner)
     assert chain.call(counter.functions.stamp()) >= stamped
     assert chain.block_timestamp(later.block) == chain.call(counter.functions.stamp())
+
+
+def test_block_hashes_are_the_mined_blocks(
+    chain: AnyChain, counter_artifact: tuple[Any, str]
+) -> None:
+    owner = chain.accounts()[0]
+    counter = deploy_counter(chain, counter_artifact, owner)
+    first = chain.transact(counter.functions.bump(), sender=owner)
+    second = chain.transact(counter.functions.bump(), sender=owner)
+    a, b = chain.block_hash(first.block), chain.block_hash(second.block)
+    assert len(a) == len(b) == 32
+    assert a != b
+    assert chain.block_hash(first.block) == a  # what was mined stays
 
 
 def test_raw_transactions_recover_their_sender_and_calldata(

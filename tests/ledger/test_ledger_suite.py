@@ -434,6 +434,20 @@ def test_set_keys(world: World) -> None:
     c.set_keys(key, blob, 2, 31, 1)  # again, as often as it likes
 
 
+def test_block_hashes(world: World) -> None:
+    """Every mined block has a 32-byte hash that stays what it was (contribution scores'
+    randomness); a block not mined yet has none."""
+    (a,) = world.join(1)
+    head = world.owner.head()
+    first = world.owner.block_hash(head)
+    assert len(first) == 32
+    a.set_keys(hashlib.sha256(b"k").digest(), ZERO32, 0, 0, 0)  # one more block
+    assert world.owner.block_hash(head) == first
+    assert world.owner.block_hash(world.owner.head()) not in (first, ZERO32)
+    with pytest.raises(LedgerError):
+        world.owner.block_hash(world.owner.head() + 1000)
+
+
 def test_start(world: World) -> None:
     members = world.join(4, [ETHER, 2 * ETHER, ETHER, 3 * ETHER])
     reverts("ownable: caller is not the owner", members[0].start)

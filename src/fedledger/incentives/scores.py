@@ -6,7 +6,9 @@ the number of validation examples FedAvg models of their coalitions classify cor
 (:mod:`fedledger.incentives.utility`, exact integers), by leave-one-out or GTG-Shapley
 (:mod:`fedledger.incentives.shapley`); an update the rule rejected scores 0. The permutations'
 seed (:func:`scores_seed`) is a hash of what the round committed to (task, round, base model,
-every input's author and CID), so every node and the audit derive the same one.
+every input's author and CID) and, with a ledger, of the round's on-chain randomness (the hash
+of the block that holds its last message, which no member chooses alone), so every node and
+the audit derive the same one.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ class Scoring:
     tolerance: int = 0
 
 
-def scores_seed(*, task: bytes, rnd: int, base: bytes, inputs: Sequence[tuple[str, str]]) -> bytes:
+def scores_seed(*, task: bytes, rnd: int, base: bytes, inputs: Sequence[tuple[str, str]],
+                randomness: bytes = b"") -> bytes:  # fmt: skip
     """The permutations' seed of round ``rnd``: SHA-256 of the task's configuration digest,
-    the round, the base model's digest and each input's ``(author, CID)`` (sorted by author)."""
-    h = hashlib.sha256(b"fedledger/scores/v1|" + task + rnd.to_bytes(8, "big") + base)
+    the round, the base model's digest, the chain's ``randomness`` for the round (empty without
+    a ledger) and each input's ``(author, CID)`` (sorted by author)."""
+    h = hashlib.sha256(b"fedledger/scores/v2|" + task + rnd.to_bytes(8, "big") + base
+                       + len(randomness).to_bytes(2, "big") + randomness)  # fmt: skip
     for author, cid in sorted(inputs, key=lambda p: p[0].lower()):
         h.update(f"|{author.lower()}:{cid}".encode())
     return h.digest()

@@ -286,6 +286,10 @@ class ContractLedger(TaskTransactions):
     def head(self) -> int:
         return self.chain.block_number()
 
+    @translated
+    def block_hash(self, number: int) -> bytes:
+        return self.chain.block_hash(number)
+
     def _time_of(self, block: int) -> int:
         if block not in self._times:
             self._times[block] = self.chain.block_timestamp(block)

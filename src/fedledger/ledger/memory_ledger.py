@@ -699,6 +699,12 @@ class MemoryLedger(TaskTransactions):
     def head(self) -> int:
         return self.task.block
 
+    def block_hash(self, number: int) -> bytes:
+        """The twin's blocks have no header: a hash of the task and the number stands in."""
+        if not 0 <= number <= self.task.block:
+            raise LedgerError(f"block {number} is not mined")
+        return hashlib.sha256(f"{self.task.address}/block/{number}".encode()).digest()
+
     def events(self, after: int, until: int | None = None) -> list[LedgerEvent]:
         last = self.task.block if until is None else until
         return [e for e in self.task.log if after < e.block <= last]

@@ -362,6 +362,11 @@ class Ledger(Protocol):
         """The latest block: a cursor for :meth:`events`."""
         ...
 
+    def block_hash(self, number: int) -> bytes:
+        """The hash of mined block ``number``: randomness no member chooses alone (contribution
+        scores' permutations)."""
+        ...
+
     def events(self, after: int, until: int | None = None) -> list[LedgerEvent]:
         """The task's events in blocks ``(after, until]`` (default: up to :meth:`head`), in
         chain order."""

@@ -316,6 +316,7 @@ class NodeCore:
         base: str,
         inputs: Sequence[Contribution],
         reputation: Sequence[tuple[int, int]] | None,
+        randomness: bytes = b"",
     ) -> tuple[str, list[int]]:
         blobs: list[bytes | None] = []
         for c in inputs:
@@ -333,7 +334,7 @@ class NodeCore:
             num_examples=[c.num_examples for c in inputs],
             reputation=reputation,
             max_bytes=self.blob_bytes,
-            scoring=self._scoring(rnd, base, inputs),
+            scoring=self._scoring(rnd, base, inputs, randomness),
         )
         self._adversary.saw(
             [b for b, c in zip(blobs, inputs, strict=True) if b is not None and c.sender != self.me]
@@ -347,13 +348,15 @@ class NodeCore:
         self.aggregated_rounds += 1
         return self.store.put(outcome.model), list(outcome.scores)
 
-    def _scoring(self, rnd: int, base: str, inputs: Sequence[Contribution]) -> Scoring | None:
+    def _scoring(self, rnd: int, base: str, inputs: Sequence[Contribution],
+                 randomness: bytes) -> Scoring | None:  # fmt: skip
         """Contribution scores (``[incentives]``): the task's test split as validation set."""
         rules = self.task.incentives
         if rules.scores == "rule":
             return None
         seed = scores_seed(task=self.task.digest(), rnd=rnd, base=digest_from_cid(base),
-                           inputs=[(c.sender, c.cid) for c in inputs])  # fmt: skip
+                           inputs=[(c.sender, c.cid) for c in inputs],
+                           randomness=randomness)  # fmt: skip
         return Scoring(method=rules.scores, x=self.test.x, y=self.test.y, seed=seed,
                        max_evaluations=rules.max_evaluations,
                        tolerance=rules.tolerance)  # fmt: skip

@@ -704,6 +704,11 @@ class LedgerRoundNode:
         clock = self.clock(rnd)
         return clock is None or clock.open(int(now))
 
+    def last_block(self, rnd: int) -> int | None:
+        """The block that holds round ``rnd``'s last message on chain (None: no message)."""
+        c = self._chain.get(rnd)
+        return max((s.block for s in c.submitted.values()), default=None) if c else None
+
     def held(self, rnd: int) -> frozenset[str]:
         """The members whose round ``rnd`` messages this node holds (gossiped or its own)."""
         return frozenset(self._pool.get(rnd, {}))

@@ -60,9 +60,10 @@ class Services(Protocol):
         base: str,
         inputs: Sequence[Contribution],
         reputation: Sequence[tuple[int, int]] | None,
+        randomness: bytes = b"",
     ) -> tuple[str, list[int]]:
         """The round function on ``inputs`` from ``base``: the new model's CID (stored) and
-        each input's score."""
+        each input's score (``randomness``: the round's on chain, for contribution scores)."""
         ...
 
     async def mix(self, iteration: int, inputs: Sequence[tuple[str, float]]) -> str:

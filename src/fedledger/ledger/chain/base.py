@@ -190,6 +190,10 @@ class Chain(Protocol):
         """The timestamp of mined block ``number``."""
         ...
 
+    def block_hash(self, number: int) -> bytes:
+        """The hash of mined block ``number`` (32 bytes)."""
+        ...
+
     def now(self) -> int:
         """A lower bound on the timestamp of the next block: what a transaction sent now will
         see as ``block.timestamp`` (at least). Used to tell which window of a round is open

@@ -504,6 +504,12 @@ class EmbeddedChain(Web3Chain):
             return int(header.timestamp)
 
     @translated
+    def block_hash(self, number: int) -> bytes:
+        with self._lock:
+            header = self._backend.chain.get_canonical_block_header_by_number(number)
+            return bytes(header.hash)
+
+    @translated
     def now(self) -> int:
         with self._lock:
             return int(self._backend._next_timestamp())

@@ -195,6 +195,10 @@ class Web3Chain:
         return int(self._read(lambda: self.w3.eth.get_block(BlockNumber(number))["timestamp"]))
 
     @translated
+    def block_hash(self, number: int) -> bytes:
+        return bytes(self._read(lambda: self.w3.eth.get_block(BlockNumber(number))["hash"]))
+
+    @translated
     def now(self) -> int:
         latest = int(self._read(lambda: self.w3.eth.get_block("latest"))["timestamp"])
         return max(latest, int(time.time()))

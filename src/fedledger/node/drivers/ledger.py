@@ -464,7 +464,13 @@ class LedgerDriver:
     async def _aggregate(self, a: Aggregate) -> None:
         senders = [c.sender for c in a.inputs]
         reputation = self.logic.reputation(a.round, senders) if self.uses_reputation else None
-        cid, scores = await self.services.aggregate(a.round, a.base, a.inputs, reputation)
+        randomness = b""
+        if self.task.incentives.scores != "rule":  # the hash of the round's last message's block
+            block = self.logic.last_block(a.round)
+            if block is not None:
+                randomness = await asyncio.to_thread(self.ledger.block_hash, block)
+        cid, scores = await self.services.aggregate(a.round, a.base, a.inputs, reputation,
+                                                    randomness)  # fmt: skip
         self.act(self.logic.aggregated(a.round, cid, senders, scores, self.now()))
 
     async def _transact(self, a: Submit | Distribute | Close | Evidence) -> None:
