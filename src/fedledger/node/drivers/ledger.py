@@ -146,14 +146,19 @@ class LedgerDriver:
         else:
             await self._publish_endpoint()
         deadline = self.services.clock() + self.start_timeout
+        history: list[LedgerEvent] = []
+        seen = -1
         while await asyncio.to_thread(ledger.current_round) == 0:
             if self.services.clock() > deadline:
                 raise LedgerError(f"the task did not start within {self.start_timeout:g} s "
                                   "(start_timeout)")  # fmt: skip
             if self.secagg is not None:  # register keys while waiting for the start
                 head = await asyncio.to_thread(ledger.head)
+                if head > seen:  # only the new events: the wait may last a day
+                    history += await asyncio.to_thread(ledger.events, seen, head)
+                    seen = head
                 try:
-                    await self.secagg.prepare(await asyncio.to_thread(ledger.events, -1, head))
+                    await self.secagg.prepare(history)
                 except TransactionReverted as exc:
                     log.warning("cannot register secure-aggregation keys: %s", exc.reason)
             await asyncio.sleep(0.2)
