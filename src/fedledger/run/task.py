@@ -105,9 +105,9 @@ def run_task(
         raise ConfigError("reputation (min_reputation, reputation_rewards) is kept on chain: "
                           "use --chain", field="aggregation")  # fmt: skip
     if chain == "none" and task.secure_aggregation:
-        raise ConfigError("secure aggregation fixes who masks with whom on chain: use --chain "
-                          "(embedded by default in consensus mode)",
-                          field="privacy.secure_aggregation")  # fmt: skip
+        raise ConfigError("secure aggregation fixes who masks with whom on chain: it runs in "
+                          "consensus mode with a ledger (--mode consensus; --chain embedded by "
+                          "default)", field="privacy.secure_aggregation")  # fmt: skip
     privacy = task.privacy_plan()
     if chain == "none" and privacy is not None:
         privacy.check_without_ledger()  # before any node starts
