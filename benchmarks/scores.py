@@ -26,11 +26,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from scipy.stats import spearmanr
 
 from fedledger.aggregation import fixedpoint as fx
 from fedledger.config import TaskConfig, load_config
+from fedledger.data import Dataset
 from fedledger.incentives.shapley import (
     CountingUtility,
     exact_shapley,
@@ -47,22 +47,21 @@ DEFAULT_CONFIG = ROOT / "examples" / "digits.toml"
 SEED = b"benchmark round randomness".ljust(32, b"\0")
 
 
-def round_utility(task: TaskConfig) -> RoundUtility:
-    """One round of ``task``: each member trained once from the initial model."""
+def round_utility(task: TaskConfig, datasets: Sequence[Dataset] | None = None) -> RoundUtility:
+    """One round of ``task``: each member trained once from the initial model, on its own
+    training data or on ``datasets`` (one per member); the test split is the validation set."""
     prepared = prepare_task(task)
     trainer = TorchTrainer.for_dataset(task.model, prepared.data.nodes[0].train)
     base = trainer.init_params(derive_seed(task.seed, "init"))
-
-    def flat(params: Sequence[np.ndarray]) -> np.ndarray:
-        return np.concatenate([fx.quantize(np.asarray(p)).reshape(-1) for p in params])
-
+    if datasets is None:
+        datasets = [node.train for node in prepared.data.nodes]
     models, weights = [], []
-    for i, node in enumerate(prepared.data.nodes):
-        fit = trainer.fit(base, node.train, task.train, seed=derive_seed(task.seed, "fit", 1, i))
-        models.append(flat(fit.params))
+    for i, data in enumerate(datasets):
+        fit = trainer.fit(base, data, task.train, seed=derive_seed(task.seed, "fit", 1, i))
+        models.append(fx.quantize_params(fit.params))
         weights.append(fit.num_examples)
     test = prepared.data.test
-    return RoundUtility(base=flat(base), models=models, weights=weights,
+    return RoundUtility(base=fx.quantize_params(base), models=models, weights=weights,
                         shapes=[p.shape for p in base], x=test.x, y=test.y)  # fmt: skip
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from benchmarks.scores import round_utility
 from scipy.stats import spearmanr
 
 from fedledger.aggregation import fixedpoint as fx
 from fedledger.config import TaskConfig, load_config
-from fedledger.data import Dataset
 from fedledger.incentives.shapley import exact_shapley, permutation_shapley
 from fedledger.incentives.utility import DenseNetwork, RoundUtility
 from fedledger.learning.torch_trainer import TorchTrainer
@@ -24,25 +24,6 @@ from fedledger.task import prepare_task
 
 DIGITS = Path(__file__).resolve().parents[2] / "examples" / "digits.toml"
 SEED = b"\x07" * 32
-
-
-def _flat(params: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([fx.quantize(np.asarray(p)).reshape(-1) for p in params])
-
-
-def _round(task: TaskConfig, datasets: list[Dataset]) -> tuple[RoundUtility, list[int]]:
-    prepared = prepare_task(task)
-    trainer = TorchTrainer.for_dataset(task.model, prepared.data.nodes[0].train)
-    base = trainer.init_params(derive_seed(task.seed, "init"))
-    models, weights = [], []
-    for i, data in enumerate(datasets):
-        fit = trainer.fit(base, data, task.train, seed=derive_seed(task.seed, "fit", 1, i))
-        models.append(_flat(fit.params))
-        weights.append(fit.num_examples)
-    test = prepared.data.test
-    utility = RoundUtility(base=_flat(base), models=models, weights=weights,
-                           shapes=[p.shape for p in base], x=test.x, y=test.y)  # fmt: skip
-    return utility, weights
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +41,8 @@ def test_the_integer_network_predicts_as_torch_does(digits: TaskConfig) -> None:
     fit = trainer.fit(base, prepared.data.nodes[0].train, digits.train, seed=1)
     test = prepared.data.test
     torch_acc = trainer.evaluate(fit.params, test)["accuracy"]
-    utility = RoundUtility(base=_flat(base), models=[_flat(fit.params)], weights=[1],
+    utility = RoundUtility(base=fx.quantize_params(base), models=[fx.quantize_params(fit.params)],
+                           weights=[1],
                            shapes=[p.shape for p in base], x=test.x, y=test.y)  # fmt: skip
     exact_acc = utility(frozenset({0})) / len(test)
     assert exact_acc == pytest.approx(torch_acc, abs=0.01)  # fixed point: a few near-ties
@@ -76,7 +58,7 @@ def test_gtg_shapley_ranks_like_exact_shapley_and_flipped_labels_rank_last(
     y = bad.y.copy()
     y[flip] = (y[flip] + 1) % 10
     nodes[5] = replace(bad, y=y)
-    utility, _ = _round(digits, nodes)
+    utility = round_utility(digits, nodes)
     exact = exact_shapley(6, utility)
     estimate, evaluations = permutation_shapley(6, utility, seed=SEED, max_evaluations=30 * 6)
     assert evaluations <= 180
@@ -89,7 +71,7 @@ def test_gtg_shapley_ranks_like_exact_shapley_and_flipped_labels_rank_last(
 def test_two_members_with_the_same_data_share_its_value(digits: TaskConfig) -> None:
     nodes = [n.train for n in prepare_task(digits).data.nodes]
     nodes[4] = nodes[3]  # member 4 holds a copy of member 3's data
-    utility, _ = _round(digits, nodes)
+    utility = round_utility(digits, nodes)
     values = exact_shapley(6, utility)
     pair = values[3] + values[4]
     assert pair > 0

@@ -57,6 +57,17 @@ def quantize(x: np.ndarray) -> Int64Array:
     return np.rint(scaled).astype(np.int64)
 
 
+def quantize_params(params: Sequence[np.ndarray]) -> Int64Array:
+    """A parameter list as one flat fixed-point vector (state-dict order), its values finite
+    (``ValueError`` otherwise); the caller keeps them below ``MAX_ABS_VALUE``."""
+    if not params:
+        return np.zeros(0, np.int64)
+    flat = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in params])
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("a parameter is not finite")
+    return quantize(flat)
+
+
 def dequantize(q: Int64Array, dtype: np.dtype | type = np.float32) -> np.ndarray:
     """Convert fixed point back to floats: exact in float64, then one IEEE rounding to dtype."""
     return np.ascontiguousarray((q.astype(np.float64) / float(SCALE)).astype(dtype))

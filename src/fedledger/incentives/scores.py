@@ -51,10 +51,6 @@ def scores_seed(*, task: bytes, rnd: int, base: bytes, inputs: Sequence[tuple[st
     return h.digest()
 
 
-def _flat(params: Sequence[np.ndarray]) -> np.ndarray:
-    return np.concatenate([fx.quantize(np.asarray(p)).reshape(-1) for p in params])
-
-
 def contribution_scores(
     scoring: Scoring,
     *,
@@ -75,8 +71,8 @@ def contribution_scores(
     if not chosen:
         return out
     utility = RoundUtility(
-        base=_flat(base),
-        models=[_flat(updates[i]) for i in chosen],  # type: ignore[arg-type]
+        base=fx.quantize_params(base),
+        models=[fx.quantize_params(updates[i]) for i in chosen],  # type: ignore[arg-type]
         weights=[weights[i] for i in chosen],
         shapes=[np.asarray(p).shape for p in base],
         x=scoring.x,

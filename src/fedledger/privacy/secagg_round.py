@@ -90,13 +90,10 @@ def member_noise_multiplier(noise_multiplier: float, members: int) -> float:
 
 def flatten_q(params: Sequence[np.ndarray]) -> np.ndarray:
     """A parameter list as one fixed-point int64 vector (the aggregation rules' quantization)."""
-    if not params:
-        return np.zeros(0, np.int64)
-    values = [np.asarray(a, dtype=np.float64).reshape(-1) for a in params]
-    flat = np.concatenate(values)
-    if not np.all(np.isfinite(flat)):
-        raise PrivacyError("a model to mask has a value that is not finite")
-    return fx.quantize(flat)
+    try:
+        return fx.quantize_params(params)
+    except ValueError as exc:
+        raise PrivacyError(f"a model to mask: {exc}") from exc
 
 
 # -- masking ---------------------------------------------------------------------------------
