@@ -5,12 +5,14 @@ recomputes every round's scores."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fedledger.cli import main
 from fedledger.config import IncentivesConfig, load_config
 from fedledger.run.task import run_task
 
@@ -28,7 +30,9 @@ def _run(out: Path, attack: str, scores: str = "shapley") -> dict[str, Any]:
     return report
 
 
-def test_a_label_flipper_earns_less_than_every_honest_member(tmp_path: Path) -> None:
+def test_a_label_flipper_earns_less_than_every_honest_member(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     report = _run(tmp_path, "label_flip")
     final = report["final"]
     assert final["rounds_finalized"] == 3
@@ -38,6 +42,12 @@ def test_a_label_flipper_earns_less_than_every_honest_member(tmp_path: Path) -> 
     bad = rewards[report["addresses"][flipper]]
     honest = [v for a, v in rewards.items() if a != report["addresses"][flipper]]
     assert all(bad < h for h in honest), rewards
+    # `fedledger rewards --run` reads the same from the run's own chain.
+    capsys.readouterr()
+    assert main(["rewards", "--run", str(tmp_path), "--json"]) == 0
+    read = json.loads(capsys.readouterr().out)
+    earned = {m["address"]: m["earned"] / 10**18 for m in read["members"]}  # wei -> tokens
+    assert earned == pytest.approx(rewards)
 
 
 @pytest.mark.slow

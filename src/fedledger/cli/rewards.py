@@ -128,6 +128,13 @@ def task_rewards(ledger: ContractLedger, *, from_block: int = 0) -> TaskRewards:
 
 
 def _check_options(args: argparse.Namespace) -> tuple[str, str]:
+    if args.run is not None:
+        if args.rpc is not None or args.task is not None or args.claim:
+            raise ConfigError("--run reads a `fedledger run` directory's own chain: without "
+                              "--rpc, --task or --claim", field="run")  # fmt: skip
+        return "", ""
+    if args.rpc is None or args.task is None:
+        raise ConfigError("give --rpc URL and --task ADDRESS, or --run DIR", field="rpc")
     url = rpc_url(args.rpc, field="rpc")
     task = check_address(args.task, field="task")
     if args.from_block < 0:
@@ -155,9 +162,21 @@ def cmd_rewards(args: argparse.Namespace) -> int:
     from fedledger.ledger.contract_ledger import ContractLedger
     from fedledger.ledger.status import check_task_code
 
-    chain = RpcChain(url)  # read-only: no key
+    from_block = args.from_block
+    if args.run is not None:  # the run's own chain: its journal replayed, or its RPC node
+        from fedledger.ledger.chain.embedded import EmbeddedChain
+        from fedledger.rundir import JOURNAL_FILE, LedgerDeployment
+
+        deployment = LedgerDeployment.read(args.run)
+        task = deployment.task
+        from_block = max(from_block, deployment.first_block)
+        embedded = deployment.backend == "embedded"
+        chain: Any = (EmbeddedChain.replay(args.run / JOURNAL_FILE) if embedded
+                      else RpcChain(deployment.backend))  # fmt: skip
+    else:
+        chain = RpcChain(url)  # read-only: no key
     check_task_code(chain, task)
-    rewards = task_rewards(ContractLedger(chain, task, None), from_block=args.from_block)
+    rewards = task_rewards(ContractLedger(chain, task, None), from_block=from_block)
     if args.json:
         print(json.dumps(rewards.to_dict(), indent=2))
     else:
@@ -246,8 +265,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--key, claim the key's account's reward (one transaction, paid by that account) and "
         "print the amount minted.",
     )
-    p.add_argument("--rpc", required=True, metavar="URL", help="JSON-RPC URL of the chain")
-    p.add_argument("--task", required=True, metavar="ADDRESS", help="the Task's address")
+    p.add_argument("--rpc", default=None, metavar="URL", help="JSON-RPC URL of the chain")
+    p.add_argument("--task", default=None, metavar="ADDRESS", help="the Task's address")
+    p.add_argument("--run", type=Path, default=None, metavar="DIR",
+                   help="instead of --rpc and --task: a `fedledger run` directory (its "
+                   "embedded chain's journal, or its chain)")  # fmt: skip
     p.add_argument("--claim", action="store_true",
                    help="claim the --key account's earned reward")  # fmt: skip
     p.add_argument("--key", type=Path, default=None, metavar="KEYFILE",
