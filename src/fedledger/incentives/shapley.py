@@ -37,17 +37,13 @@ MAX_EXACT_MEMBERS = 12
 class CountingUtility:
     """A utility with a cache and a count of the distinct coalitions it evaluated."""
 
-    def __init__(self, v: Utility, *, limit: int | None = None) -> None:
+    def __init__(self, v: Utility) -> None:
         self._v = v
         self._cache: dict[frozenset[int], int] = {}
-        self.limit = limit
 
     @property
     def evaluations(self) -> int:
         return len(self._cache)
-
-    def exhausted(self) -> bool:
-        return self.limit is not None and len(self._cache) >= self.limit
 
     def __call__(self, s: frozenset[int]) -> int:
         value = self._cache.get(s)
@@ -55,9 +51,6 @@ class CountingUtility:
             value = int(self._v(s))
             self._cache[s] = value
         return value
-
-    def known(self, s: frozenset[int]) -> bool:
-        return s in self._cache
 
 
 def _check_n(n: int) -> None:

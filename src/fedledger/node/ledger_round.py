@@ -497,7 +497,7 @@ class LedgerRoundNode:
         if not self.is_closed(rnd, self._now):
             return None
         members = self.masking_set(rnd) or ()
-        sent = {a for a, s in round_inputs(self._submitted, rnd).items()}
+        sent = set(round_inputs(self._submitted, rnd))
         survivors = tuple(a for a in members if a in sent)
         return survivors, tuple(a for a in members if a not in sent)
 

@@ -18,7 +18,7 @@ update names no key: everything it is unmasked with was fixed before it was made
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -253,12 +253,3 @@ def check_mask_key(blob: KeyBlob, rnd: int, private: bytes) -> bool:
     except ValueError:
         return False
     return public_bytes(key) == blob.keys_of(rnd).mask_key
-
-
-def masking_peers(blobs: Mapping[str, KeyBlob], rnd: int) -> dict[str, bytes]:
-    """The public mask keys of round ``rnd`` by member."""
-    return {a: b.keys_of(rnd).mask_key for a, b in blobs.items()}
-
-
-def recipients_of(blobs: Sequence[KeyBlob]) -> set[str]:
-    return {a.lower() for b in blobs for a in b.recipients}

@@ -58,7 +58,6 @@ from fedledger.privacy.secagg_keys import (
     check_mask_key,
     mask_private,
     open_share,
-    private_bytes,
     self_seed,
     threshold_for,
 )
@@ -362,8 +361,3 @@ def secagg_model(total: np.ndarray, weight: int, spec: ParamSpec) -> list[np.nda
         raise SecAggAbort("no survivor's weight")
     q = np.floor_divide(total + np.int64(weight // 2), np.int64(weight))
     return unflatten(fx.dequantize(q, np.float64), spec)
-
-
-def own_mask_key(node_key: bytes, scope: str, rnd: int) -> bytes:
-    """This member's private mask key of ``rnd`` (only for tests and tools)."""
-    return private_bytes(mask_private(node_key, scope, rnd))
