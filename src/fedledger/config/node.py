@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fedledger.config.consent import ConsentPolicy, parse_consent
 from fedledger.config.task import (
     TaskConfig,
     check_choice,
@@ -150,6 +151,10 @@ class NodeConfig:
     model: str | None = None
     """``"module:function"``: the function returning the site's own ``torch.nn.Module``,
     the module imported from the node.toml's folder first; None: the task's ``[model]``."""
+    consent: ConsentPolicy | None = None
+    """Ledger mode: the data owner's consent policy (``[consent]``,
+    :mod:`fedledger.config.consent`), registered on chain at join; None: no policy (the task
+    and every valid governance change are accepted)."""
 
     def __post_init__(self) -> None:
         task: object = self.task
@@ -276,11 +281,12 @@ _TOP = {
     "label_column",
     "model",
     "rendezvous",
+    "consent",
 }
 _REQUIRED = ("task", "index", "key_file", "state_dir")
 _STRUCTURED = {
     "task", "index", "key_file", "state_dir", "peers", "topology", "gossip", "timeouts", "data",
-    "rendezvous",
+    "rendezvous", "consent",
 }  # fmt: skip
 _PEER_KEYS = ("index", "address", "endpoint")
 
@@ -353,6 +359,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         topology=_table(doc, "topology", TopologySpec),
         gossip=_table(doc, "gossip", GossipConfig),
         timeouts=_table(doc, "timeouts", Timeouts),
+        consent=parse_consent(doc["consent"]) if "consent" in doc else None,
         **simple,
     )
 
@@ -393,6 +400,9 @@ def write_node_config(cfg: NodeConfig, path: Path) -> None:
             for f in fields(obj)
             if getattr(obj, f.name) is not None
         ]
+    if cfg.consent is not None:
+        lines.append("\n[consent]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in cfg.consent.to_dict().items()]
     for peer in cfg.peers:
         lines += [
             "\n[[peers]]",

@@ -442,6 +442,43 @@ class IncentivesConfig:
 
 ACCESS_POLICIES = ("members", "token_holders", "public")
 
+MAX_GOVERNANCE_SECONDS = 30 * 86400
+
+
+@dataclass(frozen=True, kw_only=True)
+class GovernanceConfig:
+    """Token holders govern the task (the ``[governance]`` table; docs/governance.md).
+
+    With it the task is deployed with a Governor and a Timelock: the reward token's holders
+    propose and vote on the governable rules (:mod:`fedledger.config.amendments`).
+    ``voting_period``: seconds a proposal takes votes; ``quorum``: the share of the token supply
+    at the proposal's snapshot that must vote for or abstain; ``timelock``: seconds between a
+    passed proposal's queueing and its execution; ``threshold``: the votes (whole tokens) an
+    account needs to propose.
+    """
+
+    voting_period: int = 60
+    quorum: float = 0.5
+    timelock: int = 10
+    threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int("governance.voting_period", self.voting_period, low=1,
+                  high=MAX_GOVERNANCE_SECONDS)  # fmt: skip
+        check_real("governance.quorum", self.quorum, low=0, high=1, low_open=True)
+        check_int("governance.timelock", self.timelock, low=0, high=MAX_GOVERNANCE_SECONDS)
+        check_real("governance.threshold", self.threshold, low=0, high=1e30)
+
+    @property
+    def quorum_bps(self) -> int:
+        """The quorum in basis points, rounded up (1 to 10000)."""
+        return max(1, min(10_000, math.ceil(round(self.quorum * 10_000, 6))))
+
+    @property
+    def threshold_wei(self) -> int:
+        """The proposal threshold in the token's smallest unit (18 decimals)."""
+        return round(self.threshold * 10**18)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LedgerConfig:
@@ -507,6 +544,9 @@ class LedgerConfig:
 @dataclass(frozen=True, kw_only=True)
 class TaskConfig:
     name: str = "task"
+    purpose: str = ""
+    """What the data serves (``[task] purpose``): data owners' consent policies may name the
+    purposes they allow (docs/incentives.md, "Consent"). Empty: none stated."""
     seed: int = 0
     rounds: int = 30
     nodes: int = 10
@@ -519,9 +559,14 @@ class TaskConfig:
     privacy: PrivacyConfig | None = None
     """Differential privacy (``[privacy]``), or None: updates are published as trained."""
     incentives: IncentivesConfig = field(default_factory=IncentivesConfig)
+    governance: GovernanceConfig | None = None
+    """Token-holder governance (``[governance]``), or None: the rules never change."""
 
     def __post_init__(self) -> None:
         check_str("task.name", self.name)
+        if not isinstance(self.purpose, str) or len(self.purpose) > 200:
+            raise ConfigError(f"must be a string of at most 200 characters, got "
+                              f"{self.purpose!r}", field="task.purpose")  # fmt: skip
         check_int("task.seed", self.seed, low=0, high=MAX_SEED)
         check_int("task.rounds", self.rounds, low=1)
         check_int("task.nodes", self.nodes, low=1)
@@ -556,6 +601,8 @@ class TaskConfig:
             self._check_secure_aggregation()
         if not isinstance(self.incentives, IncentivesConfig):
             raise ConfigError("must be an IncentivesConfig", field="incentives")
+        if self.governance is not None and not isinstance(self.governance, GovernanceConfig):
+            raise ConfigError("must be a GovernanceConfig", field="governance")
         if self.incentives.scores != "rule":
             self._check_scores()
 
@@ -624,6 +671,10 @@ class TaskConfig:
             del d["privacy"]["secure_aggregation"]
         if self.incentives == IncentivesConfig():  # documents without it unchanged
             del d["incentives"]
+        if d["governance"] is None:
+            del d["governance"]
+        if not d["purpose"]:
+            del d["purpose"]
         return d
 
     def to_toml(self) -> str:
@@ -631,7 +682,7 @@ class TaskConfig:
         d = self.to_dict()
         agg = d.pop("aggregation")
         agg.update(agg.pop("params"))
-        sections = {"task": {k: d.pop(k) for k in ("name", "seed", "rounds", "nodes")}}
+        sections = {"task": {k: d.pop(k) for k in _HEAD if k in d}}
         sections.update(d)
         sections["aggregation"] = agg
         lines: list[str] = []
@@ -693,7 +744,7 @@ def config_from_document(document: bytes) -> TaskConfig:
     if not isinstance(doc, dict):
         raise ConfigError("not a task configuration document: not a JSON object")
     doc = _without_none(doc)
-    head = {k: doc.pop(k) for k in ("name", "seed", "rounds", "nodes") if k in doc}
+    head = {k: doc.pop(k) for k in _HEAD if k in doc}
     agg = doc.get("aggregation")
     if isinstance(agg, dict) and isinstance(agg.get("params"), dict):
         params = agg.pop("params")
@@ -780,7 +831,8 @@ def _check_type(where: str, value: Any, annotation: str) -> Any:
 
 
 _SECTIONS = ("task", "data", "model", "train", "aggregation", "ledger", "gossip", "privacy",
-             "incentives")  # fmt: skip
+             "incentives", "governance")  # fmt: skip
+_HEAD = ("name", "purpose", "seed", "rounds", "nodes")
 
 
 def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
@@ -796,8 +848,7 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
         if not isinstance(table, dict):
             raise ConfigError("must be a table", field=section)
     task = check_table("task", doc.get("task", {}), TaskConfig)
-    for nested in ("data", "model", "train", "aggregation", "ledger", "gossip", "privacy",
-                   "incentives"):  # fmt: skip
+    for nested in _SECTIONS[1:]:
         if nested in task:
             raise ConfigError(f"unknown key; use the [{nested}] section", field=f"task.{nested}")
     data = DataConfig(**check_table("data", doc.get("data", {}), DataConfig))
@@ -819,9 +870,13 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
         privacy = PrivacyConfig(**check_table("privacy", doc["privacy"], PrivacyConfig))
     incentives = IncentivesConfig(**check_table("incentives", doc.get("incentives", {}),
                                                 IncentivesConfig))  # fmt: skip
+    governance = None
+    if "governance" in doc:
+        governance = GovernanceConfig(**check_table("governance", doc["governance"],
+                                                    GovernanceConfig))  # fmt: skip
     return TaskConfig(**task, data=data, model=model, train=train, aggregation=aggregation,
-                      ledger=ledger, gossip=gossip, privacy=privacy,
-                      incentives=incentives)  # fmt: skip
+                      ledger=ledger, gossip=gossip, privacy=privacy, incentives=incentives,
+                      governance=governance)  # fmt: skip
 
 
 def read_toml(path: str | Path, *, what: str = "configuration file") -> dict[str, Any]:
