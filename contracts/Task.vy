@@ -4,8 +4,9 @@
 """
 @title fedledger task: one federated learning task on chain (ledger v2)
 @license Apache-2.0
-@notice The task's rules (immutable), its member registry, and its rounds as
-        certified batches of signed messages. In round r each member signs
+@notice The task's rules, its member registry, and its rounds as certified
+        batches of signed messages. Some rules are governable: the governor
+        (if any) may change them, from the next round on (`reconfigure`). In round r each member signs
         ONE EIP-712 message off chain, Round(r, update, examples, model,
         result): its update's digest and example count for round r (its
         commitment: the blob itself is served only once round r's message
@@ -25,7 +26,11 @@
         takes the member's stake, a tenth to the submitter and the rest to
         the treasury. Nothing else slashes. Rounds stop at `max_rounds` (round
         max_rounds + 1 carries attestations only), so the total minted is at
-        most max_rounds * reward_per_round. See docs/contracts.md.
+        most max_rounds times the largest reward_per_round in force. Each
+        finalized round extends the task's model lineage, a hash chain over
+        (round, model digest) (`lineage`). Members register their data owners'
+        consent policies (`join`, `set_consent`: events only). See
+        docs/contracts.md.
 """
 
 from snekmate.auth import ownable
@@ -64,7 +69,7 @@ MAX_SCORE: constant(uint256) = 2**128 - 1
 MAX_EXAMPLES: constant(uint256) = 2**64 - 1
 # A round's state lives in a ring of RING slots (rewriting a used slot costs
 # a fifth of filling an empty one): rounds older than RING - 1 keep only
-# their outcome (`_outcomes`) and their events.
+# their outcome (`_outcome`: failed ones in `_failed`) and their events.
 RING: constant(uint256) = 8
 
 ROUND_TYPEHASH: constant(bytes32) = keccak256(
@@ -86,6 +91,8 @@ STATUS_LEFT: constant(uint8) = 2
 STATUS_SLASHED: constant(uint8) = 3
 
 MAX_CONFIG: constant(uint256) = 8192
+# A data owner's consent policy (`join`, `set_consent`).
+MAX_POLICY: constant(uint256) = 2048
 
 ACCESS_MEMBERS: constant(uint8) = 0
 ACCESS_TOKEN_HOLDERS: constant(uint8) = 1
@@ -113,6 +120,19 @@ struct Entry:
     vs: uint256
 
 
+# The governable rules in force for a round (`rules_at`), from `from_round` on.
+struct Rules:
+    rule_id: uint8
+    rule_params_digest: bytes32
+    config_digest: bytes32
+    quorum_bps: uint16
+    min_stake: uint256
+    allowlist_only: bool
+    reward_per_round: uint256
+    access_policy: uint8
+    from_round: uint256
+
+
 # A whole signed message (evidence for `slash`).
 struct Message:
     update: bytes32
@@ -125,7 +145,11 @@ struct Message:
 
 # ---------------------------------------------------------------- events
 
+# The rules in force from round `from_round` on, with the configuration
+# document they come from (the deployment's: from round 1; `reconfigure`'s:
+# from the next round; a later one for the same round replaces it).
 event Configured:
+    from_round: uint256
     config_digest: indexed(bytes32)
     document: Bytes[MAX_CONFIG]
 
@@ -150,6 +174,15 @@ event Joined:
 event Left:
     member: indexed(address)
     withdraw_after: uint256
+
+# A member's data owner's consent policy, from round `from_round` on (digest:
+# its sha256; zero for an empty policy). Nothing is stored: nodes and the audit
+# read the events.
+event Consent:
+    member: indexed(address)
+    digest: bytes32
+    policy: Bytes[MAX_POLICY]
+    from_round: uint256
 
 # A member's node listens somewhere else now (restarted on another port or host).
 event Moved:
@@ -240,20 +273,25 @@ event Claimed:
 # ---------------------------------------------------------------- the rules
 
 token: public(immutable(address))
-rule_id: public(immutable(uint8))
-rule_params_digest: public(immutable(bytes32))
-config_digest: public(immutable(bytes32))
-quorum_bps: public(immutable(uint16))
-min_stake: public(immutable(uint256))
 window: public(immutable(uint256))
 grace: public(immutable(uint256))
 max_rounds: public(immutable(uint256))
 max_participants: public(immutable(uint16))
-allowlist_only: public(immutable(bool))
-reward_per_round: public(immutable(uint256))
-access_policy: public(immutable(uint8))
 cooldown: public(immutable(uint256))
 treasury: public(immutable(address))
+# May change the governable rules (`reconfigure`); zero: nobody, ever.
+governor: public(immutable(address))
+
+# The governable rules, one word per epoch (see `_g_pack`): reward_per_round
+# (88 bits) | min_stake (96) | quorum_bps (14) | access_policy (2) |
+# allowlist_only (1) | rule_id (8) | from_round (20) | the previous epoch's
+# from_round (20; 0: none). Rounds are at most MAX_ROUNDS + 2 < 2**20.
+# `_rules` is the latest epoch (pending while its from_round is above
+# current_round); earlier ones are kept by from_round.
+_rules: uint256
+_past_rules: HashMap[uint256, uint256]
+_rule_params_digest: HashMap[uint256, bytes32]
+_config_digest: HashMap[uint256, bytes32]
 
 
 # ---------------------------------------------------------------- members
@@ -286,7 +324,9 @@ total_claimed: public(uint256)
 current_round: public(uint256)
 # One word per round, at round % RING: start (40 bits) | quorum_at (40) |
 # closed_at (40) | members (16) | count (16) | outcome (8) | distributed (8)
-# | round (32).
+# | round (32) | lineage round (32: the last finalized round, while this
+# round is the current one) | tallied (1: `_tally` holds counts of its
+# attestations).
 _round: HashMap[uint256, uint256]
 # At round % RING: stake at the round's start (128 bits) | stake of its
 # messages in (128).
@@ -298,8 +338,12 @@ _tally: HashMap[uint256, HashMap[bytes32, uint256]]
 # At round % RING: the finalized model and result digests.
 _model: HashMap[uint256, bytes32]
 _result: HashMap[uint256, bytes32]
-# Two bits per round (finalized 1, failed 2), 128 rounds per word.
-_outcomes: HashMap[uint256, uint256]
+# One bit per failed round, 256 rounds per word: a round older than the ring
+# is decided, and finalized unless its bit is set.
+_failed: HashMap[uint256, uint256]
+# keccak256(abi_encode(previous, round, model_digest)) over the finalized
+# rounds in order (previous: zero before the first).
+_lineage: bytes32
 
 
 @deploy
@@ -319,6 +363,7 @@ def __init__(
     access_policy_: uint8,
     cooldown_: uint256,
     treasury_: address,
+    governor_: address,
     config_document_: Bytes[MAX_CONFIG],
 ):
     assert token_ != empty(address), "token is zero"
@@ -339,24 +384,168 @@ def __init__(
     ownable.__init__()
     eip712.__init__("fedledger", "2")
     token = token_
-    rule_id = rule_id_
-    rule_params_digest = rule_params_digest_
-    config_digest = config_digest_
-    quorum_bps = quorum_bps_
-    min_stake = min_stake_
     window = window_
     grace = grace_
     max_rounds = max_rounds_
     max_participants = max_participants_
-    allowlist_only = allowlist_only_
-    reward_per_round = reward_per_round_
-    access_policy = access_policy_
     cooldown = cooldown_
     treasury = treasury_
-    log Configured(config_digest=config_digest_, document=config_document_)
+    governor = governor_
+    self._rules = self._g_pack(
+        rule_id_, quorum_bps_, min_stake_, allowlist_only_, reward_per_round_, access_policy_, 1, 0
+    )
+    self._rule_params_digest[1] = rule_params_digest_
+    self._config_digest[1] = config_digest_
+    log Configured(from_round=1, config_digest=config_digest_, document=config_document_)
+
+
+# ---------------------------------------------------------------- governance
+
+@external
+def reconfigure(
+    rule_id_: uint8,
+    rule_params_digest_: bytes32,
+    quorum_bps_: uint16,
+    min_stake_: uint256,
+    allowlist_only_: bool,
+    reward_per_round_: uint256,
+    access_policy_: uint8,
+    document: Bytes[MAX_CONFIG],
+):
+    """
+    @notice Governor only: the governable rules in force from the next round
+            to open on (`current_round + 1`; round 1 before the start), with
+            the configuration document they come from (its sha256 is the new
+            config digest). Checked as the constructor checks them. A second
+            change before that round opens replaces the first. Round r's
+            quorum and reward are always round r's rules; joining and
+            downloading follow the current round's.
+    """
+    self._require(governor != empty(address), "no governor")
+    self._require(msg.sender == governor, "not the governor")
+    self._require(quorum_bps_ > 5000 and quorum_bps_ <= 10000, "quorum not in (5000, 10000]")
+    self._require(min_stake_ > 0, "min stake is zero")
+    self._require(min_stake_ <= MAX_STAKE, "min stake above 2**96 - 1")
+    self._require(reward_per_round_ * max_rounds <= MAX_EARNED, "total reward above 2**88 - 1")
+    self._require(access_policy_ <= ACCESS_PUBLIC, "unknown access policy")
+    self._require(len(document) > 0, "config document is empty")
+    digest: bytes32 = sha256(document)
+    from_round: uint256 = self.current_round + 1
+    latest: uint256 = self._rules
+    link: uint256 = self._g_link(latest)
+    if self._g_from(latest) != from_round:
+        # The latest rules are in force: keep them for the rounds they cover.
+        link = self._g_from(latest)
+        self._past_rules[link] = latest
+    self._rules = self._g_pack(
+        rule_id_, quorum_bps_, min_stake_, allowlist_only_, reward_per_round_, access_policy_,
+        from_round, link
+    )
+    self._rule_params_digest[from_round] = rule_params_digest_
+    self._config_digest[from_round] = digest
+    log Configured(from_round=from_round, config_digest=digest, document=document)
 
 
 # ---------------------------------------------------------------- packing
+
+@internal
+@pure
+def _require(ok: bool, reason: String[32]):
+    # `assert ok, reason` in less code (the contract's size is near the limit).
+    if not ok:
+        raise reason
+
+
+@internal
+@pure
+def _g_pack(rule_id_: uint8, quorum_bps_: uint16, min_stake_: uint256, allowlist_only_: bool, reward_per_round_: uint256, access_policy_: uint8, from_round: uint256, link: uint256) -> uint256:
+    a: uint256 = 0
+    if allowlist_only_:
+        a = 1
+    return (
+        reward_per_round_
+        | (min_stake_ << 88)
+        | (convert(quorum_bps_, uint256) << 184)
+        | (convert(access_policy_, uint256) << 198)
+        | (a << 200)
+        | (convert(rule_id_, uint256) << 201)
+        | (from_round << 209)
+        | (link << 229)
+    )
+
+
+@internal
+@pure
+def _g_reward(rules: uint256) -> uint256:
+    return rules & MAX_EARNED
+
+
+@internal
+@pure
+def _g_min_stake(rules: uint256) -> uint256:
+    return (rules >> 88) & MAX_STAKE
+
+
+@internal
+@pure
+def _g_quorum_bps(rules: uint256) -> uint256:
+    return (rules >> 184) & (2**14 - 1)
+
+
+@internal
+@pure
+def _g_access(rules: uint256) -> uint8:
+    return convert((rules >> 198) & 3, uint8)
+
+
+@internal
+@pure
+def _g_allowlist(rules: uint256) -> bool:
+    return (rules >> 200) & 1 != 0
+
+
+@internal
+@pure
+def _g_rule_id(rules: uint256) -> uint8:
+    return convert((rules >> 201) & 255, uint8)
+
+
+@internal
+@pure
+def _g_from(rules: uint256) -> uint256:
+    return (rules >> 209) & (2**20 - 1)
+
+
+@internal
+@pure
+def _g_link(rules: uint256) -> uint256:
+    return (rules >> 229) & (2**20 - 1)
+
+
+@internal
+@view
+def _rules_from(latest: uint256, round: uint256) -> uint256:
+    # The rules word in force for `round` (round 0: round 1's), from the
+    # latest epoch back (a round of the ring is at most RING + 1 epochs back).
+    rules: uint256 = latest
+    for i: uint256 in range(MAX_ROUNDS + 2):
+        link: uint256 = self._g_link(rules)
+        if self._g_from(rules) <= round or link == 0:
+            break
+        rules = self._past_rules[link]
+    return rules
+
+
+@internal
+@view
+def _rules_at(round: uint256) -> uint256:
+    return self._rules_from(self._rules, round)
+
+
+@internal
+@view
+def _current_rules() -> uint256:
+    return self._rules_at(self.current_round)
 
 @internal
 @pure
@@ -444,19 +633,28 @@ def _r_distributed(word: uint256) -> bool:
 
 @internal
 @pure
-def _r_pack(start: uint256, quorum_at: uint256, closed_at: uint256, members: uint256, count: uint256, outcome: uint256, distributed: bool, round: uint256) -> uint256:
-    d: uint256 = 0
-    if distributed:
-        d = 1
+def _r_lineage(word: uint256) -> uint256:
+    return (word >> 200) & (2**32 - 1)
+
+
+@internal
+@pure
+def _r_tallied(word: uint256) -> bool:
+    return (word >> 232) & 1 != 0
+
+
+@internal
+@pure
+def _r_pack(start: uint256, quorum_at: uint256, closed_at: uint256, members: uint256, count: uint256, round: uint256, lineage: uint256) -> uint256:
+    # The word of an open round (not finalized, failed, distributed or tallied).
     return (
         start
         | (quorum_at << 40)
         | (closed_at << 80)
         | (members << 120)
         | (count << 136)
-        | (outcome << 152)
-        | (d << 160)
         | (round << 168)
+        | (lineage << 200)
     )
 
 
@@ -465,7 +663,7 @@ def _r_pack(start: uint256, quorum_at: uint256, closed_at: uint256, members: uin
 def _word(round: uint256) -> uint256:
     # The round's state word; 0 for a round not started or out of the ring.
     word: uint256 = self._round[round % RING]
-    if (word >> 168) != round:
+    if (word >> 168) & (2**32 - 1) != round:
         return 0
     return word
 
@@ -473,15 +671,105 @@ def _word(round: uint256) -> uint256:
 @internal
 @view
 def _outcome(round: uint256) -> uint256:
-    return (self._outcomes[round // 128] >> (2 * (round % 128))) & 3
-
-
-@internal
-def _set_outcome(round: uint256, outcome: uint256):
-    self._outcomes[round // 128] |= outcome << (2 * (round % 128))
+    word: uint256 = self._word(round)
+    if word != 0:
+        return self._r_outcome(word)
+    if round == 0 or round > self.current_round:
+        return _OPEN
+    # Older than the ring, so decided: round + 2 opened.
+    if (self._failed[round // 256] >> (round % 256)) & 1 != 0:
+        return _FAILED
+    return _FINALIZED
 
 
 # ---------------------------------------------------------------- views
+
+@external
+@view
+def rules_at(round: uint256) -> Rules:
+    """
+    @notice The governable rules in force for `round` (round 0: round 1's), and
+            the first round they are in force. A round after the current one
+            gets the latest rules: a change is pending while
+            `rules_at(current_round + 1).from_round` is above `current_round`.
+    """
+    rules: uint256 = self._rules_at(round)
+    from_round: uint256 = self._g_from(rules)
+    return Rules(
+        rule_id=self._g_rule_id(rules),
+        rule_params_digest=self._rule_params_digest[from_round],
+        config_digest=self._config_digest[from_round],
+        quorum_bps=convert(self._g_quorum_bps(rules), uint16),
+        min_stake=self._g_min_stake(rules),
+        allowlist_only=self._g_allowlist(rules),
+        reward_per_round=self._g_reward(rules),
+        access_policy=self._g_access(rules),
+        from_round=from_round,
+    )
+
+
+# The governable rules in force for the current round (round 1's before the
+# start).
+
+@external
+@view
+def rule_id() -> uint8:
+    return self._g_rule_id(self._current_rules())
+
+
+@external
+@view
+def rule_params_digest() -> bytes32:
+    return self._rule_params_digest[self._g_from(self._current_rules())]
+
+
+@external
+@view
+def config_digest() -> bytes32:
+    return self._config_digest[self._g_from(self._current_rules())]
+
+
+@external
+@view
+def quorum_bps() -> uint16:
+    return convert(self._g_quorum_bps(self._current_rules()), uint16)
+
+
+@external
+@view
+def min_stake() -> uint256:
+    return self._g_min_stake(self._current_rules())
+
+
+@external
+@view
+def allowlist_only() -> bool:
+    return self._g_allowlist(self._current_rules())
+
+
+@external
+@view
+def reward_per_round() -> uint256:
+    return self._g_reward(self._current_rules())
+
+
+@external
+@view
+def access_policy() -> uint8:
+    return self._g_access(self._current_rules())
+
+
+@external
+@view
+def lineage() -> (uint256, bytes32):
+    """
+    @notice The task's model lineage: the last finalized round (0: none yet)
+            and keccak256(abi_encode(previous, round, model_digest)) chained
+            over every finalized round in order (previous: zero before the
+            first).
+    """
+    return self._r_lineage(self._word(self.current_round)), self._lineage
+
 
 @external
 @view
@@ -606,9 +894,13 @@ def phase(round: uint256) -> uint8:
 @external
 @view
 def quorum_stake(round: uint256) -> uint256:
+    """
+    @notice The stake needed to finalize the round (its own quorum_bps of the
+            stake at its start, rounded up); 0 out of the ring.
+    """
     if self._word(round) == 0:
         return 0
-    return self._quorum_stake(round)
+    return self._quorum_stake(round, self._rules_at(round))
 
 
 @external
@@ -663,6 +955,11 @@ def message_hash(round: uint256, update: bytes32, examples: uint256, model: byte
 @external
 @view
 def can_download(account: address) -> bool:
+    """
+    @notice Whether `account` may download the task's blobs: a reader, or as
+            the current round's access policy says.
+    """
+    access_policy: uint8 = self._g_access(self._current_rules())
     if access_policy == ACCESS_PUBLIC:
         return True
     if self.readers[account]:
@@ -721,8 +1018,9 @@ def _phase(round: uint256) -> uint8:
 
 @internal
 @view
-def _quorum_stake(round: uint256) -> uint256:
-    product: uint256 = convert(quorum_bps, uint256) * (self._stakes[round % RING] & (2**128 - 1))
+def _quorum_stake(round: uint256, rules: uint256) -> uint256:
+    # `rules`: the rules word in force for `round`.
+    product: uint256 = self._g_quorum_bps(rules) * (self._stakes[round % RING] & (2**128 - 1))
     return (product + BPS - 1) // BPS
 
 
@@ -758,22 +1056,25 @@ def revoke_reader(account: address):
 
 @external
 @payable
-def join(endpoint: String[256]):
+def join(endpoint: String[256], consent: Bytes[MAX_POLICY]):
     """
     @notice Become an active member, staking `msg.value` (at least
             `min_stake`, at most 2**96 - 1 wei) and publishing the endpoint
             peers reach this node at. The member takes part from the next
-            round on.
+            round on. Admission follows the current round's rules. A
+            non-empty `consent` is its data owner's consent policy (`Consent`
+            event, from the next round on).
     """
     rec: uint256 = self._record[msg.sender]
     status: uint8 = self._status(rec)
     assert status != STATUS_ACTIVE, "already a member"
     assert status != STATUS_LEFT, "withdraw first"
     assert status != STATUS_SLASHED, "slashed"
-    assert msg.value >= min_stake, "stake below minimum"
+    rules: uint256 = self._current_rules()
+    assert msg.value >= self._g_min_stake(rules), "stake below minimum"
     assert msg.value <= MAX_STAKE, "stake above 2**96 - 1"
     assert len(self._members) < convert(max_participants, uint256), "task is full"
-    if allowlist_only:
+    if self._g_allowlist(rules):
         assert self.allowed[msg.sender], "not allowlisted"
     first_round: uint256 = self.current_round + 1
     # A member that left and withdrew keeps its earned reward and its last
@@ -787,6 +1088,27 @@ def join(endpoint: String[256]):
     self._members.append(msg.sender)
     self._position[msg.sender] = len(self._members)
     log Joined(member=msg.sender, stake=msg.value, endpoint=endpoint, first_round=first_round)
+    if len(consent) > 0:
+        self._consent(consent, first_round)
+
+
+@external
+def set_consent(policy: Bytes[MAX_POLICY]):
+    """
+    @notice An active member registers its data owner's consent policy, in
+            force from the next round on (an empty policy: a zero digest).
+            Only `Consent` is emitted: nothing is stored.
+    """
+    assert self._status(self._record[msg.sender]) == STATUS_ACTIVE, "not a member"
+    self._consent(policy, self.current_round + 1)
+
+
+@internal
+def _consent(policy: Bytes[MAX_POLICY], from_round: uint256):
+    digest: bytes32 = empty(bytes32)
+    if len(policy) > 0:
+        digest = sha256(policy)
+    log Consent(member=msg.sender, digest=digest, policy=policy, from_round=from_round)
 
 
 @external
@@ -877,14 +1199,15 @@ def start():
     """
     ownable._check_owner()
     assert self.current_round == 0, "already started"
-    self._open(1)
+    self._open(1, 0)
 
 
 @internal
-def _open(round: uint256):
+def _open(round: uint256, lineage: uint256):
+    # `lineage`: the last finalized round (carried from round to round).
     self.current_round = round
     members: uint256 = len(self._members)
-    self._round[round % RING] = self._r_pack(block.timestamp, 0, 0, members, 0, _OPEN, False, round)
+    self._round[round % RING] = self._r_pack(block.timestamp, 0, 0, members, 0, round, lineage)
     self._stakes[round % RING] = self.active_stake
     log RoundStarted(round=round, start=block.timestamp, active_stake=self.active_stake, members=members)
 
@@ -895,9 +1218,10 @@ def _fail_unfinalized(round: uint256):
     # quorum finalized it.
     if round == 0:
         return
-    if self._outcome(round) == _OPEN:
-        self._round[round % RING] = self._word(round) | (_FAILED << 152)
-        self._set_outcome(round, _FAILED)
+    word: uint256 = self._word(round)
+    if self._r_outcome(word) == _OPEN:
+        self._round[round % RING] = word | (_FAILED << 152)
+        self._failed[round // 256] |= 1 << (round % 256)
         log Skipped(round=round)
 
 
@@ -910,9 +1234,10 @@ def _advance(round: uint256):
     assert current != 0, "not started"
     assert round == current + 1, "not the current round"
     assert round <= max_rounds + 1, "task is over"
-    assert block.timestamp >= self._closes_at(self._word(current)), "current round still open"
+    word: uint256 = self._word(current)
+    assert block.timestamp >= self._closes_at(word), "current round still open"
     self._fail_unfinalized(current - 1)
-    self._open(round)
+    self._open(round, self._r_lineage(word))
 
 
 @external
@@ -953,13 +1278,25 @@ def submit(
             secure-aggregation transcript digest, zero for none) are round -
             1's result: if they hash to its finalized result digest (see
             `distribute`) and it is not paid yet, its rewards are paid in this
-            call.
+            call. Each round's quorum is its own rules' quorum_bps.
     """
     self._advance(round)
     word: uint256 = self._word(round)
     assert block.timestamp < self._closes_at(word), "round closed"
     previous: uint256 = round - 1
-    prev_open: bool = previous != 0 and self._outcome(previous) == _OPEN
+    # Round - 1's word (0 for round 1): in the ring, since round is the current round.
+    prev_word: uint256 = 0
+    if previous != 0:
+        prev_word = self._word(previous)
+    prev_open: bool = previous != 0 and self._r_outcome(prev_word) == _OPEN
+    # Only a batch that left round - 1 below its quorum stored counts to add to.
+    stored: bool = prev_open and self._r_tallied(prev_word)
+    latest: uint256 = self._rules
+    round_rules: uint256 = self._rules_from(latest, round)
+    prev_rules: uint256 = round_rules
+    if self._g_from(round_rules) > previous:
+        prev_rules = self._rules_from(latest, previous)
+    lineage: uint256 = self._r_lineage(word)
     quorum: uint256 = 0
     hashes: DynArray[bytes32, MAX_PAIRS] = []
     sums: DynArray[uint256, MAX_PAIRS] = []
@@ -974,20 +1311,25 @@ def submit(
                 break
         first.append(at)
         hashes.append(h)
-        if prev_open and at == len(sums):
+        if stored and at == len(sums):
             sums.append(self._tally[previous][h])
         else:
             sums.append(0)
     if prev_open:
-        quorum = self._quorum_stake(previous)
+        quorum = self._quorum_stake(previous, prev_rules)
     count: uint256 = self._r_count(word)
     stakes: uint256 = self._stakes[round % RING]
     submitted: uint256 = stakes >> 128
+    # `_message_hash`, its domain separator computed once for the batch.
+    domain: bytes32 = eip712._domain_separator_v4()
     for e: Entry in entries:
         assert e.pair < len(pairs), "pair index out of range"
         p: Pair = pairs[e.pair]
+        struct_hash: bytes32 = keccak256(
+            abi_encode(ROUND_TYPEHASH, round, e.update, e.examples, p.model, p.result)
+        )
         signer: address = ecdsa._try_recover_r_vs(
-            self._message_hash(round, e.update, e.examples, p.model, p.result), e.r, e.vs
+            keccak256(concat(x"1901", domain, struct_hash)), e.r, e.vs
         )
         rec: uint256 = self._record[signer]
         assert self._status(rec) == STATUS_ACTIVE, "signer is not a member"
@@ -1015,35 +1357,40 @@ def submit(
             if tally >= quorum:
                 prev_open = False
                 self._finalize(previous, p.model, p.result, tally)
+                lineage = previous
     # A batch that did not finalize round - 1 keeps its counts for the next.
     if prev_open:
+        tallied: bool = False
         for i: uint256 in range(len(pairs), bound=MAX_PAIRS):
             if sums[i] != 0 and pairs[i].model != empty(bytes32):
                 self._tally[previous][hashes[i]] = sums[i]
+                tallied = True
+        if tallied and not stored:
+            self._round[previous % RING] = prev_word | (1 << 232)
     quorum_at: uint256 = self._r_quorum_at(word)
     closed_at: uint256 = self._r_closed_at(word)
     if closed_at == 0 and count == self._r_members(word):
         closed_at = block.timestamp
         log Closed(round=round)
-    if quorum_at == 0 and submitted >= self._quorum_stake(round):
+    if quorum_at == 0 and submitted >= self._quorum_stake(round, round_rules):
         quorum_at = block.timestamp
         if closed_at == 0:
             log Quorate(round=round)
     self._round[round % RING] = self._r_pack(
-        self._r_start(word), quorum_at, closed_at, self._r_members(word), count, _OPEN, False, round
+        self._r_start(word), quorum_at, closed_at, self._r_members(word), count, round, lineage
     )
     self._stakes[round % RING] = (stakes & (2**128 - 1)) | (submitted << 128)
     if len(contributors) > 0 and previous != 0:
-        self._distribute(previous, contributors, scores, transcript, False)
+        self._distribute(previous, contributors, scores, transcript, False, prev_rules)
 
 
 @internal
 def _finalize(round: uint256, model: bytes32, result: bytes32, stake: uint256):
     slot: uint256 = round % RING
     self._round[slot] = self._round[slot] | (_FINALIZED << 152)
-    self._set_outcome(round, _FINALIZED)
     self._model[slot] = model
     self._result[slot] = result
+    self._lineage = keccak256(abi_encode(self._lineage, round, model))
     log Finalized(round=round, model_digest=model, result_digest=result, stake=stake)
 
 
@@ -1059,13 +1406,14 @@ def distribute(round: uint256, contributors: DynArray[address, MAX], scores: Dyn
             round's secure-aggregation transcript digest), is the round's
             finalized result digest, contributors are strictly increasing and
             every score is below 2**128. A contributor slashed since earns
-            nothing.
+            nothing. reward_per_round is the round's own rule.
     """
-    self._distribute(round, contributors, scores, transcript, True)
+    self._distribute(round, contributors, scores, transcript, True, self._rules_at(round))
 
 
 @internal
-def _distribute(round: uint256, contributors: DynArray[address, MAX], scores: DynArray[uint256, MAX], transcript: bytes32, strict: bool):
+def _distribute(round: uint256, contributors: DynArray[address, MAX], scores: DynArray[uint256, MAX], transcript: bytes32, strict: bool, rules: uint256):
+    # `rules`: the rules word in force for `round`.
     word: uint256 = self._word(round)
     if word == 0 or self._r_outcome(word) != _FINALIZED or self._r_distributed(word):
         assert not strict, "round not finalized, or already distributed"
@@ -1094,6 +1442,7 @@ def _distribute(round: uint256, contributors: DynArray[address, MAX], scores: Dy
             return
         total_score += scores[i]
     self._round[round % RING] = word | (1 << 160)
+    reward: uint256 = self._g_reward(rules)
     minted: uint256 = 0
     if total_score > 0:
         for i: uint256 in range(len(contributors), bound=MAX):
@@ -1101,7 +1450,7 @@ def _distribute(round: uint256, contributors: DynArray[address, MAX], scores: Dy
             if score == 0:
                 continue
             contributor: address = contributors[i]
-            amount: uint256 = reward_per_round * score // total_score
+            amount: uint256 = reward * score // total_score
             rec: uint256 = self._record[contributor]
             if self._status(rec) == STATUS_SLASHED:
                 amount = 0

@@ -94,6 +94,8 @@ from fedledger.aggregation.validation import spec_of
 from fedledger.audit_sources import GatewayBlobs, MemberBlobs, RemoteBlobs
 from fedledger.commit import cid_from_digest, decode, digest_from_cid, encode
 from fedledger.config import TaskConfig, load_config
+from fedledger.config.amendments import RulesInForce
+from fedledger.config.consent import Consents
 from fedledger.errors import (
     BlobError,
     CodecError,
@@ -112,6 +114,8 @@ from fedledger.ledger.masking import MaskingSets
 from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
     Closed,
+    Configured,
+    Consent,
     Distributed,
     Finalized,
     Joined,
@@ -129,8 +133,8 @@ from fedledger.ledger.records import (
 from fedledger.ledger.reputation import round_reputation, uses_reputation
 from fedledger.ledger.rules import (
     ACCESS_PUBLIC,
+    BPS,
     RULE_IDS,
-    quorum_stake,
     result_digest,
     rule_params_digest,
     sort_result,
@@ -148,8 +152,8 @@ from fedledger.privacy.secagg_round import (
 from fedledger.seeds import derive_seed
 from fedledger.task import build_trainer, prepare_task
 
-CHECKS = ("signatures", "phases", "blobs", "quorum", "aggregate", "exclusion", "scores",
-          "rewards", "failure")  # fmt: skip
+CHECKS = ("signatures", "phases", "blobs", "quorum", "aggregate", "exclusion", "consent",
+          "scores", "rewards", "failure")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -414,6 +418,10 @@ class Auditor:
         self._transcripts: dict[bytes, tuple[bytes | None, str]] = {}
         self._outside: set[tuple[str, int]] = set()
         self._noised: bool | None = None
+        self.rules = RulesInForce(base=self.task)
+        """The configuration in force in each round (the ``Configured`` events)."""
+        self.consents = Consents()
+        """Every member's registered consent policy by round (the ``Consent`` events)."""
 
     def _blob_limit(self) -> int | None:
         """The largest blob the members are asked for, once the initial model is known: its
@@ -481,16 +489,34 @@ class Auditor:
                 else "the deployed code is not the Task artifact's",
             )
         )
-        rules = self.ledger.rules()
         problems = []
-        if rules.config_digest != self.task.digest():
-            problems.append("config digest differs from the task configuration's")
-        if rules.rule_id != RULE_IDS[self.task.aggregation.rule]:
-            problems.append(f"rule id {rules.rule_id} is not {self.task.aggregation.rule}'s")
-        if rules.rule_params_digest != rule_params_digest(self.task):
-            problems.append("rule parameters digest differs")
+        current = max(self.ledger.current_round(), 1)
+        for rnd in sorted({1, current}):  # the contract's rules against the documents'
+            rules, task = self.ledger.rules_at(rnd), self.rules.at(rnd)
+            where = f" (round {rnd})" if rnd > 1 else ""
+            if rules.config_digest != task.digest():
+                problems.append(f"config digest differs from the task configuration's{where}")
+            if rules.rule_id != RULE_IDS[task.aggregation.rule]:
+                problems.append(f"rule id {rules.rule_id} is not "
+                                f"{task.aggregation.rule}'s{where}")  # fmt: skip
+            if rules.rule_params_digest != rule_params_digest(task):
+                problems.append(f"rule parameters digest differs{where}")
+            if rules.quorum_bps != task.ledger.quorum_bps:
+                problems.append(f"quorum {rules.quorum_bps} bps is not the document's "
+                                f"{task.ledger.quorum_bps}{where}")  # fmt: skip
+            if rules.reward_per_round != task.ledger.reward_wei:
+                problems.append(f"reward per round differs from the document's{where}")
         checks.append(Check(name="rules", ok=not problems, detail="; ".join(problems)))
         return checks
+
+    def _consent(self, rnd: int, who: Sequence[str]) -> Check:
+        """No included update came from a member whose registered consent policy does not
+        cover the round's rules."""
+        bad = self.consents.uncovered(who, self.rules.at(rnd),
+                                      task_address=self.ledger.task_address,
+                                      rnd=rnd)  # fmt: skip
+        detail = "; ".join(f"{m}'s update is included: {why}" for m, why in sorted(bad.items()))
+        return Check(name="consent", ok=not bad, detail=detail)
 
     def _history(self, rounds: dict[int, _Round]) -> Check:
         """Every round the contract started (up to the task's last) is in the audited block
@@ -661,7 +687,7 @@ class Auditor:
                 continue
             counted.add(e.member)
             stake += joined[0]
-        need = quorum_stake(self.ledger.rules(), st.started.active_stake)
+        need = -(-self.rules.at(rnd).ledger.quorum_bps * st.started.active_stake // BPS)
         ok = stake >= need
         detail = "" if ok else f"{stake} of {need} needed attest the finalized pair"
         return Check(name="quorum", ok=ok, detail=detail)
@@ -688,7 +714,7 @@ class Auditor:
     def _recompute(
         self, rnd: int, st: _Round, base: bytes, who: Sequence[str], blobs: dict[str, bytes]
     ) -> Any:
-        agg = self.task.aggregation
+        agg = self.rules.at(rnd).aggregation
         updates = st.updates()
         reputation = (
             round_reputation(self._events, rnd, who) if uses_reputation(agg.params) else None
@@ -701,7 +727,7 @@ class Auditor:
     def _scoring(self, rnd: int, base: bytes, who: Sequence[str], st: _Round) -> Any:
         """The round's contribution scoring (``[incentives]``), as the nodes set it up: the
         task's test split as validation set, the seed from what the round committed to."""
-        rules = self.task.incentives
+        rules = self.rules.at(rnd).incentives
         if rules.scores == "rule":
             return None
         from fedledger.incentives.scores import Scoring, scores_seed
@@ -805,7 +831,7 @@ class Auditor:
         f = st.finalized
         assert f is not None
         who, claimed, problem = self._included(st, blobs)
-        checks = [self._exclusion(rnd, st, base, who, blobs)]
+        checks = [self._exclusion(rnd, st, base, who, blobs), self._consent(rnd, who)]
 
         def fail(detail: str) -> tuple[list[Check], bytes | None]:
             return [Check(name="aggregate", ok=False, detail=detail), *checks], None
@@ -1068,6 +1094,8 @@ class Auditor:
 
     def _rewards(self, d: Distributed) -> Check:
         rules = self.ledger.rules()
+        reward = self.rules.at(d.round).ledger.reward_wei
+        cap = rules.max_rounds * max(reward, *(t.ledger.reward_wei for _, t in self.rules.changes))
         bad = []
         total = sum(d.scores)
         slashed = {e.member for e in self._slashes if _key(e) < _key(d)}
@@ -1075,15 +1103,15 @@ class Auditor:
         if total:
             for who, score in zip(d.contributors, d.scores, strict=False):
                 if who not in slashed:
-                    expected += rules.reward_per_round * score // total
+                    expected += reward * score // total
         if len(d.contributors) != len(d.scores):
             bad.append("contributors and scores differ in length")
         if d.total != expected:
             bad.append(f"distributed {d.total}, the scores give {expected}")
         minted = sum(e.total for e in self._distributions if _key(e) <= _key(d))
-        if minted > rules.max_mint:
+        if minted > cap:
             bad.append(f"minted above the cap: {minted} in all by round {d.round}, at most "
-                       f"{rules.max_mint}")  # fmt: skip
+                       f"{cap}")  # fmt: skip
         return Check(name="rewards", ok=not bad, detail="; ".join(bad))
 
     def _failure(self, st: _Round, nxt: _Round | None) -> Check:
@@ -1148,6 +1176,18 @@ class Auditor:
                 self._joins.setdefault(e.member, []).append(e)
         self._slashes = [e for e in events if isinstance(e, Slashed)]
         self._distributions = [e for e in events if isinstance(e, Distributed)]
+        for e in events:
+            if isinstance(e, Configured):
+                self.rules = self.rules.with_change(e.from_round, e.document)
+            elif isinstance(e, Consent):
+                self.consents.add(e.member, e.from_round, e.policy)
+        for first, why in self.rules.invalid:
+            self._notes.append(f"the configuration change from round {first} is not one a vote "
+                               f"may make ({why}): later rounds are checked against the "
+                               "rules before it")  # fmt: skip
+        for first, changed in self.rules.changes:
+            self._notes.append(f"governance changed the rules from round {first} (rule "
+                               f"{changed.aggregation.rule})")  # fmt: skip
         rounds = _group(events)
         self._rounds_of = rounds
         members = self._members()

@@ -57,6 +57,12 @@ class LedgerDeployment:
     owner: str
     first_block: int
     """The block before the deployment: events are read from here on."""
+    nft: str | None = None
+    """The task's model NFT contract (each finalized model a token), if deployed."""
+    governor: str | None = None
+    """The task's Governor (``[governance]``), if any."""
+    timelock: str | None = None
+    """Its Timelock: the Task's governor, which runs passed proposals."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, str) or not self.backend:
@@ -65,8 +71,10 @@ class LedgerDeployment:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
                 raise ConfigError(f"must be an integer in [0, 2**63), got {value!r}", field=name)
-        for name in ("task", "token", "owner"):
+        for name in ("task", "token", "owner", "nft", "governor", "timelock"):
             value = getattr(self, name)
+            if value is None and name in ("nft", "governor", "timelock"):
+                continue
             if not isinstance(value, str) or not is_hex_address(value):
                 raise ConfigError(f"must be a 0x-prefixed 20-byte address, got {value!r}",
                                   field=name)  # fmt: skip

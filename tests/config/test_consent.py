@@ -9,6 +9,7 @@ import pytest
 from fedledger.config import PrivacyConfig, TaskConfig
 from fedledger.config.consent import (
     ConsentPolicy,
+    Consents,
     consent_from_document,
     parse_consent,
     uncovered,
@@ -85,7 +86,19 @@ def test_each_key_is_enforced() -> None:
                                          task_address=TASK)[0]  # fmt: skip
 
 
-def test_uncovered_senders() -> None:
+def test_uncovered_senders_by_round() -> None:
     task = TaskConfig(aggregation=AggregationConfig(rule="median", f=1))
-    policies = {"a": ConsentPolicy(rules=("fedavg",)), "b": ConsentPolicy(), "c": None}
-    assert uncovered(policies, ["a", "b", "c", "d"], task, task_address=TASK, rnd=3) == {"a"}
+    consents = Consents()
+    consents.add("0xA", 1, ConsentPolicy(rules=("fedavg",)).document())
+    consents.add("0xB", 1, ConsentPolicy().document())
+    consents.add("0xC", 1, b"not json")
+    got = uncovered(consents, ["0xa", "0xB", "0xC", "0xD"], task, task_address=TASK, rnd=3)
+    assert set(got) == {"0xa", "0xC"}
+    assert "'median' is not one of fedavg" in got["0xa"]
+    assert "not a policy" in got["0xC"]
+    # A new policy takes effect from its round; one for the same round replaces it.
+    consents.add("0xA", 5, ConsentPolicy(rules=("median",)).document())
+    assert "0xA" in consents.uncovered(["0xA"], task, task_address=TASK, rnd=4)
+    assert consents.uncovered(["0xA"], task, task_address=TASK, rnd=5) == {}
+    consents.add("0xA", 5, ConsentPolicy(rules=("fedavg",)).document())
+    assert "0xA" in consents.uncovered(["0xA"], task, task_address=TASK, rnd=5)

@@ -25,8 +25,10 @@ from fedledger.ledger.artifacts import (
     load_artifact,
 )
 from fedledger.ledger.messages import ZERO32, RoundMessage
+from fedledger.ledger.contract_ledger import _RULE_FIELDS
 from fedledger.ledger.records import (
     EVENT_TYPES,
+    GOVERNABLE_RULES,
     LedgerEvent,
     batch_arguments,
     message_argument,
@@ -92,12 +94,14 @@ def test_artifact_abi_has_the_task_interface() -> None:
         "active_stake", "current_round", "phase", "closes_at", "round_start", "message_hash",
         "model_digest", "result_digest", "window", "grace", "cooldown", "max_rounds",
         "reward_per_round", "total_earned", "total_claimed", "treasury_owed", "can_download",
-        "owner", "transfer_ownership", "eip712Domain", "move", "set_keys",
+        "owner", "transfer_ownership", "eip712Domain", "move", "set_keys", "reconfigure",
+        "rules_at", "governor", "lineage", "set_consent", "rule_id", "rule_params_digest",
+        "config_digest", "quorum_bps", "min_stake", "allowlist_only", "access_policy",
     }  # fmt: skip
     events = {
         "Configured", "Joined", "Left", "Moved", "Withdrawn", "RoundStarted", "Submitted",
         "Quorate", "Closed", "Finalized", "Skipped", "Distributed", "Equivocated", "Slashed",
-        "Claimed", "Keys",
+        "Claimed", "Keys", "Consent",
     }  # fmt: skip
     assert functions <= {e["name"] for e in abi if e.get("type") == "function"}
     assert events <= {e["name"] for e in abi if e.get("type") == "event"}
@@ -113,6 +117,21 @@ def test_artifact_abi_has_the_task_interface() -> None:
     assert inputs["set_keys"] == [("channel_key", "bytes32"), ("keys_digest", "bytes32"),
                                   ("first_round", "uint256"), ("last_round", "uint256"),
                                   ("recipients", "uint256")]  # fmt: skip
+    assert inputs["join"] == [("endpoint", "string"), ("consent", "bytes")]
+    assert inputs["set_consent"] == [("policy", "bytes")]
+    assert [t for _, t in inputs["reconfigure"]] == ["uint8", "bytes32", "uint16", "uint256",
+                                                      "bool", "uint256", "uint8", "bytes"]
+    # The constructor takes the rules in _RULE_FIELDS' order, then the document.
+    (constructor,) = (e for e in abi if e.get("type") == "constructor")
+    arguments = [i["name"].rstrip("_") for i in constructor["inputs"]]
+    assert arguments == [*_RULE_FIELDS, "config_document"]
+    # rules_at's struct: the governable rules (what ContractLedger reads), then from_round;
+    # reconfigure takes them in that order (config_digest: the document's sha256).
+    (rules_at,) = (e for e in abi if e.get("name") == "rules_at")
+    components = [c["name"] for c in rules_at["outputs"][0]["components"]]
+    assert components == [*GOVERNABLE_RULES, "from_round"]
+    governable = [n for n in GOVERNABLE_RULES if n != "config_digest"]
+    assert [n.rstrip("_") for n, _ in inputs["reconfigure"]] == [*governable, "document"]
     # Ledger v1's commit-reveal-attest calls and their events are gone.
     gone = {"commit", "reveal", "attest", "skip", "Committed", "Revealed", "Attested",
             "Rewarded", "commit_window", "reveal_window", "attest_window"}  # fmt: skip
@@ -136,7 +155,7 @@ def test_main_rebuilds_every_artifact(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(artifacts, "BUILD_DIR", tmp_path)
     assert artifacts.main([]) == 0
     written = sorted(tmp_path.iterdir())
-    assert [p.name for p in written] == ["RewardToken.json", "Task.json"]
+    assert [p.name for p in written] == sorted(f"{name}.json" for name in CONTRACT_NAMES)
     for path in written:
         assert json.loads(path.read_text()) == load_artifact(path.stem)
 
@@ -162,15 +181,16 @@ def test_artifacts_deploy_and_run_a_round() -> None:
     task = _deploy(
         "Task",
         ["address", "uint8", "bytes32", "bytes32", "uint16", "uint256", "uint256", "uint256",
-         "uint256", "uint16", "bool", "uint256", "uint8", "uint256", "address", "bytes"],
+         "uint256", "uint16", "bool", "uint256", "uint8", "uint256", "address", "address",
+         "bytes"],
         [token.address, 1, b"\x01" * 32, hashlib.sha256(b"{}").digest(), 6000, ETHER, 60, 10,
-         2, 8, False, 10 * ETHER, 0, 10, treasury, b"{}"],
+         2, 8, False, 10 * ETHER, 0, 10, treasury, "0x" + "00" * 20, b"{}"],
     )  # fmt: skip
     token.set_minter(task.address, True)
     identity = Identity.from_hex("0x" + "42" * 32)
     node = identity.address
     boa.env.set_balance(node, 10 * ETHER)
-    task.join("127.0.0.1:7000", sender=node, value=ETHER)
+    task.join("127.0.0.1:7000", b"", sender=node, value=ETHER)
     task.start()
     assert task.phase(1) == PHASE_OPEN
     chain_id = task.eip712Domain()[3]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import pytest
@@ -31,7 +31,10 @@ from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
 from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
 from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
+    Configured,
+    Consent,
     Distributed,
+    Finalized,
     Joined,
     Keys,
     Ledger,
@@ -42,6 +45,7 @@ from fedledger.ledger.records import (
     Submitted,
     TaskRules,
     TxResult,
+    rules_argument,
 )
 from fedledger.ledger.reputation import reputation_at
 from fedledger.ledger.rules import (
@@ -55,6 +59,9 @@ from fedledger.ledger.rules import (
     STATUS_LEFT,
     STATUS_NONE,
     STATUS_SLASHED,
+    ZERO_ADDRESS,
+    consent_digest,
+    lineage_hash,
     result_digest,
     rules_for,
     sort_result,
@@ -102,6 +109,12 @@ class World:
     _travel: Callable[[int], None]
     received: Callable[[str], int]  # ETH the task paid out to an account so far
     block_time: Callable[[int], int] | None = None  # the embedded chain's block timestamps
+    deployed: int = 0  # the last block of the deployment (its Configured event's, or later)
+
+    @property
+    def governor(self) -> Ledger:
+        """The task's governor (the last account, never joined by the tests)."""
+        return self.accounts[-1]
 
     @property
     def rules(self) -> TaskRules:
@@ -143,22 +156,25 @@ def task_config(nodes: int = 4, rounds: int = ROUNDS, **ledger: Any) -> TaskConf
                       ledger=LedgerConfig(**settings))  # fmt: skip
 
 
-def memory_world(task: TaskConfig) -> World:
+def memory_world(task: TaskConfig, governed: bool = True) -> World:
     # The embedded chain's accounts (keys 1, 2, ...): same addresses on both backends.
     addresses = [k.address for k in KEYS]
     owner, token = addresses[0], "0x" + "70" * 20
-    mt = MemoryTask(rules_for(task, token=token, treasury=owner), owner=owner,
-                    clock=FakeClock(1_700_000_000.0))  # fmt: skip
+    governor = addresses[-1] if governed else ZERO_ADDRESS
+    mt = MemoryTask(rules_for(task, token=token, treasury=owner, governor=governor),
+                    owner=owner, clock=FakeClock(1_700_000_000.0),
+                    document=task.document())  # fmt: skip
     ledgers: list[Ledger] = [MemoryLedger(mt, a) for a in addresses]
     return World("memory", task, ledgers[0], ledgers[1:], mt.rules.token, owner, mt.travel,
-                 lambda a: mt.paid_out.get(a, 0))  # fmt: skip
+                 lambda a: mt.paid_out.get(a, 0), deployed=mt.block)  # fmt: skip
 
 
-def embedded_world(task: TaskConfig) -> World:
+def embedded_world(task: TaskConfig, governed: bool = True) -> World:
     chain = EmbeddedChain(accounts=ACCOUNTS)
     accounts = chain.accounts()
     assert [a.address for a in accounts] == [k.address for k in KEYS]
-    address, token = deploy_task(chain, task, owner=accounts[0])
+    governor = accounts[-1].address if governed else None
+    address, token = deploy_task(chain, task, owner=accounts[0], governor=governor)
     ledgers: list[Ledger] = [ContractLedger(chain, address, a) for a in accounts]
     initial: dict[str, int] = {str(a.address): chain.balance(a.address) for a in accounts}
 
@@ -166,16 +182,18 @@ def embedded_world(task: TaskConfig) -> World:
         return chain.balance(account) - initial.get(account, 0)
 
     return World("embedded", task, ledgers[0], ledgers[1:], token, accounts[0].address,
-                 chain.time_travel, received, chain.block_timestamp)  # fmt: skip
+                 chain.time_travel, received, chain.block_timestamp,
+                 deployed=chain.block_number())  # fmt: skip
 
 
 @pytest.fixture(params=BACKENDS)
 def make_world(request: pytest.FixtureRequest) -> Callable[..., World]:
-    """``make_world(nodes=4, rounds=ROUNDS, **ledger_config_overrides)``: a fresh world."""
+    """``make_world(nodes=4, rounds=ROUNDS, governed=True, **ledger_config_overrides)``: a
+    fresh world (governed: the last account is the task's governor)."""
     build = memory_world if request.param == "memory" else embedded_world
 
-    def make(nodes: int = 4, rounds: int = ROUNDS, **ledger: Any) -> World:
-        return build(task_config(nodes, rounds, **ledger))
+    def make(nodes: int = 4, rounds: int = ROUNDS, governed: bool = True, **ledger: Any) -> World:
+        return build(task_config(nodes, rounds, **ledger), governed)
 
     return make
 
@@ -300,7 +318,8 @@ def finalized_round_1(world: World, members: Sequence[Ledger], scores: Sequence[
 
 
 def test_rules_round_trip(world: World) -> None:
-    expected = rules_for(world.task, token=world.token, treasury=world.treasury)
+    expected = rules_for(world.task, token=world.token, treasury=world.treasury,
+                         governor=world.governor.account)  # fmt: skip
     for ledger in (world.owner, *world.accounts[:2]):
         assert ledger.rules() == expected
         assert ledger.task_address == world.owner.task_address
@@ -323,7 +342,12 @@ def test_rules_round_trip(world: World) -> None:
     assert owner.round_clock(1) == RoundClock(start=0, closes_at=0)
     assert owner.model_digest(1) == ZERO32
     assert owner.earned_of(owner.account) == owner.claimed_of(owner.account) == 0
-    assert owner.events(0) == []
+    assert owner.lineage() == (0, ZERO32)
+    (configured,) = owner.events(0)  # the deployment's
+    assert strip(configured) == ("Configured", {"from_round": 1, "config_digest": rules.config_digest,
+                                                "document": world.task.document()})  # fmt: skip
+    assert configured.block <= world.deployed
+    assert owner.events(world.deployed) == []
     reverts("not started", owner.submit, 1, [])
     reverts("not started", owner.close)
     reverts("round closed", owner.submit, 0, [])
@@ -342,7 +366,7 @@ def test_join_registers_members(world: World) -> None:
         assert m.endpoint == endpoint_of(next(x for x in (a, b, c) if x.account == m.address))
         assert world.owner.status_of(m.address) == STATUS_ACTIVE
     assert world.owner.status_of(world.accounts[3].account) == STATUS_NONE
-    events = world.owner.events(0)
+    events = world.owner.events(world.deployed)
     assert [strip(e) for e in events] == [
         strip(Joined(block=0, time=0, tx="", index=0, member=m.account, stake=stakes[m.account],
                      endpoint=endpoint_of(m), first_round=1))
@@ -369,7 +393,7 @@ def test_join_reverts(world: World) -> None:
     reverts("stake below minimum", b.join, endpoint_of(b), 0)
     a.leave()
     reverts("withdraw first", a.join, endpoint_of(a), ETHER)
-    assert kinds(a.events(0)) == ["Joined", "Left"]
+    assert kinds(a.events(world.deployed)) == ["Joined", "Left"]
     assert a.members() == []
 
 
@@ -410,7 +434,7 @@ def test_set_keys(world: World) -> None:
         reverts("bad rounds", a.set_keys, key, blob, first, last, 3)
     for first, last, recipients in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 30, 3)):
         reverts("bad rounds", a.set_keys, key, ZERO32, first, last, recipients)
-    assert kinds(world.owner.events(0)) == ["Joined"] * 3  # the refused calls left nothing
+    assert kinds(world.owner.events(world.deployed)) == ["Joined"] * 3  # refused: nothing
     members = world.owner.members()
     (keys,) = tx_events(a, a.set_keys(key, blob, 1, 30, 3))
     assert isinstance(keys, Keys)
@@ -970,6 +994,267 @@ def test_contract_ledger_reads_the_configuration_from_the_chain() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# Governance: the governable rules change at a round boundary
+# ------------------------------------------------------------------------------------------------
+
+
+def amended(world: World, **ledger: Any) -> tuple[TaskConfig, TaskRules]:
+    """Another configuration of the task (its ledger settings overridden) and its rules."""
+    task = task_config(world.task.nodes, world.task.rounds, **ledger)
+    rules = rules_for(task, token=world.token, treasury=world.treasury,
+                      governor=world.governor.account)  # fmt: skip
+    return task, rules
+
+
+def reconfigure(
+    world: World, by: Ledger | None = None, **ledger: Any
+) -> tuple[TaskRules, TxResult]:
+    """The governor (or ``by``) changes the rules to ``ledger``'s; returns the new rules (from
+    the round they take effect) and the transaction."""
+    task, rules = amended(world, **ledger)
+    sender = by or world.governor
+    sent = sender.reconfigure(*rules_argument(rules), task.document())
+    return replace(rules, from_round=world.owner.current_round() + 1), sent
+
+
+def test_only_the_governor_reconfigures(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    task, rules = amended(world, quorum=0.9)
+    args = rules_argument(rules)
+    a = world.accounts[0]
+    a.join(endpoint_of(a), ETHER)
+    for ledger in (world.owner, a, world.accounts[1]):
+        reverts("not the governor", ledger.reconfigure, *args, task.document())
+    gov = world.governor
+    bad: list[tuple[str, dict[str, Any]]] = [
+        ("quorum not in (5000, 10000]", {"quorum_bps": 5000}),
+        ("quorum not in (5000, 10000]", {"quorum_bps": 10001}),
+        ("min stake is zero", {"min_stake": 0}),
+        ("min stake above 2**96 - 1", {"min_stake": 2**96}),
+        ("total reward above 2**88 - 1", {"reward_per_round": 2**88 // ROUNDS + 1}),
+        ("unknown access policy", {"access_policy": 3}),
+    ]
+    for reason, change in bad:
+        reverts(reason, gov.reconfigure, *rules_argument(replace(rules, **change)),
+                task.document())  # fmt: skip
+    reverts("config document is empty", gov.reconfigure, *args, b"")
+    assert world.owner.events(world.deployed + 1) == []  # refused: nothing
+    assert world.owner.rules() == replace(amended(world)[1])  # the deployment's still
+    # The bounds themselves are fine.
+    edge = replace(rules, quorum_bps=10000, min_stake=2**96 - 1,
+                   reward_per_round=(2**88 - 1) // ROUNDS, access_policy=2)  # fmt: skip
+    (configured,) = tx_events(gov, gov.reconfigure(*rules_argument(edge), b"x"))
+    assert strip(configured) == ("Configured", {"from_round": 1,
+                                                "config_digest": hashlib.sha256(b"x").digest(),
+                                                "document": b"x"})  # fmt: skip
+    assert world.owner.rules() == replace(edge, config_digest=hashlib.sha256(b"x").digest())
+    # Without a governor the rules never change.
+    fixed = make_world(governed=False)
+    assert fixed.owner.rules().governor == ZERO_ADDRESS
+    assert not fixed.owner.rules().governed
+    for ledger in (fixed.owner, fixed.accounts[-1]):
+        reverts("no governor", ledger.reconfigure, *args, task.document())
+
+
+def test_reconfigure_takes_effect_at_the_next_round(world: World) -> None:
+    owner = world.owner
+    deployed = owner.rules()
+    assert deployed.from_round == 1 and deployed.governed
+    # Before the start: round 1's rules are replaced (and the views show it at once).
+    first, sent = reconfigure(world, quorum=0.8)
+    (configured,) = tx_events(world.governor, sent)
+    assert isinstance(configured, Configured)
+    assert (configured.from_round, configured.config_digest) == (1, first.config_digest)
+    assert owner.rules() == owner.rules_at(0) == owner.rules_at(1) == owner.rules_at(5) == first
+    members = world.join(4)
+    owner.start()
+    # In round 1: a change from round 2; the current round keeps its rules.
+    second, sent = reconfigure(world, quorum=0.9, reward_per_round=7)
+    assert second.from_round == 2
+    assert strip(tx_events(world.governor, sent)[0])[1]["from_round"] == 2
+    assert owner.rules() == owner.rules_at(1) == first
+    assert owner.rules_at(2) == owner.rules_at(3) == second
+    # A second change before round 2 opens replaces the first.
+    third, _ = reconfigure(world, quorum=0.7, reward_per_round=9, min_stake=2)
+    assert owner.rules_at(2) == third != second
+    assert owner.rules() == first
+    play(world, members, 1)
+    assert owner.rules() == first  # round 1 closed, round 2 not open yet
+    play(world, members, 2)
+    assert owner.current_round() == 2
+    assert owner.rules() == owner.rules_at(2) == third
+    assert owner.rules_at(1) == first
+    assert owner.rules_at(0) == first
+    configured_rounds = [e.from_round for e in owner.events(0) if isinstance(e, Configured)]
+    assert configured_rounds == [1, 1, 2, 2]
+    # The immutable rules never change.
+    for name in ("token", "window", "grace", "max_rounds", "max_participants", "cooldown",
+                 "treasury", "governor"):  # fmt: skip
+        assert getattr(owner.rules(), name) == getattr(deployed, name)
+
+
+def test_each_round_is_finalized_by_its_own_quorum(world: World) -> None:
+    members = world.join(4)
+    owner = world.owner
+    owner.start()
+    # Round 1: 67 %; from round 2: every member's stake.
+    reconfigure(world, quorum=1.0)
+    play(world, members, 1)
+    contributors, scores = result_of(members, [1, 1, 1, 1])
+    pair = (MODEL, result_digest(contributors, scores))
+    # Round 2's batch of three attests round 1: three of four is round 1's quorum, not
+    # round 2's.
+    events = play(world, members[:3], 2, pair)
+    assert kinds(events) == ["RoundStarted", *["Submitted"] * 3, "Finalized"]
+    assert owner.phase(1) == PHASE_FINALIZED
+    # Three of four is not round 2's quorum: no Quorate; the window closes it.
+    world.travel_to(events[0].time + WINDOW)
+    pair2 = (OTHER_MODEL, result_digest(*result_of(members[:3], [1, 1, 1])))
+    events = play(world, members[:3], 3, pair2)
+    assert kinds(events) == ["RoundStarted", *["Submitted"] * 3]
+    assert owner.phase(2) == PHASE_ATTEST
+    events = play(world, members[3:], 3, pair2)
+    assert kinds(events) == ["Submitted", "Finalized", "Closed"]
+    assert strip(events[1])[1]["stake"] == 4 * ETHER
+    # And back: a lower quorum from round 4 does not finalize round 3 with less than its own.
+    reconfigure(world, quorum=0.51)
+    pair3 = (MODEL, b"\x55" * 32)
+    events = play(world, members[:3], 4, pair3)
+    assert kinds(events) == ["RoundStarted", *["Submitted"] * 3, "Quorate"]  # 3 of 4 >= 51 %
+    assert owner.phase(3) == PHASE_ATTEST
+    assert kinds(play(world, members[3:], 4, pair3)) == ["Submitted", "Finalized", "Closed"]
+
+
+def test_distribute_pays_each_round_its_own_reward(world: World) -> None:
+    """Several changes within the ring: each round is paid its own reward_per_round, by
+    ``distribute`` and by the batch that pays it."""
+    members = world.join(4)
+    owner = world.owner
+    owner.start()
+    rewards = {1: REWARD}
+    results = {}
+    for rnd in range(1, 8):
+        previous = results.get(rnd - 1)
+        pair = (bytes([rnd]) * 32, result_digest(*previous)) if previous else None
+        pay = previous if rnd == 5 else ((), ())  # round 5's batch pays round 4
+        play(world, members, rnd, pair, *pay)
+        results[rnd] = result_of(members, [rnd, 1, 1, 1])
+        # Round rnd is the current one: a change takes effect from rnd + 1.
+        if rnd % 2 == 1:  # a change every other round (a pending one replaced once)
+            if rnd == 3:
+                reconfigure(world, reward_per_round=123)
+            rewards[rnd + 1] = (rnd + 1) * 10 * ETHER
+            reconfigure(world, reward_per_round=rewards[rnd + 1] / ETHER)
+        else:
+            rewards[rnd + 1] = rewards[rnd]
+    assert owner.current_round() == 7
+    for rnd in range(1, 7):
+        assert owner.phase(rnd) == PHASE_FINALIZED
+        assert owner.rules_at(rnd).reward_per_round == rewards[rnd]
+    assert len({rewards[r] for r in range(1, 7)}) == 4
+    outsider = world.accounts[6]
+    for rnd in (6, 1, 3, 2, 5):  # any order, every round of the ring
+        (paid,) = tx_events(outsider, outsider.distribute(rnd, *results[rnd]))
+        assert isinstance(paid, Distributed)
+        scores = results[rnd][1]
+        assert paid.total == sum(rewards[rnd] * x // sum(scores) for x in scores), rnd
+    reverts("round not finalized, or already distributed", outsider.distribute, 4,
+            *results[4])  # fmt: skip
+    earned: dict[str, int] = {}
+    for rnd in range(1, 7):
+        contributors, scores = results[rnd]
+        for c, score in zip(contributors, scores, strict=True):
+            earned[c] = earned.get(c, 0) + rewards[rnd] * score // sum(scores)
+    for m in members:
+        assert owner.earned_of(m.account) == earned[m.account]
+
+
+def test_admission_and_access_change_at_the_boundary(world: World) -> None:
+    owner = world.owner
+    a, b, c, d, e = world.accounts[:5]
+    a.join(endpoint_of(a), ETHER)
+    owner.start()
+    reconfigure(world, min_stake=2 * ETHER, access="public")
+    # Round 1's rules still: 1 ether is enough; outsiders may not download.
+    b.join(endpoint_of(b), ETHER)
+    assert not owner.can_download(e.account) and owner.can_download(a.account)
+    assert owner.rules().min_stake == ETHER
+    play(world, [a], 1)
+    events = play(world, [a, b], 2)
+    assert kinds(events)[0] == "RoundStarted"
+    reverts("stake below minimum", c.join, endpoint_of(c), ETHER)
+    c.join(endpoint_of(c), 2 * ETHER)
+    assert owner.can_download(e.account)  # public from round 2
+    reconfigure(world, min_stake=2 * ETHER, access="members", allowlist=True)
+    d.join(endpoint_of(d), 2 * ETHER)  # round 2: no allowlist yet
+    assert owner.can_download(e.account)
+    play(world, [a, b, c, d], 3)
+    assert owner.current_round() == 3
+    reverts("not allowlisted", e.join, endpoint_of(e), 2 * ETHER)
+    assert not owner.can_download(e.account)
+    owner.allow(e.account)
+    e.join(endpoint_of(e), 2 * ETHER)
+    assert owner.can_download(e.account)
+
+
+def test_lineage_chains_the_finalized_rounds(world: World) -> None:
+    members = world.join(4)
+    owner = world.owner
+    owner.start()
+    assert owner.lineage() == (0, ZERO32)
+    expected = (0, ZERO32)
+    play(world, members, 1)
+    for rnd in range(2, 8):
+        model = bytes([rnd - 1]) * 32
+        if rnd in (3, 4):  # rounds 2 and 3 fail: too few attestations
+            events = play(world, members[:2], rnd, (model, b"\x66" * 32))
+            world.travel_to(events[-1].time + WINDOW)
+        else:
+            events = play(world, members, rnd, (model, b"\x66" * 32))
+            assert "Finalized" in kinds(events)
+            expected = (rnd - 1, lineage_hash(expected[1], rnd - 1, model))
+        assert owner.lineage() == expected, rnd
+    assert owner.phase(2) == owner.phase(3) == PHASE_FAILED
+    finalized = [e for e in owner.events(0) if isinstance(e, Finalized)]
+    assert [e.round for e in finalized] == [1, 4, 5, 6]
+    chained = ZERO32
+    for e in finalized:
+        chained = lineage_hash(chained, e.round, e.model_digest)
+    assert owner.lineage() == (6, chained)
+
+
+# ------------------------------------------------------------------------------------------------
+# Consent
+# ------------------------------------------------------------------------------------------------
+
+
+def test_consent_events(world: World) -> None:
+    a, b, c = world.accounts[:3]
+    policy = b'{"purposes":["digit recognition"]}'
+    events = tx_events(a, a.join(endpoint_of(a), ETHER, policy))
+    assert kinds(events) == ["Joined", "Consent"]
+    assert isinstance(events[1], Consent)
+    assert strip(events[1]) == ("Consent", {"member": a.account, "digest": consent_digest(policy),
+                                            "policy": policy, "from_round": 1})  # fmt: skip
+    assert consent_digest(policy) == hashlib.sha256(policy).digest()
+    assert kinds(tx_events(b, b.join(endpoint_of(b), ETHER))) == ["Joined"]  # no policy
+    reverts("not a member", c.set_consent, policy)
+    reverts("not a member", world.owner.set_consent, policy)
+    world.owner.start()
+    (changed,) = tx_events(b, b.set_consent(policy + b" "))
+    assert strip(changed)[1] == {"member": b.account, "digest": consent_digest(policy + b" "),
+                                 "policy": policy + b" ", "from_round": 2}  # fmt: skip
+    (withdrawn,) = tx_events(a, a.set_consent(b""))
+    assert strip(withdrawn)[1] == {"member": a.account, "digest": ZERO32, "policy": b"",
+                                   "from_round": 2}  # fmt: skip
+    big = b"p" * 2048
+    (joined, consent) = tx_events(c, c.join(endpoint_of(c), ETHER, big))
+    assert strip(consent)[1]["from_round"] == 2 and strip(consent)[1]["policy"] == big
+    a.leave()
+    reverts("not a member", a.set_consent, policy)
+
+
+# ------------------------------------------------------------------------------------------------
 # Events and leaving
 # ------------------------------------------------------------------------------------------------
 
@@ -1120,7 +1405,8 @@ def test_contract_ledger_decodes_its_transactions() -> None:
     (member,) = world.join(1)
     joined = owner.events(started.block)[-1]
     assert joined.tx != started.tx
-    assert owner.decode_input(joined.tx) == ("join", {"endpoint": endpoint_of(member)})
+    assert owner.decode_input(joined.tx) == ("join", {"endpoint": endpoint_of(member),
+                                                      "consent": b""})  # fmt: skip
     funded = owner.chain.transfer(member.account, 1, sender=owner.chain.accounts()[0])
     with pytest.raises(LedgerError) as caught:  # not a Task call: web3's Web3ValueError
         owner.decode_input(funded.tx_hash)

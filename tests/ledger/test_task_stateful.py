@@ -10,7 +10,10 @@ update without examples, updates after the last round), garbage signatures and o
 pair indexes, for the current round or the next one, with random contributors and scores
 (huge ones, scores above 2**128 - 1, unsorted contributors), some results committing to a
 secure-aggregation transcript digest (paid with it, or offered with the wrong one). Members
-register secure-aggregation keys (`set_keys`, good and malformed). `slash` gets genuine evidence
+register secure-aggregation keys (`set_keys`, good and malformed) and their data owners' consent
+policies (`join`'s and `set_consent`). The governor (and others, refused) changes the governable
+rules (`reconfigure`: quorum, minimum stake, reward, access policy, allowlist; some invalid),
+from the next round on. `slash` gets genuine evidence
 (two different messages a member signed for one round: the test records every message every
 account signed) and fake evidence (the same message twice, two signers, a tampered message, the
 wrong round, a garbage signature).
@@ -31,8 +34,11 @@ step the invariants are checked on chain:
   total_claimed;
 - rounds: current_round <= max_rounds + 1; each round's start, members, message count,
   stakes, close time, phase and distribution flag are the model's; a finalized round's tally
-  for its pair is at least its quorum stake (the quorum rounded up), and its digests are the
-  attested pair;
+  for its pair is at least its quorum stake (its own rules' quorum, rounded up), and its
+  digests are the attested pair; a round is paid its own rules' reward;
+- governance: `rules_at` of the rounds around the current one and the current-round views are
+  the model's rules in force;
+- lineage: `lineage()` is the model's hash chain over the finalized rounds;
 - every revert predicted has one of the contract's reason strings (Task.vy and the snekmate
   modules it uses), and the call reverts with exactly that reason.
 """
@@ -73,6 +79,7 @@ from fedledger.ledger.rules import (
     STATUS_LEFT,
     STATUS_NONE,
     STATUS_SLASHED,
+    lineage_hash,
     result_digest,
 )
 
@@ -98,6 +105,13 @@ ZERO_ADDRESS = "0x" + "00" * 20
 HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 ROUND_TYPEHASH = keccak(ROUND_TYPE.encode())
 CONFIG_DOCUMENT = b'{"name":"stateful-v2"}'
+RULE_PARAMS = b"\x01" * 32
+# reconfigure's choices (some invalid: each revert reason of its checks).
+QUORUMS = [6700, 5001, 10000, 9000, 5000, 10001]
+MIN_STAKES = [MIN_STAKE, MIN_STAKE, 10, 30, 0, MAX_STAKE + 1]
+REWARDS = [REWARD, 7, 0, 2**86, (2**88 - 1) // MAX_ROUNDS + 1]
+ACCESS = [0, 0, 1, 2, 3]
+POLICIES = [b"", b"", b'{"purposes":["x"]}', b"p" * 2048]
 
 # Batches that list one pair twice (`pairs[i] == pairs[j]`): the tally of the pair is the
 # sum over both indexes (the spec: stake attesting keccak256(model, result)).
@@ -117,11 +131,13 @@ OUTCOMES: Counter[str] = Counter()
 
 
 def contract_reasons() -> frozenset[str]:
-    """Every revert reason string in Task.vy and the snekmate modules it calls into."""
+    """Every revert reason string in Task.vy and the snekmate modules it calls into (`assert`,
+    and Task's `_require`)."""
     snekmate = _snekmate_root() / "snekmate"
     texts = [source_path("Task").read_text()]
     texts += [(snekmate / p).read_text() for p in ("utils/ecdsa.vy", "auth/ownable.vy")]
-    return frozenset(m for t in texts for m in re.findall(r'assert [^#\n]*?,\s*"([^"]+)"', t))
+    pattern = r'(?:assert |self\._require\()[^#\n]*?,\s*"([^"]+)"'
+    return frozenset(m for t in texts for m in re.findall(pattern, t))
 
 
 REASONS = contract_reasons()
@@ -133,6 +149,7 @@ class Deployed:
     task: Any
     owner: str
     treasury: str
+    governor: str
     ids: list[Identity]  # N_ACCOUNTS members-to-be, then an outsider that never joins
     accounts: list[str]
     domain: bytes
@@ -155,12 +172,13 @@ def deploy() -> Deployed:
     owner = boa.env.eoa
     token = deploy_source("RewardToken", ["fedledger reward", "FLR", 18, "fedledger", "1"])
     treasury = boa.env.generate_address("stateful-treasury")
+    governor = boa.env.generate_address("stateful-governor")
     task = deploy_source(
         "Task",
         [
             token.address,
             1,  # rule_id
-            b"\x01" * 32,  # rule_params_digest
+            RULE_PARAMS,
             hashlib.sha256(CONFIG_DOCUMENT).digest(),
             QUORUM_BPS,
             MIN_STAKE,
@@ -173,6 +191,7 @@ def deploy() -> Deployed:
             ACCESS_MEMBERS,
             COOLDOWN,
             treasury,
+            governor,
             CONFIG_DOCUMENT,
         ],
     )
@@ -182,7 +201,8 @@ def deploy() -> Deployed:
         boa.env.set_balance(i.address, 2**100)
     chain_id = boa.env.evm.patch.chain_id
     domain = domain_separator(chain_id, str(task.address))
-    deployed = Deployed(token, task, owner, str(treasury), ids, [i.address for i in ids], domain)
+    deployed = Deployed(token, task, owner, str(treasury), str(governor), ids,
+                        [i.address for i in ids], domain)  # fmt: skip
     # The test's EIP-712 digest is the contract's.
     msg = (2, b"\x01" * 32, 3, b"\x02" * 32, b"\x03" * 32)
     assert task.message_hash(*msg) == message_digest(domain, *msg)
@@ -264,6 +284,26 @@ class Round:
     distributed: bool = False
 
 
+@dataclass(frozen=True)
+class Rules:
+    """The governable rules in force from round `from_round` on (`Task.rules_at`)."""
+
+    rule_id: int = 1
+    rule_params_digest: bytes = RULE_PARAMS
+    config_digest: bytes = hashlib.sha256(CONFIG_DOCUMENT).digest()
+    quorum_bps: int = QUORUM_BPS
+    min_stake: int = MIN_STAKE
+    allowlist_only: bool = False
+    reward_per_round: int = REWARD
+    access_policy: int = ACCESS_MEMBERS
+    from_round: int = 1
+
+    def view(self) -> tuple[Any, ...]:
+        return (self.rule_id, self.rule_params_digest, self.config_digest, self.quorum_bps,
+                self.min_stake, self.allowlist_only, self.reward_per_round, self.access_policy,
+                self.from_round)  # fmt: skip
+
+
 @dataclass
 class Model:
     """The rules of Task.vy (its docstrings), in Python."""
@@ -289,7 +329,15 @@ class Model:
     total_earned: int = 0
     total_claimed: int = 0
     treasury: int = 0
-    distributed_rewards: int = 0  # REWARD per distributed round
+    distributed_rewards: int = 0  # each distributed round's reward_per_round
+    epochs: list[Rules] = field(default_factory=lambda: [Rules()])
+    lineage: tuple[int, bytes] = (0, ZERO)
+
+    def rules_at(self, r: int) -> Rules:
+        return next((e for e in reversed(self.epochs) if e.from_round <= r), self.epochs[0])
+
+    def max_reward(self) -> int:
+        return max(e.reward_per_round for e in self.epochs)
 
     def active_stake(self) -> int:
         return sum(self.stake[a] for a in self.members)
@@ -299,7 +347,7 @@ class Model:
 
     def quorum_stake(self, r: int) -> int:
         stake = self.rounds[r].stake if r in self.rounds else 0
-        return -(-QUORUM_BPS * stake // 10000)
+        return -(-self.rules_at(r).quorum_bps * stake // 10000)
 
     def closes_at(self, r: int) -> int:
         if r not in self.rounds:
@@ -361,11 +409,12 @@ class Model:
             if s > MAX_SCORE:
                 return "score above 2**128 - 1" if strict else None
         w.distributed = True
-        self.distributed_rewards += REWARD
+        reward = self.rules_at(r).reward_per_round  # the round's own
+        self.distributed_rewards += reward
         total = sum(scores)
         for c, s in zip(contributors, scores, strict=True):
             if total and s:
-                amount = 0 if self.status.get(c) == STATUS_SLASHED else REWARD * s // total
+                amount = 0 if self.status.get(c) == STATUS_SLASHED else reward * s // total
                 self.earned[c] = self.earned.get(c, 0) + amount
                 self.total_earned += amount
         return None
@@ -432,6 +481,7 @@ class TaskMachine(RuleBasedStateMachine):
         self.checked_rounds: dict[int, bool] = {}
         self.touched: set[str] = set()
         self.changed = True  # some call succeeded since the last invariant check
+        self.rules_seen: tuple[int, int, bytes] | None = None  # the rules last checked
         self.clock_moved = False
 
     def teardown(self) -> None:
@@ -503,25 +553,36 @@ class TaskMachine(RuleBasedStateMachine):
         stake=st.sampled_from(
             [MIN_STAKE - 1, MIN_STAKE, MIN_STAKE, 10, 29, 1000, MAX_STAKE, MAX_STAKE + 1]
         ),
+        policy=st.sampled_from(POLICIES),
     )
-    def join(self, who: int, stake: int) -> None:
-        self.join_as(self.pick(who, lambda a: a not in self.m.members), stake)
+    def join(self, who: int, stake: int, policy: bytes) -> None:
+        self.join_as(self.pick(who, lambda a: a not in self.m.members), stake, policy)
 
-    def join_as(self, a: str, stake: int) -> None:
+    def join_as(self, a: str, stake: int, policy: bytes = b"") -> None:
         m = self.m
+        rules = m.rules_at(m.current)  # admission: the current round's rules
         reason = {
             STATUS_ACTIVE: "already a member",
             STATUS_LEFT: "withdraw first",
             STATUS_SLASHED: "slashed",
         }.get(m.status.get(a, STATUS_NONE))
-        if reason is None and stake < MIN_STAKE:
+        if reason is None and stake < rules.min_stake:
             reason = "stake below minimum"
         if reason is None and stake > MAX_STAKE:
             reason = "stake above 2**96 - 1"
         if reason is None and len(m.members) >= MAX_PARTICIPANTS:
             reason = "task is full"
-        self.expect("join", reason, lambda: self.task.join(f"node-{a}", sender=a, value=stake))
+        if reason is None and rules.allowlist_only:
+            reason = "not allowlisted"  # nobody is allowlisted
+        self.expect("join", reason,
+                    lambda: self.task.join(f"node-{a}", policy, sender=a, value=stake))  # fmt: skip
         if reason is None:
+            consent = self.consent_events()
+            if policy:
+                assert consent == [(a, hashlib.sha256(policy).digest(), policy, m.current + 1)]
+                OUTCOMES["join: with consent"] += 1
+            else:
+                assert consent == []
             m.status[a] = STATUS_ACTIVE
             m.stake[a] = stake
             m.first_round[a] = m.current + 1
@@ -559,6 +620,71 @@ class TaskMachine(RuleBasedStateMachine):
             m.status[a] = STATUS_NONE
             m.withdraw_after[a] = 0
             self.touched.add(a)
+
+    def consent_events(self) -> list[tuple[Any, ...]]:
+        return [(e.member, e.digest, e.policy, e.from_round) for e in self.task.get_logs()
+                if type(e).__name__ == "Consent"]  # fmt: skip
+
+    @rule(who=ACTOR, policy=st.sampled_from(POLICIES))
+    def set_consent(self, who: int, policy: bytes) -> None:
+        """An account registers its data owner's consent policy: a Consent event only."""
+        a = self.actor(who)
+        reason = None if self.m.status.get(a) == STATUS_ACTIVE else "not a member"
+        self.expect("set_consent", reason, lambda: self.task.set_consent(policy, sender=a))
+        if reason is None:
+            digest = hashlib.sha256(policy).digest() if policy else ZERO
+            assert self.consent_events() == [(a, digest, policy, self.m.current + 1)]
+
+    # ------------------------------------------------------------ governance
+
+    @rule(
+        by=st.sampled_from(["governor"] * 5 + ["owner", "member"]),
+        quorum=st.sampled_from(QUORUMS),
+        min_stake=st.sampled_from(MIN_STAKES),
+        reward=st.sampled_from(REWARDS),
+        access=st.sampled_from(ACCESS),
+        allowlist=st.sampled_from([False, False, True]),
+        empty=st.sampled_from([False] * 9 + [True]),
+        rule_id=st.integers(0, 7),
+    )
+    def reconfigure(self, by: str, quorum: int, min_stake: int, reward: int, access: int,
+                    allowlist: bool, empty: bool, rule_id: int) -> None:  # fmt: skip
+        """The governor (or someone else, refused) changes the governable rules from the next
+        round on; a change not in force yet is replaced."""
+        m = self.m
+        sender = {"governor": self.d.governor, "owner": self.d.owner,
+                  "member": self.d.accounts[0]}[by]  # fmt: skip
+        document = b"" if empty else f"rules/{quorum}/{min_stake}/{reward}/{access}".encode()
+        params = hashlib.sha256(b"params" + document).digest()
+        reason = None
+        if sender != self.d.governor:
+            reason = "not the governor"
+        elif not 5000 < quorum <= 10000:
+            reason = "quorum not in (5000, 10000]"
+        elif min_stake == 0:
+            reason = "min stake is zero"
+        elif min_stake > MAX_STAKE:
+            reason = "min stake above 2**96 - 1"
+        elif reward * MAX_ROUNDS > 2**88 - 1:
+            reason = "total reward above 2**88 - 1"
+        elif access > 2:
+            reason = "unknown access policy"
+        elif not document:
+            reason = "config document is empty"
+        args = (rule_id, params, quorum, min_stake, allowlist, reward, access, document)
+        self.expect("reconfigure", reason, lambda: self.task.reconfigure(*args, sender=sender))
+        if reason is None:
+            new = Rules(rule_id, params, hashlib.sha256(document).digest(), quorum, min_stake,
+                        allowlist, reward, access, m.current + 1)  # fmt: skip
+            if m.epochs[-1].from_round == new.from_round:
+                m.epochs[-1] = new
+                OUTCOMES["reconfigure: replaced a pending change"] += 1
+            else:
+                m.epochs.append(new)
+            (event,) = (e for e in self.task.get_logs() if type(e).__name__ == "Configured")
+            assert (event.from_round, event.config_digest, event.document) == (
+                new.from_round, new.config_digest, document
+            )
 
     # ------------------------------------------------------------ rounds
 
@@ -866,6 +992,7 @@ class TaskMachine(RuleBasedStateMachine):
                     m.rounds[previous].outcome = FINALIZED
                     m.finalized[previous] = (model, result)
                     m.finalized_stake[previous] = sums[h]
+                    m.lineage = (previous, lineage_hash(m.lineage[1], previous, model))
         if prev_open:
             m.tally.update(((previous, h), v) for h, v in sums.items())
         if w.quorum_at == 0 and w.submitted >= m.quorum_stake(rnd):
@@ -1091,6 +1218,7 @@ class TaskMachine(RuleBasedStateMachine):
             for r in range(max(m.current - 1, 1), m.current + 1):
                 self.round_agrees(r)
             self.finalized_rounds_reached_quorum()
+            self.rules_agree()
         elif self.clock_moved and m.current:
             assert self.task.phase(m.current) == m.phase(m.current, self.now)
         self.changed = self.clock_moved = False
@@ -1117,14 +1245,14 @@ class TaskMachine(RuleBasedStateMachine):
             if s == STATUS_SLASHED:  # no slashing without evidence
                 assert any(len(v) > 1 for (b, _), v in self.signed.items() if b == a)
                 assert m.stake[a] == 0
-        assert m.total_earned <= m.distributed_rewards <= MAX_ROUNDS * REWARD
+        assert m.total_earned <= m.distributed_rewards <= MAX_ROUNDS * m.max_reward()
         assert m.total_earned == sum(m.earned.values())
         assert m.total_claimed == sum(m.claimed.values()) <= m.total_earned
 
     def rewards_add_up(self) -> None:
         m, task = self.m, self.task
         earned, claimed = task.total_earned(), task.total_claimed()
-        assert earned == m.total_earned <= MAX_ROUNDS * REWARD
+        assert earned == m.total_earned <= MAX_ROUNDS * m.max_reward()
         assert claimed == m.total_claimed <= earned
         assert self.token.totalSupply() == claimed
 
@@ -1164,6 +1292,25 @@ class TaskMachine(RuleBasedStateMachine):
         if r == MAX_ROUNDS:
             assert task.finished() == (w.outcome != OPEN)
 
+    def rules_agree(self) -> None:
+        """The lineage; the rules in force around the current round, and the current-round
+        views (when a round opened or the rules changed since the last check)."""
+        m, task = self.m, self.task
+        assert task.lineage() == m.lineage
+        seen = (m.current, len(m.epochs), m.epochs[-1].config_digest)
+        if seen == self.rules_seen:
+            return
+        self.rules_seen = seen
+        for r in range(max(m.current - 1, 0), m.current + 2):
+            assert task.rules_at(r) == m.rules_at(r).view()
+        rules = m.rules_at(m.current)
+        assert (task.quorum_bps(), task.min_stake(), task.reward_per_round()) == (
+            rules.quorum_bps, rules.min_stake, rules.reward_per_round
+        )
+        assert (task.access_policy(), task.allowlist_only(), task.config_digest()) == (
+            rules.access_policy, rules.allowlist_only, rules.config_digest
+        )
+
     def finalized_rounds_reached_quorum(self) -> None:
         m = self.m
         for r, (model, result) in m.finalized.items():
@@ -1176,7 +1323,8 @@ class TaskMachine(RuleBasedStateMachine):
             tally = m.finalized_stake[r]
             quorum = self.task.quorum_stake(r)
             assert quorum == m.quorum_stake(r)
-            assert quorum * 10000 >= QUORUM_BPS * self.task.round_stake(r)
+            bps = m.rules_at(r).quorum_bps  # the round's own
+            assert quorum * 10000 >= bps * self.task.round_stake(r)
             assert tally >= quorum > 0
             self.checked_rounds[r] = m.rounds[r].distributed
 
@@ -1239,6 +1387,15 @@ def test_task_state_machine(deployment: Deployed) -> None:
         "set_keys: not a member",
         "set_keys: zero key",
         "set_keys: bad rounds",
+        "set_consent: ok",
+        "set_consent: not a member",
+        "join: with consent",
+        "reconfigure: ok",
+        "reconfigure: replaced a pending change",
+        "reconfigure: not the governor",
+        "reconfigure: quorum not in (5000, 10000]",
+        "reconfigure: total reward above 2**88 - 1",
+        "join: not allowlisted",
         "slash: an active member",
         "slash: a member that left",
         "slash: different signers",

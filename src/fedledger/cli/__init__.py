@@ -19,7 +19,18 @@ from collections.abc import Sequence
 from rich.text import Text
 
 from fedledger import __version__
-from fedledger.cli import audit, chain, keys, model, node, rewards, simulate, status, task
+from fedledger.cli import (
+    audit,
+    chain,
+    governance,
+    keys,
+    model,
+    node,
+    rewards,
+    simulate,
+    status,
+    task,
+)
 from fedledger.cli.common import console
 from fedledger.errors import FedledgerError
 
@@ -44,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (simulate, node, keys, task, status, rewards, model, audit, chain):
+    for group in (simulate, node, keys, task, status, rewards, governance, model, audit, chain):
         group.register(sub, common)
     return parser
 

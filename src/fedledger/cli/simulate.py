@@ -178,6 +178,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             + ", ".join(f"{i}: {v:,.1f}" for i, v in enumerate(rewards.values()))
             + f" (total {sum(rewards.values()):,.1f} tokens)"
         )
+        scores = f.get("scores") or {}
+        if scores:
+            console.print(
+                "contribution scores per node (rounds' worth: its share of each paid round, "
+                "summed): " + ", ".join(f"{i}: {v:.2f}" for i, v in enumerate(scores.values()))
+            )
+        models = f.get("models") or []
+        if models:
+            last = models[-1]
+            eps = f", epsilon {last['epsilon']:.2f}" if last["epsilon"] else ""
+            console.print(
+                f"model NFTs: {len(models)} minted (token id = round, owner {last['owner']}); "
+                f"the last: #{last['round']} {last['token_uri']} (parent #{last['parent']}{eps})"
+            )
         if "audit_ok" in f:
             verdict = "[green]OK[/green]" if f["audit_ok"] else "[red]FAILED[/red]"
             console.print(f"audit: {verdict} (details: {escape(str(args.out / 'audit.json'))})")

@@ -27,15 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fedledger.aggregation.rules import RULES
 from fedledger.config.task import ACCESS_POLICIES, TaskConfig, check_int, check_real
 from fedledger.errors import ConfigError
 
-__all__ = ["MAX_POLICY_BYTES", "ConsentPolicy", "consent_from_document", "parse_consent",
-           "uncovered", "violations"]  # fmt: skip
+__all__ = ["MAX_POLICY_BYTES", "ConsentPolicy", "Consents", "consent_from_document",
+           "parse_consent", "uncovered", "violations"]  # fmt: skip
 
 MAX_POLICY_BYTES: Final = 2048
 """The Task contract's bound on a registered policy document."""
@@ -183,10 +183,59 @@ def violations(policy: ConsentPolicy | None, task: TaskConfig, *, task_address: 
     return why
 
 
-def uncovered(policies: Mapping[str, ConsentPolicy | None], senders: Iterable[str],
-              task: TaskConfig, *, task_address: str, rnd: int) -> set[str]:  # fmt: skip
-    """The senders whose registered policy does not cover round ``rnd`` of ``task``: the
-    round function leaves their updates out (a sender with no policy is covered)."""
-    return {
-        s for s in senders if violations(policies.get(s), task, task_address=task_address, rnd=rnd)
-    }
+Registered = ConsentPolicy | str | None
+"""A registered policy, or why its document is not one (such a member consents to nothing:
+its updates are left out), or None (no policy)."""
+
+
+def _reasons(policy: Registered, task: TaskConfig, *, task_address: str,
+             rnd: int | None) -> list[str]:  # fmt: skip
+    if isinstance(policy, str):
+        return [f"its registered consent is not a policy ({policy})"]
+    return violations(policy, task, task_address=task_address, rnd=rnd)
+
+
+@dataclass
+class Consents:
+    """Every member's registered policies by first round (the ``Consent`` events, in order):
+    what nodes and the audit read to tell whose updates a round may use."""
+
+    _by_member: dict[str, list[tuple[int, Registered]]] = field(default_factory=dict)
+
+    def add(self, member: str, from_round: int, document: bytes) -> None:
+        """One ``Consent`` event: ``member``'s policy from round ``from_round`` on (one for
+        the same first round replaces it)."""
+        policy: Registered
+        try:
+            policy = consent_from_document(document)
+        except ConfigError as exc:
+            policy = str(exc)
+        history = self._by_member.setdefault(member.lower(), [])
+        history[:] = [h for h in history if h[0] < from_round]
+        history.append((from_round, policy))
+
+    def at(self, member: str, rnd: int) -> Registered:
+        """``member``'s policy in force in round ``rnd`` (None: none registered)."""
+        policy: Registered = None
+        for start, p in self._by_member.get(member.lower(), ()):
+            if start <= rnd:
+                policy = p
+        return policy
+
+    def uncovered(self, senders: Iterable[str], task: TaskConfig, *, task_address: str,
+                  rnd: int) -> dict[str, str]:  # fmt: skip
+        """The senders whose registered policy does not cover round ``rnd`` of ``task`` (the
+        rules in force then), each with the first reason: the round function leaves their
+        updates out, and the audit checks that no round used one."""
+        out = {}
+        for s in senders:
+            why = _reasons(self.at(s, rnd), task, task_address=task_address, rnd=rnd)
+            if why:
+                out[s] = why[0]
+        return out
+
+
+def uncovered(consents: Consents, senders: Iterable[str], task: TaskConfig, *,
+              task_address: str, rnd: int) -> dict[str, str]:  # fmt: skip
+    """:meth:`Consents.uncovered`."""
+    return consents.uncovered(senders, task, task_address=task_address, rnd=rnd)

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-CONTRACT_NAMES: Final = ("RewardToken", "Task")
+CONTRACT_NAMES: Final = ("RewardToken", "Task", "Timelock", "Governor", "ModelNFT")
 
 #: The repository's contracts/ directory (present in a source checkout, not in a wheel).
 CONTRACTS_DIR: Final = Path(__file__).resolve().parents[3] / "contracts"

@@ -32,6 +32,7 @@ from fedledger.ledger.chain.base import map_chain_errors, translated
 from fedledger.ledger.messages import ZERO32, SignedRound
 from fedledger.ledger.records import (
     EVENT_TYPES,
+    GOVERNABLE_RULES,
     LedgerEvent,
     Member,
     RoundClock,
@@ -59,13 +60,17 @@ __all__ = [
     "SUBMIT_GAS_BASE",
     "SUBMIT_GAS_EACH",
     "ContractLedger",
+    "TaskContracts",
     "deploy_task",
+    "deploy_task_contracts",
 ]
 
 #: Fixed gas limits, above each call's costliest path (a fixed limit costs nothing, since only
 #: gas used is paid, and saves an estimate: join with a 256-byte endpoint about 300k).
 GAS_LIMITS: Final[Mapping[str, int]] = {
     "join": 500_000,
+    "set_consent": 200_000,
+    "reconfigure": 800_000,
     "move": 300_000,
     "set_keys": 100_000,
     "close": 100_000,
@@ -89,8 +94,11 @@ CONFIG_LOG_WINDOW: Final = 10_000
 _RULE_FIELDS: Final = (
     "token", "rule_id", "rule_params_digest", "config_digest", "quorum_bps", "min_stake",
     "window", "grace", "max_rounds", "max_participants", "allowlist_only",
-    "reward_per_round", "access_policy", "cooldown", "treasury",
+    "reward_per_round", "access_policy", "cooldown", "treasury", "governor",
 )  # fmt: skip
+"""The Task constructor's arguments before the configuration document, in order."""
+_FIXED_RULES: Final = tuple(name for name in _RULE_FIELDS if name not in GOVERNABLE_RULES)
+"""The rules no governor changes (immutables: read once)."""
 
 
 def deploy_task(
@@ -99,18 +107,26 @@ def deploy_task(
     *,
     owner: LocalAccount,
     treasury: str | None = None,
+    governor: str | None = None,
     token_name: str = "fedledger reward",
     token_symbol: str = "FLR",
+    token: str | None = None,
 ) -> tuple[str, str]:
     """Deploy a RewardToken and a Task with ``task``'s rules and its whole configuration
     document (emitted in the Task's ``Configured`` event), owned by ``owner``; the Task is made
-    the token's minter. Returns ``(task address, token address)``."""
+    the token's minter. ``governor`` may change the governable rules (None: nobody, ever).
+    ``token``: a RewardToken ``owner`` already deployed (and owns), instead of a new one.
+    Returns ``(task address, token address)``."""
     with map_chain_errors("deploying the task"):
         token_art, task_art = load_artifact("RewardToken"), load_artifact("Task")
-        token = chain.deploy(token_art["abi"], token_art["bytecode"], token_name[:25],
-                             token_symbol[:5], 18, token_name[:50], "1",
-                             sender=owner)  # fmt: skip
-        rules = rules_for(task, token=token.address, treasury=treasury or owner.address)
+        if token is None:
+            reward: Contract = chain.deploy(token_art["abi"], token_art["bytecode"],
+                                            token_name[:25], token_symbol[:5], 18,
+                                            token_name[:50], "1", sender=owner)  # fmt: skip
+        else:
+            reward = chain.contract(to_checksum_address(token), token_art["abi"])
+        rules = rules_for(task, token=reward.address, treasury=treasury or owner.address,
+                          governor=governor or ZERO_ADDRESS)  # fmt: skip
         args = [getattr(rules, name) for name in _RULE_FIELDS]
         document = task.document()
         if len(document) > MAX_CONFIG_BYTES:
@@ -118,8 +134,49 @@ def deploy_task(
                               f"the contract takes at most {MAX_CONFIG_BYTES}")  # fmt: skip
         args.append(document)
         contract = chain.deploy(task_art["abi"], task_art["bytecode"], *args, sender=owner)
-        chain.transact(token.functions.set_minter(contract.address, True), sender=owner)
-        return str(contract.address), str(token.address)
+        chain.transact(reward.functions.set_minter(contract.address, True), sender=owner)
+        return str(contract.address), str(reward.address)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskContracts:
+    """A task's contracts (:func:`deploy_task_contracts`)."""
+
+    task: str
+    token: str
+    nft: str
+    """The model NFT: each finalized model a token, minted in order by a call."""
+    governor: str | None = None
+    """The Governor (``[governance]``); None: the rules never change."""
+    timelock: str | None = None
+    """The Timelock running passed proposals: the Task's governor and the NFTs' owner."""
+
+
+def deploy_task_contracts(
+    chain: Chain, task: TaskConfig, *, owner: LocalAccount, treasury: str | None = None
+) -> TaskContracts:
+    """Everything a task needs: the reward token; with ``[governance]`` a Timelock and a
+    Governor voting with the token (the Timelock governs the Task); the Task
+    (:func:`deploy_task`); its model NFT contract."""
+    from fedledger.ledger.governance import deploy_governance, deploy_model_nft
+
+    with map_chain_errors("deploying the task"):
+        art = load_artifact("RewardToken")
+        token = chain.deploy(art["abi"], art["bytecode"], "fedledger reward", "FLR", 18,
+                             "fedledger reward", "1", sender=owner)  # fmt: skip
+    governance = None
+    if task.governance is not None:
+        g = task.governance
+        governance = deploy_governance(chain, token=str(token.address), owner=owner,
+                                       voting_period=g.voting_period, quorum_bps=g.quorum_bps,
+                                       timelock_delay=g.timelock,
+                                       proposal_threshold=g.threshold_wei)  # fmt: skip
+    address, _ = deploy_task(chain, task, owner=owner, treasury=treasury, token=str(token.address),
+                             governor=governance.timelock if governance else None)  # fmt: skip
+    nft = deploy_model_nft(chain, task=address, owner=owner)
+    return TaskContracts(task=address, token=str(token.address), nft=nft,
+                         governor=governance.governor if governance else None,
+                         timelock=governance.timelock if governance else None)  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -179,6 +236,7 @@ class ContractLedger(TaskTransactions):
         self._account = account
         self.timeout = timeout
         self._rules: TaskRules | None = None
+        self._fixed: dict[str, Any] | None = None
         self._document: bytes | None = None
         self._token: Contract | None = None
         self._times: dict[int, int] = {}
@@ -222,24 +280,47 @@ class ContractLedger(TaskTransactions):
 
     @translated
     def rules(self) -> TaskRules:
-        if self._rules is None:
-            values = {name: self._call(name) for name in _RULE_FIELDS}
-            self._rules = TaskRules(**values)
-        return self._rules
+        """The rules in force for the current round (read once for a task without a
+        governor: they never change)."""
+        if self._rules is not None:
+            return self._rules
+        if int(self._fixed_rules()["governor"], 16) == 0:
+            self._rules = self._rules_at(0)
+            return self._rules
+        return self._rules_at(self.current_round())
+
+    @translated
+    def rules_at(self, round: int) -> TaskRules:
+        if self._rules is not None:
+            return self._rules
+        return self._rules_at(round)
+
+    def _fixed_rules(self) -> dict[str, Any]:
+        if self._fixed is None:
+            self._fixed = {name: self._call(name) for name in _FIXED_RULES}
+        return self._fixed
+
+    def _rules_at(self, round: int) -> TaskRules:
+        # The Rules struct: the governable rules, in GOVERNABLE_RULES' order, then from_round.
+        *governable, from_round = self._call("rules_at", round)
+        values = dict(zip(GOVERNABLE_RULES, governable, strict=True))
+        return TaskRules(**self._fixed_rules(), **values, from_round=int(from_round))
 
     @translated
     def config_document(self, from_block: int = 0) -> bytes:
         """The task's configuration document, from the ``Configured`` event its deployment
         emitted (looked for from ``from_block`` on, :data:`CONFIG_LOG_WINDOW` blocks at a
-        time: give the deployment block if known). Checked against :meth:`rules`'
-        ``config_digest``: an RPC node that forges the log is caught here. Raises
-        :class:`~fedledger.errors.LedgerError` if there is no such event or it does not match.
+        time: give the deployment block if known): the document of round 1's rules (a
+        governance change before the start replaces it; later ones do not). Checked against
+        round 1's ``config_digest`` (:meth:`rules_at`): an RPC node that forges the log is
+        caught here. Raises :class:`~fedledger.errors.LedgerError` if there is no such event
+        or it does not match.
         """
         if self._document is not None:
             return self._document
         event = self.contract.events["Configured"]()
         topic = bytes(HexBytes(event.topic))
-        expected = self.rules().config_digest
+        expected = self.rules_at(1).config_digest
         head = self.head()
         start = max(0, from_block)
         while start <= head:
@@ -249,7 +330,10 @@ class ContractLedger(TaskTransactions):
                 topics = log["topics"]
                 if not topics or bytes(HexBytes(topics[0])) != topic:
                     continue
-                document = bytes(event.process_log(log)["args"]["document"])
+                args = event.process_log(log)["args"]
+                if args["from_round"] != 1 or bytes(args["config_digest"]) != expected:
+                    continue  # a later round's rules, or round 1's replaced before the start
+                document = bytes(args["document"])
                 if hashlib.sha256(document).digest() != expected:
                     raise LedgerError(
                         f"{self._where}: the Configured event's document does not hash to the "
@@ -398,6 +482,11 @@ class ContractLedger(TaskTransactions):
     @translated
     def model_digest(self, round: int) -> bytes:
         return bytes(self._call("model_digest", round))
+
+    @translated
+    def lineage(self) -> tuple[int, bytes]:
+        last, chained = self._call("lineage")
+        return int(last), bytes(chained)
 
     @translated
     def can_download(self, account: str) -> bool:

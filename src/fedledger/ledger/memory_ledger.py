@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eth_abi.abi import encode as abi_encode
@@ -35,6 +35,8 @@ from fedledger.ledger.messages import (
 from fedledger.ledger.records import (
     Claimed,
     Closed,
+    Configured,
+    Consent,
     Distributed,
     Equivocated,
     Finalized,
@@ -69,6 +71,8 @@ from fedledger.ledger.rules import (
     STATUS_NONE,
     STATUS_SLASHED,
     ZERO_ADDRESS,
+    consent_digest,
+    lineage_hash,
     result_digest,
 )
 
@@ -153,7 +157,11 @@ class MemoryTask:
     """The Task contract's rules in Python: one shared state behind many :class:`MemoryLedger`
     handles. Every transaction is its own block, stamped ``max(previous, int(clock()))``, and
     is atomic (a revert changes nothing). ETH is modelled by the task's books only: stakes in,
-    withdrawals and slashing payouts out (:attr:`paid_out`)."""
+    withdrawals and slashing payouts out (:attr:`paid_out`).
+
+    ``rules.governor`` may change the governable rules (``reconfigure``). With ``document``
+    (the task's configuration document, hashing to ``rules.config_digest``) the deployment is
+    block 1 and emits ``Configured`` for round 1, as the contract's does."""
 
     def __init__(
         self,
@@ -163,6 +171,7 @@ class MemoryTask:
         clock: Callable[[], float],
         address: str = "0x" + "7a" * 20,
         chain_id: int = MEMORY_CHAIN_ID,
+        document: bytes | None = None,
     ) -> None:
         checks = [
             (5000 < rules.quorum_bps <= BPS, "quorum not in (5000, 10000]", "quorum_bps"),
@@ -178,10 +187,14 @@ class MemoryTask:
              "total reward above 2**88 - 1", "reward_per_round"),
             (rules.access_policy <= ACCESS_PUBLIC, "unknown access policy", "access_policy"),
         ]  # fmt: skip
+        if document is not None and hashlib.sha256(document).digest() != rules.config_digest:
+            checks.append((False, "config digest is not the document's", "config_digest"))
         for ok, message, name in checks:
             if not ok:
                 raise ConfigError(message, field=name)
-        self.rules = rules
+        # The governable rules, one TaskRules per epoch (increasing from_round).
+        self.epochs: list[TaskRules] = [replace(rules, governor=_key(rules.governor),
+                                                from_round=1)]  # fmt: skip
         self.owner = _key(owner)
         self.clock = clock
         self.address = _key(address)
@@ -207,12 +220,33 @@ class MemoryTask:
         self.total_staked = self.total_withdrawn = self.total_slashed = 0
         self.total_earned = self.total_claimed = 0
         self.treasury_owed = 0  # what a slash could not pay the treasury (never, in memory)
+        self.lineage_round = 0  # the last finalized round
+        self.lineage_hash = ZERO32
         self.gas_used = 50_000  # a nominal figure per transaction
+        if document is not None:  # the deployment: block 1
+            self.block = 1
+            tx = "0x" + hashlib.sha256(f"{self.address}/1/{self.owner}".encode()).hexdigest()
+            # Index 1: the contract's deployment logs OwnershipTransferred first.
+            self.log.append(Configured(block=1, time=self.time, tx=tx, index=1, from_round=1,
+                                       config_digest=rules.config_digest,
+                                       document=bytes(document)))  # fmt: skip
 
     # -- views ------------------------------------------------------------------------------
 
     def now(self) -> int:
         return max(self.time, int(self.clock()))
+
+    @property
+    def rules(self) -> TaskRules:
+        """The rules in force for the current round (round 1's before the start)."""
+        return self.rules_at(self.current_round)
+
+    def rules_at(self, rnd: int) -> TaskRules:
+        """The rules in force for round ``rnd`` (round 0: round 1's)."""
+        for rules in reversed(self.epochs):
+            if rules.from_round <= rnd:
+                return rules
+        return self.epochs[0]
 
     def record(self, account: str) -> _Record:
         return self.records.get(_key(account), _Record())
@@ -263,7 +297,7 @@ class MemoryTask:
     def quorum_stake(self, rnd: int) -> int:
         st = self.rounds.get(rnd) if rnd > self.current_round - RING else None
         stake = 0 if st is None else st.stake
-        return (self.rules.quorum_bps * stake + BPS - 1) // BPS
+        return (self.rules_at(rnd).quorum_bps * stake + BPS - 1) // BPS
 
     def model_digest(self, rnd: int) -> bytes:
         st = self.word(rnd)
@@ -300,7 +334,7 @@ class MemoryTask:
         "allowed", "readers", "endpoint", "withdraw_after", "claimed", "records", "active",
         "active_stake", "current_round", "rounds", "outcomes", "tallies", "tokens", "paid_out",
         "total_staked", "total_withdrawn", "total_slashed", "total_earned", "total_claimed",
-        "treasury_owed",
+        "treasury_owed", "epochs", "lineage_round", "lineage_hash",
     )  # fmt: skip
 
     def transact(self, sender: str, name: str, *args: Any, value: int = 0) -> TxResult:
@@ -349,7 +383,50 @@ class MemoryTask:
         self._check_owner(sender)
         self.readers.discard(_key(account))
 
-    def _do_join(self, sender: str, time: int, emit: Any, endpoint: str, *, value: int) -> None:
+    def _do_reconfigure(self, sender: str, time: int, emit: Any, rule_id: int,
+                        rule_params_digest: bytes, quorum_bps: int, min_stake: int,
+                        allowlist_only: bool, reward_per_round: int, access_policy: int,
+                        document: bytes, *, value: int) -> None:  # fmt: skip
+        rule_params_digest = _word32(rule_params_digest)
+        for name, number, bits in (("rule_id", rule_id, 8), ("quorum_bps", quorum_bps, 16),
+                                   ("min_stake", min_stake, 256),
+                                   ("reward_per_round", reward_per_round, 256),
+                                   ("access_policy", access_policy, 8)):  # fmt: skip
+            if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number < 2**bits:
+                raise LedgerError(f"{name}: not a uint{bits}: {number!r}")
+        if not isinstance(allowlist_only, bool):
+            raise LedgerError(f"allowlist_only: not a bool: {allowlist_only!r}")
+        governor = self.epochs[0].governor
+        if governor == ZERO_ADDRESS:
+            raise TransactionReverted("no governor")
+        if sender != governor:
+            raise TransactionReverted("not the governor")
+        max_rounds = self.epochs[0].max_rounds
+        checks = [
+            (5000 < quorum_bps <= BPS, "quorum not in (5000, 10000]"),
+            (min_stake > 0, "min stake is zero"),
+            (min_stake <= MAX_STAKE, "min stake above 2**96 - 1"),
+            (reward_per_round * max_rounds <= MAX_EARNED, "total reward above 2**88 - 1"),
+            (access_policy <= ACCESS_PUBLIC, "unknown access policy"),
+            (len(document) > 0, "config document is empty"),
+        ]
+        for ok, reason in checks:
+            if not ok:
+                raise TransactionReverted(reason)
+        digest = hashlib.sha256(document).digest()
+        first = self.current_round + 1
+        rules = replace(self.epochs[-1], rule_id=rule_id, rule_params_digest=rule_params_digest,
+                        config_digest=digest, quorum_bps=quorum_bps, min_stake=min_stake,
+                        allowlist_only=allowlist_only, reward_per_round=reward_per_round,
+                        access_policy=access_policy, from_round=first)  # fmt: skip
+        if self.epochs[-1].from_round == first:  # a change not in force yet: replaced
+            self.epochs[-1] = rules
+        else:
+            self.epochs.append(rules)
+        emit(Configured, from_round=first, config_digest=digest, document=bytes(document))
+
+    def _do_join(self, sender: str, time: int, emit: Any, endpoint: str, consent: bytes = b"",
+                 *, value: int) -> None:  # fmt: skip
         rec = self.record(sender)
         if rec.status == STATUS_ACTIVE:
             raise TransactionReverted("already a member")
@@ -357,13 +434,14 @@ class MemoryTask:
             raise TransactionReverted("withdraw first")
         if rec.status == STATUS_SLASHED:
             raise TransactionReverted("slashed")
-        if value < self.rules.min_stake:
+        rules = self.rules  # the current round's
+        if value < rules.min_stake:
             raise TransactionReverted("stake below minimum")
         if value > MAX_STAKE:
             raise TransactionReverted("stake above 2**96 - 1")
-        if len(self.active) >= self.rules.max_participants:
+        if len(self.active) >= rules.max_participants:
             raise TransactionReverted("task is full")
-        if self.rules.allowlist_only and sender not in self.allowed:
+        if rules.allowlist_only and sender not in self.allowed:
             raise TransactionReverted("not allowlisted")
         first = self.current_round + 1
         # A member that left and withdrew keeps its earned reward and its last round.
@@ -373,6 +451,16 @@ class MemoryTask:
         self.total_staked += value
         self.active.append(sender)
         emit(Joined, member=sender, stake=value, endpoint=endpoint, first_round=first)
+        if consent:
+            emit(Consent, member=sender, digest=consent_digest(bytes(consent)),
+                 policy=bytes(consent), from_round=first)  # fmt: skip
+
+    def _do_set_consent(self, sender: str, time: int, emit: Any, policy: bytes, *,
+                        value: int) -> None:  # fmt: skip
+        if self.record(sender).status != STATUS_ACTIVE:
+            raise TransactionReverted("not a member")
+        emit(Consent, member=sender, digest=consent_digest(bytes(policy)), policy=bytes(policy),
+             from_round=self.current_round + 1)  # fmt: skip
 
     def _deactivate(self, member: str, stake: int) -> None:
         self.active_stake -= stake
@@ -559,6 +647,8 @@ class MemoryTask:
         st = self.rounds[rnd]
         self.outcomes[rnd] = _FINALIZED
         st.model, st.result = model, result
+        self.lineage_hash = lineage_hash(self.lineage_hash, rnd, model)
+        self.lineage_round = rnd
         emit(Finalized, round=rnd, model_digest=model, result_digest=result, stake=stake)
 
     def _do_distribute(self, sender: str, time: int, emit: Any, rnd: int,
@@ -592,12 +682,13 @@ class MemoryTask:
                 return
         total = sum(scores)
         st.distributed = True
+        reward = self.rules_at(rnd).reward_per_round  # the round's own
         minted = 0
         if total > 0:
             for c, score in zip(contributors, scores, strict=True):
                 if score == 0:
                     continue
-                amount = self.rules.reward_per_round * score // total
+                amount = reward * score // total
                 rec = self.record(c)
                 if rec.status == STATUS_SLASHED:
                     amount = 0
@@ -693,6 +784,9 @@ class MemoryLedger(TaskTransactions):
     def rules(self) -> TaskRules:
         return self.task.rules
 
+    def rules_at(self, round: int) -> TaskRules:
+        return self.task.rules_at(round)
+
     def now(self) -> int:
         return self.task.now()
 
@@ -746,6 +840,9 @@ class MemoryLedger(TaskTransactions):
 
     def model_digest(self, round: int) -> bytes:
         return self.task.model_digest(round)
+
+    def lineage(self) -> tuple[int, bytes]:
+        return self.task.lineage_round, self.task.lineage_hash
 
     def is_reader(self, account: str) -> bool:
         return _key(account) in self.task.readers

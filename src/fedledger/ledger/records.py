@@ -39,8 +39,11 @@ _ZERO32: Final = b"\x00" * 32
 
 __all__ = [
     "EVENT_TYPES",
+    "GOVERNABLE_RULES",
     "Claimed",
     "Closed",
+    "Configured",
+    "Consent",
     "Distributed",
     "Equivocated",
     "Finalized",
@@ -63,6 +66,7 @@ __all__ = [
     "batch_arguments",
     "message_argument",
     "round_inputs",
+    "rules_argument",
 ]
 
 
@@ -71,9 +75,17 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------
 
 
+GOVERNABLE_RULES: Final = (
+    "rule_id", "rule_params_digest", "config_digest", "quorum_bps", "min_stake",
+    "allowlist_only", "reward_per_round", "access_policy",
+)  # fmt: skip
+"""The rules the task's governor may change (``Task.reconfigure``), from a round on."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class TaskRules:
-    """The Task contract's immutable rules."""
+    """The Task contract's rules in force for a round: the immutable ones, and the governable
+    ones (:data:`GOVERNABLE_RULES`) as they are from round ``from_round`` on."""
 
     token: str
     rule_id: int
@@ -92,6 +104,10 @@ class TaskRules:
     access_policy: int
     cooldown: int
     treasury: str
+    governor: str = "0x" + "00" * 20
+    """Who may change the governable rules (``reconfigure``); the zero address: nobody."""
+    from_round: int = 1
+    """The first round the governable rules are in force (1: the deployment's)."""
 
     @property
     def rule(self) -> str:
@@ -100,8 +116,14 @@ class TaskRules:
 
     @property
     def max_mint(self) -> int:
-        """The most reward tokens (wei) the task can ever credit."""
+        """The most reward tokens (wei) the task can credit at this reward per round (a
+        governed task's reward per round may change)."""
         return self.max_rounds * self.reward_per_round
+
+    @property
+    def governed(self) -> bool:
+        """Whether a governor may change the governable rules."""
+        return int(self.governor, 16) != 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +151,29 @@ class LedgerEvent:
     time: int
     tx: str
     index: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Configured(LedgerEvent):
+    """The governable rules in force from round ``from_round`` on come from configuration
+    document ``document`` (sha256: ``config_digest``): the deployment's (round 1), or a
+    governance change (``reconfigure``); a later one with the same ``from_round`` replaces an
+    earlier one."""
+
+    from_round: int
+    config_digest: bytes
+    document: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Consent(LedgerEvent):
+    """A member's data owner's consent policy (``join``, ``set_consent``), in force from round
+    ``from_round`` on; ``digest``: its sha256 (32 zero bytes for an empty policy)."""
+
+    member: str
+    digest: bytes
+    policy: bytes
+    from_round: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,8 +336,8 @@ class Claimed(LedgerEvent):
 EVENT_TYPES: Final[Mapping[str, type[LedgerEvent]]] = {
     cls.__name__: cls
     for cls in (
-        Joined, Left, Moved, Keys, RoundStarted, Submitted, Quorate, Closed, Finalized,
-        Skipped, Distributed, Equivocated, Slashed, Claimed,
+        Configured, Joined, Consent, Left, Moved, Keys, RoundStarted, Submitted, Quorate,
+        Closed, Finalized, Skipped, Distributed, Equivocated, Slashed, Claimed,
     )
 }  # fmt: skip
 """The Task events a ledger reports (Allowed, Disallowed, Withdrawn, reader and ownership
@@ -352,7 +397,14 @@ class Ledger(Protocol):
         """The chain's id (what signed requests and messages are bound to)."""
         ...
 
-    def rules(self) -> TaskRules: ...
+    def rules(self) -> TaskRules:
+        """The rules in force for the current round (round 1's before the start)."""
+        ...
+
+    def rules_at(self, round: int) -> TaskRules:
+        """The rules in force for ``round`` (its quorum, its reward; round 0: round 1's); a
+        round above the current one gets the latest rules, a change pending included."""
+        ...
 
     def now(self) -> int:
         """At least the timestamp the next transaction will see."""
@@ -400,6 +452,12 @@ class Ledger(Protocol):
         """The finalized model digest of ``round`` (32 zero bytes if not finalized)."""
         ...
 
+    def lineage(self) -> tuple[int, bytes]:
+        """``(last finalized round, lineage hash)``: the hash chained over every finalized
+        round by :func:`~fedledger.ledger.rules.lineage_hash` (``(0, 32 zero bytes)`` before
+        the first)."""
+        ...
+
     def can_download(self, account: str) -> bool:
         """Whether ``account`` may download the task's blobs: a reader, or as the access
         policy says (active members; token holders; anyone)."""
@@ -421,7 +479,31 @@ class Ledger(Protocol):
         """Reward tokens (wei) minted to ``account`` by :meth:`claim`."""
         ...
 
-    def join(self, endpoint: str, stake: int) -> TxResult: ...
+    def join(self, endpoint: str, stake: int, consent: bytes = b"") -> TxResult:
+        """Become a member staking ``stake`` wei; a non-empty ``consent`` registers its data
+        owner's consent policy (``Consent``, from the next round on)."""
+        ...
+
+    def set_consent(self, policy: bytes) -> TxResult:
+        """Active member only: register its data owner's consent policy from the next round
+        on (``Consent``; nothing is stored)."""
+        ...
+
+    def reconfigure(
+        self,
+        rule_id: int,
+        rule_params_digest: bytes,
+        quorum_bps: int,
+        min_stake: int,
+        allowlist_only: bool,
+        reward_per_round: int,
+        access_policy: int,
+        document: bytes,
+    ) -> TxResult:
+        """Governor only: the governable rules from the next round to open on, with the
+        configuration document they come from (its sha256 is the new config digest); a second
+        change before that round opens replaces the first."""
+        ...
 
     def leave(self) -> TxResult: ...
 
@@ -509,8 +591,26 @@ class TaskTransactions:
     def _send(self, name: str, *args: Any, value: int = 0) -> TxResult:
         raise NotImplementedError
 
-    def join(self, endpoint: str, stake: int) -> TxResult:
-        return self._send("join", endpoint, value=stake)
+    def join(self, endpoint: str, stake: int, consent: bytes = b"") -> TxResult:
+        return self._send("join", endpoint, bytes(consent), value=stake)
+
+    def set_consent(self, policy: bytes) -> TxResult:
+        return self._send("set_consent", bytes(policy))
+
+    def reconfigure(
+        self,
+        rule_id: int,
+        rule_params_digest: bytes,
+        quorum_bps: int,
+        min_stake: int,
+        allowlist_only: bool,
+        reward_per_round: int,
+        access_policy: int,
+        document: bytes,
+    ) -> TxResult:
+        return self._send("reconfigure", rule_id, rule_params_digest, quorum_bps, min_stake,
+                          allowlist_only, reward_per_round, access_policy,
+                          bytes(document))  # fmt: skip
 
     def leave(self) -> TxResult:
         return self._send("leave")
@@ -590,6 +690,12 @@ def batch_arguments(
             pairs.append(pair)
         entries.append((s.message.update, s.message.examples, index[pair], s.r, s.vs))
     return pairs, entries
+
+
+def rules_argument(rules: TaskRules) -> tuple[int, bytes, int, int, bool, int, int]:
+    """``reconfigure``'s arguments before the document, from the governable ``rules``."""
+    return (rules.rule_id, rules.rule_params_digest, rules.quorum_bps, rules.min_stake,
+            rules.allowlist_only, rules.reward_per_round, rules.access_policy)  # fmt: skip
 
 
 def message_argument(s: SignedRound) -> tuple[bytes, int, bytes, bytes, int, int]:

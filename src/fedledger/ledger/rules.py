@@ -3,8 +3,9 @@
 Nodes, the in-memory ledger and the audit compute exactly what the contract computes, from
 here: the phase, status and access-policy numbers, the aggregation rules' on-chain ids, the
 result digest the contract checks (:func:`result_digest`; the signed round message is
-:mod:`fedledger.ledger.messages`), the quorum
-(:func:`quorum_stake`) and the rules a task configuration asks for (:func:`rules_for`).
+:mod:`fedledger.ledger.messages`), the quorum (:func:`quorum_stake`), the model lineage's
+hash chain (:func:`lineage_hash`), a consent policy's digest (:func:`consent_digest`) and the
+rules a task configuration asks for (:func:`rules_for`).
 
 Hashing uses eth_abi and eth_utils (the contract's ABI encoding and keccak256); nothing here
 imports web3 or talks to a chain.
@@ -47,6 +48,8 @@ __all__ = [
     "STATUS_NONE",
     "STATUS_SLASHED",
     "ZERO_ADDRESS",
+    "consent_digest",
+    "lineage_hash",
     "quorum_stake",
     "result_digest",
     "rule_params_digest",
@@ -141,6 +144,22 @@ def _bytes32(value: bytes) -> bytes:
     return value
 
 
+def lineage_hash(previous: bytes, round: int, model: bytes) -> bytes:
+    """The model lineage after finalized round ``round`` with model digest ``model``:
+    keccak256(abi_encode(previous, round, model)), ``previous`` being the lineage before it
+    (32 zero bytes before the first finalized round), as the contract chains it
+    (``Task.lineage``)."""
+    return keccak(
+        abi_encode(["bytes32", "uint256", "bytes32"], [_bytes32(previous), round, _bytes32(model)])
+    )
+
+
+def consent_digest(policy: bytes) -> bytes:
+    """A consent policy's digest in the ``Consent`` event: sha256 of the policy, 32 zero bytes
+    for an empty one."""
+    return hashlib.sha256(policy).digest() if policy else _ZERO32
+
+
 def quorum_stake(rules: TaskRules, round_stake: int) -> int:
     """ceil(quorum_bps * round_stake / 10000), as the contract computes it."""
     return -(-rules.quorum_bps * round_stake // BPS)
@@ -154,8 +173,11 @@ def rule_params_digest(task: TaskConfig) -> bytes:
     return hashlib.sha256(blob.encode()).digest()
 
 
-def rules_for(task: TaskConfig, *, token: str, treasury: str) -> TaskRules:
-    """The contract rules a task configuration asks for."""
+def rules_for(
+    task: TaskConfig, *, token: str, treasury: str, governor: str = ZERO_ADDRESS
+) -> TaskRules:
+    """The contract rules a task configuration asks for (``governor``: who may change the
+    governable ones; the zero address: nobody)."""
     # Imported here: the records import this module's numbering (a record's phase, its rule).
     from fedledger.ledger.records import TaskRules
 
@@ -176,4 +198,5 @@ def rules_for(task: TaskConfig, *, token: str, treasury: str) -> TaskRules:
         access_policy=ACCESS_POLICIES.index(cfg.access),
         cooldown=cfg.cooldown,
         treasury=to_checksum_address(treasury),
+        governor=to_checksum_address(governor),
     )

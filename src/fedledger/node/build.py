@@ -74,7 +74,7 @@ def driver_factory(
             )  # fmt: skip
             driver = LedgerDriver(core, logic, ledger=ledger, stake=cfg.stake,
                                   start_timeout=cfg.start_timeout, task=cfg.task,
-                                  aggregation_params=dict(cfg.task.aggregation.params))  # fmt: skip
+                                  consent=cfg.consent)  # fmt: skip
             driver.signed_messages.update(signed)
             return driver
         if cfg.task.secure_aggregation:

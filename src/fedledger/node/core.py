@@ -38,6 +38,7 @@ from fedledger.aggregation.round import aggregate_round
 from fedledger.attacks.adversary import Adversary
 from fedledger.commit import decode, digest_from_cid, encode
 from fedledger.config.node import NodeConfig
+from fedledger.config.task import TaskConfig
 from fedledger.data import Dataset, NodeData
 from fedledger.data.site import SiteStats, pool, site_stats, standardized
 from fedledger.errors import (
@@ -211,6 +212,8 @@ class NodeCore:
         self.failure: str | None = None
         self.refused: str | None = None
         self.expelled: str | None = None
+        self.withdrew: str | None = None
+        """Why this node left the task on its data owner's consent policy, if it did."""
         self.started_at = 0.0
         self.stalled = False
         self.aggregated_rounds = 0
@@ -317,7 +320,9 @@ class NodeCore:
         inputs: Sequence[Contribution],
         reputation: Sequence[tuple[int, int]] | None,
         randomness: bytes = b"",
+        task: TaskConfig | None = None,
     ) -> tuple[str, list[int]]:
+        rules = self.task if task is None else task
         blobs: list[bytes | None] = []
         for c in inputs:
             try:
@@ -328,13 +333,13 @@ class NodeCore:
         base_blob = self.store.get(base)
         outcome = await asyncio.to_thread(
             aggregate_round,
-            self.task.aggregation,
+            rules.aggregation,
             base=base_blob,
             updates=blobs,
             num_examples=[c.num_examples for c in inputs],
             reputation=reputation,
             max_bytes=self.blob_bytes,
-            scoring=self._scoring(rnd, base, inputs, randomness),
+            scoring=self._scoring(rnd, base, inputs, randomness, rules),
         )
         self._adversary.saw(
             [b for b, c in zip(blobs, inputs, strict=True) if b is not None and c.sender != self.me]
@@ -349,9 +354,9 @@ class NodeCore:
         return self.store.put(outcome.model), list(outcome.scores)
 
     def _scoring(self, rnd: int, base: str, inputs: Sequence[Contribution],
-                 randomness: bytes) -> Scoring | None:  # fmt: skip
+                 randomness: bytes, task: TaskConfig) -> Scoring | None:  # fmt: skip
         """Contribution scores (``[incentives]``): the task's test split as validation set."""
-        rules = self.task.incentives
+        rules = task.incentives
         if rules.scores == "rule":
             return None
         seed = scores_seed(task=self.task.digest(), rnd=rnd, base=digest_from_cid(base),
@@ -426,6 +431,14 @@ class NodeCore:
         if self.expelled is None:
             self.expelled = reason
             log.error("stopping: %s", reason)
+        self.finished.set()
+
+    def withdraw(self, reason: str) -> None:
+        """This node's data owner no longer consents (``reason``): it left the task and
+        stops; the rounds it contributed to stay in the record."""
+        if self.withdrew is None:
+            self.withdrew = reason
+            log.warning("left the task: %s", reason)
         self.finished.set()
 
     def fail(self, reason: str) -> None:
@@ -672,7 +685,7 @@ class NodeCore:
             if not await self._until_finished():
                 self.stalled = True
                 self.fail(f"no progress for {self.config.stall_timeout:.0f} s")
-            if self.failure is None and self.expelled is None:
+            if self.failure is None and self.expelled is None and self.withdrew is None:
                 await self._linger()
                 if self.on_finished is not None:
                     self.on_finished(self.summary())
@@ -825,12 +838,18 @@ class NodeCore:
             await asyncio.sleep(0.05)
         await asyncio.sleep(min(0.5, self.config.linger))
 
+    def _holds_model(self) -> bool:
+        """Whether the node ended holding the task's model (it did not fail, was not
+        expelled, did not leave)."""
+        return self.failure is None and not self.expelled and not self.withdrew
+
     def summary(self) -> dict[str, Any]:
         return {
             "node": self.config.index,
             "address": self.identity.address,
-            "final_model": self.final_model if self.failure is None and not self.expelled else None,
+            "final_model": self.final_model if self._holds_model() else None,
             "expelled": self.expelled,
+            "withdrew": self.withdrew,
             "failure": self.failure,
             "stalled": self.stalled,
             "started_at": self.started_at,

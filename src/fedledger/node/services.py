@@ -13,6 +13,7 @@ from collections.abc import Collection, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from fedledger.attacks.adversary import Adversary
+from fedledger.config.task import TaskConfig
 from fedledger.gossip.blobs import BlobStore
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.messages import Message
@@ -61,9 +62,12 @@ class Services(Protocol):
         inputs: Sequence[Contribution],
         reputation: Sequence[tuple[int, int]] | None,
         randomness: bytes = b"",
+        task: TaskConfig | None = None,
     ) -> tuple[str, list[int]]:
         """The round function on ``inputs`` from ``base``: the new model's CID (stored) and
-        each input's score (``randomness``: the round's on chain, for contribution scores)."""
+        each input's score (``randomness``: the round's on chain, for contribution scores;
+        ``task``: the rules in force in the round when governance changed them, else the
+        node's own)."""
         ...
 
     async def mix(self, iteration: int, inputs: Sequence[tuple[str, float]]) -> str:
@@ -77,6 +81,10 @@ class Services(Protocol):
     def round_finished(self, rnd: int, model: str, extra: Mapping[str, Any]) -> None:
         """A round (or iteration) ended with ``model``: progress, then :meth:`round_done` in
         the background."""
+        ...
+
+    def withdraw(self, reason: str) -> None:
+        """The data owner's consent no longer covers the task: the node left it; stop."""
         ...
 
     def expel(self, reason: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -121,6 +121,7 @@ async def run_ledger_in_process(
     owner: LocalAccount,
     transport: str = "memory",
     progress: ProgressFn | None = None,
+    on_chain: Callable[[Chain, LedgerDeployment], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Every node in this process, each with its own account on the shared chain, over the
     memory transport or gRPC on 127.0.0.1. Blobs go to each node's directory (the audit reads
@@ -155,5 +156,7 @@ async def run_ledger_in_process(
             )  # fmt: skip
         if progress is not None:
             report_progress(nodes, total, progress)
+        if on_chain is not None and started:
+            on_chain(chain, deployment)
         await asyncio.wait(runs, timeout=0.2)
     return list(await asyncio.gather(*runs))

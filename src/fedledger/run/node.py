@@ -118,6 +118,8 @@ def check_summary(summary: dict[str, Any]) -> None:
         raise RunFailed(f"the task refused this node: {summary['refused']}")
     if summary.get("expelled"):
         raise RunFailed(f"the task expelled this node: {summary['expelled']}")
+    if summary.get("withdrew"):
+        return  # it left the task as its data owner's consent policy says
     if summary.get("failure"):
         raise RunFailed(str(summary["failure"]))
     if not summary.get("final_model"):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from fedledger.config import TaskConfig
+from fedledger.config.consent import ConsentPolicy
 from fedledger.config.node import NodeConfig, Peer, write_node_config
 from fedledger.errors import ConfigError
 from fedledger.gossip.identity import Identity
@@ -35,12 +36,14 @@ def plan(
     attack: str | None = None,
     attackers: Sequence[int] = (),
     identities: Sequence[Identity] | None = None,
+    consents: Mapping[int, ConsentPolicy] | None = None,
 ) -> list[NodeConfig]:
     """Node configurations for every member of ``task`` on 127.0.0.1.
 
     ``identities`` are the nodes' keys; by default they are derived from the task seed
     (:meth:`Identity.from_seed`): reproducible local simulations only, never where stakes are
-    real (fedledger.keys decides; ``fedledger node`` makes a fresh key).
+    real (fedledger.keys decides; ``fedledger node`` makes a fresh key). ``consents``: the
+    data owners' consent policies of some nodes, by index (the others have none).
     """
     n = task.nodes
     if identities is None:
@@ -76,6 +79,7 @@ def plan(
                 chain=chain_url, task_address=task_address,
                 attack=attack if i in attackers else None, attackers=len(attackers),
                 probe="backdoor" if attack == "backdoor" else None,
+                consent=(consents or {}).get(i),
             )
         )  # fmt: skip
         if transport == "grpc":

@@ -10,7 +10,7 @@ from fedledger.commit import digest_from_cid
 from fedledger.config.node import NodeConfig
 from fedledger.errors import RunFailed
 from fedledger.gossip.topology import TopologySpec
-from fedledger.ledger.records import Finalized, Ledger, Slashed
+from fedledger.ledger.records import Distributed, Finalized, Ledger, Slashed
 from fedledger.report import Accuracy, Report, RoundRecord
 from fedledger.rundir import LedgerDeployment, read_rounds
 
@@ -24,8 +24,15 @@ def ledger_final(
     task; tokens are minted when a member claims them)."""
     events = ledger.events(deployment.first_block)
     finalized = sorted({e.round for e in events if isinstance(e, Finalized) and e.round <= rounds})
+    scores = dict.fromkeys(addresses, 0.0)
+    for e in events:  # each paid round's scores as shares of the round: rounds' worth
+        total = sum(e.scores) if isinstance(e, Distributed) else 0
+        if isinstance(e, Distributed) and total:
+            for who, score in zip(e.contributors, e.scores, strict=True):
+                scores[who] = scores.get(who, 0.0) + score / total
     return {
         "rounds_finalized": len(finalized),
+        "scores": scores,
         "slashed": sorted({e.member for e in events if isinstance(e, Slashed)}),
         "rewards": {a: ledger.earned_of(a) / 10**18 for a in addresses},
         "token_supply": ledger.token_supply() / 10**18,
@@ -102,8 +109,9 @@ def merge_report(
         ))  # fmt: skip
     # Nodes the task refused to register (a stake below the minimum), and members it expelled
     # (slashed), hold no model.
-    finals = [s.get("final_model") for s in summaries
-              if s.get("refused") is None and s.get("expelled") is None]  # fmt: skip
+    # Members that left on their consent policy stopped early.
+    finals = [s.get("final_model") for s in summaries if s.get("refused") is None
+              and s.get("expelled") is None and s.get("withdrew") is None]  # fmt: skip
     last = records[-1] if records else None
     final: dict[str, Any] = {
         "acc_mean": last.acc_mean if last else None,
@@ -115,6 +123,7 @@ def merge_report(
         "model_digests_agree": None not in finals and len(set(finals)) == 1,
         "refused": {s["address"]: s["refused"] for s in summaries if s.get("refused")},
         "expelled": {s["address"]: s["expelled"] for s in summaries if s.get("expelled")},
+        "withdrew": {s["address"]: s["withdrew"] for s in summaries if s.get("withdrew")},
         "bytes_per_node_per_round": {
             "sent": sum(r.extra["bytes_per_node"]["sent"] for r in records) / max(len(records), 1),
             "recv": sum(r.extra["bytes_per_node"]["recv"] for r in records) / max(len(records), 1),

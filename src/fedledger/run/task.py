@@ -8,7 +8,7 @@ import json
 import logging
 import subprocess
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,11 +17,13 @@ from eth_account.signers.local import LocalAccount
 from fedledger.attacks.behaviour import OMNISCIENT, PROTOCOL_ATTACKS, Attack
 from fedledger.attacks.data import choose_attackers
 from fedledger.config import TaskConfig
+from fedledger.config.consent import ConsentPolicy
+from fedledger.config.node import NodeConfig
 from fedledger.errors import ConfigError, RunFailed
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.topology import TopologySpec
 from fedledger.ledger.chain import Chain, EmbeddedChain, RpcChain
-from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
+from fedledger.ledger.contract_ledger import ContractLedger, deploy_task_contracts
 from fedledger.ledger.reputation import uses_reputation
 from fedledger.node.consensus import Timeouts
 from fedledger.report import Report
@@ -34,7 +36,7 @@ from fedledger.run.local import (
 from fedledger.run.plan import ProgressFn, plan
 from fedledger.run.processes import run_processes
 from fedledger.run.results import add_attack, check_run, ledger_final, merge_report
-from fedledger.rundir import JOURNAL_FILE, LedgerDeployment
+from fedledger.rundir import JOURNAL_FILE, LedgerDeployment, read_rounds
 
 log = logging.getLogger("fedledger.run")
 
@@ -48,13 +50,45 @@ GAS_FUNDS = 10**18
 def deploy_for_run(
     chain: Chain, task: TaskConfig, *, owner: LocalAccount, members: Sequence[str], backend: str
 ) -> LedgerDeployment:
-    """Deploy the task's contracts and fund every member's account with stake and gas."""
+    """Deploy the task's contracts (with its model NFT, and its Governor and Timelock when it
+    has ``[governance]``) and fund every member's account with stake and gas."""
     first = chain.block_number()
-    task_address, token = deploy_task(chain, task, owner=owner)
+    contracts = deploy_task_contracts(chain, task, owner=owner)
     for address in members:
         chain.transfer(address, task.ledger.min_stake + GAS_FUNDS, sender=owner)
-    return LedgerDeployment(backend=backend, chain_id=chain.chain_id, task=task_address,
-                            token=token, owner=owner.address, first_block=first)  # fmt: skip
+    return LedgerDeployment(backend=backend, chain_id=chain.chain_id, task=contracts.task,
+                            token=contracts.token, owner=owner.address, first_block=first,
+                            nft=contracts.nft, governor=contracts.governor,
+                            timelock=contracts.timelock)  # fmt: skip
+
+
+def mint_models(chain: Chain, deployment: LedgerDeployment, owner: LocalAccount,
+                configs: Sequence[NodeConfig], rounds: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Mint every finalized model of the run as an NFT (in order, against the task's
+    lineage), each with the most epsilon any node had spent by its round (0 without
+    differential privacy); the tokens minted."""
+    if deployment.nft is None:
+        return []
+    from fedledger.ledger.governance import ModelNFT
+    from fedledger.ledger.records import Finalized
+
+    reader = ContractLedger(chain, deployment.task, None)
+    finalized = sorted((e.round, e.model_digest) for e in reader.events(deployment.first_block)
+                       if isinstance(e, Finalized))  # fmt: skip
+    nft = ModelNFT(chain, deployment.nft, owner)
+    last, _ = nft.last_minted()
+    todo = [(r, m) for r, m in finalized if r > last]
+    spent: dict[int, float] = {}
+    for cfg in configs:
+        for rec in read_rounds(cfg):
+            if rec.get("epsilon") is not None:
+                spent[rec["round"]] = max(spent.get(rec["round"], 0.0), float(rec["epsilon"]))
+    if todo:
+        nft.mint([r for r, _ in todo], [m for _, m in todo],
+                 [round(spent.get(r, 0.0) * 1_000_000) for r, _ in todo])  # fmt: skip
+    return [{"round": m.round, "token_uri": m.token_uri, "parent": m.parent,
+             "epsilon": m.epsilon / 1_000_000, "owner": m.owner}
+            for m in nft.minted()]  # fmt: skip
 
 
 def run_task(
@@ -74,6 +108,8 @@ def run_task(
     attack: str | None = None,
     attackers: float = 0.0,
     on_poll: Callable[[dict[int, subprocess.Popen[bytes]]], None] | None = None,
+    consents: Mapping[int, ConsentPolicy] | None = None,
+    on_chain: Callable[[Chain, LedgerDeployment], None] | None = None,
 ) -> Report:
     """``fedledger run``: the whole task on this machine, then report.json in ``out``.
 
@@ -90,7 +126,10 @@ def run_task(
     the run directory also gets ``ledger.json``, and the audit runs at the end unless
     ``audit`` is False. ``on_poll``: called with the node processes (by index) about five
     times a second in a run of one process per node on a JSON-RPC chain (tests kill and
-    restart nodes with it).
+    restart nodes with it). ``consents``: some nodes' data owners' consent policies, by index
+    (ledger runs). ``on_chain``: with the embedded chain, called with it and the deployment
+    about five times a second while the nodes run (tests act on the chain with it: governance
+    votes).
     """
     if transport not in ("grpc", "memory"):
         raise ConfigError(f"unknown transport {transport!r}; known: grpc, memory",
@@ -135,7 +174,7 @@ def run_task(
             task, out=out, task_path=task_path, transport=transport, topology=topology,
             timeouts=timeouts, progress=progress, timeout=timeout, chain=chain,
             deployer_key=deployer_key, audit=audit, attack=attack, attackers=bad,
-            on_poll=on_poll,
+            on_poll=on_poll, consents=consents, on_chain=on_chain,
         )  # fmt: skip
     if attack is not None:
         add_attack(report, attack=attack, attackers=bad)
@@ -190,6 +229,8 @@ def _run_with_ledger(
     attack: str | None = None,
     attackers: Sequence[int] = (),
     on_poll: Callable[[dict[int, subprocess.Popen[bytes]]], None] | None = None,
+    consents: Mapping[int, ConsentPolicy] | None = None,
+    on_chain: Callable[[Chain, LedgerDeployment], None] | None = None,
 ) -> tuple[Report, list[dict[str, Any]]]:
     backend: Chain
     if chain == "embedded":
@@ -222,10 +263,10 @@ def _run_with_ledger(
     if chain == "embedded":
         configs = plan(task, task_path=task_path, out=out, mode="consensus", topology=topology,
                        transport=transport, timeouts=timeouts, attack=attack,
-                       attackers=attackers)  # fmt: skip
+                       attackers=attackers, consents=consents)  # fmt: skip
         runner = run_ledger_in_process(
             configs, chain=backend, deployment=deployment, owner=owner, transport=transport,
-            progress=progress,
+            progress=progress, on_chain=on_chain,
         )  # fmt: skip
         try:
             summaries = within(timeout, runner)
@@ -235,7 +276,8 @@ def _run_with_ledger(
         configs = plan(task, task_path=task_path, out=out, mode="consensus", topology=topology,
                        transport="grpc", timeouts=timeouts, chain_url=chain,
                        task_address=deployment.task, attack=attack,
-                       attackers=attackers, identities=identities)  # fmt: skip
+                       attackers=attackers, identities=identities,
+                       consents=consents)  # fmt: skip
         owner_ledger = ContractLedger(backend, deployment.task, owner)
         started = [False]
 
@@ -247,8 +289,12 @@ def _run_with_ledger(
                 on_poll(procs)
 
         summaries = run_processes(configs, progress=progress, timeout=timeout, on_poll=start)
+    models = mint_models(backend, deployment, owner, configs, task.rounds)
+    if chain == "embedded":
+        embedded.save(out / JOURNAL_FILE)  # with the minted models
     reader = ContractLedger(backend, deployment.task, None)
     figures = ledger_final(reader, deployment, members, task.rounds)
+    figures["models"] = models
     if audit:
         from fedledger.audit import audit_run
 

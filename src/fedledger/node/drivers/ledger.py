@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedledger.attacks.adversary import Adversary
+from fedledger.config.amendments import RulesInForce
+from fedledger.config.consent import ConsentPolicy, Consents, violations
 from fedledger.config.task import TaskConfig
 from fedledger.errors import (
     FedledgerError,
@@ -26,6 +28,8 @@ from fedledger.errors import (
 from fedledger.gossip.messages import Message
 from fedledger.ledger.messages import ZERO32, SignedRound
 from fedledger.ledger.records import (
+    Configured,
+    Consent,
     Joined,
     Ledger,
     LedgerEvent,
@@ -63,14 +67,20 @@ EARLY_MESSAGES = 256
 class LedgerDriver:
     def __init__(self, services: Services, logic: LedgerRoundNode, *, ledger: Ledger,
                  stake: int | None, start_timeout: float, task: TaskConfig,
-                 aggregation_params: dict[str, Any]) -> None:  # fmt: skip
+                 consent: ConsentPolicy | None = None) -> None:  # fmt: skip
         self.services = services
         self.task = task
+        self.consent = consent
+        """This node's data owner's consent policy (None: none)."""
+        self.rules = RulesInForce(base=task)
+        """The task's configuration in force in each round (governance changes included)."""
+        self.consents = Consents()
+        """Every member's registered consent policy, by round."""
+        self._leaving = False
         self.logic = logic
         self.ledger = ledger
         self.stake = stake
         self.start_timeout = start_timeout
-        self.uses_reputation = uses_reputation(aggregation_params)
         self.adversary: Adversary = services.adversary
         self.chain_now = 0.0
         self._second = -1.0
@@ -131,12 +141,20 @@ class LedgerDriver:
             log.error("%s", mismatch)
             return mismatch
         status = await asyncio.to_thread(ledger.status_of, me)
+        head = await asyncio.to_thread(ledger.head)
+        past = await asyncio.to_thread(ledger.events, -1, head)
+        self._read_governance(past)
         if status == STATUS_NONE:
+            refusal = self._consent_refusal()
+            if refusal is not None:
+                log.error("%s", refusal)
+                return refusal
             rules = await asyncio.to_thread(ledger.rules)
             stake = self.stake if self.stake is not None else rules.min_stake
             stake = self.adversary.stake(stake)
+            consent = self.consent.document() if self.consent is not None else b""
             try:
-                await asyncio.to_thread(ledger.join, self.services.endpoint, stake)
+                await asyncio.to_thread(ledger.join, self.services.endpoint, stake, consent)
             except TransactionReverted as exc:  # e.g. a stake below the minimum
                 log.error("the task refused %s: %s", me, exc.reason)
                 return exc.reason
@@ -144,7 +162,12 @@ class LedgerDriver:
         elif status != STATUS_ACTIVE:
             raise LedgerError(f"{me} cannot take part: its membership status is {status}")
         else:
+            refusal = self._consent_refusal()
+            if refusal is not None:  # restarted with a policy the task no longer meets
+                await self._leave(refusal)
+                return refusal
             await self._publish_endpoint()
+            await self._publish_consent(past)
         deadline = self.services.clock() + self.start_timeout
         history: list[LedgerEvent] = []
         seen = -1
@@ -174,6 +197,53 @@ class LedgerDriver:
         self.services.publish("hello", rnd, {"endpoint": self.services.endpoint})
         return None
 
+    def _read_governance(self, events: Sequence[LedgerEvent]) -> None:
+        """The configuration changes and consent policies in ``events``."""
+        for e in events:
+            if isinstance(e, Configured):
+                self.rules = self.rules.with_change(e.from_round, e.document)
+            elif isinstance(e, Consent):
+                self.consents.add(e.member, e.from_round, e.policy)
+
+    def _consent_refusal(self) -> str | None:
+        """Why this node's consent policy does not cover the task's latest rules, if not."""
+        if self.rules.invalid:
+            first, invalid = self.rules.invalid[-1]
+            return (f"the task's governance changed its rules from round {first} in a way a "
+                    f"vote may not: {invalid}")  # fmt: skip
+        why = violations(self.consent, self.rules.latest(),
+                         task_address=self.ledger.task_address)  # fmt: skip
+        if why:
+            return f"this node's consent policy does not cover the task: {why[0]}"
+        return None
+
+    async def _publish_consent(self, events: Sequence[LedgerEvent]) -> None:
+        """A member restarted with another consent policy registers it (``set_consent``):
+        it is in force from the next round."""
+        registered = b""
+        for e in events:
+            if isinstance(e, Consent) and e.member == self.services.me:
+                registered = e.policy
+        mine = self.consent.document() if self.consent is not None else b""
+        if registered == mine:
+            return
+        try:
+            await asyncio.to_thread(self.ledger.set_consent, mine)
+            log.info("registered the new consent policy (%d bytes)", len(mine))
+        except TransactionReverted as exc:
+            log.warning("cannot register the new consent policy: %s", exc.reason)
+
+    async def _leave(self, reason: str) -> None:
+        """Leave the task (its data owner's consent policy no longer covers it) and stop."""
+        if self._leaving:
+            return
+        self._leaving = True
+        try:
+            await asyncio.to_thread(self.ledger.leave)
+        except TransactionReverted as exc:
+            log.warning("cannot leave the task: %s", exc.reason)
+        self.services.withdraw(reason)
+
     async def _publish_endpoint(self) -> None:
         """A member restarted on another endpoint says so on chain (``move``): peers, and
         members restarted later, read endpoints from the registry."""
@@ -195,7 +265,9 @@ class LedgerDriver:
         """Why this node's task configuration is not the task's on chain, if it is not."""
         from fedledger.config.task import config_differences
 
-        rules = await asyncio.to_thread(self.ledger.rules)
+        # The deployment's configuration (round 1's, unless governance changed it before the
+        # start: then the deployment's document, below, still matches).
+        rules = await asyncio.to_thread(self.ledger.rules_at, 1)
         mine = self.task.digest()
         if rules.config_digest == mine:
             return None
@@ -208,6 +280,8 @@ class LedgerDriver:
             except FedledgerError as exc:
                 log.warning("cannot read the task's configuration from the chain: %s", exc)
             else:
+                if theirs.digest() == mine:
+                    return None
                 return f"{what}: " + "; ".join(config_differences(self.task, theirs))
         return what
 
@@ -265,6 +339,11 @@ class LedgerDriver:
         """New chain events: the registry's changes, then the round logic."""
         self.chain_now = now
         self.update_registry(events)
+        if any(isinstance(e, Configured | Consent) for e in events):
+            changes = len(self.rules.changes) + len(self.rules.invalid)
+            self._read_governance(events)
+            if len(self.rules.changes) + len(self.rules.invalid) != changes:
+                self._rules_changed()
         if self.secagg is not None:
             self.secagg.on_events(events)
         self.act(self.logic.on_events(events, self.now()))
@@ -272,6 +351,23 @@ class LedgerDriver:
             ready = [k for k, s in self._early.items() if s.signer in self.active]
             for key in ready:
                 self.act(self.logic.on_message(self._early.pop(key), self.now()))
+
+    def _rules_changed(self) -> None:
+        """Governance changed the task's rules: leave if this node's consent no longer covers
+        them; else follow them (the privacy budget at once, the rule from its round on)."""
+        refusal = self._consent_refusal()
+        if refusal is not None:
+            if not self._leaving:
+                log.warning("%s: leaving the task", refusal)
+                self.services.spawn(self._leave(refusal), what="leaving the task")
+            return
+        latest = self.rules.latest()
+        first = self.rules.changes[-1][0] if self.rules.changes else 1
+        log.info("the task's rules change from round %d (rule %s)", first,
+                 latest.aggregation.rule)  # fmt: skip
+        plan = latest.privacy_plan()
+        if plan is not None and self.logic.max_releases is not None:
+            self.logic.max_releases = plan.max_releases
 
     def update_registry(self, events: Sequence[LedgerEvent]) -> None:
         """Who the active members are, and where: joins, departures and slashings."""
@@ -467,15 +563,24 @@ class LedgerDriver:
             log.warning("round %d: signed a second, different message", a.round)
 
     async def _aggregate(self, a: Aggregate) -> None:
-        senders = [c.sender for c in a.inputs]
-        reputation = self.logic.reputation(a.round, senders) if self.uses_reputation else None
+        rules = self.rules.at(a.round)
+        # Updates whose authors' registered consent does not cover the round are left out.
+        dropped = self.consents.uncovered([c.sender for c in a.inputs], rules,
+                                          task_address=self.ledger.task_address,
+                                          rnd=a.round)  # fmt: skip
+        for sender, why in dropped.items():
+            log.warning("round %d: leaving out %s's update: %s", a.round, sender, why)
+        inputs = [c for c in a.inputs if c.sender not in dropped]
+        senders = [c.sender for c in inputs]
+        reputation = (self.logic.reputation(a.round, senders)
+                      if uses_reputation(rules.aggregation.params) else None)  # fmt: skip
         randomness = b""
-        if self.task.incentives.scores != "rule":  # the hash of the round's last message's block
+        if rules.incentives.scores != "rule":  # the hash of the round's last message's block
             block = self.logic.last_block(a.round)
             if block is not None:
                 randomness = await asyncio.to_thread(self.ledger.block_hash, block)
-        cid, scores = await self.services.aggregate(a.round, a.base, a.inputs, reputation,
-                                                    randomness)  # fmt: skip
+        cid, scores = await self.services.aggregate(a.round, a.base, inputs, reputation,
+                                                    randomness, rules)  # fmt: skip
         self.act(self.logic.aggregated(a.round, cid, senders, scores, self.now()))
 
     async def _transact(self, a: Submit | Distribute | Close | Evidence) -> None:
