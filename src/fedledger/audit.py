@@ -386,12 +386,15 @@ class Auditor:
         initial: bytes | None = None,
         initial_cid: str | None = None,
         identity: Identity | None = None,
+        nft: str | None = None,
     ) -> None:
         """``task``: the configuration to audit against (None: the one published on chain);
         ``initial``: the initial model blob (None: rebuilt from the configuration, else
         fetched by ``initial_cid`` if given); ``identity``: fetch the blobs no local store
         holds from the task's members, signing the requests with this key."""
         self.chain = chain
+        self.nft = nft
+        """The task's model NFT contract, if known: its tokens are checked too."""
         self.ledger = ContractLedger(chain, task_address, None)
         self.from_block = from_block
         self.task = task if task is not None else self.ledger.task_config(from_block)
@@ -517,6 +520,32 @@ class Auditor:
                                       rnd=rnd)  # fmt: skip
         detail = "; ".join(f"{m}'s update is included: {why}" for m, why in sorted(bad.items()))
         return Check(name="consent", ok=not bad, detail=detail)
+
+    def _models(self) -> Check:
+        """Every minted model NFT names a finalized round's model, its parent is the finalized
+        round before, and its epsilon is the one the accountant gives."""
+        from fedledger.incentives.models import model_epsilon
+        from fedledger.ledger.governance import ModelNFT
+
+        assert self.nft is not None
+        finalized = sorted({(e.round, e.model_digest) for e in self._events
+                            if isinstance(e, Finalized)})  # fmt: skip
+        models = dict(finalized)
+        previous = {r: (finalized[i - 1][0] if i else 0) for i, (r, _) in enumerate(finalized)}
+        plan = self.task.privacy_plan()
+        bad = []
+        minted = ModelNFT(self.chain, self.nft, None).minted()
+        for m in minted:
+            if models.get(m.round) != m.model:
+                bad.append(f"token {m.round} holds model {m.model.hex()[:16]}, not the round's "
+                           "finalized one")  # fmt: skip
+            elif m.parent != previous[m.round]:
+                bad.append(f"token {m.round}'s parent is {m.parent}, not {previous[m.round]}")
+            elif m.epsilon != (eps := model_epsilon(self._events, plan, m.round)):
+                bad.append(f"token {m.round} states epsilon {m.epsilon / 1e6:g}, the accountant "
+                           f"gives {eps / 1e6:g}")  # fmt: skip
+        detail = "; ".join(bad) if bad else f"{len(minted)} minted"
+        return Check(name="models", ok=not bad, detail=detail)
 
     def _history(self, rounds: dict[int, _Round]) -> Check:
         """Every round the contract started (up to the task's last) is in the audited block
@@ -1095,7 +1124,9 @@ class Auditor:
     def _rewards(self, d: Distributed) -> Check:
         rules = self.ledger.rules()
         reward = self.rules.at(d.round).ledger.reward_wei
-        cap = rules.max_rounds * max(reward, *(t.ledger.reward_wei for _, t in self.rules.changes))
+        changed = [t.ledger.reward_wei for _, t in self.rules.changes]
+        rewards = [self.rules.base.ledger.reward_wei, *changed]
+        cap = rules.max_rounds * max(rewards)
         bad = []
         total = sum(d.scores)
         slashed = {e.member for e in self._slashes if _key(e) < _key(d)}
@@ -1261,6 +1292,7 @@ class Auditor:
                 self._history(rounds),
                 self._slashing(),
                 *([privacy] if figures is not None else []),
+                *([self._models()] if self.nft is not None else []),
             ),
             rounds=tuple(verdicts),
             notes=tuple(notes),
@@ -1314,10 +1346,12 @@ def audit_run(
     from fedledger.rundir import JOURNAL_FILE, LedgerDeployment
 
     first = 0
+    nft = None
     if rpc is None:
         deployment = LedgerDeployment.read(run_dir)
         task_address = task_address or deployment.task
         first = deployment.first_block
+        nft = deployment.nft if task_address == deployment.task else None
         if chain is None:
             if deployment.backend == "embedded":
                 chain = EmbeddedChain.replay(run_dir / JOURNAL_FILE)  # checks every block hash
@@ -1337,6 +1371,7 @@ def audit_run(
         task=task,
         blobs=BlobSource(stores),
         from_block=first,
+        nft=nft,
     ).run()
 
 

@@ -118,3 +118,53 @@ def test_a_vote_switches_the_rule_mid_run_and_a_node_leaves_on_its_consent(
     assert proposal["state"] == "executed"
     assert proposal["changes"]["aggregation.rule"] == ["fedavg", "trimmed_mean"]
     assert listed["changes"] == [{"from_round": first, "rule": "trimmed_mean"}]
+
+
+def test_a_node_whose_consent_excludes_the_task_refuses_to_join(tmp_path: Path) -> None:
+    base = load_config(DIGITS)
+    task = replace(base, nodes=4, rounds=2, purpose="digit recognition",
+                   data=replace(base.data, partition="iid"))  # fmt: skip
+    report = run_task(task, out=tmp_path, transport="memory", chain="embedded", timeout=600,
+                      consents={3: ConsentPolicy(purposes=("cancer research",)),
+                                2: ConsentPolicy(purposes=("digit recognition",),
+                                                 rules=("fedavg",))}).to_dict()  # fmt: skip
+    final = report["final"]
+    refuser = report["addresses"][3]
+    assert list(final["refused"]) == [refuser]
+    assert (
+        "purpose 'digit recognition' is not one of 'cancer research'" in final["refused"][refuser]
+    )
+    assert final["rounds_finalized"] == 2
+    assert final["audit_ok"] is True
+    # The consenting node registered its policy at join: the Consent event holds it.
+    from fedledger.ledger.chain.embedded import EmbeddedChain
+    from fedledger.ledger.records import Consent, Joined
+
+    deployment = LedgerDeployment.read(tmp_path)
+    chain = EmbeddedChain.replay(tmp_path / "chain.jsonl")
+    events = ContractLedger(chain, deployment.task, None).events(deployment.first_block)
+    assert refuser not in {e.member for e in events if isinstance(e, Joined)}
+    (consent,) = [e for e in events if isinstance(e, Consent)]
+    assert consent.member == report["addresses"][2]
+    assert consent.policy == ConsentPolicy(purposes=("digit recognition",),
+                                           rules=("fedavg",)).document()  # fmt: skip
+
+
+def test_a_model_token_with_a_wrong_epsilon_fails_the_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fedledger.incentives.models as models
+    from fedledger.audit import audit_run
+
+    base = load_config(DIGITS)
+    task = replace(base, nodes=3, rounds=2, data=replace(base.data, partition="iid"))
+    with monkeypatch.context() as m:  # the run mints its tokens claiming epsilon 0.5
+        m.setattr(models, "model_epsilon", lambda *_: 500_000)
+        report = run_task(task, out=tmp_path, transport="memory", chain="embedded",
+                          timeout=600, audit=False).to_dict()  # fmt: skip
+    assert [t["epsilon"] for t in report["final"]["models"]] == [0.5, 0.5]
+    verdict = audit_run(tmp_path)
+    (check,) = [c for c in verdict.task_checks if c.name == "models"]
+    assert not check.ok
+    assert "token 1 states epsilon 0.5, the accountant gives 0" in check.detail
+    assert not verdict.ok

@@ -706,7 +706,7 @@ class NftMachine(Machine):
             rounds[head], models[head], epsilons[head], rounds[MAX_MINT:], models[MAX_MINT:]
         )  # fmt: skip
         if variant == "lengths":
-            epsilons = [*epsilons, 0]
+            epsilons = epsilons[:-1] if epsilons else [0]
         allowed = (
             self.status.get(sender) == 1
             or sender == self.d.owner

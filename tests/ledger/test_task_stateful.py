@@ -625,7 +625,6 @@ class TaskMachine(RuleBasedStateMachine):
         return [(e.member, e.digest, e.policy, e.from_round) for e in self.task.get_logs()
                 if type(e).__name__ == "Consent"]  # fmt: skip
 
-    @rule(who=ACTOR, policy=st.sampled_from(POLICIES))
     def set_consent(self, who: int, policy: bytes) -> None:
         """An account registers its data owner's consent policy: a Consent event only."""
         a = self.actor(who)
@@ -1057,9 +1056,16 @@ class TaskMachine(RuleBasedStateMachine):
             m.fail(m.current - 1)
 
     @rule(who=ACTOR, zero_key=st.sampled_from([False] * 5 + [True]),
-          blob=st.booleans(), rounds=st.sampled_from(KEY_ROUNDS))  # fmt: skip
-    def set_keys(self, who: int, zero_key: bool, blob: bool, rounds: tuple[int, int, int]) -> None:
-        """An account registers secure-aggregation keys: a Keys event, nothing stored."""
+          blob=st.booleans(), rounds=st.sampled_from(KEY_ROUNDS),
+          consent=st.sampled_from([None, None, *POLICIES]))  # fmt: skip
+    def set_keys(self, who: int, zero_key: bool, blob: bool, rounds: tuple[int, int, int],
+                 consent: bytes | None) -> None:  # fmt: skip
+        """An account registers secure-aggregation keys (a Keys event, nothing stored), or
+        (`consent` not None) its data owner's consent policy (one rule for both: every rule
+        more makes the sequences' other steps rarer)."""
+        if consent is not None:
+            self.set_consent(who, consent)
+            return
         a = self.actor(who)
         key = ZERO if zero_key else hashlib.sha256(f"channel/{a}".encode()).digest()
         digest = hashlib.sha256(f"keys/{a}/{rounds}".encode()).digest() if blob else ZERO

@@ -131,7 +131,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     from fedledger.config import load_config
     from fedledger.ledger.chain import RpcChain
-    from fedledger.ledger.contract_ledger import deploy_task
+    from fedledger.ledger.contract_ledger import deploy_task_contracts
 
     url = rpc_url(args.rpc, field="rpc")
     _check_key_options(args)
@@ -151,7 +151,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     first_block = chain.block_number()
     console.print(f"deploying [bold]{escape(cfg.name)}[/bold] on chain {chain_id} as "
                   f"{owner.address}...", highlight=False, soft_wrap=True)  # fmt: skip
-    task_address, token = deploy_task(chain, cfg, owner=owner)
+    contracts = deploy_task_contracts(chain, cfg, owner=owner)
+    task_address, token = contracts.task, contracts.token
     snippet = node_toml(url=url, task_address=task_address, nodes=cfg.nodes,
                         label_column=cfg.data.label_column)  # fmt: skip
     result = {
@@ -161,6 +162,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         "chain_id": chain_id,
         "rpc": url,
         "first_block": first_block + 1,
+        "nft": contracts.nft,
+        "governor": contracts.governor,
+        "timelock": contracts.timelock,
         "config_digest": "0x" + cfg.digest().hex(),
         "task_toml": {"path": str(args.config), "sha256": file_sha256},
         "nodes": cfg.nodes,
@@ -176,6 +180,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         f"Task '{cfg.name}' deployed on chain {chain_id} ({url})",
         f"  task address    {task_address}",
         f"  token address   {token}",
+        f"  model NFT       {contracts.nft}  (each finalized model a token: fedledger model "
+        "mint)",
+        *([f"  governor        {contracts.governor}  (token holders vote: fedledger "
+           "propose, vote, proposals)", f"  timelock        {contracts.timelock}  (the "
+           "task's governor: runs passed proposals)"] if contracts.governor else []),
         f"  owner           {owner.address}",
         f"  chain id        {chain_id}",
         f"  config digest   0x{cfg.digest().hex()}  (sha256 of the canonical JSON: the task's "

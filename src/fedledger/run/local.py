@@ -62,10 +62,14 @@ def start_when_joined(owner: ContractLedger, n: int, *, secure: bool = False) ->
     return True
 
 
-def joining(configs: Sequence[NodeConfig]) -> int:
+def joining(configs: Sequence[NodeConfig], task_address: str) -> int:
     """How many nodes the owner waits for before starting: all but the Sybils, whose join the
-    contract refuses (their stake is below the minimum)."""
-    return sum(1 for c in configs if c.attack != "sybil")
+    contract refuses (their stake is below the minimum), and those whose data owner's consent
+    does not cover the task (they refuse to join)."""
+    from fedledger.config.consent import violations
+
+    return sum(1 for c in configs if c.attack != "sybil"
+               and not violations(c.consent, c.task, task_address=task_address))  # fmt: skip
 
 
 async def run_in_memory(
@@ -151,7 +155,7 @@ async def run_ledger_in_process(
     while not all(r.done() for r in runs):
         if not started:
             started = await asyncio.to_thread(
-                start_when_joined, owner_ledger, joining(configs),
+                start_when_joined, owner_ledger, joining(configs, deployment.task),
                 secure=configs[0].task.secure_aggregation,
             )  # fmt: skip
         if progress is not None:

@@ -18,7 +18,6 @@ from fedledger.attacks.behaviour import OMNISCIENT, PROTOCOL_ATTACKS, Attack
 from fedledger.attacks.data import choose_attackers
 from fedledger.config import TaskConfig
 from fedledger.config.consent import ConsentPolicy
-from fedledger.config.node import NodeConfig
 from fedledger.errors import ConfigError, RunFailed
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.topology import TopologySpec
@@ -36,7 +35,7 @@ from fedledger.run.local import (
 from fedledger.run.plan import ProgressFn, plan
 from fedledger.run.processes import run_processes
 from fedledger.run.results import add_attack, check_run, ledger_final, merge_report
-from fedledger.rundir import JOURNAL_FILE, LedgerDeployment, read_rounds
+from fedledger.rundir import JOURNAL_FILE, LedgerDeployment
 
 log = logging.getLogger("fedledger.run")
 
@@ -63,31 +62,23 @@ def deploy_for_run(
 
 
 def mint_models(chain: Chain, deployment: LedgerDeployment, owner: LocalAccount,
-                configs: Sequence[NodeConfig], rounds: int) -> list[dict[str, Any]]:  # fmt: skip
-    """Mint every finalized model of the run as an NFT (in order, against the task's
-    lineage), each with the most epsilon any node had spent by its round (0 without
-    differential privacy); the tokens minted."""
+                task: TaskConfig) -> list[dict[str, Any]]:  # fmt: skip
+    """Mint every finalized model of the run as an NFT (in order, against the task's lineage;
+    epsilon as :mod:`fedledger.incentives.models` computes it); the tokens minted."""
     if deployment.nft is None:
         return []
+    from fedledger.incentives.models import EPSILON_UNIT, models_to_mint
     from fedledger.ledger.governance import ModelNFT
-    from fedledger.ledger.records import Finalized
 
     reader = ContractLedger(chain, deployment.task, None)
-    finalized = sorted((e.round, e.model_digest) for e in reader.events(deployment.first_block)
-                       if isinstance(e, Finalized))  # fmt: skip
     nft = ModelNFT(chain, deployment.nft, owner)
     last, _ = nft.last_minted()
-    todo = [(r, m) for r, m in finalized if r > last]
-    spent: dict[int, float] = {}
-    for cfg in configs:
-        for rec in read_rounds(cfg):
-            if rec.get("epsilon") is not None:
-                spent[rec["round"]] = max(spent.get(rec["round"], 0.0), float(rec["epsilon"]))
+    todo = models_to_mint(reader.events(deployment.first_block), task.privacy_plan(),
+                          after=last, rounds=task.rounds)  # fmt: skip
     if todo:
-        nft.mint([r for r, _ in todo], [m for _, m in todo],
-                 [round(spent.get(r, 0.0) * 1_000_000) for r, _ in todo])  # fmt: skip
+        nft.mint([t.round for t in todo], [t.model for t in todo], [t.epsilon for t in todo])
     return [{"round": m.round, "token_uri": m.token_uri, "parent": m.parent,
-             "epsilon": m.epsilon / 1_000_000, "owner": m.owner}
+             "epsilon": m.epsilon / EPSILON_UNIT, "owner": m.owner}
             for m in nft.minted()]  # fmt: skip
 
 
@@ -283,13 +274,13 @@ def _run_with_ledger(
 
         def start(procs: dict[int, subprocess.Popen[bytes]]) -> None:
             if not started[0]:
-                started[0] = start_when_joined(owner_ledger, joining(configs),
+                started[0] = start_when_joined(owner_ledger, joining(configs, deployment.task),
                                                secure=task.secure_aggregation)  # fmt: skip
             if on_poll is not None:
                 on_poll(procs)
 
         summaries = run_processes(configs, progress=progress, timeout=timeout, on_poll=start)
-    models = mint_models(backend, deployment, owner, configs, task.rounds)
+    models = mint_models(backend, deployment, owner, task)
     if chain == "embedded":
         embedded.save(out / JOURNAL_FILE)  # with the minted models
     reader = ContractLedger(backend, deployment.task, None)
