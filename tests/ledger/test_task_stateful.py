@@ -106,11 +106,17 @@ HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 ROUND_TYPEHASH = keccak(ROUND_TYPE.encode())
 CONFIG_DOCUMENT = b'{"name":"stateful-v2"}'
 RULE_PARAMS = b"\x01" * 32
-# reconfigure's choices (some invalid: each revert reason of its checks).
-QUORUMS = [6700, 5001, 10000, 9000, 5000, 10001]
-MIN_STAKES = [MIN_STAKE, MIN_STAKE, 10, 30, 0, MAX_STAKE + 1]
-REWARDS = [REWARD, 7, 0, 2**86, (2**88 - 1) // MAX_ROUNDS + 1]
-ACCESS = [0, 0, 1, 2, 3]
+# reconfigure's valid choices, and its invalid values (one per call at most: each revert).
+QUORUMS = [6700, 5001, 10000, 9000]
+MIN_STAKES = [MIN_STAKE, MIN_STAKE, 10, 30]
+REWARDS = [REWARD, 7, 0, (2**88 - 1) // MAX_ROUNDS]
+ACCESS = [0, 0, 1, 2]
+INVALID = {
+    "quorum_low": ("quorum", 5000), "quorum_high": ("quorum", 10001),
+    "stake_zero": ("min_stake", 0), "stake_high": ("min_stake", MAX_STAKE + 1),
+    "reward": ("reward", (2**88 - 1) // MAX_ROUNDS + 1), "access": ("access", 3),
+    "empty": ("document", b""),
+}  # fmt: skip
 POLICIES = [b"", b"", b'{"purposes":["x"]}', b"p" * 2048]
 
 # Batches that list one pair twice (`pairs[i] == pairs[j]`): the tally of the pair is the
@@ -643,17 +649,24 @@ class TaskMachine(RuleBasedStateMachine):
         reward=st.sampled_from(REWARDS),
         access=st.sampled_from(ACCESS),
         allowlist=st.sampled_from([False, False, True]),
-        empty=st.sampled_from([False] * 9 + [True]),
+        invalid=st.sampled_from([None] * 7 + sorted(INVALID)),
         rule_id=st.integers(0, 7),
     )
     def reconfigure(self, by: str, quorum: int, min_stake: int, reward: int, access: int,
-                    allowlist: bool, empty: bool, rule_id: int) -> None:  # fmt: skip
+                    allowlist: bool, invalid: str | None, rule_id: int) -> None:  # fmt: skip
         """The governor (or someone else, refused) changes the governable rules from the next
         round on; a change not in force yet is replaced."""
         m = self.m
         sender = {"governor": self.d.governor, "owner": self.d.owner,
                   "member": self.d.accounts[0]}[by]  # fmt: skip
-        document = b"" if empty else f"rules/{quorum}/{min_stake}/{reward}/{access}".encode()
+        document = f"rules/{quorum}/{min_stake}/{reward}/{access}/{allowlist}".encode()
+        if invalid is not None:
+            name, value = INVALID[invalid]
+            quorum = value if name == "quorum" else quorum
+            min_stake = value if name == "min_stake" else min_stake
+            reward = value if name == "reward" else reward
+            access = value if name == "access" else access
+            document = b"" if name == "document" else document
         params = hashlib.sha256(b"params" + document).digest()
         reason = None
         if sender != self.d.governor:
@@ -1401,7 +1414,6 @@ def test_task_state_machine(deployment: Deployed) -> None:
         "reconfigure: not the governor",
         "reconfigure: quorum not in (5000, 10000]",
         "reconfigure: total reward above 2**88 - 1",
-        "join: not allowlisted",
         "slash: an active member",
         "slash: a member that left",
         "slash: different signers",

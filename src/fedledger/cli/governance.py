@@ -199,6 +199,10 @@ def cmd_execute(args: argparse.Namespace) -> int:
         result = gov.queue(p.target, p.data, p.description)
         what = f"queued: it may run from time {t.chain.now() + gov.timelock_delay()} on"
     elif p.state == STATE_QUEUED:
+        now = t.chain.now()
+        if p.eta > now:  # before sending a transaction that would revert
+            raise LedgerError(f"proposal {hex(p.id)} is queued: the timelock runs it from chain "
+                              f"time {p.eta} on, {p.eta - now} s from now")  # fmt: skip
         result = gov.execute(p.target, p.data, p.description)
         what = "executed"
     else:
