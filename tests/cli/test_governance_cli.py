@@ -123,6 +123,21 @@ def test_token_holders_switch_the_rule_through_the_timelock(
     assert "executed" in out
     assert "in force from round 3: rule median" in out
 
+    # A member mints the finalized model (round 1) as an NFT owned by the timelock.
+    nft = ["--rpc", url, "--task", task, "--nft", str(deployed["nft"])]
+    code, out, err = _run(capsys, "model", "mint", *nft, "--key", str(keys[1]))
+    assert code == 0, err
+    assert out.startswith(f"minted model #1 ({model1.hex()[:16]})")
+    code, out, err = _run(capsys, "model", "mint", *nft, "--key", str(keys[1]))
+    assert code == 0, err
+    assert "nothing to mint" in out
+    (token,) = _json(capsys, "model", "nfts", *nft, "--json")["models"]
+    assert (token["round"], token["parent"], token["epsilon"]) == (1, 0, 0.0)
+    assert token["owner"] == deployed["timelock"]
+    from fedledger.commit.cid import cid_from_digest
+
+    assert token["token_uri"] == "ipfs://" + cid_from_digest(model1)
+
 
 def test_a_task_without_governance_has_no_proposals(
     anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
