@@ -69,3 +69,6 @@ def test_rules_in_force_by_round() -> None:
     assert bad.invalid[0][0] == 6
     assert "changes rounds" in bad.invalid[0][1]
     assert rules.with_change(6, b"garbage").invalid[0][0] == 6
+    # The deployment's own event, and a change back to the rules before a pending one: none.
+    assert RulesInForce(base=BASE).with_change(1, BASE.document()).changes == ()
+    assert rules.with_change(4, BASE.document()).changes == ()

@@ -99,10 +99,11 @@ class RulesInForce:
     def with_change(self, from_round: int, document: bytes) -> RulesInForce:
         """This history and one more ``Configured(from_round, document)``. A change that
         replaces a pending one for the same round replaces it."""
-        if not self.changes and from_round <= 1 and document == self.base.document():
-            return self  # the deployment's own Configured event
         kept = tuple(c for c in self.changes if c[0] < from_round)
         before = kept[-1][1] if kept else self.base
+        if document == before.document():  # no change (the deployment's own event), or one
+            return RulesInForce(base=self.base, changes=kept,  # cancelling a pending change
+                                invalid=self.invalid)  # fmt: skip
         try:
             new = config_from_document(document)
             check_amendment(before, new)

@@ -77,6 +77,8 @@ class LedgerDriver:
         self.consents = Consents()
         """Every member's registered consent policy, by round."""
         self._leaving = False
+        self._governance_read = (-1, -1)
+        """The last event read for configuration changes and consent policies."""
         self.logic = logic
         self.ledger = ledger
         self.stake = stake
@@ -198,8 +200,12 @@ class LedgerDriver:
         return None
 
     def _read_governance(self, events: Sequence[LedgerEvent]) -> None:
-        """The configuration changes and consent policies in ``events``."""
+        """The configuration changes and consent policies in ``events`` (each once: the first
+        poll reads the whole history again)."""
         for e in events:
+            if (e.block, e.index) <= self._governance_read:
+                continue
+            self._governance_read = (e.block, e.index)
             if isinstance(e, Configured):
                 self.rules = self.rules.with_change(e.from_round, e.document)
             elif isinstance(e, Consent):
