@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from fedledger.config import PrivacyConfig, TaskConfig
+from fedledger.config import AggregationConfig, LedgerConfig, PrivacyConfig, TaskConfig
 from fedledger.config.amendments import RulesInForce, check_amendment
-from fedledger.config.task import AggregationConfig, LedgerConfig, TrainConfig
 from fedledger.errors import ConfigError
+from fedledger.learning.trainer import TrainConfig
 
 BASE = TaskConfig(rounds=10, nodes=5)
 ROBUST = replace(BASE, aggregation=AggregationConfig(rule="trimmed_mean", f=1,

@@ -176,15 +176,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     start = f"fedledger task start --rpc {url} --task {task_address} --config {args.config}"
+    governance = []
+    if contracts.governor is not None:
+        governance = [
+            f"  governor        {contracts.governor}  (token holders vote: fedledger propose)",
+            f"  timelock        {contracts.timelock}  (the task's governor: runs passed votes)",
+        ]
     out = [
         f"Task '{cfg.name}' deployed on chain {chain_id} ({url})",
         f"  task address    {task_address}",
         f"  token address   {token}",
-        f"  model NFT       {contracts.nft}  (each finalized model a token: fedledger model "
-        "mint)",
-        *([f"  governor        {contracts.governor}  (token holders vote: fedledger "
-           "propose, vote, proposals)", f"  timelock        {contracts.timelock}  (the "
-           "task's governor: runs passed proposals)"] if contracts.governor else []),
+        f"  model NFT       {contracts.nft}  (each finalized model a token: model mint)",
+        *governance,
         f"  owner           {owner.address}",
         f"  chain id        {chain_id}",
         f"  config digest   0x{cfg.digest().hex()}  (sha256 of the canonical JSON: the task's "
