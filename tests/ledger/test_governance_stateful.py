@@ -876,11 +876,13 @@ def test_governance_state_machine(
                      "cancel: votes were cast", "queue: ok", "queue: proposal has not succeeded",
                      "execute delay: ok", "execute mint: ok", "execute pay: ok",
                      "execute pay: erc20: transfer amount exceeds balance",
-                     "execute delay: timelock delay not over"],
+                     "execute delay: timelock delay not over | execute mint: timelock delay "
+                     "not over | execute pay: timelock delay not over"],
         "nft": ["mint right: ok", "mint short: not the task's lineage",
                 "mint tampered: not the task's lineage", "mint again: rounds not increasing",
                 "mint right: not a member, owner or governor", "mint_prefix right: ok",
                 "transferFrom: ok", "transferFrom: erc721: caller is not token owner or approved"],
     }[name]  # fmt: skip
-    missing = [o for o in wanted if OUTCOMES[o] == 0]
+    # "a | b": either will do.
+    missing = [o for o in wanted if not any(OUTCOMES[x] for x in o.split(" | "))]
     assert not missing, (missing, OUTCOMES)
