@@ -31,6 +31,7 @@ DIGITS = ROOT / "examples" / "digits.toml"
 NODES = 5
 ROUNDS = 6
 FEDAVG_ONLY = NODES - 1
+IGNORER = 2
 
 
 class Voters:
@@ -53,6 +54,10 @@ class Voters:
         members = [Identity.from_seed(0, i) for i in range(NODES)]
         for m in members:
             ledger.claim(m.address)
+        # Member IGNORER registers a FedAvg-only policy, but its node does not hold it (it
+        # will keep sending updates after the switch).
+        ContractLedger(chain, deployment.task, Account.from_key(members[IGNORER].private_key)
+                       ).set_consent(ConsentPolicy(rules=("fedavg",)).document())  # fmt: skip
         assert deployment.governor is not None
         voters = [Governance(chain, deployment.governor, Account.from_key(m.private_key))
                   for m in members[:3]]  # fmt: skip
@@ -100,6 +105,14 @@ def test_a_vote_switches_the_rule_mid_run_and_a_node_leaves_on_its_consent(
     leaver = report["addresses"][FEDAVG_ONLY]
     assert [e.member for e in events if isinstance(e, Left)] == [leaver]
     assert "trimmed_mean" in final["withdrew"][leaver]
+    # The member that ignores its registered consent kept sending updates: every node left them
+    # out of the rounds its policy does not cover, so it earned nothing for them.
+    ignorer = report["addresses"][IGNORER]
+    paid = [e for e in events if isinstance(e, Distributed)]
+    assert any(ignorer in e.contributors for e in paid if e.round < first)
+    assert all(ignorer not in e.contributors for e in paid if e.round >= first)
+    assert [e for e in paid if e.round >= first]
+    assert ignorer not in final["withdrew"]
     # The audit recomputed every finalized round, those after the change with its rule.
     audit = json.loads((tmp_path / "audit.json").read_text())
     assert audit["ok"] is True
@@ -168,3 +181,36 @@ def test_a_model_token_with_a_wrong_epsilon_fails_the_audit(
     assert not check.ok
     assert "token 1 states epsilon 0.5, the accountant gives 0" in check.detail
     assert not verdict.ok
+
+
+def test_nodes_that_use_an_update_its_owner_did_not_consent_to_fail_the_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedledger.audit import audit_run
+    from fedledger.config.consent import Consents
+
+    base = load_config(DIGITS)
+    task = replace(base, nodes=3, rounds=3, data=replace(base.data, partition="iid"))
+    registered: list[int] = []
+
+    def withdraw_consent(chain: Chain, deployment: LedgerDeployment) -> None:
+        # Member 1 registers a policy the task's FedAvg does not meet (its node holds none).
+        if not registered:
+            member = Account.from_key(Identity.from_seed(task.seed, 1).private_key)
+            ContractLedger(chain, deployment.task, member).set_consent(
+                ConsentPolicy(rules=("median",)).document())  # fmt: skip
+            registered.append(ContractLedger(chain, deployment.task, None).current_round())
+
+    with monkeypatch.context() as m:  # colluding nodes: they keep every update
+        m.setattr(Consents, "uncovered", lambda *_, **__: {})
+        report = run_task(task, out=tmp_path, transport="memory", chain="embedded", timeout=600,
+                          audit=False, on_chain=withdraw_consent).to_dict()  # fmt: skip
+    assert report["final"]["rounds_finalized"] == 3
+    verdict = audit_run(tmp_path)
+    failed = {(r.round, c.name): c.detail for r in verdict.rounds for c in r.checks if not c.ok}
+    first = registered[0] + 1
+    member = report["addresses"][1]
+    assert failed
+    assert all(name == "consent" and rnd >= first for rnd, name in failed)
+    assert f"{member}'s update is included: aggregation rule 'fedavg' is not one of median" in (
+        failed[(first, "consent")])  # fmt: skip
