@@ -106,6 +106,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"[bold]{escape(cfg.name)}[/bold]: {cfg.nodes} nodes, {cfg.rounds} rounds, "
         f"{args.mode} mode, {args.topology} topology, {where}, rule {cfg.aggregation.rule}"
     )
+    consents = _consents(args.consent or [], cfg.nodes)
+    if consents and chain == "none":
+        raise ConfigError("consent policies are registered on chain: a ledger run only",
+                          field="consent")  # fmt: skip
     with progress_bar() as bar:
         task_id = bar.add_task("rounds", total=cfg.rounds, acc=0.0)
 
@@ -116,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg, out=args.out, mode=args.mode, transport=args.transport, topology=topology,
             mixing=args.mixing, progress=progress, timeout=args.timeout, chain=chain,
             deployer_key=deployer_key, audit=not args.no_audit, attack=args.attack,
-            attackers=args.attackers,
+            attackers=args.attackers, consents=consents,
         )  # fmt: skip
         bar.update(task_id, completed=report.final.get("rounds_completed", 0))
     f = report.final
@@ -178,6 +182,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             + ", ".join(f"{i}: {v:,.1f}" for i, v in enumerate(rewards.values()))
             + f" (total {sum(rewards.values()):,.1f} tokens)"
         )
+        for key, what in (("refused", "did not join"), ("withdrew", "left the task")):
+            for address, why in (f.get(key) or {}).items():
+                console.print(f"{address} {what}: {escape(str(why))}", soft_wrap=True)
         scores = f.get("scores") or {}
         if scores:
             console.print(
@@ -199,6 +206,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if f.get("audit_ok") is False:
         return 1
     return 0
+
+
+def _consents(items: list[str], nodes: int) -> dict[int, Any]:
+    """``--consent INDEX=FILE`` options: each node's policy, from the file's [consent]."""
+    from fedledger.config.consent import parse_consent
+    from fedledger.config.task import read_toml
+
+    out: dict[int, Any] = {}
+    for item in items:
+        index, eq, path = item.partition("=")
+        if not eq or not index.strip().isdigit() or not 0 <= int(index) < nodes:
+            raise ConfigError(f"not INDEX=FILE with INDEX in 0..{nodes - 1}: {item!r}",
+                              field="consent")  # fmt: skip
+        doc = read_toml(path.strip(), what="consent policy")
+        if set(doc) != {"consent"}:
+            raise ConfigError(f"{path.strip()} must hold one [consent] table", field="consent")
+        out[int(index)] = parse_consent(doc["consent"])
+    return out
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -277,5 +302,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="override the task's aggregation rule (tolerating the attackers: f = their "
         "number); 'robust' is the default robust rule: Multi-Krum after nearest-neighbour "
         "mixing, tolerating as many attackers as it can",
+    )
+    p.add_argument(
+        "--consent",
+        action="append",
+        metavar="INDEX=FILE",
+        help="node INDEX's data owner's consent policy: a TOML file with a [consent] table "
+        "(repeatable; docs/incentives.md)",
     )
     p.set_defaults(func=cmd_run)
