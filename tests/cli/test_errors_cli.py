@@ -182,3 +182,22 @@ def test_brackets_in_a_task_name_and_a_path_are_printed(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "d[/x]" in proc.stderr
     assert (out / "report.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("policy", "option", "expected"),
+    [
+        ('[consent]\nrules = ["nope"]\n', "1=POLICY", "consent.rules: unknown value 'nope'"),
+        ('[consent]\nmax_rounds = "x"\n', "1=POLICY", "consent.max_rounds: must be an integer"),
+        ("rules = []\n", "1=POLICY", "must hold one [consent] table"),
+        ('[consent]\nrules = ["fedavg"]\n', "7=POLICY", "INDEX in 0..1"),
+        ('[consent]\nrules = ["fedavg"]\n', "POLICY", "not INDEX=FILE"),
+    ],
+)
+def test_bad_consent_policies(tmp_path: Path, policy: str, option: str, expected: str) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(policy)
+    consent = option.replace("POLICY", str(path))
+    proc = fedledger("run", "--config", str(DIGITS), "--out", str(tmp_path / "out"), "--nodes",
+                     "2", "--rounds", "1", "--consent", consent)  # fmt: skip
+    assert expected in one_line_error(proc, 2)

@@ -96,6 +96,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             keyfile=args.deployer_keyfile, password_file=args.password_file
         )
         deployer_key = deployer.private_key if deployer is not None else None
+    consents = _consents(args.consent or [], cfg.nodes)
+    if consents and chain == "none":
+        raise ConfigError("consent policies are registered on chain: a ledger run only",
+                          field="consent")  # fmt: skip
     if chain == "embedded":
         where = f"one process over {args.transport}, embedded EVM ledger"
     elif chain == "none":
@@ -106,10 +110,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"[bold]{escape(cfg.name)}[/bold]: {cfg.nodes} nodes, {cfg.rounds} rounds, "
         f"{args.mode} mode, {args.topology} topology, {where}, rule {cfg.aggregation.rule}"
     )
-    consents = _consents(args.consent or [], cfg.nodes)
-    if consents and chain == "none":
-        raise ConfigError("consent policies are registered on chain: a ledger run only",
-                          field="consent")  # fmt: skip
     with progress_bar() as bar:
         task_id = bar.add_task("rounds", total=cfg.rounds, acc=0.0)
 
