@@ -6,9 +6,9 @@
 @license Apache-2.0
 @notice The task's rules, its member registry, and its rounds as certified
         batches of signed messages. Some rules are governable: the governor
-        (if any) may change them, from the next round on (`reconfigure`). In round r each member signs
-        ONE EIP-712 message off chain, Round(r, update, examples, model,
-        result): its update's digest and example count for round r (its
+        (if any) may change them, from the next round on (`reconfigure`).
+        In round r each member signs ONE EIP-712 message off chain, Round(r,
+        update, examples, model, result): its update's digest and example count for round r (its
         commitment: the blob itself is served only once round r's message
         phase closed), and its attestation of round r-1's outcome (model,
         result), whose CID and hashes every node computed itself. Members

@@ -24,8 +24,8 @@ from fedledger.ledger.artifacts import (
     compile_contract,
     load_artifact,
 )
-from fedledger.ledger.messages import ZERO32, RoundMessage
 from fedledger.ledger.contract_ledger import _RULE_FIELDS
+from fedledger.ledger.messages import ZERO32, RoundMessage
 from fedledger.ledger.records import (
     EVENT_TYPES,
     GOVERNABLE_RULES,
@@ -119,8 +119,16 @@ def test_artifact_abi_has_the_task_interface() -> None:
                                   ("recipients", "uint256")]  # fmt: skip
     assert inputs["join"] == [("endpoint", "string"), ("consent", "bytes")]
     assert inputs["set_consent"] == [("policy", "bytes")]
-    assert [t for _, t in inputs["reconfigure"]] == ["uint8", "bytes32", "uint16", "uint256",
-                                                      "bool", "uint256", "uint8", "bytes"]
+    assert [t for _, t in inputs["reconfigure"]] == [
+        "uint8",
+        "bytes32",
+        "uint16",
+        "uint256",
+        "bool",
+        "uint256",
+        "uint8",
+        "bytes",
+    ]
     # The constructor takes the rules in _RULE_FIELDS' order, then the document.
     (constructor,) = (e for e in abi if e.get("type") == "constructor")
     arguments = [i["name"].rstrip("_") for i in constructor["inputs"]]

@@ -352,8 +352,11 @@ def test_rules_are_stored_and_readable(world: World) -> None:
     assert task.governor() == ZERO_ADDRESS
     assert task.owner() == world.owner
     assert task.lineage() == (0, ZERO)
-    assert task.rules_at(0) == task.rules_at(1) == task.rules_at(10**6) == (
-        1, RULE_PARAMS, CONFIG, 6000, ETHER, False, REWARD, ACCESS_MEMBERS, 1
+    assert (
+        task.rules_at(0)
+        == task.rules_at(1)
+        == task.rules_at(10**6)
+        == (1, RULE_PARAMS, CONFIG, 6000, ETHER, False, REWARD, ACCESS_MEMBERS, 1)
     )
     assert task.current_round() == 0
     assert task.members() == []
@@ -1967,7 +1970,7 @@ def test_reconfigure_is_the_governors_and_checked(world: World, governed: World)
         ({"document": b""}, "config document is empty"),
     ):
         with boa.reverts(reason):
-            task.reconfigure(*rules_of(**change), sender=GOVERNOR)  # type: ignore[arg-type]
+            task.reconfigure(*rules_of(**change), sender=GOVERNOR)
     assert events(task, "Configured") == []
     edge = rules_of(quorum=10000, min_stake=2**96 - 1, reward=(2**88 - 1) // MAX_ROUNDS,
                     document=b"x" * 8192)  # fmt: skip
@@ -1985,7 +1988,8 @@ def test_views_follow_the_current_round(governed: World) -> None:
     args = rules_of(rule_id=3, quorum=9000, min_stake=5, allowlist=True, reward=7,
                     access=ACCESS_TOKEN_HOLDERS)  # fmt: skip
     task.reconfigure(*args, sender=GOVERNOR)
-    assert task.rules_at(1)[-1] == 1 and task.rules_at(2) == rules_view(args, 2)
+    assert task.rules_at(1)[-1] == 1
+    assert task.rules_at(2) == rules_view(args, 2)
     current = (task.rule_id(), task.rule_params_digest(), task.config_digest(),
                task.quorum_bps(), task.min_stake(), task.allowlist_only(),
                task.reward_per_round(), task.access_policy())  # fmt: skip
@@ -2039,8 +2043,8 @@ def test_each_round_is_paid_its_own_reward_across_changes(make_world: Any) -> No
     w = make_world(governor=GOVERNOR, max_rounds=12)
     task = w.task
     members = started(w, 3)
-    rewards = {}
-    results = {}
+    rewards: dict[int, int] = {}
+    results: dict[int, tuple[list[str], list[int]]] = {}
     for rnd in range(1, 10):
         rewards[rnd] = task.rules_at(rnd)[6]
         pair = (ZERO, ZERO)
@@ -2136,7 +2140,10 @@ def test_consent_events_and_nothing_stored(world: World) -> None:
     joined, consent = (e for e in task.get_logs() if type(e).__name__ in ("Joined", "Consent"))
     assert type(joined).__name__ == "Joined"
     assert (consent.member, consent.digest, consent.policy, consent.from_round) == (
-        a, hashlib.sha256(policy).digest(), policy, 1
+        a,
+        hashlib.sha256(policy).digest(),
+        policy,
+        1,
     )
     with boa.reverts():
         task.join("x", policy + b"p", sender=b, value=ETHER)  # over 2048 bytes

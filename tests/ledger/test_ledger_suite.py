@@ -27,7 +27,7 @@ from fedledger.config import LedgerConfig, TaskConfig
 from fedledger.errors import LedgerError, TransactionReverted
 from fedledger.gossip.identity import Identity
 from fedledger.ledger.chain import EmbeddedChain
-from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
+from fedledger.ledger.contract_ledger import GAS_LIMITS, ContractLedger, deploy_task
 from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
 from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
@@ -260,6 +260,13 @@ def reverts(reason: str, call: Callable[..., Any], *args: Any) -> None:
     assert info.value.reason == reason
 
 
+def reverts_without_reason(call: Callable[..., Any], *args: Any) -> None:
+    """The call reverts with no reason (the contract's argument decoding refuses it)."""
+    with pytest.raises(TransactionReverted) as info:
+        call(*args)
+    assert info.value.reason is None
+
+
 def strip(event: LedgerEvent) -> tuple[str, dict[str, Any]]:
     """An event's type and payload, without where it was emitted."""
     where = {f.name for f in fields(LedgerEvent)}
@@ -344,7 +351,8 @@ def test_rules_round_trip(world: World) -> None:
     assert owner.earned_of(owner.account) == owner.claimed_of(owner.account) == 0
     assert owner.lineage() == (0, ZERO32)
     (configured,) = owner.events(0)  # the deployment's
-    assert strip(configured) == ("Configured", {"from_round": 1, "config_digest": rules.config_digest,
+    assert strip(configured) == ("Configured", {"from_round": 1,
+                                                "config_digest": rules.config_digest,
                                                 "document": world.task.document()})  # fmt: skip
     assert configured.block <= world.deployed
     assert owner.events(world.deployed) == []
@@ -991,6 +999,35 @@ def test_contract_ledger_reads_the_configuration_from_the_chain() -> None:
     fresh = ContractLedger(world.owner.chain, world.owner.task_address, None)  # type: ignore[attr-defined]
     with pytest.raises(LedgerError, match="no Configured event"):
         fresh.config_document(from_block=after)
+    # A governance change later on: still the deployment's document (round 1's rules).
+    world.join(3)
+    world.owner.start()
+    changed, _ = reconfigure(world, quorum=0.9)
+    again = ContractLedger(world.owner.chain, world.owner.task_address, None)  # type: ignore[attr-defined]
+    assert again.config_document() == task.document()
+    assert again.rules_at(2).config_digest == changed.config_digest != task.digest()
+    # A change before the start replaces round 1's rules, and so its document.
+    early = embedded_world(task)
+    replaced, rules = amended(early, quorum=0.8)
+    early.governor.reconfigure(*rules_argument(rules), replaced.document())
+    reader = ContractLedger(early.owner.chain, early.owner.task_address, None)  # type: ignore[attr-defined]
+    assert reader.config_document() == replaced.document()
+    assert reader.task_config() == replaced
+
+
+def test_contract_ledger_gas_limits_cover_the_largest_calls() -> None:
+    """The fixed gas limits hold join's and set_consent's largest consent policy and
+    reconfigure's largest document (the ledger resends with an estimate when they do not:
+    here they must not need to)."""
+    world = embedded_world(task_config())
+    a = world.accounts[0]
+    policy = b"p" * 2048
+    used = {"join": a.join(endpoint_of(a) + "x" * 200, ETHER, policy).gas_used,
+            "set_consent": a.set_consent(policy).gas_used}  # fmt: skip
+    _, rules = amended(world, quorum=0.9)
+    used["reconfigure"] = world.governor.reconfigure(*rules_argument(rules), b"d" * 8192).gas_used
+    for name, gas in used.items():
+        assert gas < GAS_LIMITS[name], (name, gas)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1038,6 +1075,7 @@ def test_only_the_governor_reconfigures(make_world: Callable[..., World]) -> Non
         reverts(reason, gov.reconfigure, *rules_argument(replace(rules, **change)),
                 task.document())  # fmt: skip
     reverts("config document is empty", gov.reconfigure, *args, b"")
+    reverts_without_reason(gov.reconfigure, *args, b"d" * 8193)  # above 8192 bytes
     assert world.owner.events(world.deployed + 1) == []  # refused: nothing
     assert world.owner.rules() == replace(amended(world)[1])  # the deployment's still
     # The bounds themselves are fine.
@@ -1059,7 +1097,8 @@ def test_only_the_governor_reconfigures(make_world: Callable[..., World]) -> Non
 def test_reconfigure_takes_effect_at_the_next_round(world: World) -> None:
     owner = world.owner
     deployed = owner.rules()
-    assert deployed.from_round == 1 and deployed.governed
+    assert deployed.from_round == 1
+    assert deployed.governed
     # Before the start: round 1's rules are replaced (and the views show it at once).
     first, sent = reconfigure(world, quorum=0.8)
     (configured,) = tx_events(world.governor, sent)
@@ -1132,11 +1171,13 @@ def test_distribute_pays_each_round_its_own_reward(world: World) -> None:
     owner = world.owner
     owner.start()
     rewards = {1: REWARD}
-    results = {}
+    results: dict[int, tuple[list[str], list[int]]] = {}
     for rnd in range(1, 8):
         previous = results.get(rnd - 1)
         pair = (bytes([rnd]) * 32, result_digest(*previous)) if previous else None
-        pay = previous if rnd == 5 else ((), ())  # round 5's batch pays round 4
+        pay: tuple[Sequence[str], Sequence[int]] = ((), ())
+        if rnd == 5 and previous:  # round 5's batch pays round 4
+            pay = previous
         play(world, members, rnd, pair, *pay)
         results[rnd] = result_of(members, [rnd, 1, 1, 1])
         # Round rnd is the current one: a change takes effect from rnd + 1.
@@ -1177,7 +1218,8 @@ def test_admission_and_access_change_at_the_boundary(world: World) -> None:
     reconfigure(world, min_stake=2 * ETHER, access="public")
     # Round 1's rules still: 1 ether is enough; outsiders may not download.
     b.join(endpoint_of(b), ETHER)
-    assert not owner.can_download(e.account) and owner.can_download(a.account)
+    assert not owner.can_download(e.account)
+    assert owner.can_download(a.account)
     assert owner.rules().min_stake == ETHER
     play(world, [a], 1)
     events = play(world, [a, b], 2)
@@ -1248,8 +1290,11 @@ def test_consent_events(world: World) -> None:
     assert strip(withdrawn)[1] == {"member": a.account, "digest": ZERO32, "policy": b"",
                                    "from_round": 2}  # fmt: skip
     big = b"p" * 2048
-    (joined, consent) = tx_events(c, c.join(endpoint_of(c), ETHER, big))
-    assert strip(consent)[1]["from_round"] == 2 and strip(consent)[1]["policy"] == big
+    reverts_without_reason(c.join, endpoint_of(c), ETHER, big + b"p")  # above 2048 bytes
+    reverts_without_reason(a.set_consent, big + b"p")
+    (_, consent) = tx_events(c, c.join(endpoint_of(c), ETHER, big))
+    assert strip(consent)[1]["from_round"] == 2
+    assert strip(consent)[1]["policy"] == big
     a.leave()
     reverts("not a member", a.set_consent, policy)
 

@@ -111,11 +111,11 @@ QUORUMS = [6700, 5001, 10000, 9000]
 MIN_STAKES = [MIN_STAKE, MIN_STAKE, 10, 30]
 REWARDS = [REWARD, 7, 0, (2**88 - 1) // MAX_ROUNDS]
 ACCESS = [0, 0, 1, 2]
-INVALID = {
+INVALID: dict[str, tuple[str, int]] = {
     "quorum_low": ("quorum", 5000), "quorum_high": ("quorum", 10001),
     "stake_zero": ("min_stake", 0), "stake_high": ("min_stake", MAX_STAKE + 1),
     "reward": ("reward", (2**88 - 1) // MAX_ROUNDS + 1), "access": ("access", 3),
-    "empty": ("document", b""),
+    "empty": ("document", 0),  # an empty document
 }  # fmt: skip
 POLICIES = [b"", b"", b'{"purposes":["x"]}', b"p" * 2048]
 
@@ -124,7 +124,7 @@ POLICIES = [b"", b"", b'{"purposes":["x"]}', b"p" * 2048]
 DUPLICATE_PAIRS = True
 EXAMPLES = 1000  # sequences; each is one example of the state machine
 QUICK_EXAMPLES = 50
-STEPS = 25
+STEPS = 27
 
 # Round outcomes in the model.
 OPEN, FINALIZED, FAILED = 0, 1, 2
@@ -695,7 +695,9 @@ class TaskMachine(RuleBasedStateMachine):
                 m.epochs.append(new)
             (event,) = (e for e in self.task.get_logs() if type(e).__name__ == "Configured")
             assert (event.from_round, event.config_digest, event.document) == (
-                new.from_round, new.config_digest, document
+                new.from_round,
+                new.config_digest,
+                document,
             )
 
     # ------------------------------------------------------------ rounds
@@ -1324,10 +1326,14 @@ class TaskMachine(RuleBasedStateMachine):
             assert task.rules_at(r) == m.rules_at(r).view()
         rules = m.rules_at(m.current)
         assert (task.quorum_bps(), task.min_stake(), task.reward_per_round()) == (
-            rules.quorum_bps, rules.min_stake, rules.reward_per_round
+            rules.quorum_bps,
+            rules.min_stake,
+            rules.reward_per_round,
         )
         assert (task.access_policy(), task.allowlist_only(), task.config_digest()) == (
-            rules.access_policy, rules.allowlist_only, rules.config_digest
+            rules.access_policy,
+            rules.allowlist_only,
+            rules.config_digest,
         )
 
     def finalized_rounds_reached_quorum(self) -> None:

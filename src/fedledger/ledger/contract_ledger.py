@@ -235,8 +235,10 @@ class ContractLedger(TaskTransactions):
         self._where = f"task at {task_address}"
         self._account = account
         self.timeout = timeout
-        self._rules: TaskRules | None = None
+        self._rules: TaskRules | None = None  # a task without a governor: its only rules
         self._fixed: dict[str, Any] | None = None
+        self._by_round: dict[int, TaskRules] = {}  # rules of rounds opened already: final
+        self._opened = 0  # the latest current_round seen
         self._document: bytes | None = None
         self._token: Contract | None = None
         self._times: dict[int, int] = {}
@@ -287,13 +289,30 @@ class ContractLedger(TaskTransactions):
         if int(self._fixed_rules()["governor"], 16) == 0:
             self._rules = self._rules_at(0)
             return self._rules
-        return self._rules_at(self.current_round())
+        current = int(self._call("current_round"))
+        self._opened = max(self._opened, current)
+        return self._final_rules_at(current)
 
     @translated
     def rules_at(self, round: int) -> TaskRules:
         if self._rules is not None:
             return self._rules
-        return self._rules_at(round)
+        if int(self._fixed_rules()["governor"], 16) == 0:
+            return self.rules()
+        return self._final_rules_at(round)
+
+    def _final_rules_at(self, round: int) -> TaskRules:
+        """Round ``round``'s rules; cached once the round opened (a change takes effect from
+        the next round to open only, so an open round's rules are final)."""
+        key = max(round, 1)  # round 0's rules are round 1's
+        if key in self._by_round:
+            return self._by_round[key]
+        if key > self._opened:
+            self._opened = max(self._opened, int(self._call("current_round")))
+        rules = self._rules_at(key)
+        if key <= self._opened:
+            self._by_round[key] = rules
+        return rules
 
     def _fixed_rules(self) -> dict[str, Any]:
         if self._fixed is None:

@@ -93,6 +93,8 @@ MAX_EARNED = 2**88 - 1
 MAX_SCORE = 2**128 - 1
 MAX_EXAMPLES = 2**64 - 1
 RING = 8
+MAX_CONFIG = 8192
+MAX_POLICY = 2048
 
 _OPEN, _FINALIZED, _FAILED = 0, 1, 2
 _ROUND_TYPEHASH = keccak(ROUND_TYPE.encode())
@@ -396,6 +398,8 @@ class MemoryTask:
                 raise LedgerError(f"{name}: not a uint{bits}: {number!r}")
         if not isinstance(allowlist_only, bool):
             raise LedgerError(f"allowlist_only: not a bool: {allowlist_only!r}")
+        if len(document) > MAX_CONFIG:  # the contract's argument decoding refuses it
+            raise TransactionReverted(None)
         governor = self.epochs[0].governor
         if governor == ZERO_ADDRESS:
             raise TransactionReverted("no governor")
@@ -427,6 +431,8 @@ class MemoryTask:
 
     def _do_join(self, sender: str, time: int, emit: Any, endpoint: str, consent: bytes = b"",
                  *, value: int) -> None:  # fmt: skip
+        if len(consent) > MAX_POLICY:  # the contract's argument decoding refuses it
+            raise TransactionReverted(None)
         rec = self.record(sender)
         if rec.status == STATUS_ACTIVE:
             raise TransactionReverted("already a member")
@@ -457,6 +463,8 @@ class MemoryTask:
 
     def _do_set_consent(self, sender: str, time: int, emit: Any, policy: bytes, *,
                         value: int) -> None:  # fmt: skip
+        if len(policy) > MAX_POLICY:  # the contract's argument decoding refuses it
+            raise TransactionReverted(None)
         if self.record(sender).status != STATUS_ACTIVE:
             raise TransactionReverted("not a member")
         emit(Consent, member=sender, digest=consent_digest(bytes(policy)), policy=bytes(policy),
