@@ -1,0 +1,27 @@
+"""benchmarks/scale.py runs end to end on tiny sizes: one fresh process per size, the table,
+the JSON and the plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks import scale
+
+
+def test_the_scale_benchmark_measures_each_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert scale.main(["--nodes", "3,2", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "scale.json").read_text())
+    assert [r["nodes"] for r in rows] == [2, 3]
+    for r in rows:
+        assert r["s_per_round"] > 0
+        assert r["peak_mb"] > 50  # torch alone is more
+        assert r["sent_per_node_round"] > 0
+        assert r["finalized"] is None  # no ledger by default
+    assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert "| 3 |" in out
+    assert (tmp_path / "results.md").read_text().startswith("| nodes | s/round")
