@@ -57,8 +57,10 @@ _PERSONAL_PREFIX = b"\x19Ethereum Signed Message:\n32"
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
+@functools.lru_cache(maxsize=4096)
 def checksum_address(raw: bytes) -> str:
-    """The EIP-55 checksummed ``0x`` form of a 20-byte address."""
+    """The EIP-55 checksummed ``0x`` form of a 20-byte address (cached: a task's few members
+    sign every message, and keccak is the cost)."""
     if len(raw) != 20:
         raise ValueError(f"an address has 20 bytes, got {len(raw)}")
     low = raw.hex()

@@ -98,6 +98,7 @@ lists are tuples (``body["ids"]`` is a ``tuple[str, ...]``, ``body["included"]``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -233,9 +234,10 @@ class SignedMessage:
     signature: bytes
     """65 bytes ``r || s || v``."""
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
-        """``sha256(payload).hex()``: the content digest gossip deduplicates by."""
+        """``sha256(payload).hex()``: the content digest gossip deduplicates by (computed once:
+        gossip asks for it at every hop)."""
         return hashlib.sha256(self.payload).hexdigest()
 
 
