@@ -297,13 +297,18 @@ def deploy_model_nft(
 
 
 class _Handle:
-    """What both handles share: the error boundary and sending with a fixed gas limit."""
+    """What both handles share: the contract at ``address`` (artifact ``name``), the error
+    boundary and sending with a fixed gas limit."""
 
-    chain: Chain
-    contract: Contract
-    timeout: float
-    _account: LocalAccount | None
-    _where: str
+    def __init__(self, chain: Chain, address: str, account: LocalAccount | None, *, name: str,
+                 where: str, timeout: float) -> None:  # fmt: skip
+        self.chain = chain
+        self._account = account
+        self.timeout = timeout
+        self._where = f"{where} at {address}"
+        with self._errors():
+            self.contract: Contract = chain.contract(to_checksum_address(address),
+                                                     load_artifact(name)["abi"])  # fmt: skip
 
     def _errors(self) -> AbstractContextManager[None]:
         return map_chain_errors(self._where)
@@ -361,13 +366,9 @@ class Governance(_Handle):
         *,
         timeout: float = 60.0,
     ) -> None:
-        self.chain = chain
-        self._account = account
-        self.timeout = timeout
-        self._where = f"governor at {governor}"
+        super().__init__(chain, governor, account, name="Governor", where="governor",
+                         timeout=timeout)  # fmt: skip
         with self._errors():
-            self.contract = chain.contract(to_checksum_address(governor),
-                                           load_artifact("Governor")["abi"])  # fmt: skip
             token_abi = load_artifact("RewardToken")["abi"]
             self._token = chain.contract(self._call("token"), token_abi)
             self._timelock = chain.contract(self._call("timelock"),
@@ -521,13 +522,8 @@ class ModelNFT(_Handle):
         *,
         timeout: float = 60.0,
     ) -> None:
-        self.chain = chain
-        self._account = account
-        self.timeout = timeout
-        self._where = f"model NFT at {address}"
-        with self._errors():
-            self.contract = chain.contract(to_checksum_address(address),
-                                           load_artifact("ModelNFT")["abi"])  # fmt: skip
+        super().__init__(chain, address, account, name="ModelNFT", where="model NFT",
+                         timeout=timeout)  # fmt: skip
 
     @property
     @translated
