@@ -34,6 +34,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 
 from fedledger.errors import ConfigError, LedgerError, TransactionReverted
+from fedledger.ledger import rules
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import OUT_OF_GAS, Chain, Receipt
 from fedledger.ledger.chain.base import map_chain_errors, translated
@@ -139,7 +140,7 @@ def lineage_hash(rounds: Sequence[int], models: Sequence[bytes], start: bytes = 
         raise ConfigError(f"{len(rounds)} rounds but {len(models)} models", field="models")
     h = bytes(start)
     for r, m in zip(rounds, models, strict=True):
-        h = keccak(abi_encode(["bytes32", "uint256", "bytes32"], [h, r, bytes(m)]))
+        h = rules.lineage_hash(h, r, bytes(m))
     return h
 
 

@@ -21,13 +21,13 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from fedledger.config.amendments import RulesInForce, check_amendment
-from fedledger.config.task import ACCESS_POLICIES, TaskConfig, config_from_document
+from fedledger.config.task import TaskConfig, config_from_document
 from fedledger.errors import ConfigError, LedgerError
 from fedledger.ledger.artifacts import load_artifact
 from fedledger.ledger.chain import Chain
 from fedledger.ledger.chain.base import map_chain_errors
-from fedledger.ledger.records import Configured, Ledger
-from fedledger.ledger.rules import RULE_IDS, rule_params_digest
+from fedledger.ledger.records import Configured, Ledger, rules_argument
+from fedledger.ledger.rules import ZERO_ADDRESS, rules_for
 
 __all__ = ["ProposedChange", "decode_proposal", "governor_of", "reconfigure_args",
            "reconfigure_call", "rules_in_force"]  # fmt: skip
@@ -37,10 +37,9 @@ PROPOSER_ROLE: Final = keccak(text="PROPOSER_ROLE")
 
 def reconfigure_args(task: TaskConfig) -> list[Any]:
     """``Task.reconfigure``'s arguments for configuration ``task``."""
-    cfg = task.ledger
-    return [RULE_IDS[task.aggregation.rule], rule_params_digest(task), cfg.quorum_bps,
-            cfg.min_stake, cfg.allowlist, cfg.reward_wei, ACCESS_POLICIES.index(cfg.access),
-            task.document()]  # fmt: skip
+    # The same mapping as the deployment's (the token and treasury are not governable).
+    governable = rules_for(task, token=ZERO_ADDRESS, treasury=ZERO_ADDRESS)
+    return [*rules_argument(governable), task.document()]
 
 
 def _task_contract(chain: Chain, task_address: str) -> Any:

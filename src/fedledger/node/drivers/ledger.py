@@ -168,7 +168,7 @@ class LedgerDriver:
             if refusal is not None:  # restarted with a policy the task no longer meets
                 await self._leave(refusal)
                 return refusal
-            await self._publish_endpoint()
+            await self._publish_endpoint(past)
             await self._publish_consent(past)
         deadline = self.services.clock() + self.start_timeout
         history: list[LedgerEvent] = []
@@ -250,13 +250,13 @@ class LedgerDriver:
             log.warning("cannot leave the task: %s", exc.reason)
         self.services.withdraw(reason)
 
-    async def _publish_endpoint(self) -> None:
+    async def _publish_endpoint(self, events: Sequence[LedgerEvent]) -> None:
         """A member restarted on another endpoint says so on chain (``move``): peers, and
-        members restarted later, read endpoints from the registry."""
+        members restarted later, read endpoints from the registry (``events``: the task's
+        history)."""
         ledger, me, here = self.ledger, self.services.me, self.services.endpoint
-        head = await asyncio.to_thread(ledger.head)
         registered = None
-        for e in await asyncio.to_thread(ledger.events, -1, head):
+        for e in events:
             if isinstance(e, Joined | Moved) and e.member == me:
                 registered = e.endpoint
         if registered == here:
