@@ -17,8 +17,14 @@ PYTEST_ARGS ?=
 .PHONY: setup demo test lint format bench lock clean
 
 NODE_STAMP := node_modules/.fedledger-installed
+SYSTEM_STAMP := $(VENV)/.system-packages
 
-setup: $(STAMP) $(NODE_STAMP)
+setup: $(SYSTEM_STAMP) $(STAMP) $(NODE_STAMP)
+
+# Debian packages for the browser and multi-host tests (requirements/apt.txt; needs root).
+$(SYSTEM_STAMP): requirements/apt.txt scripts/install-system-packages
+	scripts/install-system-packages
+	mkdir -p $(VENV) && touch $(SYSTEM_STAMP)
 
 # anvil (a local EVM node for the ledger's RPC backend) from npm, pinned by package-lock.json.
 # Never --omit=optional: the binary is in the optional platform package.
