@@ -42,11 +42,14 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 # The main job: the server-based reference on the task's partition, then the same task trained
 # serverless on the ledger (ten nodes with their own keys over gRPC on 127.0.0.1, rounds
 # committed, revealed, attested and finalized on the embedded EVM, rewards paid), ending with
-# the audit replaying the chain and recomputing every round.
+# the audit replaying the chain and recomputing every round. Each run draws report.png beside
+# its report.json (the ledger run against the baseline).
 demo: setup
 	$(VENV)/bin/fedledger baseline --config examples/digits.toml --out $(OUT)/baseline
-	$(VENV)/bin/fedledger run --config examples/digits.toml --out $(OUT)/ledger
+	$(VENV)/bin/fedledger run --config examples/digits.toml --out $(OUT)/ledger --baseline $(OUT)/baseline --overwrite
 	$(VENV)/bin/fedledger audit --run $(OUT)/ledger
+	@echo "plots: $(OUT)/ledger/report.png (the baseline's: $(OUT)/baseline/report.png)"
+	@echo "explore the run: $(VENV)/bin/fedledger explorer --run $(OUT)/ledger"
 
 bench: setup
 	$(VENV)/bin/python -m benchmarks.consensus

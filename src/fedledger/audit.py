@@ -78,6 +78,7 @@ the task-wide checks) are.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -92,7 +93,8 @@ from fedledger.aggregation import fixedpoint as fx
 from fedledger.aggregation.round import aggregate_round
 from fedledger.aggregation.validation import spec_of
 from fedledger.audit_sources import GatewayBlobs, MemberBlobs, RemoteBlobs
-from fedledger.commit import cid_from_digest, decode, digest_from_cid, encode
+from fedledger.commit import cid_from_digest, decode, digest_from_cid, encode, sha256
+from fedledger.commit.compression import compressed_size, decode_update
 from fedledger.config import TaskConfig, load_config
 from fedledger.config.amendments import RulesInForce
 from fedledger.config.consent import Consents
@@ -410,6 +412,8 @@ class Auditor:
         self._distributions: list[Distributed] = []
         self._notes: list[str] = []
         self._rounds_of: dict[int, _Round] = {}
+        self._problems: list[str] = []
+        """What is wrong with the task's rounds as a whole (reported in every round)."""
         self._validation: tuple[Any, Any] | None = None
         """The task's test split (contribution scores' validation set), once needed."""
         self.secure = self.task.secure_aggregation
@@ -432,6 +436,13 @@ class Auditor:
         model, a masked update and a key blob."""
         if self.initial is None:
             return None
+        if self.task.compression is not None:  # a compressed update's size is fixed
+            try:
+                spec = spec_of(decode(self.initial))
+                return max(len(self.initial),
+                           compressed_size(spec, self.task.compression.scheme))  # fmt: skip
+            except CodecError:
+                return None
         if not self.secure:
             return len(self.initial)
         try:
@@ -751,7 +762,8 @@ class Auditor:
         return aggregate_round(agg, base=base, updates=[blobs[w] for w in who],
                                num_examples=[updates[w].examples for w in who],
                                reputation=reputation,
-                               scoring=self._scoring(rnd, base, who, st))  # fmt: skip
+                               scoring=self._scoring(rnd, base, who, st),
+                               compression=self.rules.at(rnd).compression)  # fmt: skip
 
     def _scoring(self, rnd: int, base: bytes, who: Sequence[str], st: _Round) -> Any:
         """The round's contribution scoring (``[incentives]``), as the nodes set it up: the
@@ -808,6 +820,12 @@ class Auditor:
                 self._notes.append(f"round {rnd}: {m}'s update is left out; its digest was "
                                    "submitted before (a replay or a copy)")  # fmt: skip
         valid = []
+        compression = self.rules.at(rnd).compression
+        scheme = None if compression is None else compression.scheme
+        base_params = None
+        if base is not None and scheme is not None:
+            with contextlib.suppress(CodecError):  # then the round cannot be recomputed
+                base_params = decode(base)
         for m in sorted(blobs, key=str.lower):
             if m in included or m not in inputs:
                 continue
@@ -816,10 +834,15 @@ class Auditor:
                                    "slashed before the round was finalized")  # fmt: skip
                 continue
             try:
-                decode(blobs[m], max_bytes=len(base)) if base is not None else decode(blobs[m])
+                if scheme is None:
+                    decode(blobs[m], max_bytes=len(base)) if base is not None else decode(blobs[m])
+                elif base is not None and base_params is not None:  # the one decoding path
+                    decode_update(blobs[m], base=base_params, base_digest=sha256(base),
+                                  scheme=scheme)  # fmt: skip
             except CodecError as exc:
+                what = "parameter blob" if scheme is None else "compressed update"
                 self._notes.append(f"round {rnd}: {m}'s update is left out; it is not a "
-                                   f"parameter blob ({exc})")  # fmt: skip
+                                   f"{what} ({exc})")  # fmt: skip
                 continue
             valid.append(m)
         if not valid:
@@ -1197,7 +1220,77 @@ class Auditor:
                                f"(access {policy}): ask the owner to grant it read access "
                                "(grant_reader)")  # fmt: skip
 
+    def audit_round(self, rnd: int) -> RoundVerdict:
+        """Audit round ``rnd`` alone: its checks as :meth:`run` gives them (the task-wide
+        checks left out). Its base is the model finalized last before it, read from the blob
+        sources and checked against its CID; where none is available, the rounds before are
+        recomputed from the nearest one that is (or from the initial model). A
+        :class:`~fedledger.errors.ConfigError` for a round the task never started. Closes the
+        remote blob sources; one call per auditor."""
+        try:
+            rounds = self._load()
+            st = rounds.get(rnd)
+            if not 1 <= rnd <= self.task.rounds or st is None or st.started is None:
+                raise ConfigError(f"round {rnd} was not started (the task has "
+                                  f"{self.task.rounds} rounds)", field="round")  # fmt: skip
+            start, base = 1, self.initial
+            for earlier in range(rnd - 1, 0, -1):
+                f = rounds[earlier].finalized if earlier in rounds else None
+                if f is None:
+                    continue
+                stored, _ = self.blobs.fetch(cid_from_digest(f.model_digest))
+                if stored is not None:
+                    start, base = earlier + 1, stored
+                    break
+            self._prefetch({r: st for r, st in rounds.items() if start <= r <= rnd})
+            verdict = None
+            for r in range(start, rnd + 1):
+                if r in rounds and rounds[r].started is not None:
+                    verdict, base = self._round(r, base)
+            assert verdict is not None
+            return verdict
+        finally:
+            self.blobs.close()
+
     def _run(self) -> AuditReport:
+        rounds = self._load()
+        base = self.initial
+        self._prefetch(rounds)
+        verdicts = []
+        for rnd in sorted(r for r in rounds if 1 <= r <= self.task.rounds):
+            if rounds[rnd].started is None:
+                continue
+            verdict, base = self._round(rnd, base)
+            verdicts.append(verdict)
+        notes = self._notes
+        if any(not c.ok and c.name == "blobs" for v in verdicts for c in v.checks):
+            self._access_note()
+        if self.blobs.served:
+            served = sorted(self.blobs.served.items())
+            notes.append("blobs verified from: " + ", ".join(f"{n} {c}" for n, c in served))
+        rules = self.ledger.rules()
+        privacy, figures = self._privacy()
+        return AuditReport(
+            task=self.ledger.task_address,
+            chain_id=self.chain.chain_id,
+            rule=rules.rule,
+            task_checks=(
+                *self._task_checks(),
+                self._history(rounds),
+                self._slashing(),
+                *([privacy] if figures is not None else []),
+                *([self._models()] if self.nft is not None else []),
+            ),
+            rounds=tuple(verdicts),
+            notes=tuple(notes),
+            privacy=figures,
+        )
+
+    def _load(self) -> dict[int, _Round]:
+        """Read the task's events and set up what every round's checks need: the rules in
+        force, the consents, the members as a blob source, the initial model
+        (``self.initial``), the masking sets, the task-wide phase problems. The rounds'
+        events by round."""
         events = self.ledger.events(self.from_block - 1 if self.from_block else -1)
         self._events = events
         self._submitted = [e for e in events if isinstance(e, Submitted)]
@@ -1224,80 +1317,59 @@ class Auditor:
         members = self._members()
         if members is not None:
             self.blobs.remotes.insert(0, members)
-        base = self._initial_model()
+        self._initial_model()
         limit = self._blob_limit()
         if members is not None and limit is not None:
             members.max_bytes = limit
         if self.secure:
             self._masking.add(events)
-        self._prefetch(rounds)
-        problems = self._global_phases(rounds)
-        verdicts = []
+        self._problems = self._global_phases(rounds)
+        return rounds
+
+    def _round(self, rnd: int, base: bytes | None) -> tuple[RoundVerdict, bytes | None]:
+        """Round ``rnd``'s verdict (a started round, after :meth:`_load`) from ``base`` (the
+        last model finalized before it), and the base of the next round."""
+        rounds = self._rounds_of
         notes = self._notes
-        for rnd in sorted(r for r in rounds if 1 <= r <= self.task.rounds):
-            st = rounds[rnd]
-            if st.started is None:
-                continue
-            nxt = rounds.get(rnd + 1)
-            messages = list(st.submitted)
-            if rnd == self.task.rounds and nxt is not None:
-                messages += nxt.submitted  # round rounds + 1: attestations only
-            checks = [self._signatures(rnd, messages), self._phases(rnd, rounds, problems)]
-            updates, blob_check = self._fetch_updates(st)
-            if self.secure and st.finalized is not None:
-                blob_check = self._secure_blobs(rnd, st, blob_check)
-            checks.append(blob_check)
-            if st.finalized is not None:
-                checks.append(self._quorum(rnd, st, nxt))
-                if self.secure:
-                    more, model = self._secure_aggregate(rnd, st, base, updates)
-                else:
-                    more, model = self._aggregate(rnd, st, base, updates)
-                checks += more
-                if st.distributed is None:
-                    notes.append(f"round {rnd}: finalized, rewards not distributed")
-                else:
-                    checks.append(self._rewards(st.distributed))
-                stored, _ = self.blobs.fetch(cid_from_digest(st.finalized.model_digest))
-                if model is not None and _sha(model) == st.finalized.model_digest:
-                    base = model
-                elif stored is not None:
-                    base = stored  # go on from the attested model, to check later rounds
-                else:
-                    notes.append(
-                        f"round {rnd}: the finalized model is unavailable; later "
-                        "rounds are checked from the recomputed one"
-                    )
-                    base = model if model is not None else base
-                status = "finalized"
-            elif st.skipped is not None:
-                status = "skipped"
+        st = rounds[rnd]
+        nxt = rounds.get(rnd + 1)
+        messages = list(st.submitted)
+        if rnd == self.task.rounds and nxt is not None:
+            messages += nxt.submitted  # round rounds + 1: attestations only
+        checks = [self._signatures(rnd, messages), self._phases(rnd, rounds, self._problems)]
+        updates, blob_check = self._fetch_updates(st)
+        if self.secure and st.finalized is not None:
+            blob_check = self._secure_blobs(rnd, st, blob_check)
+        checks.append(blob_check)
+        if st.finalized is not None:
+            checks.append(self._quorum(rnd, st, nxt))
+            if self.secure:
+                more, model = self._secure_aggregate(rnd, st, base, updates)
             else:
-                status = "open"
-            checks.append(self._failure(st, nxt))
-            verdicts.append(RoundVerdict(round=rnd, status=status, checks=tuple(checks)))
-        if any(not c.ok and c.name == "blobs" for v in verdicts for c in v.checks):
-            self._access_note()
-        if self.blobs.served:
-            served = sorted(self.blobs.served.items())
-            notes.append("blobs verified from: " + ", ".join(f"{n} {c}" for n, c in served))
-        rules = self.ledger.rules()
-        privacy, figures = self._privacy()
-        return AuditReport(
-            task=self.ledger.task_address,
-            chain_id=self.chain.chain_id,
-            rule=rules.rule,
-            task_checks=(
-                *self._task_checks(),
-                self._history(rounds),
-                self._slashing(),
-                *([privacy] if figures is not None else []),
-                *([self._models()] if self.nft is not None else []),
-            ),
-            rounds=tuple(verdicts),
-            notes=tuple(notes),
-            privacy=figures,
-        )
+                more, model = self._aggregate(rnd, st, base, updates)
+            checks += more
+            if st.distributed is None:
+                notes.append(f"round {rnd}: finalized, rewards not distributed")
+            else:
+                checks.append(self._rewards(st.distributed))
+            stored, _ = self.blobs.fetch(cid_from_digest(st.finalized.model_digest))
+            if model is not None and _sha(model) == st.finalized.model_digest:
+                base = model
+            elif stored is not None:
+                base = stored  # go on from the attested model, to check later rounds
+            else:
+                notes.append(
+                    f"round {rnd}: the finalized model is unavailable; later "
+                    "rounds are checked from the recomputed one"
+                )
+                base = model if model is not None else base
+            status = "finalized"
+        elif st.skipped is not None:
+            status = "skipped"
+        else:
+            status = "open"
+        checks.append(self._failure(st, nxt))
+        return RoundVerdict(round=rnd, status=status, checks=tuple(checks)), base
 
 
 def _sha(data: bytes) -> bytes:
@@ -1343,6 +1415,21 @@ def audit_run(
     nodes' blobs; ``task.toml`` if present, else the configuration on chain), or a task on
     ``rpc`` at ``task_address`` with the blobs of ``blob_dirs`` (see :func:`audit_task` for
     an audit that fetches them from the members)."""
+    return run_auditor(run_dir, chain=chain, rpc=rpc, task_address=task_address,
+                       config=config, blob_dirs=blob_dirs).run()  # fmt: skip
+
+
+def run_auditor(
+    run_dir: Path,
+    *,
+    chain: Chain | None = None,
+    rpc: str | None = None,
+    task_address: str | None = None,
+    config: Path | None = None,
+    blob_dirs: Sequence[Path] = (),
+) -> Auditor:
+    """The :class:`Auditor` :func:`audit_run` runs (``.run()``: the whole task;
+    ``.audit_round(r)``: one round)."""
     from fedledger.rundir import JOURNAL_FILE, LedgerDeployment
 
     first = 0
@@ -1372,7 +1459,7 @@ def audit_run(
         blobs=BlobSource(stores),
         from_block=first,
         nft=nft,
-    ).run()
+    )
 
 
 def audit_task(
@@ -1394,6 +1481,26 @@ def audit_task(
     else the task's members (``members``; requests signed by ``identity``, a fresh random key
     by default: enough for a task whose access is public, else give a key the owner granted
     read access), else the IPFS ``gateway``."""
+    return task_auditor(task_address=task_address, rpc=rpc, chain=chain, identity=identity,
+                        config=config, blob_dirs=blob_dirs, gateway=gateway, members=members,
+                        from_block=from_block, initial_cid=initial_cid).run()  # fmt: skip
+
+
+def task_auditor(
+    *,
+    task_address: str,
+    rpc: str | None = None,
+    chain: Chain | None = None,
+    identity: Identity | None = None,
+    config: Path | TaskConfig | None = None,
+    blob_dirs: Sequence[Path] = (),
+    gateway: str | None = None,
+    members: bool = True,
+    from_block: int = 0,
+    initial_cid: str | None = None,
+) -> Auditor:
+    """The :class:`Auditor` :func:`audit_task` runs (``.run()``: the whole task;
+    ``.audit_round(r)``: one round)."""
     if chain is None:
         if rpc is None:
             raise ConfigError("which chain? give --rpc URL", field="rpc")
@@ -1410,7 +1517,7 @@ def audit_task(
         from_block=from_block,
         identity=identity if members else None,
         initial_cid=initial_cid,
-    ).run()
+    )
 
 
 def format_report(report: AuditReport) -> list[str]:
@@ -1445,5 +1552,7 @@ __all__ = [
     "format_report",
     "initial_model",
     "report_json",
+    "run_auditor",
+    "task_auditor",
     "task_shapes",
 ]

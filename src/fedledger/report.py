@@ -70,3 +70,28 @@ class Report:
         out = path / "report.json"
         out.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
         return out
+
+
+def read_baseline(directory: str | Path) -> dict[str, Any]:
+    """The reference a run is drawn against: ``fedledger baseline``'s report.json in
+    ``directory``, as a run's report records it under ``baseline`` (docs/report.md).
+    :class:`~fedledger.errors.ConfigError` if it is missing or not a baseline's report."""
+    from fedledger.errors import ConfigError
+
+    path = Path(directory) / "report.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"no baseline report at {str(path)!r}: {exc}", field="baseline") from exc
+    if not isinstance(doc, dict) or doc.get("mode") != "fedavg" or not doc.get("rounds"):
+        raise ConfigError(f"{str(path)!r} is not a report of `fedledger baseline`",
+                          field="baseline")  # fmt: skip
+    return {
+        "dir": str(directory),
+        "task": doc.get("task"),
+        "nodes": doc.get("nodes"),
+        "config_digest": doc.get("config_digest"),
+        "acc": [r["acc_mean"] for r in sorted(doc["rounds"], key=lambda r: r["round"])],
+        "final_acc": doc["final"]["acc_mean"],
+        "central_acc": (doc.get("central") or {}).get("acc"),
+    }

@@ -6,14 +6,17 @@
     OUT/ledger.json        where the task lives on chain (:class:`LedgerDeployment`)
     OUT/chain.jsonl        the embedded chain's journal (raw transactions, timestamps)
     OUT/report.json        the merged report (docs/report.md)
+    OUT/report.png         the report drawn (``fedledger run``: fedledger.plots)
     OUT/audit.json         the audit's verdict
     OUT/node-N/node.toml   node N's configuration; node.key its key (gRPC runs)
-    OUT/node-N/state/      its state.json, rounds.jsonl, summary.json and blobs/
+    OUT/node-N/state/      its state.json, rounds.jsonl, summary.json and blobs/; status.json:
+                           whom it waits for now (fedledger.node.waiting)
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,43 @@ def is_hex_address(text: str) -> bool:
 
 def node_dir(out: Path, index: int) -> Path:
     return out / f"node-{index}"
+
+
+RUN_FILES = (TASK_FILE, LEDGER_FILE, JOURNAL_FILE, REPORT_FILE, AUDIT_FILE, "report.png")
+"""The files a run writes in its directory, beside one ``node-<i>/`` directory per node."""
+
+
+def previous_run(out: Path) -> list[Path]:
+    """What a run left in ``out``: its files and node directories (nothing else of the
+    directory's is a run's)."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir()
+                  if p.name in RUN_FILES or (p.is_dir() and _is_node_dir(p.name)))  # fmt: skip
+
+
+def _is_node_dir(name: str) -> bool:
+    prefix, _, index = name.partition("-")
+    return prefix == "node" and index.isdigit()
+
+
+def clear_run(out: Path, *, overwrite: bool) -> None:
+    """Make ``out`` ready for a new run. A previous run's nodes would take their saved state
+    for this run's (a new embedded chain has the same addresses), so a directory that holds
+    one is refused, or with ``overwrite`` its run files and node directories are removed
+    (other files stay)."""
+    found = previous_run(out)
+    if not found:
+        return
+    if not overwrite:
+        names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ConfigError(f"{out} holds a previous run ({names}): choose another --out, or "
+                          "pass --overwrite to replace it", field="out")  # fmt: skip
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def read_rounds(cfg: NodeConfig) -> list[dict[str, Any]]:

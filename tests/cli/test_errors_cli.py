@@ -3,6 +3,7 @@ through a real `python -m fedledger` process."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -201,3 +202,27 @@ def test_bad_consent_policies(tmp_path: Path, policy: str, option: str, expected
     proc = fedledger("run", "--config", str(DIGITS), "--out", str(tmp_path / "out"), "--nodes",
                      "2", "--rounds", "1", "--consent", consent)  # fmt: skip
     assert expected in one_line_error(proc, 2)
+
+
+@pytest.mark.slow
+def test_a_second_run_into_the_same_directory_is_refused_or_replaces_the_first(
+    tmp_path: Path,
+) -> None:
+    """A new embedded chain has the old one's addresses: the old run's nodes took their saved
+    state for the new run's and stopped at once ("no round produced a model"). A directory
+    holding a run is now refused, or replaced with --overwrite (the user's own files stay)."""
+    out = tmp_path / "run"
+    args = ("run", "--config", str(DIGITS), "--out", str(out), "--rounds", "1", "--nodes", "3",
+            "--transport", "memory", "--chain", "embedded", "--no-audit")  # fmt: skip
+    first = fedledger(*args)
+    assert first.returncode == 0, first.stderr
+    (out / "notes.txt").write_text("mine")
+    line = one_line_error(fedledger(*args), 2)
+    assert "holds a previous run" in line
+    assert "--overwrite" in line
+    again = fedledger(*args, "--overwrite")
+    assert again.returncode == 0, again.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["final"]["rounds_completed"] == 1
+    assert report["final"]["rounds_finalized"] == 1
+    assert (out / "notes.txt").read_text() == "mine"

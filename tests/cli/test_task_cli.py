@@ -377,6 +377,44 @@ def test_status_names_an_equivocator(
     assert "round 1, aggregate" in out
 
 
+def test_status_says_whom_the_open_round_waits_for_as_the_run_does(
+    anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedledger.ledger.records import RoundStarted
+    from fedledger.node.waiting import describe_waiting
+
+    config = _task_toml(tmp_path)
+    task = str(_deploy(capsys, anvil.url, config)["task"])
+    members = _members(anvil, task, 3)
+    for i, m in enumerate(members):
+        m.join(f"10.0.0.{i + 1}:50051", STAKE)
+    assert _run(capsys, "task", "start", "--rpc", anvil.url, "--task", task, "--config",
+                str(config))[0] == 0  # fmt: skip
+    a, b, c = members
+    status = _status(capsys, anvil.url, task)
+    waiting = status["waiting"]
+    assert (waiting["round"], waiting["what"]) == (1, "messages")
+    assert waiting["members"] == [a.account, b.account, c.account]
+    # Two of three messages in: short of the quorum (67 % of the stake), the phase stays open
+    # until its window ends, waiting for c alone.
+    _play([a, b], 1)
+    status = _status(capsys, anvil.url, task)
+    assert status["phase"] == "open"
+    waiting = status["waiting"]
+    assert waiting["members"] == [c.account]
+    started = a.events(-1, a.head())
+    (start,) = [e.start for e in started if isinstance(e, RoundStarted)]
+    assert waiting["until"] == start + a.rules().window
+    code, out, err = _run(capsys, "status", "--rpc", anvil.url, "--task", task)
+    assert code == 0, err
+    line = describe_waiting(1, "messages", [c.account], waiting["until"])
+    assert line in out
+    assert line.startswith(f"round 1: waiting for messages from {c.account[:6]}… until ")
+    # Every message in: the round closed, nobody is waited for.
+    _play([c], 1)
+    assert _status(capsys, anvil.url, task)["waiting"] is None
+
+
 def test_allow_lets_accounts_join_an_allowlist_task(
     anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

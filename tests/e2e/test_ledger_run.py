@@ -79,6 +79,22 @@ def test_run_on_the_embedded_chain_finalizes_every_round_and_pays_rewards(
     assert json.loads((embedded_run / "audit.json").read_text())["ok"] is True
 
 
+def test_the_ledger_runs_png_draws_its_gas_and_each_members_rewards(embedded_run: Path) -> None:
+    from matplotlib.image import imread
+
+    from fedledger.plots import PANEL_GAS, PANEL_REWARDS, build_figure
+
+    report = _report(embedded_run)
+    assert imread(embedded_run / "report.png").shape[1] >= 600  # `fedledger run` wrote it
+    axes: dict[str, Any] = {ax.get_title(): ax for ax in build_figure(report).axes}
+    (gas,) = axes[PANEL_GAS].get_lines()
+    assert list(gas.get_ydata()) == [r["gas_per_node"] for r in report["rounds"]]
+    bars = axes[PANEL_REWARDS].patches
+    assert [b.get_height() for b in bars] == list(report["final"]["rewards"].values())
+    labels = [t.get_text() for t in axes[PANEL_REWARDS].get_xticklabels()]
+    assert labels == ["node 0", "node 1", "node 2", "node 3"]
+
+
 def test_audit_cli_replays_the_journal_and_verifies(
     embedded_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

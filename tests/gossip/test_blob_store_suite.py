@@ -280,11 +280,29 @@ def test_cids_ignore_foreign_files(file_store: FileBlobStore) -> None:
     assert file_store.cids() == [cid]
 
 
+def test_small_writers_in_flight_hold_no_file(file_store: FileBlobStore) -> None:
+    """Hundreds of fetches in flight (many nodes in one process) must not each hold a
+    descriptor: a writer spills to a temporary file only past 1 MiB."""
+    blobs = [os.urandom(40_000) for _ in range(50)]
+    writers = [file_store.writer(cid_of(b), max_bytes=len(b)) for b in blobs]
+    for w, b in zip(writers, blobs, strict=True):
+        w.write(b[:20_000])
+    assert _temp_files(file_store) == []
+    assert all(w.temp_path is None for w in writers)
+    for w, b in zip(writers, blobs, strict=True):
+        w.write(b[20_000:])
+        w.commit()
+    assert file_store.cids() == sorted(cid_of(b) for b in blobs)
+    assert all(file_store.get(cid_of(b)) == b for b in blobs)
+    assert _temp_files(file_store) == []
+
+
 def test_aborted_writer_leaves_nothing(file_store: FileBlobStore) -> None:
-    data = os.urandom(10_000)
+    data = os.urandom(3 << 20)  # past the in-memory buffer: spilled to a temporary file
     cid = cid_of(data)
     w = file_store.writer(cid, max_bytes=len(data))
-    w.write(data[:4000])
+    w.write(data[: 2 << 20])
+    assert w.temp_path is not None
     assert w.temp_path.parent == file_store.root / "tmp"
     assert w.temp_path.exists()
     assert _files_named(file_store, cid) == []
@@ -311,11 +329,11 @@ def test_failed_writers_leave_no_temp_files(file_store: FileBlobStore) -> None:
 def test_reopen_removes_stale_temp_files(tmp_path: Path) -> None:
     root = tmp_path / "blobs"
     store = FileBlobStore(root)
-    data = os.urandom(10_000)
+    data = os.urandom(3 << 20)
     cid = cid_of(data)
     # A crash mid-receive: a half-written temp file stays behind, plus some other debris.
     w = store.writer(cid, max_bytes=len(data))
-    w.write(data[:5000])
+    w.write(data[: 2 << 20])
     (root / "tmp" / "leftover.part").write_bytes(b"partial")
     assert len(_temp_files(store)) == 2
 
@@ -324,7 +342,7 @@ def test_reopen_removes_stale_temp_files(tmp_path: Path) -> None:
     assert not reopened.has(cid)
     assert reopened.cids() == []
     # The orphaned writer cannot make a partial blob appear either.
-    w.write(data[5000:])
+    w.write(data[2 << 20 :])
     with pytest.raises(BlobError):
         w.commit()
     assert not reopened.has(cid)

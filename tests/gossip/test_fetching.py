@@ -199,9 +199,64 @@ def test_an_endpoint_that_is_not_host_port_fails_as_unavailable() -> None:
     run(body())
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_hedged_fetch_asks_one_honest_source_only(kind: Kind) -> None:
+    """With hedging, the honest case costs one request: the second source is never asked."""
+
+    async def body() -> None:
+        async with peers(kind, ["honest", "honest"]) as (client, sources, handlers):
+            store = MemoryBlobStore()
+            policy = FetchPolicy(deadline=20.0, stall=30.0, grace=2.0, min_rate=20_000.0,
+                                 parallel=2, hedge=10.0)  # fmt: skip
+            result = await fetch_blob(client, store, cid=CID, sources=sources,
+                                      max_bytes=len(BLOB), policy=policy)  # fmt: skip
+            assert result.source == "honest-0"
+            assert store.get(CID) == BLOB
+            assert handlers[0].served == 1
+            assert handlers[1].served == 0
+            assert handlers[1].cancelled == 0
+
+    run(body())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hedged_fetch_asks_the_next_source_when_the_first_stalls(kind: Kind) -> None:
+    """A stalled first source costs the hedge delay, not its stall timeout."""
+
+    async def body() -> None:
+        async with peers(kind, ["stall", "honest"]) as (client, sources, handlers):
+            store = MemoryBlobStore()
+            policy = FetchPolicy(deadline=20.0, stall=30.0, grace=15.0, min_rate=1.0,
+                                 parallel=2, hedge=0.2)  # fmt: skip
+            result = await fetch_blob(client, store, cid=CID, sources=sources,
+                                      max_bytes=len(BLOB), policy=policy)  # fmt: skip
+            assert result.source == "honest-1"
+            assert store.get(CID) == BLOB
+            await eventually(lambda: handlers[0].cancelled == 1)
+
+    run(body())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hedged_fetch_replaces_a_refusing_source_at_once(kind: Kind) -> None:
+    async def body() -> None:
+        async with peers(kind, ["refuse", "refuse", "honest"]) as (client, sources, _):
+            store = MemoryBlobStore()
+            policy = FetchPolicy(deadline=20.0, stall=30.0, grace=2.0, min_rate=1.0,
+                                 parallel=1, hedge=60.0)  # fmt: skip
+            result = await fetch_blob(client, store, cid=CID, sources=sources,
+                                      max_bytes=len(BLOB), policy=policy)  # fmt: skip
+            assert result.source == "honest-2"
+            assert set(result.failures) == {"refuse-0", "refuse-1"}
+
+    run(body())
+
+
 @pytest.mark.parametrize(
     "make",
     [
+        lambda: FetchPolicy(hedge=-1.0),
+        lambda: FetchPolicy(hedge=True),
         lambda: FetchPolicy(deadline=0),
         lambda: FetchPolicy(min_rate=-1.0),
         lambda: FetchPolicy(grace=-0.1),

@@ -6,7 +6,9 @@ out of the same code, byte for byte:
 
 1. **decode** the round's base model and every update from canonical blobs (an update that is
    no parameter blob, or is missing, enters the rule as ``None`` and is rejected with a
-   reason, as any malformed update is);
+   reason, as any malformed update is); with ``[compression]`` an update is a compressed
+   delta from the base, decoded to ``base + delta`` exactly
+   (:func:`fedledger.commit.compression.decode_update`, the audit's path too);
 2. **weight** each update by its example count (at least 1);
 3. **screen and aggregate** with the task's rule (:func:`fedledger.aggregation.aggregate`:
    reputation, free-riding and norm-bound screens, nearest-neighbour mixing, the rule);
@@ -27,11 +29,12 @@ import numpy as np
 
 from fedledger.aggregation.rules import aggregate
 from fedledger.aggregation.validation import spec_of
-from fedledger.commit import decode, encode
+from fedledger.commit import decode, encode, sha256
+from fedledger.commit.compression import decode_update
 from fedledger.errors import AggregationError, CodecError
 
 if TYPE_CHECKING:  # fedledger.config validates rule parameters with this package
-    from fedledger.config import AggregationConfig
+    from fedledger.config import AggregationConfig, CompressionConfig
     from fedledger.incentives.scores import Scoring
 
 Blob = bytes | bytearray | memoryview
@@ -61,6 +64,7 @@ def aggregate_round(
     reputation: Sequence[tuple[int, int]] | None = None,
     max_bytes: int | None = None,
     scoring: Scoring | None = None,
+    compression: CompressionConfig | None = None,
 ) -> RoundResult:
     """Aggregate one round: ``updates`` (blobs, ``None`` for one that could not be obtained)
     with their authors' ``num_examples``, from the round's ``base`` model blob.
@@ -70,6 +74,8 @@ def aggregate_round(
     valid update has the base model's shapes and so exactly its encoded size).
     ``scoring``: contribution scores (``[incentives]``) replace the rule's scores of the kept
     updates (:func:`fedledger.incentives.scores.contribution_scores`).
+    ``compression``: the task's ``[compression]``; its updates are compressed deltas from
+    ``base`` (a plain parameter blob is then rejected, and a delta without it).
 
     Raises :class:`CodecError` only for a base that is not a parameter blob (the caller's own
     model: not an input's fault); everything wrong with an update is a rejection.
@@ -82,16 +88,20 @@ def aggregate_round(
     base_params = decode(base, max_bytes=max(limit, len(base)))
     decoded: list[Any] = []  # None: rejected by the rule's validation, with a reason
     reasons: dict[int, str] = {}
+    scheme = None if compression is None else compression.scheme
+    base_digest = sha256(base)
+    what = "a parameter blob" if scheme is None else f"a {scheme.name} compressed update"
     for i, blob in enumerate(updates):
         if blob is None:
             decoded.append(None)
             reasons[i] = "blob unavailable"
             continue
         try:
-            decoded.append(decode(blob, max_bytes=limit))
+            decoded.append(decode_update(blob, base=base_params, base_digest=base_digest,
+                                         scheme=scheme, max_bytes=limit))  # fmt: skip
         except CodecError as exc:
             decoded.append(None)
-            reasons[i] = f"not a parameter blob: {exc}"
+            reasons[i] = f"not {what}: {exc}"
     weights = [max(k, 1) for k in num_examples]
     try:
         result = aggregate(

@@ -22,6 +22,7 @@ from fedledger import __version__
 from fedledger.cli import (
     audit,
     chain,
+    explorer,
     governance,
     keys,
     model,
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (simulate, node, keys, task, status, rewards, governance, model, audit, chain):
+    for group in (simulate, node, keys, task, status, rewards, governance, model, audit, chain,
+                  explorer):  # fmt: skip
         group.register(sub, common)
     return parser
 

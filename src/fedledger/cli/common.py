@@ -4,11 +4,20 @@ key-password options."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from fedledger.errors import ConfigError
 
@@ -16,16 +25,36 @@ console = Console(stderr=True)
 """Progress, notes and errors: stderr, so that stdout stays for results (``--json``)."""
 
 
-def progress_bar() -> Progress:
-    return Progress(
+class WaitingProgress(Progress):
+    """A progress bar with a line below it: whom the nodes wait for (:attr:`waiting`, cut
+    to the terminal's width; nothing when empty)."""
+
+    waiting = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.waiting:
+            yield Text(self.waiting, no_wrap=True, overflow="ellipsis")
+
+
+def _columns() -> tuple[ProgressColumn, ...]:
+    return (
         TextColumn("[bold]{task.description:<8}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("acc {task.fields[acc]:.3f}"),
         TimeElapsedColumn(),
-        console=console,
-        transient=False,
     )
+
+
+def progress_bar() -> Progress:
+    """A progress bar showing each task's ``acc`` field."""
+    return Progress(*_columns(), console=console, transient=False)
+
+
+def waiting_progress_bar() -> WaitingProgress:
+    """:func:`progress_bar` with the line of whom the nodes wait for below it."""
+    return WaitingProgress(*_columns(), console=console, transient=False)
 
 
 def out_dir(path: Path) -> Path:

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from fedledger.attacks.behaviour import ATTACKS
-from fedledger.cli.common import console, out_dir, password_option, progress_bar, rpc_url
+from fedledger.cli.common import (
+    console,
+    out_dir,
+    password_option,
+    progress_bar,
+    rpc_url,
+    waiting_progress_bar,
+)
 from fedledger.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedledger.config import TaskConfig
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -36,6 +47,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
         report = run_baseline(task, progress=progress)
     path = report.write(args.out)
+    png = _write_png(report.to_dict(), args.out)
 
     table = Table(
         title=f"{escape(cfg.name)}: {cfg.nodes} nodes, {cfg.rounds} rounds, {cfg.data.partition}"
@@ -57,15 +69,73 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         f"{f['wall_s_per_round']:.3f}",
     )
     Console().print(table)
-    console.print(f"report: {escape(str(path))}")
+    console.print(f"report: {escape(str(path))}; plots: {escape(str(png))}")
     return 0
 
 
+def _write_png(report: dict[str, Any], out: Path) -> Path:
+    """report.png beside report.json (matplotlib is imported only now)."""
+    from fedledger.plots import write_png
+
+    return write_png(report, out)
+
+
+def run_header(
+    cfg: TaskConfig,
+    *,
+    mode: str,
+    topology: str,
+    transport: str,
+    chain: str,
+    mixing: str,
+    attack: str | None,
+    attackers: Sequence[int],
+) -> list[str]:
+    """What ``fedledger run`` says before it starts (rich markup): the task, the rule the mode
+    really runs (gossip mode's mixing rule, consensus mode's aggregation rule), the attack
+    and its attackers, and the chain."""
+    if chain == "embedded":
+        where, ledger = f"one process over {transport}", "embedded EVM, in this process"
+    elif chain == "none":
+        where = "one process" if transport == "memory" else "one process per node, gRPC"
+        ledger = "none (no ledger)"
+    else:
+        where, ledger = "one process per node, gRPC", escape(chain)
+    if mode == "gossip":
+        g = cfg.gossip
+        delta = f" (delta {g.delta:g})" if g.delta is not None else ""
+        rule = f"mixing rule {g.rule}{delta} with {mixing} weights"
+    else:
+        agg = cfg.aggregation
+        extras = [f"f = {agg.f}"] if agg.f else []
+        extras += [f"{k} = {v}" for k, v in sorted(agg.params.items())]
+        rule = f"rule {agg.rule}" + (f" ({', '.join(extras)})" if extras else "")
+    if attack is None:
+        attacked = "attack: none"
+    else:
+        who = ", ".join(str(i) for i in attackers)
+        attacked = (f"attack: {attack} by node{'s' if len(attackers) != 1 else ''} {who} "
+                    f"({len(attackers)} of {cfg.nodes})")  # fmt: skip
+    return [
+        f"[bold]{escape(cfg.name)}[/bold]: {cfg.nodes} nodes, {cfg.rounds} rounds, {mode} "
+        f"mode, {topology} topology, {where}",
+        f"  {escape(rule)}; {escape(attacked)}; chain: {ledger}",
+    ]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    ledger = args.chain or ("embedded" if args.mode == "consensus" else "none")
+    if args.transport == "grpc" and ledger != "embedded":
+        # One process per node to come: their fork server imports torch and fedledger while
+        # this process imports the rest (fedledger.run.spawn).
+        from fedledger.run.spawn import start_server
+
+        start_server(ledger=ledger != "none")
     from fedledger.config import load_config
     from fedledger.config.overrides import with_overrides
     from fedledger.gossip.topology import TopologySpec
-    from fedledger.run.task import run_task
+    from fedledger.run.progress import RunProgress
+    from fedledger.run.task import attack_setup, reference_for, run_task
 
     if args.deployer_key is not None:
         raise ConfigError("a key on the command line shows in ps and shell histories: give the "
@@ -73,6 +143,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                           field="deployer-key")  # fmt: skip
     base = load_config(args.config)
     out_dir(args.out)
+    if not args.overwrite:
+        from fedledger.rundir import clear_run
+
+        clear_run(args.out, overwrite=False)  # fails now, before any output
     n = args.nodes if args.nodes is not None else base.nodes
     cfg = with_overrides(base, rounds=args.rounds, nodes=args.nodes, rule=args.rule,
                          f=round(args.attackers * n) if args.attack else 0)  # fmt: skip
@@ -100,34 +174,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     if consents and chain == "none":
         raise ConfigError("consent policies are registered on chain: a ledger run only",
                           field="consent")  # fmt: skip
-    if chain == "embedded":
-        where = f"one process over {args.transport}, embedded EVM ledger"
-    elif chain == "none":
-        where = "one process" if args.transport == "memory" else "one process per node, gRPC"
-    else:
-        where = f"one process per node, gRPC, ledger at {escape(chain)}"
-    console.print(
-        f"[bold]{escape(cfg.name)}[/bold]: {cfg.nodes} nodes, {cfg.rounds} rounds, "
-        f"{args.mode} mode, {args.topology} topology, {where}, rule {cfg.aggregation.rule}"
-    )
-    with progress_bar() as bar:
+    bad = attack_setup(cfg, attack=args.attack, attackers=args.attackers, chain=chain,
+                       transport=args.transport)  # fmt: skip
+    if args.baseline is not None:
+        reference_for(cfg, args.baseline)  # fails now, before any output
+    for line in run_header(cfg, mode=args.mode, topology=args.topology,
+                           transport=args.transport, chain=chain, mixing=args.mixing,
+                           attack=args.attack, attackers=bad):  # fmt: skip
+        console.print(line, soft_wrap=True)
+    with waiting_progress_bar() as bar:
         task_id = bar.add_task("rounds", total=cfg.rounds, acc=0.0)
 
-        def progress(done: int, total: int, acc: float) -> None:
-            bar.update(task_id, completed=done, acc=acc)
+        def progress(p: RunProgress) -> None:
+            bar.waiting = p.waiting or ""
+            bar.update(task_id, completed=p.done, acc=p.acc)
 
         report = run_task(
             cfg, out=args.out, mode=args.mode, transport=args.transport, topology=topology,
             mixing=args.mixing, progress=progress, timeout=args.timeout, chain=chain,
             deployer_key=deployer_key, audit=not args.no_audit, attack=args.attack,
-            attackers=args.attackers, consents=consents,
+            attackers=args.attackers, consents=consents, baseline=args.baseline,
+            overwrite=args.overwrite,
         )  # fmt: skip
+        bar.waiting = ""
         bar.update(task_id, completed=report.final.get("rounds_completed", 0))
+    png = _write_png(report.to_dict(), args.out)
     f = report.final
     table = Table(
         title=f"{escape(cfg.name)}: {args.mode} mode, {cfg.nodes} nodes, {args.transport}"
     )
-    for col in ("round", "test acc (mean / min / max)", "wall s", "KB sent / node", "agree"):
+    attacked = args.attack is not None
+    columns = ["round", "test acc (mean / min / max)", *(["honest acc"] if attacked else []),
+               "wall s", "KB sent / node", "agree"]  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="right")
     shown = (
         report.rounds
@@ -137,16 +216,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report.rounds and shown[-1] is not report.rounds[-1]:
         shown = [*shown, report.rounds[-1]]
     for r in shown:
+        honest = r.extra.get("honest_acc")
         table.add_row(
             str(r.round), f"{r.acc_mean:.4f} / {r.acc_min:.4f} / {r.acc_max:.4f}",
+            *([f"{honest:.4f}" if honest is not None else "-"] if attacked else []),
             f"{r.wall_s:.2f}", f"{r.extra['bytes_per_node']['sent'] / 1024:.1f}",
             "yes" if r.extra["model_digests_agree"] else "no",
         )  # fmt: skip
     Console().print(table)
+    honest_final = f.get("honest_acc_mean")
     Console().print(
-        f"final accuracy {f['acc_mean']:.4f} (min {f['acc_min']:.4f}, max {f['acc_max']:.4f}); "
-        f"{f['wall_s_per_round']:.3f} s per round; model digests agree: {f['model_digests_agree']}"
+        f"final accuracy {f['acc_mean']:.4f} (min {f['acc_min']:.4f}, max {f['acc_max']:.4f}"
+        + (f"; honest nodes {honest_final:.4f}" if honest_final is not None else "")
+        + f"); {f['wall_s_per_round']:.3f} s per round; model digests agree: "
+        f"{f['model_digests_agree']}"
     )
+    reference = report.extra.get("baseline")
+    if reference is not None:
+        Console().print(f"baseline (server FedAvg, {escape(reference['dir'])}): final accuracy "
+                        f"{reference['final_acc']:.4f}")  # fmt: skip
     privacy = f.get("privacy")
     if privacy is not None:
         spent = [v for v in privacy["epsilon"].values() if v is not None]
@@ -202,7 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "audit_ok" in f:
             verdict = "[green]OK[/green]" if f["audit_ok"] else "[red]FAILED[/red]"
             console.print(f"audit: {verdict} (details: {escape(str(args.out / 'audit.json'))})")
-    console.print(f"report: {escape(str(args.out / 'report.json'))}")
+    console.print(f"report: {escape(str(args.out / 'report.json'))}; plots: {escape(str(png))}")
     if f.get("audit_ok") is False:
         return 1
     return 0
@@ -287,6 +375,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--deployer-key", default=None, help=argparse.SUPPRESS)  # refused, see cmd_run
     password_option(p, "the --deployer-keyfile keystore")
     p.add_argument("--no-audit", action="store_true", help="skip the audit after a ledger run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous run in --out (refused otherwise)")  # fmt: skip
     p.add_argument(
         "--attack",
         default=None,
@@ -302,6 +392,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="override the task's aggregation rule (tolerating the attackers: f = their "
         "number); 'robust' is the default robust rule: Multi-Krum after nearest-neighbour "
         "mixing, tolerating as many attackers as it can",
+    )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the output directory of `fedledger baseline` for the same task: its accuracy "
+        "per round goes into report.json (baseline) and report.png draws the run against it",
     )
     p.add_argument(
         "--consent",

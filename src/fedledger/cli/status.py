@@ -47,6 +47,11 @@ def _print(s: TaskStatus) -> None:
               f"{s.quorum_bps / 100:g} % of stake, min stake {ether(s.min_stake)} ETH"
               f"{', allowlist' if s.allowlist else ''}")  # fmt: skip
     out.print(f"  config digest {s.config_digest}")
+    if s.waiting is not None:  # the words of `fedledger run`'s progress line
+        from fedledger.node.waiting import describe_waiting
+
+        w = s.waiting
+        out.print("  " + describe_waiting(w.round, w.what, w.members, w.until), soft_wrap=True)
 
     members = Table(title="members", box=box.SIMPLE, title_justify="left")
     for name in ("address", "status", "stake (ETH)", "endpoint", "first round", "earned",

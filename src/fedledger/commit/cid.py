@@ -24,6 +24,13 @@ def sha256(data: bytes | bytearray | memoryview) -> bytes:
 
 def cid_from_digest(digest: bytes) -> str:
     """The CIDv1 (raw, sha2-256, base32) string for a sha256 digest."""
+    return _cid_from_digest(bytes(digest))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cid_from_digest(digest: bytes) -> str:
+    """Cached: nodes turn the digests of a round's messages into CIDs at every tick, and with
+    hundreds of members base32 became a tenth of a node's time."""
     if len(digest) != 32:
         raise CodecError(f"a sha256 digest has 32 bytes, got {len(digest)}")
     return "b" + base64.b32encode(_PREFIX + digest).decode("ascii").lower().rstrip("=")

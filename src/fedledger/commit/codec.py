@@ -12,6 +12,10 @@ and accepts only one *canonical* form of it, so that one parameter list has exac
 
 The decoder is strict: it parses the header itself (JSON only: nothing is ever unpickled),
 enforces a size limit, and rejects any input whose header is not exactly the canonical one.
+
+The same layout with other metadata carries other canonical tensor lists (a compressed update,
+:mod:`fedledger.commit.compression`): :func:`encode_tensors` and :func:`decode_tensors` take
+the ``__metadata__`` (string keys and values, ``format`` among them) explicitly.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +34,8 @@ MAX_BLOB_BYTES = 1 << 31
 """Default decode limit (2 GiB); nodes pass their configured, smaller limit."""
 MAX_HEADER_BYTES = 1 << 24
 MAX_ARRAYS = 100_000
+MAX_METADATA_ENTRIES = 16
+MAX_METADATA_CHARS = 256
 
 _DTYPES: dict[str, np.dtype] = {
     "F16": np.dtype("<f2"),
@@ -49,9 +55,12 @@ def _name(i: int) -> str:
     return f"p{i:06d}"
 
 
-def _header(entries: Sequence[tuple[str, tuple[int, ...], int]]) -> bytes:
+def _header(
+    entries: Sequence[tuple[str, tuple[int, ...], int]], metadata: Mapping[str, str] | None = None
+) -> bytes:
     """Canonical header bytes for (dtype code, shape, nbytes) entries."""
-    header: dict[str, object] = {"__metadata__": {"format": FORMAT}}
+    meta = {"format": FORMAT} if metadata is None else dict(metadata)
+    header: dict[str, object] = {"__metadata__": meta}
     offset = 0
     for i, (code, shape, nbytes) in enumerate(entries):
         header[_name(i)] = {
@@ -64,8 +73,28 @@ def _header(entries: Sequence[tuple[str, tuple[int, ...], int]]) -> bytes:
     return raw + b" " * (-len(raw) % 8)
 
 
+def _check_metadata(metadata: object) -> dict[str, str]:
+    """``metadata`` as a ``__metadata__`` table: a few short strings, ``format`` among them."""
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("format"), str):
+        raise CodecError("__metadata__ must be a table of strings with a format")
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise CodecError(f"__metadata__ has more than {MAX_METADATA_ENTRIES} entries")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise CodecError("__metadata__ must map strings to strings")
+        if len(key) > MAX_METADATA_CHARS or len(value) > MAX_METADATA_CHARS:
+            raise CodecError(f"__metadata__ entries are at most {MAX_METADATA_CHARS} characters")
+    return dict(metadata)
+
+
 def encode(params: Sequence[np.ndarray]) -> bytes:
     """The canonical safetensors bytes of a parameter list."""
+    return encode_tensors(params, metadata={"format": FORMAT})
+
+
+def encode_tensors(params: Sequence[np.ndarray], *, metadata: Mapping[str, str]) -> bytes:
+    """The canonical safetensors bytes of a tensor list with this ``__metadata__``."""
+    meta = _check_metadata(dict(metadata))
     if len(params) > MAX_ARRAYS:
         raise CodecError(f"{len(params)} arrays exceed the limit of {MAX_ARRAYS}")
     arrays: list[np.ndarray] = []
@@ -80,18 +109,24 @@ def encode(params: Sequence[np.ndarray]) -> bytes:
         le = np.asarray(a, dtype=_DTYPES[code], order="C")  # keeps 0-d arrays 0-d
         arrays.append(le)
         entries.append((code, tuple(int(s) for s in le.shape), le.nbytes))
-    header = _header(entries)
+    header = _header(entries, meta)
     return b"".join([struct.pack("<Q", len(header)), header, *(a.tobytes() for a in arrays)])
 
 
-def encoded_size(spec: Sequence[tuple[Sequence[int], np.dtype | str]]) -> int:
+def encoded_size(
+    spec: Sequence[tuple[Sequence[int], np.dtype | str]],
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> int:
     """The exact length of :func:`encode`'s output for arrays of these ``(shape, dtype)``.
 
     The encoding is canonical, so shapes and dtypes alone fix its size: a node sets the blob
     limit of updates and models to ``encoded_size(spec_of(initial_params))`` and refuses any
     longer blob while it streams in. Raises :class:`CodecError` for an unsupported dtype or a
-    negative dimension, like :func:`encode`.
+    negative dimension, like :func:`encode`. ``metadata``: that of :func:`encode_tensors`
+    (default: a parameter blob's).
     """
+    meta = None if metadata is None else _check_metadata(dict(metadata))
     if len(spec) > MAX_ARRAYS:
         raise CodecError(f"{len(spec)} arrays exceed the limit of {MAX_ARRAYS}")
     entries: list[tuple[str, tuple[int, ...], int]] = []
@@ -111,13 +146,29 @@ def encoded_size(spec: Sequence[tuple[Sequence[int], np.dtype | str]]) -> int:
         for s in dims:
             count *= s
         entries.append((code, dims, count * _DTYPES[code].itemsize))
-    return 8 + len(_header(entries)) + sum(e[2] for e in entries)
+    return 8 + len(_header(entries, meta)) + sum(e[2] for e in entries)
 
 
 def decode(
     data: bytes | bytearray | memoryview, *, max_bytes: int = MAX_BLOB_BYTES
 ) -> list[np.ndarray]:
     """Parse canonical bytes back into a parameter list; :class:`CodecError` on anything else."""
+    _, arrays = _parse(data, max_bytes=max_bytes, format=FORMAT, exact=True)
+    return arrays
+
+
+def decode_tensors(
+    data: bytes | bytearray | memoryview, *, format: str, max_bytes: int = MAX_BLOB_BYTES
+) -> tuple[dict[str, str], list[np.ndarray]]:
+    """Parse canonical bytes of a tensor list whose ``__metadata__`` names ``format``: the
+    metadata and the tensors; :class:`CodecError` on anything else (the caller checks the
+    other metadata entries)."""
+    return _parse(data, max_bytes=max_bytes, format=format, exact=False)
+
+
+def _parse(
+    data: bytes | bytearray | memoryview, *, max_bytes: int, format: str, exact: bool
+) -> tuple[dict[str, str], list[np.ndarray]]:
     view = memoryview(data).cast("B")
     if len(view) > max_bytes:
         raise CodecError(f"blob of {len(view)} bytes exceeds the limit of {max_bytes}")
@@ -131,8 +182,12 @@ def decode(
         header = json.loads(raw_header)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CodecError(f"header is not valid JSON: {exc}") from exc
-    if not isinstance(header, dict) or header.get("__metadata__") != {"format": FORMAT}:
-        raise CodecError(f"not a {FORMAT} blob (missing or wrong __metadata__)")
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    wrong = (metadata != {"format": format} if exact
+             else not isinstance(metadata, dict) or metadata.get("format") != format)  # fmt: skip
+    if wrong:
+        raise CodecError(f"not a {format} blob (missing or wrong __metadata__)")
+    metadata = _check_metadata(metadata)
     count = len(header) - 1
     if count > MAX_ARRAYS:
         raise CodecError(f"{count} arrays exceed the limit of {MAX_ARRAYS}")
@@ -155,7 +210,7 @@ def decode(
         if nbytes > len(view):
             raise CodecError(f"tensor {_name(i)} claims {nbytes} bytes, more than the blob")
         entries.append((code, tuple(shape), nbytes))
-    if _header(entries) != raw_header:
+    if _header(entries, metadata) != raw_header:
         raise CodecError("header is not in canonical form")
     body = view[8 + hlen :]
     if sum(e[2] for e in entries) != len(body):
@@ -170,7 +225,7 @@ def decode(
             .astype(_DTYPES[code].newbyteorder("="), copy=True)
         )
         offset += nbytes
-    return out
+    return metadata, out
 
 
 def params_digest(params: Sequence[np.ndarray]) -> bytes:

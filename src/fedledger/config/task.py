@@ -53,6 +53,11 @@
     delta = 1e-5
     budget = 8.0                # most epsilon a node spends (default: the rounds' spend)
 
+    [compression]               # optional: members publish their compressed delta from the
+    quantize = "int8"           #   round's base (fedledger.commit.compression): "int8" or
+    topk = 0.05                 #   "none"; topk: the fraction of each array's entries sent
+    error_feedback = true       #   (largest first); what is not sent is added next round
+
 Every value is checked when the file is loaded -- its type, its range, that it is finite --
 and every mistake is a :class:`~fedledger.errors.ConfigError` naming the offending key
 (``aggregation.f: ...``). Unknown keys are errors too, since a typo would otherwise be ignored.
@@ -75,6 +80,7 @@ from typing import TYPE_CHECKING, Any
 from fedledger.aggregation.mixing import MIXING_RULES
 from fedledger.aggregation.params import check_rule_for_nodes, check_rule_params
 from fedledger.aggregation.rules import RULES
+from fedledger.commit.compression import Scheme
 from fedledger.errors import ConfigError, PrivacyError
 from fedledger.learning.trainer import ModelSpec, TrainConfig
 
@@ -416,6 +422,46 @@ class PrivacyConfig:
             check_real("privacy.budget", self.budget, low=0, high=1e6, low_open=True)
 
 
+QUANTIZERS = ("none", "int8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompressionConfig:
+    """Compressed updates (the ``[compression]`` table; docs/protocol.md, "Compressed updates").
+
+    Members publish the delta from the round's base model instead of the model, compressed:
+    ``quantize = "int8"`` (a symmetric scale per array, round half to even) and/or ``topk``
+    (the fraction of each array's entries kept, largest magnitudes first, in (0, 1)).
+    ``error_feedback``: a member adds what it did not send to its next round's delta (the
+    residual, kept durably in its state directory). The table is in the task's configuration
+    document, so on chain; a task without it publishes plain parameter blobs.
+    """
+
+    quantize: str = "none"
+    topk: float | None = None
+    error_feedback: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("compression.quantize", self.quantize, QUANTIZERS, "quantizer")
+        if self.topk is not None:
+            check_real("compression.topk", self.topk, low=0, high=1, low_open=True,
+                       high_open=True)  # fmt: skip
+        check_bool("compression.error_feedback", self.error_feedback)
+        if self.quantize == "none" and self.topk is None:
+            raise ConfigError('compresses nothing: give quantize = "int8", topk, or both',
+                              field="compression")  # fmt: skip
+
+    @property
+    def scheme(self) -> Scheme:
+        """The blob format's scheme (:mod:`fedledger.commit.compression`)."""
+        return Scheme(int8=self.quantize == "int8", topk=self.topk)
+
+
+def scheme_of(compression: CompressionConfig | None) -> Scheme | None:
+    """The compression scheme of a task's updates, or None for plain parameter blobs."""
+    return None if compression is None else compression.scheme
+
+
 SCORE_METHODS = ("rule", "loo", "shapley")
 
 
@@ -561,6 +607,8 @@ class TaskConfig:
     incentives: IncentivesConfig = field(default_factory=IncentivesConfig)
     governance: GovernanceConfig | None = None
     """Token-holder governance (``[governance]``), or None: the rules never change."""
+    compression: CompressionConfig | None = None
+    """Compressed updates (``[compression]``), or None: members publish their models."""
 
     def __post_init__(self) -> None:
         check_str("task.name", self.name)
@@ -605,6 +653,12 @@ class TaskConfig:
             raise ConfigError("must be a GovernanceConfig", field="governance")
         if self.incentives.scores != "rule":
             self._check_scores()
+        if self.compression is not None:
+            if not isinstance(self.compression, CompressionConfig):
+                raise ConfigError("must be a CompressionConfig", field="compression")
+            if self.secure_aggregation:
+                raise ConfigError("masked updates cannot be compressed: not with "
+                                  "privacy.secure_aggregation", field="compression")  # fmt: skip
 
     def _check_scores(self) -> None:
         """Contribution scores need every kept model and a shared validation set, evaluated
@@ -673,6 +727,8 @@ class TaskConfig:
             del d["incentives"]
         if d["governance"] is None:
             del d["governance"]
+        if d["compression"] is None:  # documents (and digests) without it unchanged
+            del d["compression"]
         if not d["purpose"]:
             del d["purpose"]
         return d
@@ -831,7 +887,7 @@ def _check_type(where: str, value: Any, annotation: str) -> Any:
 
 
 _SECTIONS = ("task", "data", "model", "train", "aggregation", "ledger", "gossip", "privacy",
-             "incentives", "governance")  # fmt: skip
+             "incentives", "governance", "compression")  # fmt: skip
 _HEAD = ("name", "purpose", "seed", "rounds", "nodes")
 
 
@@ -874,9 +930,13 @@ def parse_config(doc: Mapping[str, Any]) -> TaskConfig:
     if "governance" in doc:
         governance = GovernanceConfig(**check_table("governance", doc["governance"],
                                                     GovernanceConfig))  # fmt: skip
+    compression = None
+    if "compression" in doc:
+        compression = CompressionConfig(**check_table("compression", doc["compression"],
+                                                      CompressionConfig))  # fmt: skip
     return TaskConfig(**task, data=data, model=model, train=train, aggregation=aggregation,
                       ledger=ledger, gossip=gossip, privacy=privacy, incentives=incentives,
-                      governance=governance)  # fmt: skip
+                      governance=governance, compression=compression)  # fmt: skip
 
 
 def read_toml(path: str | Path, *, what: str = "configuration file") -> dict[str, Any]:

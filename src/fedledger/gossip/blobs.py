@@ -315,6 +315,8 @@ class MemoryBlobStore:
 
 
 _TMP_DIR = "tmp"
+_BUFFER_BYTES = 1 << 20
+"""A file writer keeps up to this many bytes in memory before it opens its temporary file."""
 _TMP_SUFFIX = ".part"
 
 
@@ -333,16 +335,18 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _FileWriter(_WriterBase):
+    """Buffers up to ``_BUFFER_BYTES`` in memory and opens its temporary file only past that,
+    or at commit: a node fetching from many peers at once (hundreds of nodes in one process)
+    holds no descriptor per fetch in flight."""
+
     def __init__(self, store: FileBlobStore, cid: str, max_bytes: int) -> None:
         super().__init__(cid, max_bytes)
         self._store = store
         self._final = store._path(cid)
-        try:
-            fd, name = tempfile.mkstemp(dir=store._tmp, prefix=cid[-12:] + ".", suffix=_TMP_SUFFIX)
-        except OSError as exc:
-            raise BlobError(f"cannot create a temporary file in {store._tmp}: {exc}") from exc
-        self._tmp_path = Path(name)
-        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._tmp_path: Path | None = None
+        self._file: BinaryIO | None = None
 
     def __del__(self) -> None:
         # A writer dropped without commit or abort must not leak its descriptor or temp file.
@@ -350,37 +354,61 @@ class _FileWriter(_WriterBase):
             self.abort()
 
     @property
-    def temp_path(self) -> Path:
-        """Where the bytes are being written (for tests and diagnostics)."""
+    def temp_path(self) -> Path | None:
+        """Where the bytes are being written, once spilled to disk (tests, diagnostics)."""
         return self._tmp_path
 
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            store = self._store
+            try:
+                fd, name = tempfile.mkstemp(dir=store._tmp, prefix=self._cid[-12:] + ".",
+                                            suffix=_TMP_SUFFIX)  # fmt: skip
+            except OSError as exc:
+                raise BlobError(f"cannot create a temporary file in {store._tmp}: {exc}") from exc
+            self._tmp_path = Path(name)
+            self._file = os.fdopen(fd, "wb")
+        return self._file
+
     def _sink_write(self, chunk: _Bytes) -> None:
-        assert self._file is not None
-        self._file.write(chunk)
+        if self._file is None and self._buffered + len(chunk) <= _BUFFER_BYTES:
+            self._buffer.append(bytes(chunk))
+            self._buffered += len(chunk)
+            return
+        f = self._open()
+        for part in self._buffer:
+            f.write(part)
+        self._buffer, self._buffered = [], 0
+        f.write(chunk)
 
     def _sink_commit(self) -> None:
-        f = self._file
-        assert f is not None
+        if self._final.exists():  # same content already stored: keep the old file
+            self._sink_abort()
+            return
+        f = self._open()
+        for part in self._buffer:
+            f.write(part)
+        self._buffer, self._buffered = [], 0
         f.flush()
         if self._store.durable:
             os.fsync(f.fileno())
         f.close()
         self._file = None
-        if self._final.exists():  # same content already stored: keep the old file
-            self._tmp_path.unlink(missing_ok=True)
-            return
+        assert self._tmp_path is not None
         self._final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._tmp_path, self._final)
         if self._store.durable:
             _fsync_dir(self._final.parent)
 
     def _sink_abort(self) -> None:
+        self._buffer, self._buffered = [], 0
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
             self._file = None
-        with contextlib.suppress(OSError):
-            self._tmp_path.unlink(missing_ok=True)
+        if self._tmp_path is not None:
+            with contextlib.suppress(OSError):
+                self._tmp_path.unlink(missing_ok=True)
 
 
 class FileBlobStore:

@@ -1,7 +1,10 @@
 """Fetching one blob from several peers, against peers that trickle, stall or lie.
 
 :func:`fetch_blob` asks up to ``policy.parallel`` sources at once for the same CID; the first
-source whose bytes hash to the CID wins, the others are cancelled. Each source streams into its
+source whose bytes hash to the CID wins, the others are cancelled. With ``policy.hedge`` set,
+the sources are asked one at a time: the next one only when a source failed, or when the
+fetch has run ``hedge`` seconds more without a result (a hedged request: the honest case costs
+one request, a slow source costs ``hedge`` seconds). Each source streams into its
 own :meth:`BlobStore.writer <fedledger.gossip.blobs.BlobStore.writer>`, which refuses the
 stream as soon as it passes ``max_bytes`` and stores nothing that does not hash to the CID. A
 source fails when it
@@ -90,12 +93,21 @@ class FetchPolicy:
     """Bytes per second a source must average from its start, once ``grace`` has passed."""
     parallel: int = 2
     """Sources streaming at once."""
+    hedge: float = 0.0
+    """When > 0: start with one source and ask one more (up to ``parallel``) after each
+    ``hedge`` seconds without a result; 0: ``parallel`` sources at once."""
 
     def __post_init__(self) -> None:
         for name in ("deadline", "stall", "min_rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(f"must be a number > 0, got {value!r}", field=f"fetch.{name}")
+        if (
+            isinstance(self.hedge, bool)
+            or not isinstance(self.hedge, int | float)
+            or (not self.hedge >= 0)
+        ):
+            raise ConfigError(f"must be a number >= 0, got {self.hedge!r}", field="fetch.hedge")
         if (
             isinstance(self.grace, bool)
             or not isinstance(self.grace, int | float)
@@ -170,8 +182,12 @@ async def fetch_blob(
     pending = list(sources)
     running: dict[asyncio.Task[int], Source] = {}
 
+    hedged = policy.hedge > 0
+    width = 1 if hedged else policy.parallel  # sources that may stream now
+    next_hedge = loop.time() + policy.hedge
+
     def launch() -> None:
-        while pending and len(running) < policy.parallel and loop.time() < end:
+        while pending and len(running) < width and loop.time() < end:
             source = pending.pop(0)
             task = loop.create_task(_one(transport, store, cid, source, max_bytes, policy, end,
                                          on_chunk))  # fmt: skip
@@ -180,9 +196,12 @@ async def fetch_blob(
     try:
         launch()
         while running:
-            timeout = end - loop.time()
+            now = loop.time()
+            timeout = end - now
             if timeout <= 0:
                 break
+            if hedged and pending and width < policy.parallel:
+                timeout = min(timeout, max(next_hedge - now, 0.0))
             done, _ = await asyncio.wait(
                 running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
@@ -193,6 +212,9 @@ async def fetch_blob(
                     return FetchResult(cid=cid, source=source.label, received=task.result(),
                                        failures=MappingProxyType(dict(failures)))  # fmt: skip
                 failures[source.label] = _why(error)
+            if hedged and not done and loop.time() >= next_hedge and width < policy.parallel:
+                width += 1  # the running sources are slow: ask one more
+                next_hedge = loop.time() + policy.hedge
             launch()
     finally:
         for task in running:

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
 import numpy as np
 
 from fedledger.errors import ConfigError
@@ -167,6 +166,8 @@ def _regular(degree: int, n: int, seed: int) -> Neighbours:
             f"a 1-regular graph of {n} nodes is never connected; use degree >= 2",
             field="topology.degree",
         )
+    import networkx as nx  # here: a node process on the full topology never loads it
+
     if degree == 2:
         # The connected 2-regular graphs are exactly the Hamiltonian cycles: draw one directly
         # (a seeded random ordering closed into a ring) instead of rejecting disconnected
@@ -190,6 +191,8 @@ def _erdos_renyi(p: float, n: int, seed: int) -> Neighbours:
     hint = f"use a larger p (connectivity needs p well above ln(n)/n = {threshold:.3g})"
     if p == 0.0:
         raise ConfigError(f"p = 0 gives no edges; {hint}", field="topology.p")
+    import networkx as nx
+
     for attempt in range(MAX_ATTEMPTS):
         graph = nx.gnp_random_graph(n, p, seed=_attempt_seed(seed, "erdos_renyi", attempt))
         if nx.is_connected(graph):
@@ -205,6 +208,8 @@ def _small_world(degree: int, p: float, n: int, seed: int) -> Neighbours:
             f"a small-world graph of {n} nodes needs degree < {n}, got {degree}",
             field="topology.degree",
         )
+    import networkx as nx
+
     try:
         graph = nx.connected_watts_strogatz_graph(n, degree, p, tries=100, seed=seed)
     except nx.NetworkXError as exc:

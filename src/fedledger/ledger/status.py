@@ -33,6 +33,9 @@ from fedledger.ledger.records import (
     Finalized,
     Joined,
     LedgerEvent,
+    Quorate,
+    RoundClock,
+    RoundStarted,
     Skipped,
     Slashed,
     Submitted,
@@ -58,6 +61,7 @@ __all__ = [
     "RoundStatus",
     "SlashStatus",
     "TaskStatus",
+    "WaitingStatus",
     "check_task_code",
     "owner_of",
     "task_status",
@@ -150,6 +154,21 @@ class SlashStatus:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WaitingStatus:
+    """The open round's missing messages: what ``fedledger status`` says as
+    :func:`fedledger.node.waiting.describe_waiting` does."""
+
+    round: int
+    what: str
+    """``messages``: the members' signed round messages."""
+    members: tuple[str, ...]
+    """The eligible active members whose message for the round is not on chain yet."""
+    until: int | None
+    """When the round's message phase closes at the latest (chain time, Unix seconds; None:
+    its start is before the first block read)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskStatus:
     """A task's whole state, as :func:`task_status` reads it."""
 
@@ -179,6 +198,8 @@ class TaskStatus:
     """Reward credited over all rounds (at most max_rounds x reward_per_round)."""
     token_supply: int
     max_rounds: int
+    waiting: WaitingStatus | None = None
+    """Whom the open round waits for (None: the round is not open, or every message is in)."""
 
     @property
     def started(self) -> bool:
@@ -293,6 +314,28 @@ def _rounds(
     return tuple(out)
 
 
+def _waiting(ledger: ContractLedger, events: list[LedgerEvent], current: int, phase: str,
+             members: tuple[MemberStatus, ...]) -> WaitingStatus | None:  # fmt: skip
+    """The open round's eligible active members whose message is not on chain, and when the
+    phase closes at the latest (every message in, ``grace`` after a quorum, or the window)."""
+    if current == 0 or phase != PHASE_NAMES[PHASE_OPEN]:
+        return None
+    sent = {e.member.lower() for e in events if isinstance(e, Submitted) and e.round == current}
+    missing = tuple(m.address for m in members if m.status == "active"
+                    and m.first_round <= current and m.address.lower() not in sent)  # fmt: skip
+    if not missing:
+        return None
+    start = next((e.start for e in events if isinstance(e, RoundStarted) and e.round == current),
+                 None)  # fmt: skip
+    until: int | None = None
+    if start is not None:
+        quorum = next((e.time for e in events if isinstance(e, Quorate) and e.round == current),
+                      None)  # fmt: skip
+        until = RoundClock.of(start=start, rules=ledger.rules_at(current),
+                              quorum_at=quorum).closes_at  # fmt: skip
+    return WaitingStatus(round=current, what="messages", members=missing, until=until)
+
+
 def _slashes(events: list[LedgerEvent]) -> tuple[SlashStatus, ...]:
     offences = {(e.tx, e.member): e.round for e in events if isinstance(e, Equivocated)}
     out = []
@@ -320,6 +363,7 @@ def task_status(ledger: ContractLedger, *, from_block: int = 0) -> TaskStatus:
         phase = PHASE_NAMES[PHASE_NOT_STARTED]
     else:
         phase = PHASE_NAMES.get(ledger.phase(current), "?")
+    members = _members(ledger, events)
     return TaskStatus(
         task=ledger.task_address,
         chain_id=ledger.chain_id,
@@ -335,8 +379,9 @@ def task_status(ledger: ContractLedger, *, from_block: int = 0) -> TaskStatus:
         head_block=head,
         current_round=current,
         phase=phase,
-        members=_members(ledger, events),
+        members=members,
         rounds=_rounds(ledger, events, current, phase),
+        waiting=_waiting(ledger, events, current, phase, members),
         slashes=_slashes(events),
         total_staked=int(_view(ledger, "total_staked")),
         total_slashed=int(_view(ledger, "total_slashed")),

@@ -50,6 +50,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedledger.errors import ConfigError
+from fedledger.node.waiting import Waiting
 
 DONE_FIRST_RETRY = 0.5
 """Seconds from a node's first ``done`` announcement to its first re-announcement."""
@@ -272,6 +273,32 @@ class ConsensusNode:
             for s, c in st.updates.items()
             if c.cid in self.blobs and st.bases.get(s) == self.base
         }
+
+    def waiting(self, now: float) -> Waiting | None:
+        """Whom this node waits for now (None: nobody; it trains, aggregates or fetches):
+        the updates of its collect phase, the models of its agree phase (each until the
+        phase's deadline), or, finished, the members that have not reported ``done`` with
+        its final model."""
+        st = self._rounds.get(self.round)
+        missing: list[str] = []
+        what = ""
+        if self.phase == "collect":
+            collected = self._collected()
+            missing = [m for m in self.expected() if m not in collected]
+            what = "updates"
+        elif self.phase == "agree":
+            models = st.models if st is not None else {}
+            missing = [m for m in self.expected() if m not in models]
+            what = "models"
+        elif self.finished and self._correction is None:
+            done = self.done_by(self.base)
+            missing = [m for m in self.members if m not in done]
+            return Waiting(round=self.rounds, what="done reports", members=tuple(missing),
+                           deadline=None) if missing else None  # fmt: skip
+        if not missing or now > self._deadline:
+            return None
+        return Waiting(round=self.round, what=what, members=tuple(missing),
+                       deadline=self._deadline)  # fmt: skip
 
     # -- events -------------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ import functools
 import hashlib
 import json
 import logging
+import math
+import os
 import random
 import signal
 import time
@@ -37,6 +39,7 @@ from fedledger.aggregation.mixing import mix as mix_models
 from fedledger.aggregation.round import aggregate_round
 from fedledger.attacks.adversary import Adversary
 from fedledger.commit import decode, digest_from_cid, encode
+from fedledger.commit.compression import compressed_size, encode_update
 from fedledger.config.node import NodeConfig
 from fedledger.config.task import TaskConfig
 from fedledger.data import Dataset, NodeData
@@ -44,6 +47,7 @@ from fedledger.data.site import SiteStats, pool, site_stats, standardized
 from fedledger.errors import (
     BlobError,
     CodecError,
+    ConfigError,
     DataError,
     FedledgerError,
     FetchRefused,
@@ -71,8 +75,10 @@ from fedledger.gossip.transport import Transport
 from fedledger.incentives.scores import Scoring, scores_seed
 from fedledger.learning import Params, Trainer
 from fedledger.node.consensus import Contribution, Fetch, Finished, Publish, Train
+from fedledger.node.residual import ErrorFeedback
 from fedledger.node.services import Driver
-from fedledger.node.state import NodeState, write_atomically
+from fedledger.node.state import NodeState, write_atomically, write_status
+from fedledger.node.waiting import Waiting
 from fedledger.privacy import GaussianStream, noise_key, privatize
 from fedledger.privacy.secagg_round import masked_size, member_noise_multiplier
 from fedledger.seeds import derive_seed
@@ -85,11 +91,36 @@ FRAMES_PER_SECOND = 100.0
 """Each member's sustained frame budget (verified frames; bursts of ``FRAME_BURST``)."""
 FRAME_BURST = 1000.0
 FETCH_REPLAY_SECONDS = 120.0
+"""How long a served fetch request's nonce is remembered (longer than any request lives)."""
+FETCH_HEDGE = 0.5
+"""Seconds a blob fetch waits on its first source before asking the next one too (hedged
+requests: one request per blob in the honest case, where two at once doubled the signing and
+serving work; a stalled source costs half a second)."""
+MAX_FETCHES = 32
+"""Blob fetches a node runs at once (the rest queue): with hundreds of members, a round's
+updates are fetched a few dozen at a time, each request signed when its turn comes, instead
+of a burst of hundreds whose requests expire in the queue."""
 STATS_RESEND_SECONDS = 1.0
 """How often a node resends its feature statistics to the founders it has not heard from."""
 PREPROCESSING_FILE = "preprocessing.json"
 """The pooled statistics once agreed, in the state directory: a restart reuses them."""
-"""How long a served fetch request's nonce is remembered (longer than any request lives)."""
+
+
+def fetch_policy(*, sharing: int = 1) -> FetchPolicy:
+    """A node's blob-fetch bounds when ``sharing`` nodes run in one process (a simulation:
+    they share its cores and one event loop). A node's turn comes ``sharing / cores`` times
+    less often than on a machine of its own, so the time-based bounds (grace, stall, deadline,
+    hedge) stretch by that much, up to 50x; the minimum rate stays what a peer must deliver.
+    Otherwise a loaded loop makes honest peers look slow, their fetches fail, the failures
+    bring more fetches, and rounds go on without updates that were there."""
+    if isinstance(sharing, bool) or not isinstance(sharing, int) or sharing < 1:
+        raise ValueError(f"sharing must be an int >= 1, got {sharing!r}")
+    base = FetchPolicy(hedge=FETCH_HEDGE)
+    load = min(max(1.0, sharing / (os.cpu_count() or 1)), 50.0)
+    if load == 1.0:
+        return base
+    return dataclasses.replace(base, grace=base.grace * load, stall=base.stall * load,
+                               deadline=base.deadline * load, hedge=base.hedge * load)  # fmt: skip
 
 
 @dataclass
@@ -176,6 +207,17 @@ class NodeCore:
         if config.task.secure_aggregation:
             coordinates = sum(int(np.prod(shape)) for shape, _ in self.spec)
             self.fetch_bytes = max(self.blob_bytes, masked_size(coordinates))
+        self.compression = config.task.compression
+        """``[compression]``: updates are compressed deltas from the round's base, or None."""
+        if self.compression is not None:
+            if config.mode == "gossip":
+                raise ConfigError("gossip mode exchanges models, not updates: compression "
+                                  "applies to consensus and ledger modes",
+                                  field="compression")  # fmt: skip
+            size = compressed_size(self.spec, self.compression.scheme)
+            self.fetch_bytes = max(self.fetch_bytes, size)
+        self.feedback = ErrorFeedback(config.state_dir, task_id=self.task_id)
+        """The error-feedback residual (``[compression]`` with ``error_feedback``)."""
         self.initial_cid = store.put(encoded)
         members = {p.index: p.address for p in config.peers} | {config.index: identity.address}
         order = sorted(members)
@@ -204,7 +246,7 @@ class NodeCore:
         self._hello_round: dict[str, int] = {}
         """The round of each member's latest hello (members only: a bounded table)."""
         self._served: TtlCache[str, bool] = TtlCache(ttl=FETCH_REPLAY_SECONDS, max_keys=1 << 16)
-        self.fetch_policy = FetchPolicy()
+        self.fetch_policy = fetch_policy()
         self.state = NodeState(config.state_dir, task_id=self.task_id)
         self.resume = self.state.load(store)
         self.finished = asyncio.Event()
@@ -219,9 +261,12 @@ class NodeCore:
         self.aggregated_rounds = 0
         """Rounds in which this node's rule produced a model (not the base kept)."""
         self._last_progress = 0.0
+        self._waiting: Waiting | None = None
+        """What :attr:`config`'s ``state_dir/status.json`` says this node waits for."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._round_lock = asyncio.Lock()
         self._train_lock = asyncio.Lock()
+        self._fetch_slots = asyncio.Semaphore(MAX_FETCHES)
         self.driver = make_driver(self)
 
     # -- Services ----------------------------------------------------------------------------
@@ -279,6 +324,24 @@ class NodeCore:
     def round_finished(self, rnd: int, model: str, extra: Mapping[str, Any]) -> None:
         self.progressed()
         self.spawn(self.round_done(rnd, model, extra), what=f"round {rnd}: recording")
+
+    def report_waiting(self, waiting: Waiting | None, now: float) -> None:
+        if waiting == self._waiting:
+            return
+        self._waiting = waiting
+        doc: dict[str, Any] | None = None
+        if waiting is not None:
+            deadline = waiting.deadline
+            until = None
+            if deadline is not None and math.isfinite(deadline):
+                until = self.wall() + (deadline - now)
+            doc = {"round": waiting.round, "what": waiting.what,
+                   "members": list(waiting.members), "until": until}  # fmt: skip
+        try:
+            write_status(self.config.state_dir, {"node": self.config.index, "address": self.me,
+                                                 "waiting": doc})  # fmt: skip
+        except OSError as exc:  # it only describes the moment: never stop the node for it
+            log.debug("cannot write the status file: %s", exc)
 
     def set_members(self, members: Collection[str], endpoints: Mapping[str, str]) -> None:
         self.member_set = frozenset(members) | {self.me}
@@ -340,6 +403,7 @@ class NodeCore:
             reputation=reputation,
             max_bytes=self.blob_bytes,
             scoring=self._scoring(rnd, base, inputs, randomness, rules),
+            compression=rules.compression,
         )
         self._adversary.saw(
             [b for b, c in zip(blobs, inputs, strict=True) if b is not None and c.sender != self.me]
@@ -497,10 +561,32 @@ class NodeCore:
             self.released.add(a.round)
         self._adversary.observe(a.round, fit.params)
         published = await self._adversary.publish(a.round, params, fit.params)
-        honest = self.store.put(encode(fit.params))
-        cid = honest if published is fit.params else self.store.put(encode(published))
+        if self.compression is None:
+            honest = self.store.put(encode(fit.params))
+            cid = honest if published is fit.params else self.store.put(encode(published))
+        else:
+            honest, cid = await asyncio.to_thread(self._compress, a, params, fit.params,
+                                                  published)  # fmt: skip
         self._adversary.published(cid)
         self.driver.trained(a.round, a.base, cid, fit.num_examples, honest)
+
+    def _compress(self, a: Train, base: Params, trained: Params,
+                  published: Params) -> tuple[str, str]:  # fmt: skip
+        """``[compression]``: the CIDs of the honest and the published update, compressed
+        deltas from the round's base; the honest one carries the error-feedback residual,
+        which is durable (``residual.safetensors``) before the update is announced."""
+        assert self.compression is not None
+        scheme, digest = self.compression.scheme, digest_from_cid(a.base)
+        if self.compression.error_feedback:
+            blob = self.feedback.encode(a.round, trained=trained, base=base, base_digest=digest,
+                                        scheme=scheme)  # fmt: skip
+        else:
+            blob, _ = encode_update(trained, base=base, base_digest=digest, scheme=scheme)
+        honest = self.store.put(blob)
+        if published is trained:
+            return honest, honest
+        poisoned, _ = encode_update(published, base=base, base_digest=digest, scheme=scheme)
+        return honest, self.store.put(poisoned)
 
     def _privatize(self, a: Train, base: Params, trained: Params) -> Params:
         """The trained model as a DP release: its change clipped, Gaussian noise from this
@@ -519,22 +605,27 @@ class NodeCore:
     async def _fetch(self, a: Fetch) -> None:
         """Fetch ``a.cid`` from its sources in parallel, each asked with a request bound to
         it, within an overall deadline and a minimum rate."""
-        ok = await self.fetch_blob(a.cid, a.sources, parallel=a.parallel)
+        async with self._fetch_slots:  # a round of hundreds of updates, a few at a time
+            ok = await self.fetch_blob(a.cid, a.sources, parallel=a.parallel)
         self.driver.blob(a.cid, ok)
+
+    def _fetch_request(self, cid: str, peer: str, chain_id: int, contract: str) -> bytes:
+        return make_fetch_request(
+            identity=self.identity, task=self.task_id, cid=cid, to=peer, now=self.wall(),
+            chain_id=chain_id, contract=contract,
+        )  # fmt: skip
 
     async def fetch_blob(self, cid: str, peers: Sequence[str], *, parallel: int = 0,
                          max_bytes: int | None = None) -> bool:  # fmt: skip
         """Fetch ``cid`` into the store from ``peers`` (members); whether it arrived."""
         a = Fetch(cid, tuple(peers), parallel=parallel)
         chain_id, contract = self.driver.binding()
-        now = self.wall()
         sources = []
         for peer in a.sources:
             if peer in self.endpoints:
-                request = functools.partial(
-                    make_fetch_request, identity=self.identity, task=self.task_id, cid=a.cid,
-                    to=peer, now=now, chain_id=chain_id, contract=contract,
-                )  # fmt: skip
+                # Signed when the source is first asked, valid from then: a hedged fetch may
+                # reach its tenth source long after it began.
+                request = functools.partial(self._fetch_request, a.cid, peer, chain_id, contract)
                 sources.append(Source(endpoint=self.endpoints[peer], request=request, name=peer))
 
         def received(n: int) -> None:
@@ -542,7 +633,7 @@ class NodeCore:
 
         try:
             policy = self.fetch_policy
-            if a.parallel:
+            if a.parallel:  # the driver's cap on sources asked at once (still hedged)
                 policy = dataclasses.replace(policy, parallel=a.parallel)
             await fetch_blob(self.transport, self.store, cid=a.cid, sources=sources,
                              max_bytes=max_bytes or self.fetch_bytes, policy=policy,
@@ -701,6 +792,7 @@ class NodeCore:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.transport.close()
+            self.report_waiting(None, 0.0)
         return self.summary()
 
     async def _serve_until_stopped(self) -> None:

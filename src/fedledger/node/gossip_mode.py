@@ -31,6 +31,7 @@ from fedledger.node.consensus import (
     Timeouts,
     Train,
 )
+from fedledger.node.waiting import Waiting
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,22 @@ class GossipLearner:
         if self.phase == "wait" and now >= self._deadline:
             out += self._mix(now, timed_out=True)
         return out
+
+    def waiting(self, now: float) -> Waiting | None:
+        """The neighbours whose model of this iteration (or a recent enough one) this node
+        still waits for, until the adaptive deadline (None: it trains or mixes)."""
+        if self.phase != "wait" or now > self._deadline:
+            return None
+        floor = self.iteration - self.staleness
+        missing = []
+        for n in self.neighbours:
+            usable = self._usable(n)
+            if usable is None or usable[0] < floor:
+                missing.append(n)
+        if not missing:
+            return None
+        return Waiting(round=self.iteration, what="models", members=tuple(missing),
+                       deadline=self._deadline)  # fmt: skip
 
     def _usable(self, sender: str) -> tuple[int, str] | None:
         latest = self._latest.get(sender)

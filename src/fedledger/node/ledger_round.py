@@ -67,6 +67,7 @@ from fedledger.ledger.records import (
 from fedledger.ledger.reputation import round_reputation
 from fedledger.ledger.rules import BPS, result_digest, sort_result
 from fedledger.node.consensus import Aggregate, Contribution, Fetch, Finished, Train
+from fedledger.node.waiting import Waiting
 from fedledger.privacy.secagg_keys import MIN_MEMBERS
 
 RETRY_SECONDS = 1.0
@@ -77,6 +78,9 @@ again: meanwhile the members that fetched the blob can serve it too."""
 GIVE_UP_AFTER = 2
 """Failed fetches of an update after which a round is aggregated without it (each asks its
 author, then every member): a withholder costs a round two fetch attempts, not the grace."""
+FALLBACK_SOURCES = 4
+"""Members asked at once for an update its author did not deliver (hedged: a refusal or a
+failure moves on to the next member at once)."""
 
 # -- actions ------------------------------------------------------------------------------------
 
@@ -548,9 +552,11 @@ class LedgerRoundNode:
 
     def _fetch_update(self, cid: str, author: str, now: float) -> list[Action]:
         """A round's update: from its author alone first (it has it, and serves it once the
-        round closed: one request in the honest case); if that fails, from every other
-        member at once, right away (one of them may have got it, if the author served some
-        and not others). After GIVE_UP_AFTER failures the round goes on without it."""
+        round closed: one request in the honest case); if that fails, from the other members
+        right away, up to FALLBACK_SOURCES at a time with hedging (one of them may have got it,
+        if the author served some and not others; a refusal moves on to the next at once, and
+        a hundred members do not each get a hundred requests). After GIVE_UP_AFTER failures
+        the round goes on without it."""
         if cid in self.blobs or cid in self._pending or now < self._retry_at.get(cid, 0.0):
             return []
         self._pending.add(cid)
@@ -558,7 +564,8 @@ class LedgerRoundNode:
             return [Fetch(cid, (author,), parallel=1)]
         others = tuple(sorted((a for a in self.active if a not in (self.me, author)),
                               key=str.lower))  # fmt: skip
-        return [Fetch(cid, others or (author,), parallel=max(1, len(others)))]
+        width = max(1, min(FALLBACK_SOURCES, len(others)))
+        return [Fetch(cid, others or (author,), parallel=width)]
 
     def tick(self, now: float) -> list[Action]:
         if self._finished_sent:
@@ -712,6 +719,42 @@ class LedgerRoundNode:
     def held(self, rnd: int) -> frozenset[str]:
         """The members whose round ``rnd`` messages this node holds (gossiped or its own)."""
         return frozenset(self._pool.get(rnd, {}))
+
+    def waiting(self, now: float) -> Waiting | None:
+        """Whom this node waits for now (None: nobody in particular; it trains, aggregates,
+        or the round has not started): the update blobs of the round it aggregates that have
+        not arrived (until its patience runs out), else, once it signed its own message of
+        the open round, the eligible members whose messages it neither holds nor sees on
+        chain (until the phase closes)."""
+        if self.finished:
+            return None
+        rnd = self.done + 1
+        m = self._mine.get(rnd)
+        if m is not None and m.collecting_since is not None and m.result is None \
+                and not (m.aggregating or m.abandoned):  # fmt: skip
+            updates = round_inputs(self._submitted, rnd)
+            if self.secure:
+                members = set(self.masking_set(rnd) or ())
+                updates = {a: s for a, s in updates.items() if a in members}
+            missing = sorted((a for a, s in updates.items()
+                              if a != self.me and cid_from_digest(s.update) not in self.blobs),
+                             key=str.lower)  # fmt: skip
+            if missing:
+                return Waiting(round=rnd, what="update blobs", members=tuple(missing),
+                               deadline=m.collecting_since + self.patience)  # fmt: skip
+        current = self.current()
+        clock = self.clock(current)
+        mine = self._mine.get(current)
+        if clock is None or not clock.open(int(now)) or mine is None or mine.message is None:
+            return None
+        chain = self._chain.get(current)
+        on_chain = set(chain.submitted) if chain is not None else set()
+        pool = self._pool.get(current, {})
+        missing = [a for a in self.eligible(current) if a not in pool and a not in on_chain]
+        if not missing:
+            return None
+        return Waiting(round=current, what="messages", members=tuple(missing),
+                       deadline=float(clock.closes_at))  # fmt: skip
 
     def releases_through(self, rnd: int) -> int:
         """Rounds up to ``rnd`` in which this node signed an update: its own messages (those

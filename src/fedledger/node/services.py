@@ -19,6 +19,7 @@ from fedledger.gossip.identity import Identity
 from fedledger.gossip.messages import Message
 from fedledger.learning import Params
 from fedledger.node.consensus import Contribution
+from fedledger.node.waiting import Waiting
 
 
 class Services(Protocol):
@@ -93,6 +94,11 @@ class Services(Protocol):
 
     def progressed(self) -> None:
         """The round logic advanced (resets the stall timer)."""
+        ...
+
+    def report_waiting(self, waiting: Waiting | None, now: float) -> None:
+        """Whom the round logic waits for now (``now``: the time of the logic's clock that
+        its deadline is in): written to the node's status file when it changed."""
         ...
 
     def learn_endpoint(self, address: str, endpoint: str, *, replace: bool = False) -> None:

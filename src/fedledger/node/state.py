@@ -1,5 +1,6 @@
 """A node's durable round progress: ``state.json`` (the last round done and its model) and
-``rounds.jsonl`` (one record per round done, what report.json is merged from).
+``rounds.jsonl`` (one record per round done, what report.json is merged from); and
+``status.json``, whom it waits for now (:mod:`fedledger.node.waiting`).
 
 ``state.json`` is written atomically and durably: to a temporary file, fsynced, renamed over
 the old one, and the directory fsynced, so a crash at any point leaves either the old or the
@@ -27,14 +28,23 @@ MESSAGES_FILE = "messages.json"
 it signs (a restarted node signs the same bytes again, never a conflicting message)."""
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: whole or not at all, and on disk when this returns."""
+STATUS_FILE = "status.json"
+"""What the node waits for now (:func:`write_status`): read by ``fedledger run``'s progress
+line, rewritten whenever it changes, never fsynced (it only describes the moment)."""
+
+
+def write_atomically(path: Path, text: str, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``text``: whole or not at all, and on disk when this returns
+    (unless not ``durable``: then a crash may leave the old text, never a torn one)."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if not durable:
+        return
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -90,6 +100,22 @@ class NodeState:
         self.directory.mkdir(parents=True, exist_ok=True)
         with (self.directory / ROUNDS_FILE).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def write_status(directory: Path, status: dict[str, Any]) -> None:
+    """Replace the node's :data:`STATUS_FILE` with ``status`` (``node``, ``address`` and
+    ``waiting``: ``round``, ``what``, ``members``, ``until`` as a Unix time, or None)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomically(directory / STATUS_FILE, json.dumps(status), durable=False)
+
+
+def read_status(directory: Path) -> dict[str, Any] | None:
+    """The node's :data:`STATUS_FILE` (None: none yet, or unreadable)."""
+    try:
+        doc = json.loads((directory / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def read_rounds(directory: Path) -> list[dict[str, Any]]:

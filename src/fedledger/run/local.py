@@ -20,8 +20,9 @@ from fedledger.gossip.transport import Transport
 from fedledger.ledger.chain import Chain
 from fedledger.ledger.contract_ledger import ContractLedger
 from fedledger.node.build import build_node
-from fedledger.node.core import NodeCore
+from fedledger.node.core import NodeCore, fetch_policy
 from fedledger.run.plan import ProgressFn
+from fedledger.run.progress import of_records
 from fedledger.rundir import LedgerDeployment
 from fedledger.task import prepare_task
 
@@ -95,6 +96,8 @@ async def run_in_memory(
         )
         for cfg in configs
     ]
+    for node in nodes:  # they share this process's cores and event loop
+        node.fetch_policy = fetch_policy(sharing=len(nodes))
     return await run_nodes(nodes, progress=progress)
 
 
@@ -104,17 +107,18 @@ async def run_nodes(
     """Run ``nodes`` in this event loop to the end; their summaries, in order."""
     runs = [asyncio.create_task(n.run()) for n in nodes]
     if progress is not None and nodes:
-        total = nodes[0].task.rounds
         while not all(r.done() for r in runs):
-            report_progress(nodes, total, progress)
+            report_progress(nodes, progress)
             await asyncio.wait(runs, timeout=0.2)
     return list(await asyncio.gather(*runs))
 
 
-def report_progress(nodes: Sequence[NodeCore], total: int, progress: ProgressFn) -> None:
-    rounds = [max((rec["round"] for rec in n.round_records), default=0) for n in nodes]
-    accs = [n.round_records[-1]["acc"] for n in nodes if n.round_records]
-    progress(min(rounds), total, sum(accs) / len(accs) if accs else 0.0)
+def report_progress(nodes: Sequence[NodeCore], progress: ProgressFn) -> None:
+    """Rounds done, accuracy (the nodes' records in memory) and whom the nodes wait for
+    (their status files)."""
+    last = [max(n.round_records, key=lambda r: r["round"]) if n.round_records else None
+            for n in nodes]  # fmt: skip
+    progress(of_records([n.config for n in nodes], last))
 
 
 async def run_ledger_in_process(
@@ -148,10 +152,11 @@ async def run_ledger_in_process(
         store = FileBlobStore(cfg.state_dir / "blobs", durable=False)
         nodes.append(build_node(cfg, identity=identity, transport=node_transport, store=store,
                                 task=task, ledger=ledger, collusion=collusion))  # fmt: skip
+    for node in nodes:  # they share this process's cores and event loop
+        node.fetch_policy = fetch_policy(sharing=len(nodes))
     runs = [asyncio.create_task(n.run()) for n in nodes]
     owner_ledger = ContractLedger(chain, deployment.task, owner)
     started = False
-    total = configs[0].task.rounds
     while not all(r.done() for r in runs):
         if not started:
             started = await asyncio.to_thread(
@@ -159,7 +164,7 @@ async def run_ledger_in_process(
                 secure=configs[0].task.secure_aggregation,
             )  # fmt: skip
         if progress is not None:
-            report_progress(nodes, total, progress)
+            report_progress(nodes, progress)
         if on_chain is not None and started:
             on_chain(chain, deployment)
         await asyncio.wait(runs, timeout=0.2)

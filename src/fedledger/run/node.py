@@ -14,13 +14,11 @@ from fedledger.config.node import NodeConfig
 from fedledger.errors import ConfigError, RunFailed
 from fedledger.gossip.grpc_transport import GrpcTransport
 from fedledger.gossip.identity import Identity
-from fedledger.ledger.chain import RpcChain
-from fedledger.ledger.contract_ledger import ContractLedger
-from fedledger.ledger.records import Ledger
 from fedledger.rundir import SUMMARY_FILE
 
 if TYPE_CHECKING:
     from fedledger.api import DataSource, ModelFactory
+    from fedledger.ledger.records import Ledger
 
 log = logging.getLogger("fedledger.run")
 
@@ -60,8 +58,12 @@ def node_io(
         raise ConfigError(f"bad listen address {cfg.listen!r}", field="listen") from exc
     ledger: Ledger | None = None
     if cfg.chain is not None and cfg.task_address is not None:
+        # Imported here: a node without a chain never loads web3 (docs/performance.md,
+        # "Start-up").
         from eth_account import Account
 
+        from fedledger.ledger.chain import RpcChain
+        from fedledger.ledger.contract_ledger import ContractLedger
         from fedledger.ledger.status import check_task_code
 
         chain = RpcChain(cfg.chain, private_key=identity.private_key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fedledger.config import TaskConfig
@@ -13,12 +13,11 @@ from fedledger.errors import ConfigError
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.topology import TopologySpec
 from fedledger.node.consensus import Timeouts
+from fedledger.run.progress import ProgressFn, RunProgress
+
+__all__ = ["ProgressFn", "RunProgress", "plan"]
 
 log = logging.getLogger("fedledger.run")
-
-
-ProgressFn = Callable[[int, int, float], None]
-"""``progress(rounds_done_by_all, total_rounds, mean_accuracy)``."""
 
 
 def plan(

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,30 +13,26 @@ from typing import Any
 from fedledger.config.node import NodeConfig
 from fedledger.errors import RunFailed
 from fedledger.run.plan import ProgressFn
-from fedledger.rundir import SUMMARY_FILE, read_rounds
+from fedledger.run.progress import RunProgress, progress_of
+from fedledger.run.spawn import start_node
+from fedledger.rundir import SUMMARY_FILE
 
 log = logging.getLogger("fedledger.run")
 
 
-def _progress_of(configs: Sequence[NodeConfig]) -> tuple[int, float]:
-    last: list[dict[str, Any] | None] = []
-    for cfg in configs:
-        records = read_rounds(cfg)
-        last.append(max(records, key=lambda r: r["round"]) if records else None)
-    done = min((r["round"] if r else 0) for r in last)
-    accs = [r["acc"] for r in last if r]
-    return done, (sum(accs) / len(accs) if accs else 0.0)
+def _progress_of(configs: Sequence[NodeConfig]) -> RunProgress:
+    """From the node processes' files: rounds done, accuracy, whom they wait for."""
+    return progress_of(configs)
 
 
 def start_node_process(cfg: NodeConfig) -> subprocess.Popen[bytes]:
+    """``fedledger node`` for ``cfg`` in its own OS process, its stderr appended to its node
+    directory's stderr.log: forked from this process's fork server, which imported torch and
+    fedledger once (:mod:`fedledger.run.spawn`; ``FEDLEDGER_NODE_START=exec``: a fresh
+    interpreter instead). Called again for a node, it restarts it from its state directory."""
     node_dir = cfg.state_dir.parent
-    log_file = (node_dir / "stderr.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "fedledger", "node", "--config", str(node_dir / "node.toml")],
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    return start_node(["node", "--config", str(node_dir / "node.toml")],
+                      stderr=node_dir / "stderr.log", ledger=cfg.chain is not None)  # fmt: skip
 
 
 def run_processes(
@@ -55,7 +49,6 @@ def run_processes(
     """
     procs = {cfg.index: start_node_process(cfg) for cfg in configs}
     deadline = None if timeout is None else time.monotonic() + timeout
-    total = configs[0].task.rounds
     try:
         while any(p.poll() is None for p in procs.values()):
             if deadline is not None and time.monotonic() > deadline:
@@ -63,8 +56,7 @@ def run_processes(
             if on_poll is not None:
                 on_poll(procs)
             if progress is not None:
-                done, acc = _progress_of(configs)
-                progress(done, total, acc)
+                progress(_progress_of(configs))
             time.sleep(0.2)
     finally:
         for p in procs.values():

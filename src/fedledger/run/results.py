@@ -81,6 +81,7 @@ def merge_report(
             "nodes_reporting": len(recs),
             "bytes_per_node": {"sent": sum(sent) / len(sent), "recv": sum(recv) / len(recv)},
             "model_digests_agree": len({r["model"] for _, r in recs}) == 1,
+            "acc_by_node": {str(configs[i].index): r["acc"] for i, r in recs},
             "local_acc_mean": local.acc_mean,
             "local_acc_min": local.acc_min,
             "local_acc_max": local.acc_max,

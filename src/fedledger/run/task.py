@@ -25,7 +25,7 @@ from fedledger.ledger.chain import Chain, EmbeddedChain, RpcChain
 from fedledger.ledger.contract_ledger import ContractLedger, deploy_task_contracts
 from fedledger.ledger.reputation import uses_reputation
 from fedledger.node.consensus import Timeouts
-from fedledger.report import Report
+from fedledger.report import Report, read_baseline
 from fedledger.run.local import (
     joining,
     run_in_memory,
@@ -35,7 +35,7 @@ from fedledger.run.local import (
 from fedledger.run.plan import ProgressFn, plan
 from fedledger.run.processes import run_processes
 from fedledger.run.results import add_attack, check_run, ledger_final, merge_report
-from fedledger.rundir import JOURNAL_FILE, LedgerDeployment
+from fedledger.rundir import JOURNAL_FILE, LedgerDeployment, clear_run
 
 log = logging.getLogger("fedledger.run")
 
@@ -101,6 +101,8 @@ def run_task(
     on_poll: Callable[[dict[int, subprocess.Popen[bytes]]], None] | None = None,
     consents: Mapping[int, ConsentPolicy] | None = None,
     on_chain: Callable[[Chain, LedgerDeployment], None] | None = None,
+    baseline: Path | None = None,
+    overwrite: bool = False,
 ) -> Report:
     """``fedledger run``: the whole task on this machine, then report.json in ``out``.
 
@@ -120,8 +122,12 @@ def run_task(
     restart nodes with it). ``consents``: some nodes' data owners' consent policies, by index
     (ledger runs). ``on_chain``: with the embedded chain, called with it and the deployment
     about five times a second while the nodes run (tests act on the chain with it: governance
-    votes).
+    votes). ``baseline``: the directory of ``fedledger baseline``'s run of the same task, the
+    reference recorded in the report (``baseline``: its accuracy per round; report.png draws
+    the run against it). ``overwrite``: replace a previous run in ``out`` (refused otherwise:
+    :func:`fedledger.rundir.clear_run`).
     """
+    reference = reference_for(task, baseline) if baseline is not None else None
     if transport not in ("grpc", "memory"):
         raise ConfigError(f"unknown transport {transport!r}; known: grpc, memory",
                           field="transport")  # fmt: skip
@@ -147,6 +153,7 @@ def run_task(
     topology = topology or TopologySpec()
     bad = attack_setup(task, attack=attack, attackers=attackers, chain=chain,
                        transport=transport)  # fmt: skip
+    clear_run(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     task_path = out / "task.toml"  # the effective task, overrides included, for every node
     task_path.write_text(task.to_toml(), encoding="utf-8")
@@ -169,9 +176,23 @@ def run_task(
         )  # fmt: skip
     if attack is not None:
         add_attack(report, attack=attack, attackers=bad)
+    if reference is not None:
+        report.extra["baseline"] = reference
     report.write(out)
     check_run(summaries)
     return report
+
+
+def reference_for(task: TaskConfig, directory: Path) -> dict[str, Any]:
+    """``fedledger baseline``'s report in ``directory`` as the reference of a run of
+    ``task`` (:func:`fedledger.report.read_baseline`), after checking it trained that task
+    on as many nodes."""
+    reference = read_baseline(directory)
+    if reference["task"] != task.name or reference["nodes"] != task.nodes:
+        raise ConfigError(f"{directory} holds the baseline of task {reference['task']!r} on "
+                          f"{reference['nodes']} nodes, not of {task.name!r} on {task.nodes}",
+                          field="baseline")  # fmt: skip
+    return reference
 
 
 def within(timeout: float | None, job: Coroutine[Any, Any, T]) -> T:

@@ -19,6 +19,7 @@ from fedledger.config.amendments import RulesInForce
 from fedledger.config.consent import ConsentPolicy, Consents, violations
 from fedledger.config.task import TaskConfig
 from fedledger.errors import (
+    ChainUnavailable,
     FedledgerError,
     FetchRefused,
     LedgerError,
@@ -173,10 +174,7 @@ class LedgerDriver:
         deadline = self.services.clock() + self.start_timeout
         history: list[LedgerEvent] = []
         seen = -1
-        while await asyncio.to_thread(ledger.current_round) == 0:
-            if self.services.clock() > deadline:
-                raise LedgerError(f"the task did not start within {self.start_timeout:g} s "
-                                  "(start_timeout)")  # fmt: skip
+        while await self._started_round(deadline) == 0:
             if self.secagg is not None:  # register keys while waiting for the start
                 head = await asyncio.to_thread(ledger.head)
                 if head > seen:  # only the new events: the wait may last a day
@@ -198,6 +196,24 @@ class LedgerDriver:
         rnd = await asyncio.to_thread(ledger.current_round)
         self.services.publish("hello", rnd, {"endpoint": self.services.endpoint})
         return None
+
+    async def _started_round(self, deadline: float) -> int:
+        """The chain's round while waiting for the task's start (which may take a day): a
+        chain out of reach for a while (its RPC endpoint restarting, a network partition) is
+        waited out, not fatal, until ``start_timeout``."""
+        while True:
+            try:
+                rnd = int(await asyncio.to_thread(self.ledger.current_round))
+            except ChainUnavailable as exc:
+                log.warning("cannot read the chain while waiting for the task's start: %s", exc)
+                rnd = 0
+                if self.services.clock() <= deadline:
+                    await asyncio.sleep(1.0)
+                    continue
+            if rnd == 0 and self.services.clock() > deadline:
+                raise LedgerError(f"the task did not start within {self.start_timeout:g} s "
+                                  "(start_timeout)")  # fmt: skip
+            return rnd
 
     def _read_governance(self, events: Sequence[LedgerEvent]) -> None:
         """The configuration changes and consent policies in ``events`` (each once: the first
@@ -331,6 +347,7 @@ class LedgerDriver:
                 log.warning("cannot read the chain: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
+            self.report_waiting()
             if mined is None:
                 await asyncio.sleep(POLL_SECONDS)
                 continue
@@ -340,6 +357,13 @@ class LedgerDriver:
                 async with asyncio.timeout(POLL_SECONDS):
                     await mined.wait()
             mined.clear()
+
+    def report_waiting(self) -> None:
+        """Whom this node waits for (secure aggregation's reveals first, else the round
+        logic's), to the node's status file."""
+        now = self.now()
+        waiting = self.secagg.waiting(now) if self.secagg is not None else None
+        self.services.report_waiting(waiting or self.logic.waiting(now), now)
 
     def on_chain(self, events: Sequence[LedgerEvent], now: float) -> None:
         """New chain events: the registry's changes, then the round logic."""

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from fedledger.errors import FetchRefused
 from fedledger.gossip.messages import ZERO_ADDRESS, Message
 from fedledger.node.services import Services
+from fedledger.node.waiting import Waiting
 
 log = logging.getLogger("fedledger.node")
 
@@ -27,6 +28,8 @@ class PeerLogic(Protocol):
     def blob_ready(self, cid: str, now: float) -> Sequence[Any]: ...
 
     def blob_failed(self, cid: str, now: float) -> Sequence[Any]: ...
+
+    def waiting(self, now: float) -> Waiting | None: ...
 
 
 class PeerDriver:
@@ -96,6 +99,8 @@ class PeerDriver:
     async def ticker(self) -> None:
         while True:
             self.act(self.logic.tick(self.now()))
+            now = self.now()
+            self.services.report_waiting(self.logic.waiting(now), now)
             await asyncio.sleep(TICK_SECONDS)
 
     def deliver(self, m: Message) -> None:

@@ -37,6 +37,7 @@ from fedledger.node.consensus import Aggregate, Contribution
 from fedledger.node.ledger_round import LedgerRoundNode
 from fedledger.node.ledger_round import Reveal as RevealAction
 from fedledger.node.services import Services
+from fedledger.node.waiting import Waiting
 from fedledger.privacy.secagg import SecAggAbort
 from fedledger.privacy.secagg_keys import (
     MAX_KEY_BLOB_BYTES,
@@ -140,6 +141,9 @@ class SecAggParty:
         self.abandoned: list[int] = []
         self.dropouts: dict[int, int] = {}
         """Dropouts of each round this node unmasked."""
+        self._awaiting: tuple[int, tuple[str, ...], float] | None = None
+        """The round whose reveals this node waits for, its masking set, and until when
+        (the node's clock)."""
 
     # -- the chain -----------------------------------------------------------------------------
 
@@ -325,6 +329,20 @@ class SecAggParty:
             return
         self._keep(reveal)
 
+    def waiting(self, now: float) -> Waiting | None:
+        """The members of a round's masking set whose reveals this node still waits for to
+        unmask it (``now``: the driver's time, which the deadline is given in)."""
+        if self._awaiting is None:
+            return None
+        rnd, members, deadline = self._awaiting
+        got = self.reveals.get(rnd, {})
+        missing = tuple(m for m in members if m not in got and m != self.services.me)
+        if not missing:
+            return None
+        # Whole seconds: the status file is rewritten only when what it says changes.
+        until = float(round(now + deadline - self.services.clock()))
+        return Waiting(round=rnd, what="reveals", members=missing, deadline=until)
+
     def _keep(self, reveal: Reveal) -> None:
         done = self.logic.done
         if not done <= reveal.round <= done + REVEAL_ROUNDS:
@@ -378,22 +396,26 @@ class SecAggParty:
             raise SecAggAbort("key blobs of the masking set are missing")
         clock = self.services.clock
         deadline = clock() + self.patience
-        while True:
-            self.changed.clear()
-            reveals = list(self.reveals.get(rnd, {}).values())
-            try:
-                transcript = await asyncio.to_thread(
-                    rebuild, scope=self.scope, rnd=rnd, survivors=weights, dropouts=dropouts,
-                    blobs=blobs, reveals=reveals,
-                )  # fmt: skip
-                break
-            except SecAggAbort:
-                remaining = deadline - clock()
-                if remaining <= 0:
-                    raise
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(remaining, 1.0)):
-                        await self.changed.wait()
+        try:
+            while True:
+                self.changed.clear()
+                reveals = list(self.reveals.get(rnd, {}).values())
+                try:
+                    transcript = await asyncio.to_thread(
+                        rebuild, scope=self.scope, rnd=rnd, survivors=weights,
+                        dropouts=dropouts, blobs=blobs, reveals=reveals,
+                    )  # fmt: skip
+                    break
+                except SecAggAbort:
+                    remaining = deadline - clock()
+                    if remaining <= 0:
+                        raise
+                    self._awaiting = (rnd, tuple(members), deadline)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(remaining, 1.0)):
+                            await self.changed.wait()
+        finally:
+            self._awaiting = None
         check_transcript(transcript, blobs=blobs, masking_set=members)
         total, weight = await asyncio.to_thread(unmask_sum, transcript, masked=masked,
                                                 blobs=blobs)  # fmt: skip
