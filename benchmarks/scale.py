@@ -3,6 +3,7 @@ nodes (issue 16).
 
     python -m benchmarks.scale [--config examples/digits.toml] [--nodes 10,50,100]
                                [--rounds 3] [--chain none|embedded] [--out runs/scale]
+                               [--mode consensus|gossip] [--topology regular --degree 4]
 
 Each size is one `fedledger run` of the task in ONE process (memory transport; ``--chain
 embedded``: the in-process ledger too), started in a fresh Python process so that its peak
@@ -13,6 +14,11 @@ smallest size is the baseline of the ratios.
 
 Written to ``--out``: scale.json, results.md and scale.png (s/round, memory and bytes per node
 against nodes, log-log).
+
+Consensus mode is all-to-all: every node fetches, checks and aggregates every update, so its
+work per round grows as the square of the nodes (up to a few hundred here). Gossip mode on a
+sparse topology (``--mode gossip --topology regular --degree 4``) grows linearly: it is the
+mode of the thousand-node runs.
 """
 
 from __future__ import annotations
@@ -32,18 +38,21 @@ import json, resource, sys, time
 from dataclasses import replace
 from pathlib import Path
 from fedledger.config import load_config
+from fedledger.gossip.topology import TopologySpec
 from fedledger.run.task import run_task
 
 config, nodes, rounds, chain, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
     sys.argv[4], Path(sys.argv[5])
+mode, kind, degree = sys.argv[6], sys.argv[7], int(sys.argv[8])
 task = replace(load_config(config), nodes=nodes, rounds=rounds)
 start = time.perf_counter()
-report = run_task(task, out=out, transport="memory", chain=chain, timeout=3600,
-                  audit=False).to_dict()
+report = run_task(task, out=out, transport="memory", chain=chain, mode=mode,
+                  topology=TopologySpec(kind=kind, degree=degree), timeout=7200,
+                  audit=False, overwrite=True).to_dict()
 wall = time.perf_counter() - start
 final = report["final"]
 print(json.dumps({
-    "nodes": nodes, "rounds": rounds, "chain": chain, "wall_s": wall,
+    "nodes": nodes, "rounds": rounds, "chain": chain, "mode": mode, "wall_s": wall,
     "s_per_round": final["wall_s_per_round"], "acc": final["acc_mean"],
     "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "sent_per_node_round": final["bytes_per_node_per_round"]["sent"],
@@ -53,11 +62,14 @@ print(json.dumps({
 """
 
 
-def measure(config: Path, nodes: int, rounds: int, chain: str, out: Path) -> dict[str, Any]:
+def measure(
+    config: Path, nodes: int, rounds: int, chain: str, out: Path, *,
+    mode: str = "consensus", topology: str = "full", degree: int = 3,
+) -> dict[str, Any]:  # fmt: skip
     """One size, in a fresh process."""
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(config), str(nodes), str(rounds), chain,
-         str(out / f"run-{nodes}")],
+         str(out / f"run-{nodes}"), mode, topology, str(degree)],
         capture_output=True, text=True, check=False, cwd=ROOT,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -111,13 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", default="10,50,100", help="comma-separated sizes, smallest first")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--chain", default="none", choices=["none", "embedded"])
+    p.add_argument("--mode", default="consensus", choices=["consensus", "gossip"])
+    p.add_argument("--topology", default="full", help="gossip mode's graph (regular, ...)")
+    p.add_argument("--degree", type=int, default=4, help="its degree (regular, small_world)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "scale")
     args = p.parse_args(argv)
     sizes = sorted(int(n) for n in args.nodes.split(","))
+    if args.chain != "none" and args.mode != "consensus":
+        p.error("a ledger runs consensus rounds: --mode consensus with --chain embedded")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in sizes:
-        rows.append(measure(args.config, n, args.rounds, args.chain, args.out))
+        rows.append(measure(args.config, n, args.rounds, args.chain, args.out, mode=args.mode,
+                            topology=args.topology, degree=args.degree))  # fmt: skip
         print(f"{n} nodes: {rows[-1]['s_per_round']:.3f} s/round, "
               f"{rows[-1]['peak_mb']:.0f} MB", flush=True)  # fmt: skip
     lines = table(rows)

@@ -25,3 +25,20 @@ def test_the_scale_benchmark_measures_each_size(
     out = capsys.readouterr().out
     assert "| 3 |" in out
     assert (tmp_path / "results.md").read_text().startswith("| nodes | s/round")
+
+
+def test_gossip_mode_on_a_sparse_graph(tmp_path: Path) -> None:
+    """The thousand-node mode: gossip on a regular graph, each node talking to its degree."""
+    args = ["--nodes", "6", "--rounds", "2", "--mode", "gossip", "--topology", "regular",
+            "--degree", "2", "--out", str(tmp_path)]  # fmt: skip
+    assert scale.main(args) == 0
+    (row,) = json.loads((tmp_path / "scale.json").read_text())
+    assert row["mode"] == "gossip"
+    assert row["nodes"] == 6
+    assert row["sent_per_node_round"] > 0
+    assert 0.0 < row["acc"] <= 1.0
+
+
+def test_a_ledger_with_gossip_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        scale.main(["--mode", "gossip", "--chain", "embedded", "--out", str(tmp_path)])

@@ -33,6 +33,9 @@ from fedledger.node.consensus import (
 )
 from fedledger.node.waiting import Waiting
 
+KEEP_PUBLISHED = 2
+"""This node's own announced models it keeps serving after it moved on."""
+
 
 @dataclass(frozen=True)
 class Mix:
@@ -85,6 +88,8 @@ class GossipLearner:
         self._pending: set[str] = set()
         self._retry_at: dict[str, float] = {}
         self._trained: str | None = None
+        self._published: list[str] = []
+        """This node's last announced models, newest last (neighbours may still fetch them)."""
         self._phase_start = 0.0
         self._deadline = float("inf")
 
@@ -115,6 +120,7 @@ class GossipLearner:
         self._deadline = now + self.timeout.current()
         shown = published if published is not None else cid
         self.blobs.add(shown)
+        self._published = [*self._published[-(KEEP_PUBLISHED - 1) :], shown]
         return [Publish("model", it, {"cid": shown, "included": []}), *self._check(now)]
 
     def on_model(self, sender: str, it: int, cid: str, now: float) -> list[GossipAction]:
@@ -210,6 +216,19 @@ class GossipLearner:
         self._deadline = float("inf")
         mix = Mix(self.iteration, ((self._trained, own), *inputs))
         return [mix, IterationDone(self.iteration, fresh, stale, missing)]
+
+    def release(self) -> list[str]:
+        """The blobs this node no longer needs, forgotten here for the shell to delete: all
+        but its current model, the one it is mixing, its last ``KEEP_PUBLISHED`` announced
+        models (a slow neighbour may still fetch them) and each neighbour's latest model (or
+        its fetch in flight). A node's store stays bounded by its degree, not the rounds."""
+        keep = {self.model, *self._published, *self._pending}
+        keep.update(cid for _, cid in self._latest.values())
+        if self._trained is not None:
+            keep.add(self._trained)
+        gone = sorted(self.blobs - keep)
+        self.blobs.difference_update(gone)
+        return gone
 
     def mixed(self, it: int, cid: str, now: float) -> list[GossipAction]:
         """The shell computed the mixed model of iteration ``it`` and stored it under ``cid``."""

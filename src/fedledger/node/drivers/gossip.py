@@ -54,3 +54,5 @@ class GossipDriver(PeerDriver):
             extra = {"fresh": done.fresh, "stale": done.stale, "missing": done.missing}
         await self.services.round_done(a.iteration, cid, extra)
         self.act(self.logic.mixed(a.iteration, cid, self.now()))
+        for old in self.logic.release():  # bounded: degree + a few models, whatever the rounds
+            self.services.store.delete(old)
