@@ -22,7 +22,6 @@ accuracy against bytes sent per node and round, log x).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results import figure, write_results
 from fedledger.audit import initial_model
 from fedledger.commit import decode
 from fedledger.commit.compression import compressed_size
@@ -112,36 +112,29 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    families: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        families.setdefault(r["scheme"].split(":")[0], []).append(r)
-    for name, group in families.items():
-        group = sorted(group, key=lambda r: r["sent_per_node_round"])
-        ax.plot([r["sent_per_node_round"] / 1024 for r in group], [r["acc"] for r in group],
-                marker="o", label=name)  # fmt: skip
-        for r in group:
-            if ":" in r["scheme"]:
-                ax.annotate(r["scheme"].split(":")[1], (r["sent_per_node_round"] / 1024, r["acc"]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7)  # fmt: skip
-    base = rows[0]
-    ax.axhline(base["acc"] - 0.01, color="grey", linestyle=":", linewidth=1,
-               label="none - 1 point")  # fmt: skip
-    ax.axvline(base["sent_per_node_round"] / 4 / 1024, color="grey", linestyle="--", linewidth=1,
-               label="none / 4 bytes")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("KB sent per node and round")
-    ax.set_ylabel("final test accuracy")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, figsize=(6.5, 4)) as (_, ax):
+        families: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            families.setdefault(r["scheme"].split(":")[0], []).append(r)
+        for name, group in families.items():
+            group = sorted(group, key=lambda r: r["sent_per_node_round"])
+            ax.plot([r["sent_per_node_round"] / 1024 for r in group], [r["acc"] for r in group],
+                    marker="o", label=name)  # fmt: skip
+            for r in group:
+                if ":" in r["scheme"]:
+                    ax.annotate(r["scheme"].split(":")[1],
+                                (r["sent_per_node_round"] / 1024, r["acc"]),
+                                textcoords="offset points", xytext=(4, 4), fontsize=7)  # fmt: skip
+        base = rows[0]
+        ax.axhline(base["acc"] - 0.01, color="grey", linestyle=":", linewidth=1,
+                   label="none - 1 point")  # fmt: skip
+        ax.axvline(base["sent_per_node_round"] / 4 / 1024, color="grey", linestyle="--",
+                   linewidth=1, label="none / 4 bytes")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("KB sent per node and round")
+        ax.set_ylabel("final test accuracy")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,13 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(runs, ignore_errors=True)
     rows = with_ratios(rows)
-    lines = table(rows)
-    print("\n".join(lines))
     doc = {"config": str(args.config), "nodes": base.nodes, "rounds": base.rounds, "rows": rows}
-    (args.out / "compression.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    plot(rows, args.out / "compression.png")
-    print(f"written: {args.out / 'compression.json'}, results.md, compression.png")
+    write_results(args.out, "compression", doc, table(rows), lambda path: plot(rows, path))
     return 0
 
 

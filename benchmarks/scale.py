@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results import figure, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "examples" / "digits.toml"
 
@@ -98,23 +100,15 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     nodes = [r["nodes"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     series = (("s_per_round", "seconds per round"), ("peak_mb", "peak memory (MB)"),
               ("sent_per_node_round", "bytes sent per node and round"))  # fmt: skip
-    for ax, (key, label) in zip(axes, series, strict=True):
-        ax.loglog(nodes, [r[key] for r in rows], marker="o")
-        ax.set_xlabel("nodes")
-        ax.set_title(label)
-        ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, nrows=1, ncols=3, figsize=(12, 3.5)) as (_, axes):
+        for ax, (key, label) in zip(axes, series, strict=True):
+            ax.loglog(nodes, [r[key] for r in rows], marker="o")
+            ax.set_xlabel("nodes")
+            ax.set_title(label)
+            ax.grid(True, which="both", alpha=0.3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,12 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                             topology=args.topology, degree=args.degree))  # fmt: skip
         print(f"{n} nodes: {rows[-1]['s_per_round']:.3f} s/round, "
               f"{rows[-1]['peak_mb']:.0f} MB", flush=True)  # fmt: skip
-    lines = table(rows)
-    print("\n".join(lines))
-    (args.out / "scale.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    plot(rows, args.out / "scale.png")
-    print(f"written: {args.out / 'scale.json'}, results.md, scale.png")
+    write_results(args.out, "scale", rows, table(rows), lambda path: plot(rows, path))
     return 0
 
 

@@ -12,25 +12,12 @@ is the rounds page of a copy of the demo run with one update blob of round 2 alt
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
 from fedledger.explorer.app import create_app, running
+from fedledger.explorer.browser import chromium
 from fedledger.explorer.data import RunSource
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGES = [
     ("task", ""),
     ("rounds", "rounds"),
@@ -48,18 +35,7 @@ def main(argv: list[str]) -> int:
     run = Path(argv[0])
     out = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parents[1] / "docs/explorer"
     out.mkdir(parents=True, exist_ok=True)
-    with (
-        running(create_app(RunSource(run))) as url,
-        sync_playwright() as pw,
-        tempfile.TemporaryDirectory() as profile,
-    ):
-        browser = pw.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=FLAGS,
-            headless=True,
-            viewport={"width": 1560, "height": 900},
-        )
+    with running(create_app(RunSource(run))) as url, chromium(width=1560) as browser:
         page = browser.new_page()
         for name, path in PAGES:
             page.goto(url + path)
@@ -71,7 +47,6 @@ def main(argv: list[str]) -> int:
                 page.wait_for_selector("body[data-audited=all]", timeout=600_000)
             page.screenshot(path=str(out / f"{name}.png"), full_page=name not in ("rounds",))
             print(out / f"{name}.png")
-        browser.close()
     return 0
 
 

@@ -80,11 +80,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, cast
 
 import numpy as np
 
@@ -115,7 +116,6 @@ from fedledger.ledger.contract_ledger import ContractLedger
 from fedledger.ledger.masking import MaskingSets
 from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
-    Closed,
     Configured,
     Consent,
     Distributed,
@@ -124,12 +124,11 @@ from fedledger.ledger.records import (
     Keys,
     LedgerEvent,
     Moved,
-    Quorate,
     RoundClock,
-    RoundStarted,
-    Skipped,
+    RoundEvents,
     Slashed,
     Submitted,
+    events_by_round,
     round_inputs,
 )
 from fedledger.ledger.reputation import round_reputation, uses_reputation
@@ -153,6 +152,8 @@ from fedledger.privacy.secagg_round import (
 )
 from fedledger.seeds import derive_seed
 from fedledger.task import build_trainer, prepare_task
+
+_P = ParamSpec("_P")
 
 CHECKS = ("signatures", "phases", "blobs", "quorum", "aggregate", "exclusion", "consent",
           "scores", "rewards", "failure")  # fmt: skip
@@ -284,50 +285,6 @@ class BlobSource:
             remote.close()
 
 
-@dataclass
-class _Round:
-    started: RoundStarted | None = None
-    submitted: list[Submitted] = field(default_factory=list)
-    quorate: Quorate | None = None
-    closed: Closed | None = None
-    finalized: Finalized | None = None
-    skipped: Skipped | None = None
-    distributed: Distributed | None = None
-
-    def updates(self) -> dict[str, Submitted]:
-        """The round's submitted updates by member (the first message of each member: the
-        contract takes one per member and round)."""
-        out: dict[str, Submitted] = {}
-        for e in self.submitted:
-            if e.update != ZERO32:
-                out.setdefault(e.member, e)
-        return out
-
-
-def _group(events: Sequence[LedgerEvent]) -> dict[int, _Round]:
-    rounds: dict[int, _Round] = {}
-    for e in events:
-        rnd = getattr(e, "round", None)
-        if rnd is None:
-            continue
-        st = rounds.setdefault(rnd, _Round())
-        if isinstance(e, RoundStarted):
-            st.started = e
-        elif isinstance(e, Submitted):
-            st.submitted.append(e)
-        elif isinstance(e, Quorate):
-            st.quorate = st.quorate or e
-        elif isinstance(e, Closed):
-            st.closed = st.closed or e
-        elif isinstance(e, Finalized):
-            st.finalized = e
-        elif isinstance(e, Skipped):
-            st.skipped = e
-        elif isinstance(e, Distributed):
-            st.distributed = e
-    return rounds
-
-
 def _key(e: LedgerEvent) -> tuple[int, int]:
     """An event's place in chain order."""
     return e.block, e.index
@@ -411,7 +368,7 @@ class Auditor:
         self._slashes: list[Slashed] = []
         self._distributions: list[Distributed] = []
         self._notes: list[str] = []
-        self._rounds_of: dict[int, _Round] = {}
+        self._rounds_of: dict[int, RoundEvents] = {}
         self._problems: list[str] = []
         """What is wrong with the task's rounds as a whole (reported in every round)."""
         self._validation: tuple[Any, Any] | None = None
@@ -558,7 +515,7 @@ class Auditor:
         detail = "; ".join(bad) if bad else f"{len(minted)} minted"
         return Check(name="models", ok=not bad, detail=detail)
 
-    def _history(self, rounds: dict[int, _Round]) -> Check:
+    def _history(self, rounds: dict[int, RoundEvents]) -> Check:
         """Every round the contract started (up to the task's last) is in the audited block
         range: an audit that read the wrong range would otherwise verify nothing and pass."""
         started = min(self.ledger.current_round(), self.task.rounds)
@@ -643,7 +600,7 @@ class Auditor:
                 bad.append(f"{e.member}'s message in {e.tx} was signed by {signer}")
         return Check(name="signatures", ok=not bad, detail="; ".join(bad))
 
-    def _clock(self, st: _Round, before: LedgerEvent | None = None) -> RoundClock | None:
+    def _clock(self, st: RoundEvents, before: LedgerEvent | None = None) -> RoundClock | None:
         """The round's clock from its events (those before ``before`` in chain order, if
         given: what the contract knew when it took that event's transaction)."""
         if st.started is None:
@@ -657,7 +614,7 @@ class Auditor:
         return RoundClock.of(start=st.started.start, rules=self.ledger.rules(),
                              quorum_at=seen(st.quorate), closed_at=seen(st.closed))  # fmt: skip
 
-    def _global_phases(self, rounds: dict[int, _Round]) -> list[str]:
+    def _global_phases(self, rounds: dict[int, RoundEvents]) -> list[str]:
         """What is wrong with the task's rounds as a whole (reported in every round)."""
         rules = self.ledger.rules()
         bad = []
@@ -675,7 +632,7 @@ class Auditor:
                        f"{rules.max_rounds}")  # fmt: skip
         return bad
 
-    def _phases(self, rnd: int, rounds: dict[int, _Round], problems: Sequence[str]) -> Check:
+    def _phases(self, rnd: int, rounds: dict[int, RoundEvents], problems: Sequence[str]) -> Check:
         bad = list(problems)
         last = rnd + 1 if rnd == self.task.rounds else rnd
         for r in range(rnd, last + 1):
@@ -691,7 +648,7 @@ class Auditor:
                                f"after the round closed at {clock.closes_at}")  # fmt: skip
         return Check(name="phases", ok=not bad, detail="; ".join(bad))
 
-    def _fetch_updates(self, st: _Round) -> tuple[dict[str, bytes], Check]:
+    def _fetch_updates(self, st: RoundEvents) -> tuple[dict[str, bytes], Check]:
         found: dict[str, bytes] = {}
         bad = []
         for member, e in sorted(st.updates().items()):
@@ -713,7 +670,7 @@ class Auditor:
             joined = e
         return None if joined is None else (joined.stake, joined.first_round)
 
-    def _quorum(self, rnd: int, st: _Round, nxt: _Round | None) -> Check:
+    def _quorum(self, rnd: int, st: RoundEvents, nxt: RoundEvents | None) -> Check:
         f = st.finalized
         if f is None or st.started is None:
             return Check(name="quorum", ok=True, detail="not finalized")
@@ -733,7 +690,7 @@ class Auditor:
         return Check(name="quorum", ok=ok, detail=detail)
 
     def _included(
-        self, st: _Round, available: dict[str, bytes]
+        self, st: RoundEvents, available: dict[str, bytes]
     ) -> tuple[list[str], list[int] | None, str]:
         """The included set and the distributed scores (None if nothing was distributed),
         and what is wrong with the distribution ("" if nothing)."""
@@ -752,7 +709,7 @@ class Auditor:
         return who, scores, why
 
     def _recompute(
-        self, rnd: int, st: _Round, base: bytes, who: Sequence[str], blobs: dict[str, bytes]
+        self, rnd: int, st: RoundEvents, base: bytes, who: Sequence[str], blobs: dict[str, bytes]
     ) -> Any:
         agg = self.rules.at(rnd).aggregation
         updates = st.updates()
@@ -765,7 +722,7 @@ class Auditor:
                                scoring=self._scoring(rnd, base, who, st),
                                compression=self.rules.at(rnd).compression)  # fmt: skip
 
-    def _scoring(self, rnd: int, base: bytes, who: Sequence[str], st: _Round) -> Any:
+    def _scoring(self, rnd: int, base: bytes, who: Sequence[str], st: RoundEvents) -> Any:
         """The round's contribution scoring (``[incentives]``), as the nodes set it up: the
         task's test split as validation set, the seed from what the round committed to."""
         rules = self.rules.at(rnd).incentives
@@ -802,7 +759,12 @@ class Auditor:
         return {e.member for e in self._slashes if end is None or _key(e) < _key(end)}
 
     def _exclusion(
-        self, rnd: int, st: _Round, base: bytes | None, who: Sequence[str], blobs: dict[str, bytes]
+        self,
+        rnd: int,
+        st: RoundEvents,
+        base: bytes | None,
+        who: Sequence[str],
+        blobs: dict[str, bytes],
     ) -> Check:
         """No update the members had was left out of the included set.
 
@@ -853,7 +815,7 @@ class Auditor:
                                "recomputed)")  # fmt: skip
             return Check(name="exclusion", ok=True)
         attested: dict[tuple[bytes, bytes], set[str]] = {}
-        for e in self._rounds_of.get(rnd + 1, _Round()).submitted:
+        for e in self._rounds_of.get(rnd + 1, RoundEvents()).submitted:
             if e.model != ZERO32:
                 attested.setdefault((e.model, e.result), set()).add(e.member)
         sets = [[m] for m in valid] + ([valid] if len(valid) > 1 else [])
@@ -878,7 +840,7 @@ class Auditor:
         return Check(name="exclusion", ok=not bad, detail="; ".join(bad))
 
     def _aggregate(
-        self, rnd: int, st: _Round, base: bytes | None, blobs: dict[str, bytes]
+        self, rnd: int, st: RoundEvents, base: bytes | None, blobs: dict[str, bytes]
     ) -> tuple[list[Check], bytes | None]:
         f = st.finalized
         assert f is not None
@@ -984,7 +946,7 @@ class Auditor:
                 missing.append(why)
         return members, blobs, missing
 
-    def _paid(self, rnd: int, st: _Round) -> tuple[list[str], list[int], bytes] | str:
+    def _paid(self, rnd: int, st: RoundEvents) -> tuple[list[str], list[int], bytes] | str:
         """Round ``rnd``'s result ``(contributors, scores, transcript digest)`` as paid: its
         ``Distributed`` event, or else a ``submit`` call of round ``rnd + 1`` whose result
         hashes to the finalized one; or what is wrong."""
@@ -999,7 +961,7 @@ class Auditor:
             if not ok:
                 return "the distribution does not match the finalized result digest"
             return list(d.contributors), list(d.scores), d.transcript
-        nxt = self._rounds_of.get(rnd + 1, _Round())
+        nxt = self._rounds_of.get(rnd + 1, RoundEvents())
         for tx in dict.fromkeys(e.tx for e in nxt.submitted):
             try:
                 name, args = self._decode(tx)
@@ -1020,7 +982,7 @@ class Auditor:
             self._transcripts[digest] = self.blobs.fetch(cid_from_digest(digest))
         return self._transcripts[digest]
 
-    def _secure_blobs(self, rnd: int, st: _Round, check: Check) -> Check:
+    def _secure_blobs(self, rnd: int, st: RoundEvents, check: Check) -> Check:
         """The ``blobs`` check of a finalized secure round: the masked updates (``check``),
         and the masking set's key blobs and the round's transcript."""
         bad = [check.detail] if not check.ok else []
@@ -1033,7 +995,7 @@ class Auditor:
         return Check(name="blobs", ok=not bad, detail="; ".join(bad))
 
     def _secure_aggregate(
-        self, rnd: int, st: _Round, base: bytes | None, blobs: dict[str, bytes]
+        self, rnd: int, st: RoundEvents, base: bytes | None, blobs: dict[str, bytes]
     ) -> tuple[list[Check], bytes | None]:
         """``aggregate``, ``exclusion`` and ``scores`` of a finalized secure round: recompute
         what :meth:`SecAggParty._unmask <fedledger.node.drivers.secagg.SecAggParty._unmask>`
@@ -1168,7 +1130,7 @@ class Auditor:
                        f"{cap}")  # fmt: skip
         return Check(name="rewards", ok=not bad, detail="; ".join(bad))
 
-    def _failure(self, st: _Round, nxt: _Round | None) -> Check:
+    def _failure(self, st: RoundEvents, nxt: RoundEvents | None) -> Check:
         if st.skipped is None:
             return Check(name="failure", ok=True)
         if st.finalized is not None:
@@ -1189,7 +1151,7 @@ class Auditor:
         finally:
             self.blobs.close()
 
-    def _prefetch(self, rounds: dict[int, _Round]) -> None:
+    def _prefetch(self, rounds: dict[int, RoundEvents]) -> None:
         cids = []
         for rnd in sorted(r for r in rounds if 1 <= r <= self.task.rounds):
             st = rounds[rnd]
@@ -1286,7 +1248,7 @@ class Auditor:
             privacy=figures,
         )
 
-    def _load(self) -> dict[int, _Round]:
+    def _load(self) -> dict[int, RoundEvents]:
         """Read the task's events and set up what every round's checks need: the rules in
         force, the consents, the members as a blob source, the initial model
         (``self.initial``), the masking sets, the task-wide phase problems. The rounds'
@@ -1312,7 +1274,7 @@ class Auditor:
         for first, changed in self.rules.changes:
             self._notes.append(f"governance changed the rules from round {first} (rule "
                                f"{changed.aggregation.rule})")  # fmt: skip
-        rounds = _group(events)
+        rounds = events_by_round(events)
         self._rounds_of = rounds
         members = self._members()
         if members is not None:
@@ -1402,23 +1364,6 @@ def _stores(blob_dirs: Sequence[Path]) -> list[BlobStore]:
     return stores
 
 
-def audit_run(
-    run_dir: Path,
-    *,
-    chain: Chain | None = None,
-    rpc: str | None = None,
-    task_address: str | None = None,
-    config: Path | None = None,
-    blob_dirs: Sequence[Path] = (),
-) -> AuditReport:
-    """Audit a run directory (``ledger.json``, ``chain.jsonl`` for an embedded chain, the
-    nodes' blobs; ``task.toml`` if present, else the configuration on chain), or a task on
-    ``rpc`` at ``task_address`` with the blobs of ``blob_dirs`` (see :func:`audit_task` for
-    an audit that fetches them from the members)."""
-    return run_auditor(run_dir, chain=chain, rpc=rpc, task_address=task_address,
-                       config=config, blob_dirs=blob_dirs).run()  # fmt: skip
-
-
 def run_auditor(
     run_dir: Path,
     *,
@@ -1462,30 +1407,6 @@ def run_auditor(
     )
 
 
-def audit_task(
-    *,
-    task_address: str,
-    rpc: str | None = None,
-    chain: Chain | None = None,
-    identity: Identity | None = None,
-    config: Path | TaskConfig | None = None,
-    blob_dirs: Sequence[Path] = (),
-    gateway: str | None = None,
-    members: bool = True,
-    from_block: int = 0,
-    initial_cid: str | None = None,
-) -> AuditReport:
-    """An outsider's audit: the task at ``task_address`` on ``rpc`` (or ``chain``), with its
-    configuration read from the chain (``config``, if given, must be the one on chain: the
-    ``rules`` check), the initial model rebuilt from it, and the blobs from ``blob_dirs``,
-    else the task's members (``members``; requests signed by ``identity``, a fresh random key
-    by default: enough for a task whose access is public, else give a key the owner granted
-    read access), else the IPFS ``gateway``."""
-    return task_auditor(task_address=task_address, rpc=rpc, chain=chain, identity=identity,
-                        config=config, blob_dirs=blob_dirs, gateway=gateway, members=members,
-                        from_block=from_block, initial_cid=initial_cid).run()  # fmt: skip
-
-
 def task_auditor(
     *,
     task_address: str,
@@ -1518,6 +1439,41 @@ def task_auditor(
         identity=identity if members else None,
         initial_cid=initial_cid,
     )
+
+
+def _whole(auditor: Callable[_P, Auditor], name: str, doc: str) -> Callable[_P, AuditReport]:
+    """The function ``name`` that takes ``auditor``'s arguments and runs the whole audit
+    (``auditor(...).run()``): one parameter list for both."""
+
+    def audit(*args: _P.args, **kwargs: _P.kwargs) -> AuditReport:
+        return auditor(*args, **kwargs).run()
+
+    audit.__name__ = audit.__qualname__ = name
+    audit.__doc__ = doc
+    signature = inspect.signature(auditor).replace(return_annotation="AuditReport")
+    cast(Any, audit).__signature__ = signature  # help() and inspect show the parameters
+    return audit
+
+
+audit_run = _whole(
+    run_auditor,
+    "audit_run",
+    """Audit a run directory (``ledger.json``, ``chain.jsonl`` for an embedded chain, the
+    nodes' blobs; ``task.toml`` if present, else the configuration on chain), or a task on
+    ``rpc`` at ``task_address`` with the blobs of ``blob_dirs`` (see :func:`audit_task` for
+    an audit that fetches them from the members).""",
+)
+
+audit_task = _whole(
+    task_auditor,
+    "audit_task",
+    """An outsider's audit: the task at ``task_address`` on ``rpc`` (or ``chain``), with its
+    configuration read from the chain (``config``, if given, must be the one on chain: the
+    ``rules`` check), the initial model rebuilt from it, and the blobs from ``blob_dirs``,
+    else the task's members (``members``; requests signed by ``identity``, a fresh random key
+    by default: enough for a task whose access is public, else give a key the owner granted
+    read access), else the IPFS ``gateway``.""",
+)
 
 
 def format_report(report: AuditReport) -> list[str]:

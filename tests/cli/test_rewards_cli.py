@@ -21,7 +21,6 @@ from fedledger.ledger.messages import RoundMessage
 from fedledger.ledger.rules import result_digest, sort_result
 from tests.cli.test_task_cli import (
     _KEYS,
-    STAKE,
     TASK_TOML,
     _deploy,
     _members,
@@ -29,6 +28,7 @@ from tests.cli.test_task_cli import (
     _one_line_error,
     _play,
     _run,
+    _started,
     _task_toml,
 )
 from tests.support import refusing_port
@@ -66,20 +66,6 @@ def _key_file(directory: Path, ledger: ContractLedger) -> Path:
     return path
 
 
-def _started(
-    anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str = TASK_TOML
-) -> tuple[str, list[ContractLedger]]:
-    config = _task_toml(tmp_path, text)
-    task = str(_deploy(capsys, anvil.url, config)["task"])
-    members = _members(anvil, task, 3)
-    for i, m in enumerate(members):
-        m.join(f"10.0.0.{i + 1}:50051", STAKE)
-    code, _, err = _run(capsys, "task", "start", "--rpc", anvil.url, "--task", task,
-                        "--config", str(config))  # fmt: skip
-    assert code == 0, err
-    return task, members
-
-
 def test_a_fresh_task_has_earned_nothing(
     anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -103,7 +89,8 @@ def test_a_fresh_task_has_earned_nothing(
 def test_rewards_claims_and_a_slashed_members_forfeit(
     anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    task, members = _started(anvil, tmp_path, capsys, QUORUM_TOML)
+    deployed, members = _started(anvil, tmp_path, capsys, QUORUM_TOML)
+    task = str(deployed["task"])
     a, b, c = members
     url = anvil.url
 

@@ -106,6 +106,23 @@ def _members(anvil: AnvilProcess, task: str, n: int) -> list[ContractLedger]:
     return [ContractLedger(chain, task, account) for account in mnemonic_accounts(n + 1)[1:]]
 
 
+def _started(
+    anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str = TASK_TOML
+) -> tuple[dict[str, Any], list[ContractLedger]]:
+    """A task deployed from ``text`` (what `task deploy --json` printed), three members joined
+    with STAKE each, and the task started; the members' handles."""
+    config = _task_toml(tmp_path, text)
+    deployed = _deploy(capsys, anvil.url, config)
+    task = str(deployed["task"])
+    members = _members(anvil, task, 3)
+    for i, m in enumerate(members):
+        m.join(f"10.0.0.{i + 1}:50051", STAKE)
+    code, _, err = _run(capsys, "task", "start", "--rpc", anvil.url, "--task", task,
+                        "--config", str(config))  # fmt: skip
+    assert code == 0, err
+    return deployed, members
+
+
 def test_deploy_prints_the_task_and_what_each_site_needs(
     anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -265,15 +282,8 @@ def _play(
 def test_status_shows_finalized_rounds_and_rewards(
     anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _task_toml(tmp_path)
-    deployed = _deploy(capsys, anvil.url, config)
+    deployed, members = _started(anvil, tmp_path, capsys)
     task = str(deployed["task"])
-    members = _members(anvil, task, 3)
-    for i, m in enumerate(members):
-        m.join(f"10.0.0.{i + 1}:50051", STAKE)
-    code, _, err = _run(capsys, "task", "start", "--rpc", anvil.url, "--task", task,
-                        "--config", str(config))  # fmt: skip
-    assert code == 0, err
 
     # Round 1: everyone's signed update, in one batch (the round closes: all are in). Round 2's
     # messages attest round 1's model and result: round 1 finalizes and is paid in that call.
@@ -333,13 +343,8 @@ def test_status_shows_finalized_rounds_and_rewards(
 def test_status_names_an_equivocator(
     anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _task_toml(tmp_path)
-    task = str(_deploy(capsys, anvil.url, config)["task"])
-    members = _members(anvil, task, 3)
-    for i, m in enumerate(members):
-        m.join(f"10.0.0.{i + 1}:50051", STAKE)
-    assert _run(capsys, "task", "start", "--rpc", anvil.url, "--task", task, "--config",
-                str(config))[0] == 0  # fmt: skip
+    deployed, members = _started(anvil, tmp_path, capsys)
+    task = str(deployed["task"])
     a, _, c = members
     _play(members, 1)
     # c also signed another round-1 message (gossiped, never submitted): with the one on
@@ -383,13 +388,8 @@ def test_status_says_whom_the_open_round_waits_for_as_the_run_does(
     from fedledger.ledger.records import RoundStarted
     from fedledger.node.waiting import describe_waiting
 
-    config = _task_toml(tmp_path)
-    task = str(_deploy(capsys, anvil.url, config)["task"])
-    members = _members(anvil, task, 3)
-    for i, m in enumerate(members):
-        m.join(f"10.0.0.{i + 1}:50051", STAKE)
-    assert _run(capsys, "task", "start", "--rpc", anvil.url, "--task", task, "--config",
-                str(config))[0] == 0  # fmt: skip
+    deployed, members = _started(anvil, tmp_path, capsys)
+    task = str(deployed["task"])
     a, b, c = members
     status = _status(capsys, anvil.url, task)
     waiting = status["waiting"]

@@ -16,29 +16,16 @@ from fedledger.cli import main
 from fedledger.commit import cid_from_digest
 from fedledger.config import load_config
 from fedledger.config.overrides import with_overrides
-from fedledger.gossip.blobs import FileBlobStore
 from fedledger.ledger.chain.anvil import find_anvil, install_anvil, start_anvil
-from fedledger.ledger.contract_ledger import ContractLedger
-from fedledger.ledger.records import Submitted
 from fedledger.run.task import run_task
 from fedledger.rundir import JOURNAL_FILE, LEDGER_FILE, LedgerDeployment
-
-ROOT = Path(__file__).resolve().parents[2]
-DIGITS = ROOT / "examples" / "digits.toml"
+from tests import ledger_runs
+from tests.ledger_runs import DIGITS, ROOT
 
 
 @pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ledger-run")
-    # Every node trains in this one process: on a loaded machine the last finishes seconds
-    # after the first. A patient designated submitter (collect) still sends one batch a round;
-    # it costs nothing when every message is in, since it sends at once then.
-    config = tmp_path_factory.mktemp("config") / "digits.toml"
-    config.write_text(DIGITS.read_text() + "\n[ledger]\ncollect = 60.0\nfallback = 120.0\n")
-    code = main(["run", "--config", str(config), "--out", str(out), "--rounds", "3",
-                 "--nodes", "4", "--transport", "memory", "--timeout", "300"])  # fmt: skip
-    assert code == 0
-    return out
+    return ledger_runs.embedded_run(tmp_path_factory, "ledger", nodes=4, rounds=3)
 
 
 def _report(out: Path) -> dict[str, Any]:
@@ -117,32 +104,14 @@ def test_audit_cli_fails_on_a_tampered_blob_naming_round_and_check(
 
     run = tmp_path / "run"
     shutil.copytree(embedded_run, run)
-    chain_events = _submitted(run)
-    victim = next(e for e in chain_events if e.round == 2)
-    cid = cid_from_digest(victim.update)
-    for store_dir in run.glob("node-*/state/blobs"):
-        store = FileBlobStore(store_dir, durable=False)
-        if store.has(cid):
-            path = store._path(cid)
-            data = bytearray(path.read_bytes())
-            data[-1] ^= 0x01
-            path.write_bytes(bytes(data))
+    victim = next(e for e in ledger_runs.submitted(run) if e.round == 2)
+    ledger_runs.alter_blob(run, cid_from_digest(victim.update))
 
     assert main(["audit", "--run", str(run), "--json"]) == 1
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["ok"] is False
     assert [r["ok"] for r in verdict["rounds"]] == [True, False, True]
     assert any(f.startswith("round 2: blobs:") and victim.member in f for f in verdict["failures"])
-
-
-def _submitted(run: Path) -> list[Submitted]:
-    from fedledger.ledger.chain import EmbeddedChain
-
-    deployment = LedgerDeployment.read(run)
-    chain = EmbeddedChain.replay(run / JOURNAL_FILE)
-    ledger = ContractLedger(chain, deployment.task, None)
-    return [e for e in ledger.events(deployment.first_block)
-            if isinstance(e, Submitted) and any(e.update)]  # fmt: skip
 
 
 def test_audit_cli_needs_a_run_or_an_rpc(capsys: pytest.CaptureFixture[str]) -> None:

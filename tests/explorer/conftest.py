@@ -9,16 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fedledger.cli import main
 from fedledger.commit import cid_from_digest
-from fedledger.gossip.blobs import FileBlobStore
-from fedledger.ledger.chain import EmbeddedChain
-from fedledger.ledger.contract_ledger import ContractLedger
 from fedledger.ledger.records import Submitted
-from fedledger.rundir import AUDIT_FILE, JOURNAL_FILE, REPORT_FILE, LedgerDeployment
+from fedledger.rundir import AUDIT_FILE, JOURNAL_FILE, REPORT_FILE
+from tests.ledger_runs import alter_blob, embedded_run, submitted
 
-ROOT = Path(__file__).resolve().parents[2]
-DIGITS = ROOT / "examples" / "digits.toml"
 NODES = 3
 ROUNDS = 3
 
@@ -26,24 +21,7 @@ ROUNDS = 3
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished `fedledger run` on the embedded chain (shared: tests copy it to change it)."""
-    out = tmp_path_factory.mktemp("explorer-run")
-    # Every node trains in this one process: a patient designated submitter still sends one
-    # batch a round (as in tests/e2e/test_ledger_run.py).
-    config = tmp_path_factory.mktemp("explorer-config") / "digits.toml"
-    config.write_text(DIGITS.read_text() + "\n[ledger]\ncollect = 60.0\nfallback = 120.0\n")
-    code = main(["run", "--config", str(config), "--out", str(out), "--rounds", str(ROUNDS),
-                 "--nodes", str(NODES), "--transport", "memory", "--timeout", "300"])  # fmt: skip
-    assert code == 0
-    return out
-
-
-def submitted(run: Path) -> list[Submitted]:
-    """The run's messages that carry an update, from its chain."""
-    deployment = LedgerDeployment.read(run)
-    chain = EmbeddedChain.replay(run / JOURNAL_FILE)
-    ledger = ContractLedger(chain, deployment.task, None)
-    return [e for e in ledger.events(deployment.first_block)
-            if isinstance(e, Submitted) and any(e.update)]  # fmt: skip
+    return embedded_run(tmp_path_factory, "explorer", nodes=NODES, rounds=ROUNDS)
 
 
 @pytest.fixture(scope="session")
@@ -53,17 +31,7 @@ def tampered(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     run = tmp_path_factory.mktemp("explorer-tampered") / "run"
     shutil.copytree(run_dir, run)
     victim = next(e for e in submitted(run) if e.round == 2)
-    cid = cid_from_digest(victim.update)
-    altered = 0
-    for store_dir in run.glob("node-*/state/blobs"):
-        store = FileBlobStore(store_dir, durable=False)
-        if store.has(cid):
-            path = store._path(cid)
-            data = bytearray(path.read_bytes())
-            data[-1] ^= 0x01
-            path.write_bytes(bytes(data))
-            altered += 1
-    assert altered > 0
+    assert alter_blob(run, cid_from_digest(victim.update)) > 0
     return run, victim
 
 

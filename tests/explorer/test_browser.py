@@ -4,29 +4,18 @@ downloaded browser). Skipped only when /usr/bin/chromium is absent (requirements
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fedledger.explorer.app import create_app, running
+from fedledger.explorer.browser import CHROMIUM, chromium
 from fedledger.explorer.data import RunSource
 from fedledger.ledger.records import Submitted
 from fedledger.rundir import AUDIT_FILE, JOURNAL_FILE, REPORT_FILE
 from tests.explorer.conftest import ROUNDS, in_progress_copy
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 180_000
 """How long a test waits for the page to show something (a hang guard, not a speed check)."""
 
@@ -36,18 +25,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 if CHROMIUM.exists():
-    from playwright.sync_api import BrowserContext, Page, sync_playwright
+    from playwright.sync_api import BrowserContext, Page
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[BrowserContext]:
-    with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), args=FLAGS, headless=True,
-            viewport={"width": 1360, "height": 900},
-        )  # fmt: skip
+    with chromium(width=1360) as context:
         yield context
-        context.close()
 
 
 def _audit_every_round(page: Page) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 
 from fedledger.explorer.views import AccuracyView, NetworkView, RewardsView
@@ -82,62 +83,102 @@ def _polyline(
     return "".join(out)
 
 
+@dataclass(frozen=True)
+class _RoundsFrame:
+    """The frame of a chart of values per round in a ``width`` x ``height`` SVG: the plotting
+    area (``w`` x ``h`` at ``left``, ``top``), the rounds along x, the legend on its right."""
+
+    rounds: Sequence[int]
+    width: int
+    height: int
+    left: int
+    top: int = 14
+    right: int = 120
+    bottom: int = 36
+
+    @property
+    def w(self) -> int:
+        return self.width - self.left - self.right
+
+    @property
+    def h(self) -> int:
+        return self.height - self.top - self.bottom
+
+    def x(self, r: int) -> float:
+        lo, hi = self.rounds[0], self.rounds[-1]
+        return self.left + (self.w * (r - lo) / (hi - lo) if hi > lo else self.w / 2)
+
+    def grid_line(self, y: float, label: str) -> str:
+        """A horizontal grid line at ``y``, labelled on the y axis."""
+        return (
+            f'<line x1="{self.left}" x2="{self.left + self.w}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="#ddd"/>' + _text(self.left - 6, y + 4, label, anchor="end")
+        )
+
+    def round_axis(self, label: str) -> str:
+        """The x axis: at most about ten rounds marked, and ``label``."""
+        step = max(1, math.ceil(len(self.rounds) / 10))
+        marks = [_text(self.x(r), self.top + self.h + 16, str(r)) for r in self.rounds[::step]]
+        return "".join(marks) + _text(self.left + self.w / 2, self.height - 4, label)
+
+    def legend_y(self, i: int) -> int:
+        """Where the legend's ``i``-th entry stands."""
+        return self.top + 4 + 14 * i
+
+    def legend(self, ly: float, stroke: str, label: str, *, width: int = 2) -> str:
+        """A legend entry at height ``ly``: a short line in ``stroke`` and ``label``."""
+        end = self.left + self.w
+        return (
+            f'<line x1="{end + 10}" x2="{end + 26}" y1="{ly:.1f}" y2="{ly:.1f}" '
+            f'stroke="{stroke}" stroke-width="{width}"/>'
+            + _text(end + 30, ly + 4, label, anchor="start")
+        )
+
+
+def _chart(width: int, height: int, label: str, cls: str = "chart") -> str:
+    """An ``<svg>`` element's opening tag."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'class="{cls}" role="img" aria-label="{label}">'
+    )
+
+
 def accuracy_chart(
     view: AccuracyView, *, local: bool = False, width: int = 760, height: int = 320
 ) -> str:
     """Test accuracy per round: one thin line per node, the mean thick and black (``local``:
     each node's model on its own validation split instead, without a mean)."""
-    left, right, top, bottom = 48, 120, 14, 36
-    w, h = width - left - right, height - top - bottom
     rounds = view.rounds
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'class="chart" role="img" aria-label="accuracy per round">'
-    ]
+    parts = [_chart(width, height, "accuracy per round")]
     if not rounds:
         parts.append(_text(width / 2, height / 2, "no round recorded yet"))
         return "".join(parts) + "</svg>"
+    f = _RoundsFrame(rounds=rounds, width=width, height=height, left=48)
+    top, h, x = f.top, f.h, f.x
     lo, hi = rounds[0], rounds[-1]
-
-    def x(r: int) -> float:
-        return left + (w * (r - lo) / (hi - lo) if hi > lo else w / 2)
 
     def y(v: float) -> float:
         return top + h * (1 - max(0.0, min(1.0, v)))
 
     for k in range(6):  # grid and y axis
         v = k / 5
-        parts.append(
-            f'<line x1="{left}" x2="{left + w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>'
-        )
-        parts.append(_text(left - 6, y(v) + 4, f"{v:.1f}", anchor="end"))
-    step = max(1, math.ceil(len(rounds) / 10))
-    for r in rounds[::step]:
-        parts.append(_text(x(r), top + h + 16, str(r)))
-    parts.append(_text(left + w / 2, height - 4, "round"))
-    parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + h}" stroke="#888"/>')
+        parts.append(f.grid_line(y(v), f"{v:.1f}"))
+    parts.append(f.round_axis("round"))
+    parts.append(f'<line x1="{f.left}" x2="{f.left}" y1="{top}" y2="{top + h}" stroke="#888"/>')
     series = view.local if local else view.nodes
     for i, (node, values) in enumerate(series):
         pts = [(x(r), y(v)) if v is not None else None for r, v in zip(rounds, values, strict=True)]
         parts.append(_polyline(pts, colour(node), 1.2, f"node {node}"))
-        ly = top + 4 + 14 * i
+        ly = f.legend_y(i)
         if ly < top + h:
-            parts.append(
-                f'<line x1="{left + w + 10}" x2="{left + w + 26}" y1="{ly:.1f}" '
-                f'y2="{ly:.1f}" stroke="{colour(node)}" stroke-width="2"/>'
-            )
-            parts.append(_text(left + w + 30, ly + 4, f"node {node}", anchor="start"))
+            parts.append(f.legend(ly, colour(node), f"node {node}"))
     if not local:
         pts = [
             (x(r), y(v)) if v is not None else None for r, v in zip(rounds, view.mean, strict=True)
         ]
         parts.append(_polyline(pts, "#000", 2.6, "mean over nodes"))
-        ly = top + 4 + 14 * len(series)
-        parts.append(
-            f'<line x1="{left + w + 10}" x2="{left + w + 26}" y1="{ly:.1f}" '
-            f'y2="{ly:.1f}" stroke="#000" stroke-width="3"/>'
-        )
-        parts.append(_text(left + w + 30, ly + 4, "mean", anchor="start"))
+        ly = f.legend_y(len(series))
+        parts.append(f.legend(ly, "#000", "mean", width=3))
         if view.central is not None:
             parts.append(
                 _polyline(
@@ -148,7 +189,7 @@ def accuracy_chart(
                     dash="5 4",
                 )
             )
-            parts.append(_text(left + w + 30, ly + 18, "central", anchor="start"))
+            parts.append(_text(f.left + f.w + 30, ly + 18, "central", anchor="start"))
     return "".join(parts) + "</svg>"
 
 
@@ -178,12 +219,7 @@ def stake_bar(stake: int, quorum: int, active: int, *, width: int = 160, height:
 
 def rewards_chart(view: RewardsView, *, width: int = 760, height: int = 320) -> str:
     """Each member's cumulative reward over the paid rounds (whole tokens)."""
-    left, right, top, bottom = 64, 120, 14, 36
-    w, h = width - left - right, height - top - bottom
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        'class="chart" role="img" aria-label="cumulative rewards">'
-    ]
+    parts = [_chart(width, height, "cumulative rewards")]
     if not view.rounds:
         parts.append(_text(width / 2, height / 2, "no round paid yet"))
         return "".join(parts) + "</svg>"
@@ -196,38 +232,25 @@ def rewards_chart(view: RewardsView, *, width: int = 760, height: int = 320) -> 
         cumulative.append(acc)
     top_value = max((c[-1] for c in cumulative if c), default=0.0) or 1.0
     rounds = view.rounds
-    lo, hi = rounds[0], rounds[-1]
-
-    def x(r: int) -> float:
-        return left + (w * (r - lo) / (hi - lo) if hi > lo else w / 2)
+    f = _RoundsFrame(rounds=rounds, width=width, height=height, left=64)
+    top, h, x = f.top, f.h, f.x
 
     def y(v: float) -> float:
         return top + h * (1 - v / top_value)
 
     for k in range(5):
         tick = top_value * k / 4
-        ty = y(tick)
-        parts.append(
-            f'<line x1="{left}" x2="{left + w}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#ddd"/>'
-        )
-        parts.append(_text(left - 6, y(tick) + 4, f"{tick:,.0f}", anchor="end"))
-    step = max(1, math.ceil(len(rounds) / 10))
-    for r in rounds[::step]:
-        parts.append(_text(x(r), top + h + 16, str(r)))
-    parts.append(_text(left + w / 2, height - 4, "round (paid)"))
+        parts.append(f.grid_line(y(tick), f"{tick:,.0f}"))
+    parts.append(f.round_axis("round (paid)"))
     for i, (row, values) in enumerate(zip(view.rows, cumulative, strict=True)):
         c = colour(row.member.index if row.member.index is not None else i)
         pts: list[tuple[float, float] | None] = [
             (x(r), y(v)) for r, v in zip(rounds, values, strict=True)
         ]
         parts.append(_polyline(pts, c, 1.6, row.member.label))
-        ly = top + 4 + 14 * i
+        ly = f.legend_y(i)
         if ly < top + h:
-            parts.append(
-                f'<line x1="{left + w + 10}" x2="{left + w + 26}" y1="{ly:.1f}" '
-                f'y2="{ly:.1f}" stroke="{c}" stroke-width="2"/>'
-            )
-            parts.append(_text(left + w + 30, ly + 4, row.member.label, anchor="start"))
+            parts.append(f.legend(ly, c, row.member.label))
     return "".join(parts) + "</svg>"
 
 
@@ -236,10 +259,7 @@ def network_graph(view: NetworkView, *, size: int = 520) -> str:
     the Task contract in the middle, a dashed line to each member registered with it."""
     cx = cy = size / 2
     radius = size / 2 - 70
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" '
-        'class="chart network" role="img" aria-label="network graph">'
-    ]
+    parts = [_chart(size, size, "network graph", cls="chart network")]
     n = len(view.members)
     if n == 0:
         parts.append(_text(cx, cy, "no member yet"))

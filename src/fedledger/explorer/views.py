@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedledger.cli.task import ether
@@ -24,15 +24,11 @@ from fedledger.explorer.data import Snapshot
 from fedledger.ledger.governance import STATE_NAMES
 from fedledger.ledger.messages import ZERO32
 from fedledger.ledger.records import (
-    Closed,
     Distributed,
-    Finalized,
-    LedgerEvent,
-    Quorate,
-    RoundStarted,
-    Skipped,
+    RoundEvents,
     Slashed,
     Submitted,
+    events_by_round,
     round_inputs,
 )
 from fedledger.ledger.rules import quorum_stake
@@ -309,48 +305,13 @@ def _node_rounds_done(s: Snapshot) -> int:
 # -- rounds ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _RoundEvents:
-    started: RoundStarted | None = None
-    submitted: list[Submitted] = dataclasses.field(default_factory=list)
-    quorate: Quorate | None = None
-    closed: Closed | None = None
-    finalized: Finalized | None = None
-    skipped: Skipped | None = None
-    distributed: Distributed | None = None
-
-
-def _by_round(events: Sequence[LedgerEvent]) -> dict[int, _RoundEvents]:
-    out: dict[int, _RoundEvents] = {}
-    for e in events:
-        rnd = getattr(e, "round", None)
-        if not isinstance(rnd, int):
-            continue
-        st = out.setdefault(rnd, _RoundEvents())
-        if isinstance(e, RoundStarted):
-            st.started = e
-        elif isinstance(e, Submitted):
-            st.submitted.append(e)
-        elif isinstance(e, Quorate):
-            st.quorate = st.quorate or e
-        elif isinstance(e, Closed):
-            st.closed = st.closed or e
-        elif isinstance(e, Finalized):
-            st.finalized = e
-        elif isinstance(e, Skipped):
-            st.skipped = e
-        elif isinstance(e, Distributed):
-            st.distributed = e
-    return out
-
-
-def _start_time(rounds: dict[int, _RoundEvents]) -> int | None:
+def _start_time(rounds: dict[int, RoundEvents]) -> int | None:
     """When the first round started (chain time)."""
     starts = [st.started.start for st in rounds.values() if st.started is not None]
     return min(starts) if starts else None
 
 
-def _first_messages(st: _RoundEvents) -> dict[str, Submitted]:
+def _first_messages(st: RoundEvents) -> dict[str, Submitted]:
     """Each member's first message of the round (the contract takes one per member)."""
     out: dict[str, Submitted] = {}
     for e in st.submitted:
@@ -422,7 +383,7 @@ def timeline(s: Snapshot) -> list[RoundRow]:
     acc = _acc_by_round(s)
     if s.status is None:
         return _node_timeline(s, acc)
-    rounds = _by_round(s.events)
+    rounds = events_by_round(s.events)
     t0 = _start_time(rounds)
 
     def rel(t: int | None) -> float | None:
@@ -431,8 +392,8 @@ def timeline(s: Snapshot) -> list[RoundRow]:
     rows = []
     for rs in s.status.rounds:
         rnd = rs.round
-        st = rounds.get(rnd, _RoundEvents())
-        nxt = rounds.get(rnd + 1, _RoundEvents())
+        st = rounds.get(rnd, RoundEvents())
+        nxt = rounds.get(rnd + 1, RoundEvents())
         attested = None
         stake = 0
         if st.finalized is not None:
@@ -594,9 +555,9 @@ def round_view(s: Snapshot, rnd: int) -> RoundView | None:
     if row is None:
         return None
     index = s.address_index()
-    rounds = _by_round(s.events)
-    st = rounds.get(rnd, _RoundEvents())
-    nxt = rounds.get(rnd + 1, _RoundEvents())
+    rounds = events_by_round(s.events)
+    st = rounds.get(rnd, RoundEvents())
+    nxt = rounds.get(rnd + 1, RoundEvents())
     t0 = _start_time(rounds)
 
     def rel(t: int) -> float | None:
@@ -712,7 +673,7 @@ def round_view(s: Snapshot, rnd: int) -> RoundView | None:
 def _contributions(
     s: Snapshot,
     rnd: int,
-    st: _RoundEvents,
+    st: RoundEvents,
     index: dict[str, int],
     rel: Callable[[int], float | None],
 ) -> tuple[Contribution, ...]:

@@ -27,7 +27,7 @@ This module and :mod:`fedledger.ledger.rules` are all that the I/O-free round lo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from fedledger.ledger.rules import RULE_NAMES
@@ -56,6 +56,7 @@ __all__ = [
     "Moved",
     "Quorate",
     "RoundClock",
+    "RoundEvents",
     "RoundStarted",
     "Skipped",
     "Slashed",
@@ -64,6 +65,7 @@ __all__ = [
     "TaskTransactions",
     "TxResult",
     "batch_arguments",
+    "events_by_round",
     "message_argument",
     "round_inputs",
     "rules_argument",
@@ -342,6 +344,54 @@ EVENT_TYPES: Final[Mapping[str, type[LedgerEvent]]] = {
 }  # fmt: skip
 """The Task events a ledger reports (Allowed, Disallowed, Withdrawn, reader and ownership
 events are not needed by nodes or the audit)."""
+
+
+@dataclass
+class RoundEvents:
+    """One round's events, as :func:`events_by_round` gathers them: its start, its messages in
+    chain order, the first ``Quorate`` and ``Closed``, and its outcome and payment."""
+
+    started: RoundStarted | None = None
+    submitted: list[Submitted] = field(default_factory=list)
+    quorate: Quorate | None = None
+    closed: Closed | None = None
+    finalized: Finalized | None = None
+    skipped: Skipped | None = None
+    distributed: Distributed | None = None
+
+    def updates(self) -> dict[str, Submitted]:
+        """The round's submitted updates by member (the first message of each member: the
+        contract takes one per member and round)."""
+        out: dict[str, Submitted] = {}
+        for e in self.submitted:
+            if e.update != _ZERO32:
+                out.setdefault(e.member, e)
+        return out
+
+
+def events_by_round(events: Sequence[LedgerEvent]) -> dict[int, RoundEvents]:
+    """The events that name a round, gathered by round (in chain order: ``events``')."""
+    rounds: dict[int, RoundEvents] = {}
+    for e in events:
+        rnd = getattr(e, "round", None)
+        if rnd is None:
+            continue
+        st = rounds.setdefault(rnd, RoundEvents())
+        if isinstance(e, RoundStarted):
+            st.started = e
+        elif isinstance(e, Submitted):
+            st.submitted.append(e)
+        elif isinstance(e, Quorate):
+            st.quorate = st.quorate or e
+        elif isinstance(e, Closed):
+            st.closed = st.closed or e
+        elif isinstance(e, Finalized):
+            st.finalized = e
+        elif isinstance(e, Skipped):
+            st.skipped = e
+        elif isinstance(e, Distributed):
+            st.distributed = e
+    return rounds
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,22 @@
+"""Hundreds of nodes on one machine (issue 16): 200 ledger nodes in one process (memory
+transport, the embedded chain) on 2 cores finalize every round in under 4 GB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from benchmarks import scale
+
+NODES = 200
+ROUNDS = 2
+
+
+@pytest.mark.slow
+def test_two_hundred_ledger_nodes_finalize_every_round_in_under_4_gb(tmp_path: Path) -> None:
+    # A fresh process: its peak memory (ru_maxrss) is the run's own.
+    row = scale.measure(scale.DEFAULT_CONFIG, NODES, ROUNDS, "embedded", tmp_path)
+    assert row["nodes"] == NODES
+    assert row["finalized"] == ROUNDS
+    assert row["peak_mb"] < 4096
+    assert row["acc"] > 0.2  # 200 nodes hold about 7 training images each: learning, not chance
