@@ -14,7 +14,7 @@ WHEELS := $(wildcard /opt/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format bench lock clean
+.PHONY: setup demo test lint format bench bench-flower-env lock clean
 
 NODE_STAMP := node_modules/.fedledger-installed
 SYSTEM_STAMP := $(VENV)/.system-packages
@@ -56,6 +56,16 @@ bench: setup
 	$(VENV)/bin/python -m benchmarks.blob_transfer
 	$(VENV)/bin/python -m benchmarks.ledger
 	$(VENV)/bin/python -m benchmarks.signing
+
+# Flower's own venv, the baseline of benchmarks.startup (which also builds it on first use):
+# exact pins, torch's CPU build from /opt/wheels (without it pip fails: never a CUDA torch).
+FLOWER_VENV := .venv-flower
+bench-flower-env: $(FLOWER_VENV)/.installed
+$(FLOWER_VENV)/.installed: benchmarks/flower/requirements.txt
+	@test -n "$(WHEELS)" || { echo "bench-flower-env: no /opt/wheels (the CPU build of torch)"; exit 1; }
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(FIND_LINKS) -r benchmarks/flower/requirements.txt
+	touch $@
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -97,7 +97,8 @@ def test_forked_nodes_are_their_own_processes_and_a_killed_one_restarts(tmp_path
 
     def chaos(procs: dict[int, subprocess.Popen[bytes]]) -> None:
         done = _rounds_of(victim.state_dir / "rounds.jsonl")
-        if "killed" not in seen and len(done) >= 2:
+        alive = all(p.poll() is None for p in procs.values())
+        if "killed" not in seen and len(done) >= 2 and alive:
             pids = {i: p.pid for i, p in procs.items()}
             assert len(set(pids.values())) == 3
             assert os.getpid() not in pids.values()
@@ -109,6 +110,7 @@ def test_forked_nodes_are_their_own_processes_and_a_killed_one_restarts(tmp_path
             seen["server"] = _memory_kb(server)
             procs[1].send_signal(signal.SIGKILL)
             seen["status"] = procs[1].wait()
+            seen["killed"] = True
             seen["killed_pid"] = procs[1].pid
             procs[1] = start_node_process(victim)
             seen["restarted_pid"] = procs[1].pid

@@ -75,6 +75,8 @@ def start_server(*, ledger: bool = False) -> None:
     :data:`LEDGER_PRELOAD` if the first call asks for ``ledger``). It lives until this process
     exits; a fork server that died is started again."""
     global _preload
+    if os.environ.get(START_ENV) == "exec":
+        return  # no forks to come
     with _lock:
         if _preload is None:
             _preload = NODE_PRELOAD + (LEDGER_PRELOAD if ledger else ())
