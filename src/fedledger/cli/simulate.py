@@ -152,6 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          f=round(args.attackers * n) if args.attack else 0)  # fmt: skip
     topology = TopologySpec(kind=args.topology, degree=args.degree, p=args.p)
     chain = args.chain or ("embedded" if args.mode == "consensus" else "none")
+    if chain != "none":
+        cfg.check_ledger()  # fails now, before any output
     deployer_key = None
     if args.password_file is not None and args.deployer_keyfile is None:
         raise ConfigError("--password-file unlocks the --deployer-keyfile keystore: give both",

@@ -633,9 +633,6 @@ class TaskConfig:
                 field="aggregation.f",
             )
         check_rule_for_nodes(agg.rule, agg.params, nodes=self.nodes, f=agg.f)
-        if self.ledger.max_participants < self.nodes:
-            raise ConfigError(f"must be >= task.nodes ({self.nodes})",
-                              field="ledger.max_participants")  # fmt: skip
         if self.ledger.reward_wei * self.rounds > MAX_MINT:
             raise ConfigError(f"{self.rounds} rounds of {self.ledger.reward_per_round!r} tokens "
                               "would credit 2**88 wei or more (the contract's cap)",
@@ -756,6 +753,15 @@ class TaskConfig:
         :func:`config_from_document`."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False).encode()  # fmt: skip
+
+    def check_ledger(self) -> None:
+        """What a task on a ledger needs beyond a valid configuration: its contract takes at
+        most ``ledger.max_participants`` (up to 256) members. Checked where a ledger is used
+        (a deployment, a ledger run); a run without one may have any number of nodes."""
+        if self.ledger.max_participants < self.nodes:
+            raise ConfigError(f"must be >= task.nodes ({self.nodes}) for a task on a ledger "
+                              "(at most 256; without a ledger, --chain none)",
+                              field="ledger.max_participants")  # fmt: skip
 
     def digest(self) -> bytes:
         """sha256 of :meth:`document`: the task's identity on chain (its CID's digest)."""

@@ -181,6 +181,7 @@ def rules_for(
     # Imported here: the records import this module's numbering (a record's phase, its rule).
     from fedledger.ledger.records import TaskRules
 
+    task.check_ledger()
     cfg = task.ledger
     return TaskRules(
         token=to_checksum_address(token),

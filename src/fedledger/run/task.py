@@ -137,6 +137,8 @@ def run_task(
         raise ConfigError(f"must be > 0 seconds, got {timeout}", field="timeout")
     if chain != "none" and mode != "consensus":
         raise ConfigError("a ledger runs consensus rounds: use --mode consensus", field="mode")
+    if chain != "none":
+        task.check_ledger()
     if chain == "none" and uses_reputation(task.aggregation.params):
         raise ConfigError("reputation (min_reputation, reputation_rewards) is kept on chain: "
                           "use --chain", field="aggregation")  # fmt: skip
