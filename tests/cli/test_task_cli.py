@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -526,3 +527,27 @@ def test_a_chain_that_is_not_a_development_chain_needs_the_deployers_key(
         code, out, err = _run(capsys, *start, *keys)
         assert code == 0, err
         assert "round 1 started" in out
+
+
+def test_the_explorer_reads_a_deployed_task_from_the_chain(
+    anvil: AnvilProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fedledger explorer --rpc URL --task ADDR`: the task page of a task deployed on anvil,
+    its members with their stake and endpoints, read from the chain alone."""
+    from fedledger.explorer.app import create_app, running
+    from fedledger.explorer.data import RpcSource
+
+    deployed, members = _started(anvil, tmp_path, capsys)
+    task = str(deployed["task"])
+    with running(create_app(RpcSource(anvil.url, task))) as url:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            assert response.status == 200
+            html = response.read().decode()
+        assert task in html
+        for i, m in enumerate(members):
+            assert m.account[:6] in html
+            assert f"10.0.0.{i + 1}:50051" in html
+        with urllib.request.urlopen(url + "rounds", timeout=60) as response:
+            assert response.status == 200
+            rounds = response.read().decode()
+        assert 'id="round-1"' in rounds  # the task started: round 1 is open
