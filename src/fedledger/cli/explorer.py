@@ -37,6 +37,16 @@ def cmd_explorer(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"fedledger explorer: {url}  (Ctrl-C to stop)", flush=True)
 
+    # The server's own warnings (a bad request, an error in a page) on stderr, one line each.
+    import logging
+
+    server_log = logging.getLogger("uvicorn")
+    if not server_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("fedledger explorer: %(levelname)s %(message)s"))
+        server_log.addHandler(handler)
+        server_log.setLevel(logging.WARNING)
+
     serve(create_app(source), sock, ready=ready)
     return 0
 

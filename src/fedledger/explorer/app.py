@@ -256,7 +256,11 @@ def listen(port: int, host: str = HOST) -> socket.socket:
 
 
 def _server(app: Starlette) -> uvicorn.Server:
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # log_config=None: uvicorn leaves the process's logging alone (its default dictConfig would
+    # replace every handler of the process and bind its own to whatever sys.stderr is now).
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", log_config=None
+    )
     return uvicorn.Server(config)
 
 
