@@ -1,6 +1,6 @@
 # pragma version ~=0.4.3
 # pragma evm-version cancun
-# pragma optimize gas
+# pragma optimize codesize
 """
 @title fedledger task: one federated learning task on chain (ledger v2)
 @license Apache-2.0
@@ -29,8 +29,12 @@
         most max_rounds times the largest reward_per_round in force. Each
         finalized round extends the task's model lineage, a hash chain over
         (round, model digest) (`lineage`). Members register their data owners'
-        consent policies (`join`, `set_consent`: events only). See
-        docs/contracts.md.
+        consent policies (`join`, `set_consent`: events only). Above
+        `committee` active members, each round's messages come from a
+        committee of `committee` members sampled from the chain's randomness
+        one round ahead (`CommitteeSampled`); its stake is the round's stake,
+        and round r's committee attests round r - 1. See docs/contracts.md
+        and docs/committees.md.
 """
 
 from snekmate.auth import ownable
@@ -210,6 +214,14 @@ event RoundStarted:
     active_stake: uint256
     members: uint256
 
+# Round `round`'s committee, sampled when round - 1 opened (rounds 1 and 2: at
+# `start`): `members` in draw order, their `stake` then.
+event CommitteeSampled:
+    round: indexed(uint256)
+    seed: bytes32
+    members: DynArray[address, MAX]
+    stake: uint256
+
 # One signed message, as it was verified: everything an auditor needs to
 # verify the signature again (update zero: attestation only; model and
 # result zero: no attestation).
@@ -281,6 +293,9 @@ cooldown: public(immutable(uint256))
 treasury: public(immutable(address))
 # May change the governable rules (`reconfigure`); zero: nobody, ever.
 governor: public(immutable(address))
+# Above this many active members a round's messages come from a committee of
+# this many (zero: every member, always).
+committee: public(immutable(uint256))
 
 # The governable rules, one word per epoch (see `_g_pack`): reward_per_round
 # (88 bits) | min_stake (96) | quorum_bps (14) | access_policy (2) |
@@ -344,6 +359,10 @@ _failed: HashMap[uint256, uint256]
 # keccak256(abi_encode(previous, round, model_digest)) over the finalized
 # rounds in order (previous: zero before the first).
 _lineage: bytes32
+# At round % RING: the stake of the round's committee (zero: no committee).
+_committee_stake: HashMap[uint256, uint256]
+# Per member: the last two rounds whose committee drew it (32 bits each).
+_drawn: HashMap[address, uint256]
 
 
 @deploy
@@ -364,6 +383,7 @@ def __init__(
     cooldown_: uint256,
     treasury_: address,
     governor_: address,
+    committee_: uint16,
     config_document_: Bytes[MAX_CONFIG],
 ):
     assert token_ != empty(address), "token is zero"
@@ -379,6 +399,7 @@ def __init__(
     assert convert(max_participants_, uint256) <= MAX, "max participants above MAX"
     assert reward_per_round_ * max_rounds_ <= MAX_EARNED, "total reward above 2**88 - 1"
     assert access_policy_ <= ACCESS_PUBLIC, "unknown access policy"
+    assert committee_ == 0 or (committee_ >= 3 and committee_ < max_participants_), "committee not 0 or in [3, max)"
     assert len(config_document_) > 0, "config document is empty"
     assert sha256(config_document_) == config_digest_, "config digest is not the document's"
     ownable.__init__()
@@ -391,6 +412,7 @@ def __init__(
     cooldown = cooldown_
     treasury = treasury_
     governor = governor_
+    committee = convert(committee_, uint256)
     self._rules = self._g_pack(
         rule_id_, quorum_bps_, min_stake_, allowlist_only_, reward_per_round_, access_policy_, 1, 0
     )
@@ -1199,6 +1221,8 @@ def start():
     """
     ownable._check_owner()
     assert self.current_round == 0, "already started"
+    if committee != 0:
+        self._sample(1)
     self._open(1, 0)
 
 
@@ -1207,9 +1231,43 @@ def _open(round: uint256, lineage: uint256):
     # `lineage`: the last finalized round (carried from round to round).
     self.current_round = round
     members: uint256 = len(self._members)
+    stake: uint256 = self.active_stake
+    if committee != 0:
+        if self._committee_stake[round % RING] != 0:
+            members = committee
+            stake = self._committee_stake[round % RING]
+        if round <= max_rounds:
+            self._sample(round + 1)
     self._round[round % RING] = self._r_pack(block.timestamp, 0, 0, members, 0, round, lineage)
-    self._stakes[round % RING] = self.active_stake
-    log RoundStarted(round=round, start=block.timestamp, active_stake=self.active_stake, members=members)
+    self._stakes[round % RING] = stake
+    log RoundStarted(round=round, start=block.timestamp, active_stake=stake, members=members)
+
+
+@internal
+def _sample(round: uint256):
+    # Round `round`'s committee, drawn now (a partial Fisher-Yates shuffle of
+    # the member positions keyed by this block's randomness), or none when at
+    # most `committee` members are active.
+    slot: uint256 = round % RING
+    n: uint256 = len(self._members)
+    if n <= committee:
+        self._committee_stake[slot] = 0
+        return
+    seed: bytes32 = keccak256(abi_encode(block.prevrandao, blockhash(block.number - 1), self, round))
+    order: DynArray[uint256, MAX] = []
+    for i: uint256 in range(n, bound=MAX):
+        order.append(i)
+    stake: uint256 = 0
+    chosen: DynArray[address, MAX] = []
+    for j: uint256 in range(committee, bound=MAX):
+        k: uint256 = j + convert(keccak256(abi_encode(seed, j)), uint256) % (n - j)
+        member: address = self._members[order[k]]
+        order[k] = order[j]
+        chosen.append(member)
+        stake += self._stake(self._record[member])
+        self._drawn[member] = ((self._drawn[member] << 32) | round) & (2**64 - 1)
+    self._committee_stake[slot] = stake
+    log CommitteeSampled(round=round, seed=seed, members=chosen, stake=stake)
 
 
 @internal
@@ -1315,8 +1373,16 @@ def submit(
             sums.append(self._tally[previous][h])
         else:
             sums.append(0)
+    # A committee round: only its members sign, and they attest round - 1
+    # against the committee's stake.
+    drawn: bool = False
+    if committee != 0:
+        drawn = self._committee_stake[round % RING] != 0
     if prev_open:
-        quorum = self._quorum_stake(previous, prev_rules)
+        if drawn:
+            quorum = self._quorum_stake(round, prev_rules)
+        else:
+            quorum = self._quorum_stake(previous, prev_rules)
     count: uint256 = self._r_count(word)
     stakes: uint256 = self._stakes[round % RING]
     submitted: uint256 = stakes >> 128
@@ -1335,6 +1401,9 @@ def submit(
         assert self._status(rec) == STATUS_ACTIVE, "signer is not a member"
         first_round: uint256 = self._first_round(rec)
         assert first_round <= round, "signer joined during this round"
+        if drawn:
+            seats: uint256 = self._drawn[signer]
+            assert seats & (2**32 - 1) == round or (seats >> 32) & (2**32 - 1) == round, "signer not in the committee"
         if self._last_round(rec) == round:
             continue
         if e.update == empty(bytes32):
@@ -1350,7 +1419,7 @@ def submit(
             round=round, member=signer, update=e.update, examples=e.examples, model=p.model,
             result=p.result, r=e.r, vs=e.vs
         )
-        if prev_open and first_round <= previous and p.model != empty(bytes32):
+        if prev_open and (drawn or first_round <= previous) and p.model != empty(bytes32):
             at: uint256 = first[e.pair]
             tally: uint256 = sums[at] + stake
             sums[at] = tally

@@ -780,3 +780,36 @@ def test_raw_transactions_recover_their_sender_and_calldata(
     assert chain.code(other.address) == b""
     with pytest.raises(LedgerError):
         chain.raw_transaction("0x" + "ab" * 32)
+
+
+def test_a_committee_seed_is_recomputed_from_the_block_that_drew_it(chain: AnyChain) -> None:
+    """A Task with a committee of 3 among 5 members: each `CommitteeSampled` seed is
+    keccak256(prevrandao, the parent's hash, task, round) of the block that drew it, read back
+    through `block_randomness`, and its members are `sample_committee`'s (what the audit
+    checks)."""
+    from dataclasses import replace
+
+    from fedledger.config import TaskConfig
+    from fedledger.ledger.contract_ledger import ContractLedger, deploy_task
+    from fedledger.ledger.records import CommitteeSampled
+    from fedledger.ledger.rules import committee_seed, sample_committee
+
+    base = TaskConfig()
+    task_cfg = replace(base, nodes=5, ledger=replace(base.ledger, committee=3,
+                                                     max_participants=8))  # fmt: skip
+    accounts = chain.accounts()
+    task, _ = deploy_task(chain, task_cfg, owner=accounts[0])
+    members = [ContractLedger(chain, task, a) for a in accounts[1:6]]
+    for m in members:
+        m.join(f"127.0.0.1:{m.account[-4:]}", task_cfg.ledger.min_stake)
+    owner = ContractLedger(chain, task, accounts[0])
+    order = owner.member_array()
+    owner.start()
+    drawn = [e for e in owner.events(-1) if isinstance(e, CommitteeSampled)]
+    assert [e.round for e in drawn] == [1, 2]
+    for e in drawn:
+        randao, parent = chain.block_randomness(e.block)
+        assert e.seed == committee_seed(prevrandao=randao, parent_hash=parent, task=task,
+                                        round=e.round)  # fmt: skip
+        assert e.members == sample_committee(e.seed, order, 3)
+        assert e.stake == 3 * task_cfg.ledger.min_stake

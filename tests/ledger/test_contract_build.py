@@ -97,11 +97,12 @@ def test_artifact_abi_has_the_task_interface() -> None:
         "owner", "transfer_ownership", "eip712Domain", "move", "set_keys", "reconfigure",
         "rules_at", "governor", "lineage", "set_consent", "rule_id", "rule_params_digest",
         "config_digest", "quorum_bps", "min_stake", "allowlist_only", "access_policy",
+        "committee",
     }  # fmt: skip
     events = {
         "Configured", "Joined", "Left", "Moved", "Withdrawn", "RoundStarted", "Submitted",
         "Quorate", "Closed", "Finalized", "Skipped", "Distributed", "Equivocated", "Slashed",
-        "Claimed", "Keys", "Consent",
+        "Claimed", "Keys", "Consent", "CommitteeSampled",
     }  # fmt: skip
     assert functions <= {e["name"] for e in abi if e.get("type") == "function"}
     assert events <= {e["name"] for e in abi if e.get("type") == "event"}
@@ -190,9 +191,9 @@ def test_artifacts_deploy_and_run_a_round() -> None:
         "Task",
         ["address", "uint8", "bytes32", "bytes32", "uint16", "uint256", "uint256", "uint256",
          "uint256", "uint16", "bool", "uint256", "uint8", "uint256", "address", "address",
-         "bytes"],
+         "uint16", "bytes"],
         [token.address, 1, b"\x01" * 32, hashlib.sha256(b"{}").digest(), 6000, ETHER, 60, 10,
-         2, 8, False, 10 * ETHER, 0, 10, treasury, "0x" + "00" * 20, b"{}"],
+         2, 8, False, 10 * ETHER, 0, 10, treasury, "0x" + "00" * 20, 0, b"{}"],
     )  # fmt: skip
     token.set_minter(task.address, True)
     identity = Identity.from_hex("0x" + "42" * 32)

@@ -104,6 +104,7 @@ def task_args(token_address: str, treasury_address: str, **overrides: Any) -> li
         "cooldown": COOLDOWN,
         "treasury": treasury_address,
         "governor": ZERO_ADDRESS,
+        "committee": 0,
         "config_document": DOCUMENT,
     }
     unknown = set(overrides) - set(rules)

@@ -198,6 +198,7 @@ def deploy() -> Deployed:
             COOLDOWN,
             treasury,
             governor,
+            0,  # committee: none
             CONFIG_DOCUMENT,
         ],
     )

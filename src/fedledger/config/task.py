@@ -547,6 +547,10 @@ class LedgerConfig:
     allowlist: bool = False
     cooldown: int = 60
     max_participants: int = 256
+    committee: int = 0
+    """Above this many active members, each round's messages come from a committee of this
+    many members sampled from the chain's randomness (docs/committees.md); 0: every member,
+    every round. 0, or at least 3 and below ``max_participants``."""
     collect: float = 2.0
     """Off chain (the nodes' timing, not the contract's): seconds a round's designated
     submitter waits for the missing members' messages once those it holds reach a quorum of
@@ -573,6 +577,11 @@ class LedgerConfig:
         check_bool("ledger.allowlist", self.allowlist)
         check_int("ledger.cooldown", self.cooldown, low=1, high=MAX_COOLDOWN)
         check_int("ledger.max_participants", self.max_participants, low=1, high=256)
+        check_int("ledger.committee", self.committee, low=0, high=255)
+        if self.committee != 0 and not 3 <= self.committee < self.max_participants:
+            raise ConfigError(f"must be 0 (no committee) or in [3, max_participants = "
+                              f"{self.max_participants}), got {self.committee}",
+                              field="ledger.committee")  # fmt: skip
         check_real("ledger.collect", self.collect, low=0, high=MAX_WINDOW, low_open=True)
         check_real("ledger.fallback", self.fallback, low=self.collect, high=MAX_WINDOW)
 
@@ -762,6 +771,14 @@ class TaskConfig:
             raise ConfigError(f"must be >= task.nodes ({self.nodes}) for a task on a ledger "
                               "(at most 256; without a ledger, --chain none)",
                               field="ledger.max_participants")  # fmt: skip
+
+    def check_nodes(self) -> None:
+        """What nodes can run today: the Task contract draws and enforces committees
+        (``ledger.committee``), but nodes do not take part in committee rounds yet."""
+        if self.ledger.committee != 0:
+            raise ConfigError("committees are drawn and enforced by the Task contract, but "
+                              "nodes do not take part in committee rounds yet: use 0",
+                              field="ledger.committee")  # fmt: skip
 
     def digest(self) -> bytes:
         """sha256 of :meth:`document`: the task's identity on chain (its CID's digest)."""

@@ -94,7 +94,7 @@ CONFIG_LOG_WINDOW: Final = 10_000
 _RULE_FIELDS: Final = (
     "token", "rule_id", "rule_params_digest", "config_digest", "quorum_bps", "min_stake",
     "window", "grace", "max_rounds", "max_participants", "allowlist_only",
-    "reward_per_round", "access_policy", "cooldown", "treasury", "governor",
+    "reward_per_round", "access_policy", "cooldown", "treasury", "governor", "committee",
 )  # fmt: skip
 """The Task constructor's arguments before the configuration document, in order."""
 _FIXED_RULES: Final = tuple(name for name in _RULE_FIELDS if name not in GOVERNABLE_RULES)
@@ -449,6 +449,12 @@ class ContractLedger(TaskTransactions):
                 first_round=int(self._call("first_round_of", address)),
             ))  # fmt: skip
         return sorted(found, key=lambda m: m.address.lower())
+
+    @translated
+    def member_array(self) -> list[str]:
+        """The Task's member array in its own order (joins append; a member that leaves is
+        replaced by the last): the order committees are drawn over."""
+        return [to_checksum_address(a) for a in self._call("members")]
 
     @translated
     def member_count(self) -> int:

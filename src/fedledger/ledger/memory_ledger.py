@@ -188,6 +188,8 @@ class MemoryTask:
             (rules.reward_per_round * rules.max_rounds <= MAX_EARNED,
              "total reward above 2**88 - 1", "reward_per_round"),
             (rules.access_policy <= ACCESS_PUBLIC, "unknown access policy", "access_policy"),
+            # Committees (drawn from a block's randomness) exist on the contract only so far.
+            (rules.committee == 0, "the in-memory ledger has no committees", "committee"),
         ]  # fmt: skip
         if document is not None and hashlib.sha256(document).digest() != rules.config_digest:
             checks.append((False, "config digest is not the document's", "config_digest"))

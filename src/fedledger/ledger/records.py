@@ -42,6 +42,7 @@ __all__ = [
     "GOVERNABLE_RULES",
     "Claimed",
     "Closed",
+    "CommitteeSampled",
     "Configured",
     "Consent",
     "Distributed",
@@ -108,6 +109,9 @@ class TaskRules:
     treasury: str
     governor: str = "0x" + "00" * 20
     """Who may change the governable rules (``reconfigure``); the zero address: nobody."""
+    committee: int = 0
+    """Above this many active members a round's messages come from a sampled committee of
+    this many (0: every member, always)."""
     from_round: int = 1
     """The first round the governable rules are in force (1: the deployment's)."""
 
@@ -220,6 +224,19 @@ class RoundStarted(LedgerEvent):
     start: int
     active_stake: int
     members: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommitteeSampled(LedgerEvent):
+    """Round ``round``'s committee, drawn when round ``round - 1`` opened (rounds 1 and 2: at
+    the start) from ``seed`` (:func:`fedledger.ledger.rules.committee_seed`): ``members`` in
+    draw order (:func:`fedledger.ledger.rules.sample_committee`), their ``stake`` then. Only
+    a round with more active members than the task's ``committee`` has one."""
+
+    round: int
+    seed: bytes
+    members: tuple[str, ...]
+    stake: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,8 +355,9 @@ class Claimed(LedgerEvent):
 EVENT_TYPES: Final[Mapping[str, type[LedgerEvent]]] = {
     cls.__name__: cls
     for cls in (
-        Configured, Joined, Consent, Left, Moved, Keys, RoundStarted, Submitted, Quorate,
-        Closed, Finalized, Skipped, Distributed, Equivocated, Slashed, Claimed,
+        Configured, Joined, Consent, Left, Moved, Keys, RoundStarted, CommitteeSampled,
+        Submitted, Quorate, Closed, Finalized, Skipped, Distributed, Equivocated, Slashed,
+        Claimed,
     )
 }  # fmt: skip
 """The Task events a ledger reports (Allowed, Disallowed, Withdrawn, reader and ownership

@@ -4,7 +4,8 @@ Nodes, the in-memory ledger and the audit compute exactly what the contract comp
 here: the phase, status and access-policy numbers, the aggregation rules' on-chain ids, the
 result digest the contract checks (:func:`result_digest`; the signed round message is
 :mod:`fedledger.ledger.messages`), the quorum (:func:`quorum_stake`), the model lineage's
-hash chain (:func:`lineage_hash`), a consent policy's digest (:func:`consent_digest`) and the
+hash chain (:func:`lineage_hash`), a round's committee (:func:`committee_seed`,
+:func:`sample_committee`), a consent policy's digest (:func:`consent_digest`) and the
 rules a task configuration asks for (:func:`rules_for`).
 
 Hashing uses eth_abi and eth_utils (the contract's ABI encoding and keccak256); nothing here
@@ -48,12 +49,14 @@ __all__ = [
     "STATUS_NONE",
     "STATUS_SLASHED",
     "ZERO_ADDRESS",
+    "committee_seed",
     "consent_digest",
     "lineage_hash",
     "quorum_stake",
     "result_digest",
     "rule_params_digest",
     "rules_for",
+    "sample_committee",
     "sort_result",
 ]
 
@@ -160,6 +163,38 @@ def consent_digest(policy: bytes) -> bytes:
     return hashlib.sha256(policy).digest() if policy else _ZERO32
 
 
+def committee_seed(*, prevrandao: bytes | int, parent_hash: bytes, task: str, round: int) -> bytes:
+    """The seed of round ``round``'s committee, as the contract draws it in the block that
+    opened round ``round - 1``: keccak256(abi_encode(prevrandao, blockhash(number - 1), task,
+    round)), from that block's ``prevRandao`` (``mixHash``) and its parent's hash."""
+    randao = prevrandao if isinstance(prevrandao, int) else int.from_bytes(prevrandao, "big")
+    if not 0 <= randao < 2**256 or len(parent_hash) != 32 or round < 1:
+        raise ValueError("prevrandao must be a uint256, parent_hash 32 bytes, round >= 1")
+    return keccak(abi_encode(["uint256", "bytes32", "address", "uint256"],
+                             [randao, parent_hash, to_checksum_address(task), round]))  # fmt: skip
+
+
+def sample_committee(seed: bytes, members: Sequence[str], size: int) -> tuple[str, ...]:
+    """The committee the contract draws from ``seed`` over ``members`` (the Task's member
+    array, in its order, when the draw happened): a partial Fisher-Yates shuffle of the
+    positions, draw ``j`` taking position ``j + keccak256(abi_encode(seed, j)) % (n - j)``.
+    Returns the ``size`` members in draw order; no committee (every member) when there are at
+    most ``size`` members."""
+    n = len(members)
+    if len(seed) != 32 or size < 1:
+        raise ValueError("the seed must be 32 bytes and the committee at least 1 member")
+    if n <= size:
+        return tuple(members)
+    order = list(range(n))
+    chosen = []
+    for j in range(size):
+        draw = int.from_bytes(keccak(abi_encode(["bytes32", "uint256"], [seed, j])), "big")
+        k = j + draw % (n - j)
+        order[j], order[k] = order[k], order[j]
+        chosen.append(members[order[j]])
+    return tuple(chosen)
+
+
 def quorum_stake(rules: TaskRules, round_stake: int) -> int:
     """ceil(quorum_bps * round_stake / 10000), as the contract computes it."""
     return -(-rules.quorum_bps * round_stake // BPS)
@@ -200,4 +235,5 @@ def rules_for(
         cooldown=cfg.cooldown,
         treasury=to_checksum_address(treasury),
         governor=to_checksum_address(governor),
+        committee=cfg.committee,
     )

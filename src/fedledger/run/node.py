@@ -56,6 +56,7 @@ def node_io(
         transport = GrpcTransport(host=host, port=int(port))
     except ValueError as exc:
         raise ConfigError(f"bad listen address {cfg.listen!r}", field="listen") from exc
+    cfg.task.check_nodes()
     ledger: Ledger | None = None
     if cfg.chain is not None and cfg.task_address is not None:
         # Imported here: a node without a chain never loads web3 (docs/performance.md,

@@ -139,6 +139,7 @@ def run_task(
         raise ConfigError("a ledger runs consensus rounds: use --mode consensus", field="mode")
     if chain != "none":
         task.check_ledger()
+    task.check_nodes()
     if chain == "none" and uses_reputation(task.aggregation.params):
         raise ConfigError("reputation (min_reputation, reputation_rewards) is kept on chain: "
                           "use --chain", field="aggregation")  # fmt: skip

@@ -194,6 +194,12 @@ class Chain(Protocol):
         """The hash of mined block ``number`` (32 bytes)."""
         ...
 
+    def block_randomness(self, number: int) -> tuple[int, bytes]:
+        """Mined block ``number``'s ``prevrandao`` (its header's ``mixHash``) and its parent's
+        hash: what a contract's ``block.prevrandao`` and ``blockhash(block.number - 1)`` were
+        in it (a committee's seed, :func:`fedledger.ledger.rules.committee_seed`)."""
+        ...
+
     def now(self) -> int:
         """A lower bound on the timestamp of the next block: what a transaction sent now will
         see as ``block.timestamp`` (at least). Used to tell which window of a round is open

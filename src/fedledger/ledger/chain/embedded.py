@@ -510,6 +510,15 @@ class EmbeddedChain(Web3Chain):
             return bytes(header.hash)
 
     @translated
+    def block_randomness(self, number: int) -> tuple[int, bytes]:
+        # eth-tester runs a block's transactions with prevrandao 0 and draws the mined
+        # header's mixHash afterwards: 0 is what the contracts saw. (One process runs this
+        # chain: its randomness protects nothing; a committee's seed varies by the parent.)
+        with self._lock:
+            header = self._backend.chain.get_canonical_block_header_by_number(number)
+            return 0, bytes(header.parent_hash)
+
+    @translated
     def now(self) -> int:
         with self._lock:
             return int(self._backend._next_timestamp())

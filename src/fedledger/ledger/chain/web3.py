@@ -199,6 +199,11 @@ class Web3Chain:
         return bytes(self._read(lambda: self.w3.eth.get_block(BlockNumber(number))["hash"]))
 
     @translated
+    def block_randomness(self, number: int) -> tuple[int, bytes]:
+        block = self._read(lambda: self.w3.eth.get_block(BlockNumber(number)))
+        return int.from_bytes(bytes(block["mixHash"]), "big"), bytes(block["parentHash"])
+
+    @translated
     def now(self) -> int:
         latest = int(self._read(lambda: self.w3.eth.get_block("latest"))["timestamp"])
         return max(latest, int(time.time()))
