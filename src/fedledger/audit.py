@@ -34,9 +34,17 @@ round ``r + 1``'s messages, and round ``rounds + 1`` carries attestations only):
     ``blobs``
         each submitted update is found by its CID (derived from the signed digest) and its
         bytes hash to it;
+    ``committee``
+        (a task with ``committee``) round ``r`` has a committee exactly when more members
+        than that were active when it was drawn (as round ``r - 1`` started); its seed is
+        keccak256(prevrandao, parent hash, task, round) of the block that drew it (read from
+        the chain), its members are :func:`~fedledger.ledger.rules.sample_committee`'s over
+        the member array of then (replayed from the events), its stake theirs, and every
+        message of round ``r`` is one of theirs;
     ``quorum``
         the stake of the members eligible in ``r`` whose round ``r + 1`` messages attest the
-        finalized pair reaches the quorum of round ``r``'s stake;
+        finalized pair reaches the quorum of round ``r``'s stake (if round ``r + 1`` has a
+        committee: its members' attesting stake, of the committee's stake);
     ``aggregate``
         the included set is the ``Distributed`` event's contributors (whose digest with the
         scores must be the finalized result digest), or, if nothing was distributed, every
@@ -129,6 +137,7 @@ from fedledger.ledger.records import (
     Slashed,
     Submitted,
     events_by_round,
+    member_arrays_at_starts,
     round_inputs,
 )
 from fedledger.ledger.reputation import round_reputation, uses_reputation
@@ -136,8 +145,10 @@ from fedledger.ledger.rules import (
     ACCESS_PUBLIC,
     BPS,
     RULE_IDS,
+    committee_seed,
     result_digest,
     rule_params_digest,
+    sample_committee,
     sort_result,
 )
 from fedledger.privacy.secagg_keys import MAX_KEY_BLOB_BYTES, KeyBlob
@@ -155,8 +166,8 @@ from fedledger.task import build_trainer, prepare_task
 
 _P = ParamSpec("_P")
 
-CHECKS = ("signatures", "phases", "blobs", "quorum", "aggregate", "exclusion", "consent",
-          "scores", "rewards", "failure")  # fmt: skip
+CHECKS = ("signatures", "phases", "committee", "blobs", "quorum", "aggregate", "exclusion",
+          "consent", "scores", "rewards", "failure")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -369,6 +380,7 @@ class Auditor:
         self._distributions: list[Distributed] = []
         self._notes: list[str] = []
         self._rounds_of: dict[int, RoundEvents] = {}
+        self._arrays: dict[int, tuple[str, ...]] = {}
         self._problems: list[str] = []
         """What is wrong with the task's rounds as a whole (reported in every round)."""
         self._validation: tuple[Any, Any] | None = None
@@ -670,21 +682,62 @@ class Auditor:
             joined = e
         return None if joined is None else (joined.stake, joined.first_round)
 
+    def _committee(self, rnd: int, st: RoundEvents) -> Check:
+        """Round ``rnd``'s committee: drawn exactly when due, from the block's randomness,
+        over the member array of then; only its members signed the round."""
+        k = self.ledger.rules().committee
+        draw = st.committee
+        array = self._arrays.get(max(rnd - 1, 1))
+        if draw is None:
+            due = k and array is not None and len(array) > k and rnd <= self.task.rounds + 1
+            detail = f"no committee drawn among {len(array or ())} members" if due else ""
+            return Check(name="committee", ok=not due, detail=detail or "none")
+        bad = []
+        if not k:
+            bad.append("a committee drawn for a task without committees")
+        randao, parent = self.chain.block_randomness(draw.block)
+        seed = committee_seed(prevrandao=randao, parent_hash=parent,
+                              task=self.ledger.task_address, round=rnd)  # fmt: skip
+        if draw.seed != seed:
+            bad.append(f"seed {draw.seed.hex()[:16]} is not block {draw.block}'s "
+                       f"{seed.hex()[:16]}")  # fmt: skip
+        elif array is None or tuple(draw.members) != sample_committee(seed, array, k or 1):
+            bad.append("its members are not the draw's over the member array of then")
+        stake = 0
+        for member in draw.members:
+            joined = self._stake_of(member, draw)
+            stake += joined[0] if joined else 0
+        if stake != draw.stake:
+            bad.append(f"stake {draw.stake} is not its members' {stake}")
+        outsiders = sorted({e.member for e in st.submitted} - set(draw.members))
+        if outsiders:
+            bad.append(f"messages from members not drawn: {', '.join(outsiders[:3])}")
+        return Check(name="committee", ok=not bad, detail="; ".join(bad))
+
     def _quorum(self, rnd: int, st: RoundEvents, nxt: RoundEvents | None) -> Check:
         f = st.finalized
         if f is None or st.started is None:
             return Check(name="quorum", ok=True, detail="not finalized")
         stake = 0
         counted: set[str] = set()
+        # Round rnd + 1's committee, if any, attests rnd against its own stake.
+        committee = nxt.committee if nxt is not None else None
         for e in nxt.submitted if nxt is not None else ():
             if (e.model, e.result) != (f.model_digest, f.result_digest) or e.member in counted:
                 continue
             joined = self._stake_of(e.member, e)
-            if joined is None or joined[1] > rnd:
+            if joined is None:
+                continue
+            if committee is None and joined[1] > rnd:
+                continue
+            if committee is not None and e.member not in committee.members:
                 continue
             counted.add(e.member)
             stake += joined[0]
-        need = -(-self.rules.at(rnd).ledger.quorum_bps * st.started.active_stake // BPS)
+        base = st.started.active_stake
+        if committee is not None and nxt is not None and nxt.started is not None:
+            base = nxt.started.active_stake  # the committee's stake (RoundStarted's)
+        need = -(-self.rules.at(rnd).ledger.quorum_bps * base // BPS)
         ok = stake >= need
         detail = "" if ok else f"{stake} of {need} needed attest the finalized pair"
         return Check(name="quorum", ok=ok, detail=detail)
@@ -1276,6 +1329,7 @@ class Auditor:
                                f"{changed.aggregation.rule})")  # fmt: skip
         rounds = events_by_round(events)
         self._rounds_of = rounds
+        self._arrays = member_arrays_at_starts(events)
         members = self._members()
         if members is not None:
             self.blobs.remotes.insert(0, members)
@@ -1299,6 +1353,7 @@ class Auditor:
         if rnd == self.task.rounds and nxt is not None:
             messages += nxt.submitted  # round rounds + 1: attestations only
         checks = [self._signatures(rnd, messages), self._phases(rnd, rounds, self._problems)]
+        checks.append(self._committee(rnd, st))
         updates, blob_check = self._fetch_updates(st)
         if self.secure and st.finalized is not None:
             blob_check = self._secure_blobs(rnd, st, blob_check)

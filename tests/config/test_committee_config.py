@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from fedledger.config import TaskConfig
-from fedledger.config.task import LedgerConfig
+from fedledger.config.task import LedgerConfig, PrivacyConfig
 from fedledger.errors import ConfigError
 from fedledger.ledger.rules import sample_committee
 
@@ -25,12 +25,15 @@ def test_a_committee_must_be_below_max_participants() -> None:
     assert LedgerConfig(committee=9, max_participants=10).committee == 9
 
 
-def test_nodes_refuse_a_committee_task_in_one_line() -> None:
+def test_committees_do_not_go_with_secure_aggregation() -> None:
     base = TaskConfig()
     task = replace(base, ledger=replace(base.ledger, committee=5))
-    with pytest.raises(ConfigError, match="nodes do not take part in committee rounds yet"):
-        task.check_nodes()
-    base.check_nodes()  # no committee: fine
+    task.check_nodes()  # committees alone: fine
+    assert b"committee" in task.document()
+    assert b"committee" not in base.document()  # a task without one keeps its digest
+    private = replace(task, privacy=PrivacyConfig(secure_aggregation=True, clip=1.0))
+    with pytest.raises(ConfigError, match="secure aggregation"):
+        private.check_nodes()
 
 
 def test_the_sampler_draws_distinct_members_and_needs_a_seed() -> None:

@@ -31,6 +31,7 @@ from fedledger.ledger.contract_ledger import GAS_LIMITS, ContractLedger, deploy_
 from fedledger.ledger.memory_ledger import MemoryLedger, MemoryTask
 from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
+    CommitteeSampled,
     Configured,
     Consent,
     Distributed,
@@ -49,6 +50,7 @@ from fedledger.ledger.records import (
 )
 from fedledger.ledger.reputation import reputation_at
 from fedledger.ledger.rules import (
+    BPS,
     PHASE_AGGREGATE,
     PHASE_ATTEST,
     PHASE_FAILED,
@@ -64,6 +66,7 @@ from fedledger.ledger.rules import (
     lineage_hash,
     result_digest,
     rules_for,
+    sample_committee,
     sort_result,
 )
 
@@ -1469,3 +1472,55 @@ def test_model_digest_of_an_unfinalized_round_in_a_reused_slot(world: World) -> 
     assert world.owner.phase(9) == PHASE_AGGREGATE
     assert world.owner.model_digest(1) == ZERO32  # out of the ring
     assert world.owner.model_digest(9) == ZERO32
+
+
+# ------------------------------------------------------------------------------------------------
+# Committees
+# ------------------------------------------------------------------------------------------------
+
+
+def test_committees_are_drawn_ahead_sign_alone_and_attest_against_their_stake(
+    make_world: Callable[..., World],
+) -> None:
+    """Six members, a committee of 3: `start` draws rounds 1 and 2 over the member array (as
+    `sample_committee` does from the event's seed); only round 1's committee signs it, and its
+    three messages close it; round 2's committee finalizes round 1 against its own stake (not
+    the task's); the batch that opens round 2 draws round 3; a member that joined after a draw
+    has no seat in it."""
+    world = make_world(nodes=6, committee=3)
+    members = world.join(6, stakes=[(i + 1) * ETHER for i in range(6)])
+    by_account = {m.account: m for m in members}
+    stake = {m.address: m.stake for m in world.owner.members()}
+    array = world.owner.member_array()
+    assert sorted(array, key=str.lower) == [m.account for m in members]
+    started = tx_events(world.owner, world.owner.start())
+    assert kinds(started) == ["CommitteeSampled", "CommitteeSampled", "RoundStarted"]
+    draws = {e.round: e for e in started if isinstance(e, CommitteeSampled)}
+    for e in draws.values():
+        assert e.members == sample_committee(e.seed, array, 3)
+        assert e.stake == sum(stake[a] for a in e.members)
+    opened = started[-1]
+    assert isinstance(opened, RoundStarted)
+    assert (opened.members, opened.active_stake) == (3, draws[1].stake)
+    first = [by_account[a] for a in draws[1].members]
+    second = [by_account[a] for a in draws[2].members]
+    outsider = next(m for m in members if m not in first)
+    reverts("signer not in the committee", outsider.submit, 1, batch(outsider, [outsider], 1),
+            [], [])  # fmt: skip
+    late = world.accounts[6]
+    late.join(endpoint_of(late), ETHER)
+    assert "Closed" in kinds(play(world, first, 1))
+    digest = result_digest(*result_of(first, [1, 1, 1]))
+    # Round 2's committee, heaviest first, until a quorum (0.67) of ITS stake attests.
+    quorum = -(-world.rules.quorum_bps * draws[2].stake // BPS)
+    heavy = sorted(second, key=lambda m: stake[m.account], reverse=True)
+    needed: list[Ledger] = []
+    while sum(stake[m.account] for m in needed) < quorum:
+        needed.append(heavy[len(needed)])
+    events = play(world, needed, 2, (MODEL, digest))
+    assert [type(e).__name__ for e in events][:2] == ["CommitteeSampled", "RoundStarted"]
+    assert [e.round for e in events if isinstance(e, Finalized)] == [1]
+    third = next(e for e in events if isinstance(e, CommitteeSampled))
+    assert third.round == 3
+    assert third.members == sample_committee(third.seed, world.owner.member_array()[:7], 3)
+    reverts("signer not in the committee", late.submit, 2, batch(late, [late], 2), [], [])

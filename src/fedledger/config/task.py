@@ -735,6 +735,8 @@ class TaskConfig:
             del d["governance"]
         if d["compression"] is None:  # documents (and digests) without it unchanged
             del d["compression"]
+        if d["ledger"]["committee"] == 0:  # likewise: a task without committees
+            del d["ledger"]["committee"]
         if not d["purpose"]:
             del d["purpose"]
         return d
@@ -773,11 +775,11 @@ class TaskConfig:
                               field="ledger.max_participants")  # fmt: skip
 
     def check_nodes(self) -> None:
-        """What nodes can run today: the Task contract draws and enforces committees
-        (``ledger.committee``), but nodes do not take part in committee rounds yet."""
-        if self.ledger.committee != 0:
-            raise ConfigError("committees are drawn and enforced by the Task contract, but "
-                              "nodes do not take part in committee rounds yet: use 0",
+        """What nodes can run: committees (``ledger.committee``) without secure aggregation
+        (its masking sets are the round's members, not a committee drawn a round ahead)."""
+        if self.ledger.committee != 0 and self.secure_aggregation:
+            raise ConfigError("committees and secure aggregation do not go together yet: "
+                              "use 0 or turn secure_aggregation off",
                               field="ledger.committee")  # fmt: skip
 
     def digest(self) -> bytes:

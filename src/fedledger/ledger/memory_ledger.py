@@ -35,6 +35,7 @@ from fedledger.ledger.messages import (
 from fedledger.ledger.records import (
     Claimed,
     Closed,
+    CommitteeSampled,
     Configured,
     Consent,
     Distributed,
@@ -71,9 +72,11 @@ from fedledger.ledger.rules import (
     STATUS_NONE,
     STATUS_SLASHED,
     ZERO_ADDRESS,
+    committee_seed,
     consent_digest,
     lineage_hash,
     result_digest,
+    sample_committee,
 )
 
 __all__ = ["MEMORY_CHAIN_ID", "MemoryLedger", "MemoryTask"]
@@ -188,8 +191,8 @@ class MemoryTask:
             (rules.reward_per_round * rules.max_rounds <= MAX_EARNED,
              "total reward above 2**88 - 1", "reward_per_round"),
             (rules.access_policy <= ACCESS_PUBLIC, "unknown access policy", "access_policy"),
-            # Committees (drawn from a block's randomness) exist on the contract only so far.
-            (rules.committee == 0, "the in-memory ledger has no committees", "committee"),
+            (rules.committee == 0 or 3 <= rules.committee < rules.max_participants,
+             "committee not 0 or in [3, max)", "committee"),
         ]  # fmt: skip
         if document is not None and hashlib.sha256(document).digest() != rules.config_digest:
             checks.append((False, "config digest is not the document's", "config_digest"))
@@ -226,6 +229,9 @@ class MemoryTask:
         self.treasury_owed = 0  # what a slash could not pay the treasury (never, in memory)
         self.lineage_round = 0  # the last finalized round
         self.lineage_hash = ZERO32
+        self.committee = rules.committee
+        self.committee_stake: dict[int, int] = {}  # by round: its committee's (0: none)
+        self.drawn: dict[str, tuple[int, ...]] = {}  # the last two rounds that drew a member
         self.gas_used = 50_000  # a nominal figure per transaction
         if document is not None:  # the deployment: block 1
             self.block = 1
@@ -298,8 +304,11 @@ class MemoryTask:
             return PHASE_ATTEST
         return PHASE_FAILED
 
-    def quorum_stake(self, rnd: int) -> int:
-        st = self.rounds.get(rnd) if rnd > self.current_round - RING else None
+    def quorum_stake(self, rnd: int, *, over: int | None = None) -> int:
+        """Round ``rnd``'s quorum_bps of round ``over``'s stake (default: ``rnd``'s own; a
+        committee round attests the round before against its committee's stake)."""
+        base = rnd if over is None else over
+        st = self.rounds.get(base) if base > self.current_round - RING else None
         stake = 0 if st is None else st.stake
         return (self.rules_at(rnd).quorum_bps * stake + BPS - 1) // BPS
 
@@ -338,7 +347,7 @@ class MemoryTask:
         "allowed", "readers", "endpoint", "withdraw_after", "claimed", "records", "active",
         "active_stake", "current_round", "rounds", "outcomes", "tallies", "tokens", "paid_out",
         "total_staked", "total_withdrawn", "total_slashed", "total_earned", "total_claimed",
-        "treasury_owed", "epochs", "lineage_round", "lineage_hash",
+        "treasury_owed", "epochs", "lineage_round", "lineage_hash", "committee_stake", "drawn",
     )  # fmt: skip
 
     def transact(self, sender: str, name: str, *args: Any, value: int = 0) -> TxResult:
@@ -531,15 +540,42 @@ class MemoryTask:
         self._check_owner(sender)
         if self.current_round != 0:
             raise TransactionReverted("already started")
+        if self.committee:
+            self._sample(1, emit)
         self._open(1, time, emit)
+
+    def block_hash(self, number: int) -> bytes:
+        """The twin's blocks have no header: a hash of the task and the number stands in."""
+        return hashlib.sha256(f"{self.address}/block/{number}".encode()).digest()
+
+    def _sample(self, rnd: int, emit: Any) -> None:
+        """Round ``rnd``'s committee, drawn in this transaction's block as the contract draws
+        it; the twin's prevrandao is 0 and its parent hash :meth:`block_hash`'s."""
+        if len(self.active) <= self.committee:
+            self.committee_stake[rnd] = 0
+            return
+        seed = committee_seed(prevrandao=0, parent_hash=self.block_hash(self.block),
+                              task=self.address, round=rnd)  # fmt: skip
+        chosen = sample_committee(seed, self.active, self.committee)
+        stake = sum(self.records[m].stake for m in chosen)
+        for m in chosen:
+            self.drawn[m] = (*self.drawn.get(m, ())[-1:], rnd)
+        self.committee_stake[rnd] = stake
+        self.committee_stake.pop(rnd - RING, None)
+        emit(CommitteeSampled, round=rnd, seed=seed, members=chosen, stake=stake)
 
     def _open(self, rnd: int, time: int, emit: Any) -> None:
         self.current_round = rnd
-        self.rounds[rnd] = _Round(start=time, members=len(self.active), stake=self.active_stake)
+        members, stake = len(self.active), self.active_stake
+        if self.committee:
+            if self.committee_stake.get(rnd):
+                members, stake = self.committee, self.committee_stake[rnd]
+            if rnd <= self.rules.max_rounds:
+                self._sample(rnd + 1, emit)
+        self.rounds[rnd] = _Round(start=time, members=members, stake=stake)
         self.rounds.pop(rnd - RING, None)  # the ring slot is reused
         self.tallies.pop(rnd - RING - 1, None)  # counts no batch can read again (kept small)
-        emit(RoundStarted, round=rnd, start=time, active_stake=self.active_stake,
-             members=len(self.active))  # fmt: skip
+        emit(RoundStarted, round=rnd, start=time, active_stake=stake, members=members)
 
     def _fail_unfinalized(self, rnd: int, emit: Any) -> None:
         if rnd == 0:
@@ -605,7 +641,12 @@ class MemoryTask:
             first.append(at)
             hashes.append(h)
             sums.append(tally.get(h, 0) if prev_open and at == len(sums) else 0)
-        quorum = self.quorum_stake(previous) if prev_open else 0
+        # A committee round: only its members sign, and they attest round - 1 against the
+        # committee's stake.
+        drawn = bool(self.committee and self.committee_stake.get(rnd))
+        quorum = 0
+        if prev_open:
+            quorum = self.quorum_stake(previous, over=rnd if drawn else previous)
         for update, examples, index, r, vs in entries:
             if index >= len(pairs):
                 raise TransactionReverted("pair index out of range")
@@ -617,6 +658,8 @@ class MemoryTask:
                 raise TransactionReverted("signer is not a member")
             if rec.first_round > rnd:
                 raise TransactionReverted("signer joined during this round")
+            if drawn and rnd not in self.drawn.get(signer, ()):
+                raise TransactionReverted("signer not in the committee")
             if rec.last_round == rnd:
                 continue
             if update == ZERO32:
@@ -633,7 +676,7 @@ class MemoryTask:
             st.submitted += rec.stake
             emit(Submitted, round=rnd, member=signer, update=update, examples=examples,
                  model=model, result=result, r=r, vs=vs)  # fmt: skip
-            if prev_open and rec.first_round <= previous and model != ZERO32:
+            if prev_open and (drawn or rec.first_round <= previous) and model != ZERO32:
                 at = first[index]
                 sums[at] += rec.stake
                 if sums[at] >= quorum:
@@ -807,7 +850,11 @@ class MemoryLedger(TaskTransactions):
         """The twin's blocks have no header: a hash of the task and the number stands in."""
         if not 0 <= number <= self.task.block:
             raise LedgerError(f"block {number} is not mined")
-        return hashlib.sha256(f"{self.task.address}/block/{number}".encode()).digest()
+        return self.task.block_hash(number)
+
+    def member_array(self) -> list[str]:
+        """The Task's member array in its own order: the order committees are drawn over."""
+        return list(self.task.active)
 
     def events(self, after: int, until: int | None = None) -> list[LedgerEvent]:
         last = self.task.block if until is None else until

@@ -67,6 +67,7 @@ __all__ = [
     "TxResult",
     "batch_arguments",
     "events_by_round",
+    "member_arrays_at_starts",
     "message_argument",
     "round_inputs",
     "rules_argument",
@@ -376,6 +377,8 @@ class RoundEvents:
     finalized: Finalized | None = None
     skipped: Skipped | None = None
     distributed: Distributed | None = None
+    committee: CommitteeSampled | None = None
+    """The round's committee (drawn when the round before opened), if it has one."""
 
     def updates(self) -> dict[str, Submitted]:
         """The round's submitted updates by member (the first message of each member: the
@@ -409,7 +412,30 @@ def events_by_round(events: Sequence[LedgerEvent]) -> dict[int, RoundEvents]:
             st.skipped = e
         elif isinstance(e, Distributed):
             st.distributed = e
+        elif isinstance(e, CommitteeSampled):
+            st.committee = e
     return rounds
+
+
+def member_arrays_at_starts(events: Sequence[LedgerEvent]) -> dict[int, tuple[str, ...]]:
+    """The Task's member array (in its order) when each round started, by round, replayed
+    from ``events`` (the task's events from its deployment, in chain order): a join appends;
+    a member that leaves or is slashed while active is replaced by the last one, as the
+    contract does. Round ``r``'s committee is drawn over the array round ``r - 1`` started
+    with (rounds 1 and 2: round 1's), in the same transaction."""
+    array: list[str] = []
+    out: dict[int, tuple[str, ...]] = {}
+    for e in events:
+        if isinstance(e, Joined):
+            array.append(e.member)
+        elif isinstance(e, Left | Slashed) and e.member in array:
+            at = array.index(e.member)
+            last = array.pop()
+            if at < len(array):
+                array[at] = last
+        elif isinstance(e, RoundStarted):
+            out[e.round] = tuple(array)
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -494,6 +520,11 @@ class Ledger(Protocol):
 
     def members(self) -> list[Member]:
         """The active members, sorted by address."""
+        ...
+
+    def member_array(self) -> list[str]:
+        """The active members in the Task's own order (joins append; a member that leaves is
+        replaced by the last): the order committees are drawn over."""
         ...
 
     def member_count(self) -> int:

@@ -50,6 +50,7 @@ from fedledger.ledger.masking import MaskingSets
 from fedledger.ledger.messages import ZERO32, RoundMessage, SignedRound
 from fedledger.ledger.records import (
     Closed,
+    CommitteeSampled,
     Distributed,
     Finalized,
     Joined,
@@ -258,6 +259,9 @@ class LedgerRoundNode:
         self.initial_model = initial_model
         self.active: set[str] = set(members) | {me}
         self.first_rounds: dict[str, int] = {}
+        self.committees: dict[int, frozenset[str]] = {}
+        """Each committee round's drawn members (``CommitteeSampled``): only they sign it, and
+        they attest the round before it."""
         self.stakes: dict[str, int] = {}
         """Each member's stake, from its Joined event (equal weights until known)."""
         done, model = resume if resume is not None else (0, initial_model)
@@ -333,9 +337,18 @@ class LedgerRoundNode:
         return round_reputation(self._history, rnd, members)
 
     def eligible(self, rnd: int) -> list[str]:
-        """The active members that may send a message for ``rnd``, sorted by address."""
-        return sorted((a for a in self.active if self.first_rounds.get(a, 1) <= rnd),
-                      key=str.lower)  # fmt: skip
+        """The active members that may send a message for ``rnd``, sorted by address: its
+        committee's, if one was drawn for it."""
+        committee = self.committees.get(rnd)
+        return sorted((a for a in self.active if self.first_rounds.get(a, 1) <= rnd
+                       and (committee is None or a in committee)), key=str.lower)  # fmt: skip
+
+    def seated(self, rnd: int) -> bool:
+        """Whether this node may sign round ``rnd``'s message: no committee was drawn for it
+        (every member signs), or this node was drawn. Round ``rnd``'s committee is drawn when
+        round ``rnd - 1`` opens (rounds 1 and 2: at the start), so this is known by then."""
+        committee = self.committees.get(rnd)
+        return committee is None or self.me in committee
 
     def submitter(self, rnd: int) -> str | None:
         eligible = self.eligible(rnd)
@@ -363,6 +376,8 @@ class LedgerRoundNode:
                     self.slashed.add(e.member)
             elif isinstance(e, RoundStarted):
                 self._c(e.round).started = e
+            elif isinstance(e, CommitteeSampled):
+                self.committees[e.round] = frozenset(e.members)
             elif isinstance(e, Submitted):
                 c = self._c(e.round)
                 c.submitted.setdefault(e.member, e)
@@ -781,8 +796,8 @@ class LedgerRoundNode:
         if m.message is not None or m.signing or not self._ready_to_sign(rnd, now):
             return []
         eligible = self.first_round is not None and self.first_round <= rnd
-        if not eligible:
-            return []
+        if not eligible or not self.seated(rnd):
+            return []  # (not drawn: the committee's finalized model is fetched when done)
         prev = self._mine.get(rnd - 1)
         waiting = prev is None or (prev.result is None and not prev.abandoned)
         if rnd > 1 and waiting and rnd - 1 > self.done:
@@ -837,9 +852,11 @@ class LedgerRoundNode:
         pool = self._pool.get(rnd, {})
         # Only messages the contract takes: a signer that left, was slashed or joined during the
         # round would revert the whole batch.
+        committee = self.committees.get(rnd)
         waiting = [s for a, s in sorted(pool.items())
                    if a not in on_chain and a in self.active
-                   and self.first_rounds.get(a, 1) <= rnd]  # fmt: skip
+                   and self.first_rounds.get(a, 1) <= rnd
+                   and (committee is None or a in committee)]  # fmt: skip
         if not waiting:
             return []
         eligible = self.eligible(rnd)
@@ -907,6 +924,8 @@ class LedgerRoundNode:
     def _aggregate(self, rnd: int, now: float) -> list[Action]:
         if rnd > self.rounds or not self.is_closed(rnd, now):
             return []
+        if not self.seated(rnd + 1):
+            return []  # round rnd + 1's committee attests it: fetch the model it finalizes
         m = self._m(rnd)
         if m.result is not None or m.aggregating or m.abandoned:
             return []
