@@ -4,6 +4,7 @@ nodes (issue 16).
     python -m benchmarks.scale [--config examples/digits.toml] [--nodes 10,50,100]
                                [--rounds 3] [--chain none|embedded] [--out runs/scale]
                                [--mode consensus|gossip] [--topology regular --degree 4]
+                               [--committee K]
 
 Each size is one `fedledger run` of the task in ONE process (memory transport; ``--chain
 embedded``: the in-process ledger too), started in a fresh Python process so that its peak
@@ -19,6 +20,11 @@ Consensus mode is all-to-all: every node fetches, checks and aggregates every up
 work per round grows as the square of the nodes (up to a few hundred here). Gossip mode on a
 sparse topology (``--mode gossip --topology regular --degree 4``) grows linearly: it is the
 mode of the thousand-node runs.
+
+``--committee K`` (with ``--chain embedded``): ``[ledger] committee = K`` (docs/committees.md).
+Each round only the K members the contract drew for it train, fetch each other's updates,
+aggregate and attest; the others fetch the finalized model. A node's download per round is
+then O(K), not O(nodes).
 """
 
 from __future__ import annotations
@@ -45,8 +51,10 @@ from fedledger.run.task import run_task
 
 config, nodes, rounds, chain, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
     sys.argv[4], Path(sys.argv[5])
-mode, kind, degree = sys.argv[6], sys.argv[7], int(sys.argv[8])
+mode, kind, degree, committee = sys.argv[6], sys.argv[7], int(sys.argv[8]), int(sys.argv[9])
 task = replace(load_config(config), nodes=nodes, rounds=rounds)
+if committee and nodes > committee:
+    task = replace(task, ledger=replace(task.ledger, committee=committee))
 start = time.perf_counter()
 report = run_task(task, out=out, transport="memory", chain=chain, mode=mode,
                   topology=TopologySpec(kind=kind, degree=degree), timeout=7200,
@@ -55,6 +63,7 @@ wall = time.perf_counter() - start
 final = report["final"]
 print(json.dumps({
     "nodes": nodes, "rounds": rounds, "chain": chain, "mode": mode, "wall_s": wall,
+    "committee": task.ledger.committee,
     "s_per_round": final["wall_s_per_round"], "acc": final["acc_mean"],
     "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "sent_per_node_round": final["bytes_per_node_per_round"]["sent"],
@@ -66,12 +75,12 @@ print(json.dumps({
 
 def measure(
     config: Path, nodes: int, rounds: int, chain: str, out: Path, *,
-    mode: str = "consensus", topology: str = "full", degree: int = 3,
+    mode: str = "consensus", topology: str = "full", degree: int = 3, committee: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
-    """One size, in a fresh process."""
+    """One size, in a fresh process (``committee``: drawn where the nodes outnumber it)."""
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(config), str(nodes), str(rounds), chain,
-         str(out / f"run-{nodes}"), mode, topology, str(degree)],
+         str(out / f"run-{nodes}"), mode, topology, str(degree), str(committee)],
         capture_output=True, text=True, check=False, cwd=ROOT,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -84,14 +93,14 @@ def measure(
 def table(rows: list[dict[str, Any]]) -> list[str]:
     base = rows[0]
     lines = [
-        "| nodes | s/round | x (nodes x) | wall s | peak MB | MB/node | KB sent/node/round | "
-        "accuracy | finalized |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| nodes | committee | s/round | x (nodes x) | wall s | peak MB | MB/node | "
+        "KB sent/node/round | accuracy | finalized |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         ratio = r["s_per_round"] / base["s_per_round"]
         lines.append(
-            f"| {r['nodes']} | {r['s_per_round']:.3f} | {ratio:.1f} "
+            f"| {r['nodes']} | {r.get('committee') or '-'} | {r['s_per_round']:.3f} | {ratio:.1f} "
             f"({r['nodes'] / base['nodes']:g}) | {r['wall_s']:.1f} | {r['peak_mb']:.0f} | "
             f"{r['peak_mb'] / r['nodes']:.1f} | {r['sent_per_node_round'] / 1024:.0f} | "
             f"{r['acc']:.3f} | {r['finalized'] if r['finalized'] is not None else '-'} |"
@@ -120,8 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", default="consensus", choices=["consensus", "gossip"])
     p.add_argument("--topology", default="full", help="gossip mode's graph (regular, ...)")
     p.add_argument("--degree", type=int, default=4, help="its degree (regular, small_world)")
+    p.add_argument(
+        "--committee",
+        type=int,
+        default=0,
+        help="[ledger] committee for the sizes above it (with --chain embedded)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "scale")
     args = p.parse_args(argv)
+    if args.committee and args.chain != "embedded":
+        p.error("committees are drawn by the Task contract: --chain embedded")
     sizes = sorted(int(n) for n in args.nodes.split(","))
     if args.chain != "none" and args.mode != "consensus":
         p.error("a ledger runs consensus rounds: --mode consensus with --chain embedded")
@@ -129,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in sizes:
         rows.append(measure(args.config, n, args.rounds, args.chain, args.out, mode=args.mode,
-                            topology=args.topology, degree=args.degree))  # fmt: skip
+                            topology=args.topology, degree=args.degree,
+                            committee=args.committee))  # fmt: skip
         print(f"{n} nodes: {rows[-1]['s_per_round']:.3f} s/round, "
               f"{rows[-1]['peak_mb']:.0f} MB", flush=True)  # fmt: skip
     write_results(args.out, "scale", rows, table(rows), lambda path: plot(rows, path))

@@ -24,7 +24,7 @@ def test_the_scale_benchmark_measures_each_size(
     assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "| 3 |" in out
-    assert (tmp_path / "results.md").read_text().startswith("| nodes | s/round")
+    assert (tmp_path / "results.md").read_text().startswith("| nodes | committee | s/round")
 
 
 def test_gossip_mode_on_a_sparse_graph(tmp_path: Path) -> None:
@@ -42,3 +42,18 @@ def test_gossip_mode_on_a_sparse_graph(tmp_path: Path) -> None:
 def test_a_ledger_with_gossip_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         scale.main(["--mode", "gossip", "--chain", "embedded", "--out", str(tmp_path)])
+
+
+def test_a_committee_above_its_size(tmp_path: Path) -> None:
+    """`--committee 3` on the embedded chain: the 6-node run draws committees of 3 (every
+    round finalized), the 3-node run has none (no more members than the committee)."""
+    args = ["--nodes", "3,6", "--rounds", "2", "--chain", "embedded", "--committee", "3",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert scale.main(args) == 0
+    rows = json.loads((tmp_path / "scale.json").read_text())
+    assert [(r["nodes"], r["committee"], r["finalized"]) for r in rows] == [(3, 0, 2), (6, 3, 2)]
+
+
+def test_a_committee_needs_the_ledger(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        scale.main(["--committee", "3", "--out", str(tmp_path)])

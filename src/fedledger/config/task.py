@@ -773,6 +773,7 @@ class TaskConfig:
             raise ConfigError(f"must be >= task.nodes ({self.nodes}) for a task on a ledger "
                               "(at most 256; without a ledger, --chain none)",
                               field="ledger.max_participants")  # fmt: skip
+        self.check_nodes()
 
     def check_nodes(self) -> None:
         """What nodes can run: committees (``ledger.committee``) without secure aggregation
