@@ -84,3 +84,18 @@ def test_a_committee_cuts_what_each_node_downloads(
     received = with_committee["final"]["bytes_per_node_per_round"]["recv"]
     baseline = everyone["final"]["bytes_per_node_per_round"]["recv"]
     assert received < 0.5 * baseline
+
+
+def test_the_explorer_names_each_rounds_committee(
+    committee_run: tuple[Path, dict[str, Any]],
+) -> None:
+    from fedledger.explorer.data import RunSource
+    from fedledger.explorer.views import round_view
+
+    out, _ = committee_run
+    view = round_view(RunSource(out).snapshot(), 2)
+    assert view is not None
+    drawn = [n for n in view.notes if n.startswith("its committee (drawn for round 2")]
+    attesters = [n for n in view.notes if n.startswith("attested by (drawn for round 3")]
+    assert len(drawn) == len(attesters) == 1
+    assert drawn[0].count("node ") == COMMITTEE

@@ -644,6 +644,13 @@ def round_view(s: Snapshot, rnd: int) -> RoundView | None:
             for n in s.audit.get("notes", [])
             if isinstance(n, str) and n.startswith(f"round {rnd}:")
         ]
+    for label, drawn in (("its committee", st.committee), ("attested by", nxt.committee)):
+        if drawn is not None:
+            who = ", ".join(
+                f"node {index[a.lower()]}" if a.lower() in index else a[:10] for a in drawn.members
+            )
+            notes.append(f"{label} (drawn for round {drawn.round}, seed "
+                         f"{_hex(drawn.seed)[:18]}…): {who}")  # fmt: skip
     model_cid = cid_from_digest(f.model_digest) if f is not None else row.model_cid
     return RoundView(
         round=rnd,
