@@ -46,6 +46,7 @@ from fedledger.ledger.records import (
     Submitted,
     TaskRules,
     TxResult,
+    member_arrays_at_starts,
     rules_argument,
 )
 from fedledger.ledger.reputation import reputation_at
@@ -1524,3 +1525,23 @@ def test_committees_are_drawn_ahead_sign_alone_and_attest_against_their_stake(
     assert third.round == 3
     assert third.members == sample_committee(third.seed, world.owner.member_array()[:7], 3)
     reverts("signer not in the committee", late.submit, 2, batch(late, [late], 2), [], [])
+
+
+def test_the_member_array_replayed_from_the_events_is_the_contracts(world: World) -> None:
+    """`member_arrays_at_starts` (the audit's replay of joins, leaves and slashes) gives the
+    contract's own member array at each round's start, swaps included."""
+    members = world.join(6)
+    owner = world.owner
+    (started,) = tx_events(owner, owner.start())
+    members[1].leave()  # from the middle: the last member moves into its position
+    members[5].leave()
+    late = world.accounts[6]
+    late.join(endpoint_of(late), ETHER)
+    stay = [m for m in members if m not in (members[1], members[5])]
+    play(world, stay, 1)
+    world.travel_to(started.time + WINDOW)  # the leavers' messages never come
+    play(world, stay, 2)
+    arrays = member_arrays_at_starts(owner.events(-1))
+    assert arrays[2] == tuple(owner.member_array())
+    assert len(arrays[1]) == 6
+    assert len(arrays[2]) == 5
