@@ -11,7 +11,7 @@ from fedledger.commit.cid import cid_of
 from fedledger.errors import ConfigError
 from fedledger.gossip.identity import Identity
 from fedledger.gossip.messages import MAX_ROUND, SignedMessage, decode_frame, make_message
-from fedledger.gossip.protocol import Gossip, GossipConfig, RoundWindow, round_window
+from fedledger.gossip.protocol import Gossip, GossipConfig, RoundWindow, Send, round_window
 
 TASK = hashlib.sha256(b"task").hexdigest()
 ME, HONEST, HOSTILE = (Identity.from_seed(21, i) for i in range(3))
@@ -138,3 +138,68 @@ def test_round_window_per_mode() -> None:
         RoundWindow(max_per_sender=0)
     with pytest.raises(ConfigError):
         RoundWindow(behind=-1)
+
+
+# -- neighbourhood scope (gossip mode) ------------------------------------------------------------
+
+FAR = Identity.from_seed(21, 3)  # a member that is not ME's neighbour
+
+
+def local_gossip(me: Identity, neighbours: list[Identity]) -> Gossip:
+    def make(kind: str, rnd: int, body: dict[str, object]) -> SignedMessage:
+        return make_message(kind=kind, identity=me, task=TASK, round=rnd, body=body)
+
+    return Gossip(me=me.address, neighbours=[n.address for n in neighbours],
+                  config=GossipConfig(ttl=8, fanout=1), make=make, rng=random.Random(0),
+                  local=True)  # fmt: skip
+
+
+def test_neighbourhood_scope_sends_to_every_neighbour_and_relays_nothing() -> None:
+    g = local_gossip(ME, [HONEST, HOSTILE])
+    own = message(ME, 1)
+    sends = g.publish(own)
+    assert sorted(s.peer for s in sends) == sorted([HONEST.address, HOSTILE.address])
+    assert all(decode_frame(s.frame, task=TASK)[1] == 0 for s in sends)  # ttl 0: not relayed
+    new, relayed = g.receive(message(HONEST, 1), 8)  # a neighbour's, whatever its ttl
+    assert new
+    assert relayed == []
+
+
+def test_neighbourhood_scope_drops_a_non_neighbours_message_without_a_trace() -> None:
+    g = local_gossip(ME, [HONEST, HOSTILE])
+    far = message(FAR, 1)
+    assert g.receive(far, 3) == (False, [])
+    assert g.held() == []
+    assert not g.has(far.id)
+
+
+def pull_to(g: Gossip, peer: Identity, now: float) -> Send:
+    """``g``'s next pull that goes to ``peer`` (the peer of each pull is drawn at random)."""
+    for step in range(100):
+        sends = g.tick(now + step)
+        if sends and sends[0].peer == peer.address:
+            return sends[0]
+    raise AssertionError("no pull to the peer in 100 tries")
+
+
+def test_a_pull_in_neighbourhood_scope_offers_and_asks_only_the_two_peers_own() -> None:
+    a = local_gossip(ME, [HONEST, HOSTILE])
+    b = local_gossip(HONEST, [ME, FAR])
+    a.publish(message(ME, 1))
+    b.publish(message(HONEST, 1))
+    assert b.receive(message(FAR, 1), 0)[0]  # b holds its other neighbour's message too
+    ihave = pull_to(b, ME, 10.0)
+    listed = decode_frame(ihave.frame, task=TASK)[0].message.body["ids"]
+    assert len(listed) == 1  # b's own only: it holds nothing of a's yet
+    answer = a.on_ihave(HONEST.address, listed)
+    pushed = [decode_frame(s.frame, task=TASK)[0] for s in answer]
+    kinds = sorted(m.message.kind for m in pushed)
+    assert kinds == ["update", "want"]  # a's own update, and a want of b's
+    (update,) = [m for m in pushed if m.message.kind == "update"]
+    assert update.message.sender == ME.address
+    assert b.receive(update, 0)[0]
+    # The next pull lists what b holds of a: a pushes nothing it already has.
+    listed = decode_frame(pull_to(b, ME, 100.0).frame, task=TASK)[0].message.body["ids"]
+    assert len(listed) == 2
+    assert [s for s in a.on_ihave(HONEST.address, listed)
+            if decode_frame(s.frame, task=TASK)[0].message.kind == "update"] == []  # fmt: skip

@@ -14,6 +14,13 @@ the only sources of nondeterminism (time and randomness) are passed in, so tests
 
 Messages are kept for a window of rounds (``keep_rounds``) and forgotten afterwards.
 
+**Neighbourhood scope** (``local=True``, gossip mode): a node needs its neighbours' messages
+only (gossip learning mixes with them alone), so nothing is relayed: a node sends its own
+messages to its neighbours, keeps and delivers only its neighbours' (a frame signed by anyone
+else is dropped without a state change), and a pull offers and asks for the two peers' own
+messages. A round then costs O(nodes x degree) frames instead of every message reaching every
+node (O(nodes^2)).
+
 **Round window** (hostile peers): the rounds this node accepts follow *its own* round, never
 the rounds other nodes claim. The node reports its round with :meth:`Gossip.set_round` (its
 own publications advance it too); a message whose round lies outside
@@ -164,12 +171,14 @@ class Gossip:
         rng: random.Random,
         complete: bool = False,
         window: RoundWindow | None = None,
+        local: bool = False,
     ) -> None:
         """``complete``: the topology links every pair of members. ``window``: the rounds
         accepted around this node's own (default: ``RoundWindow(behind=config.keep_rounds)``,
         i.e. up to :data:`DEFAULT_AHEAD` rounds ahead, no task bound; pass
-        :func:`round_window`)."""
+        :func:`round_window`). ``local``: neighbourhood scope (module docstring)."""
         self.me = me
+        self.local = local
         self.neighbours = tuple(n for n in neighbours if n != me)
         self.config = config
         self.window = window if window is not None else RoundWindow(behind=config.keep_rounds)
@@ -181,6 +190,9 @@ class Gossip:
         self._current = 0
         self._next_pull = 0.0
         self._ttl = config.ttl if config.ttl is not None else (0 if complete else 8)
+        if local:
+            self._ttl = 0
+        self._neighbour_set = frozenset(self.neighbours)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -206,6 +218,12 @@ class Gossip:
     def held(self) -> list[SignedMessage]:
         """Messages currently kept, oldest round first (then by id)."""
         return sorted(self._store.values(), key=lambda m: (m.message.round, m.id))
+
+    def _offered(self) -> list[SignedMessage]:
+        """What a pull pushes: every message held, or in neighbourhood scope this node's own
+        (the only ones a neighbour needs from it)."""
+        held = self.held()
+        return [m for m in held if m.message.sender == self.me] if self.local else held
 
     def held_from(self, sender: str) -> int:
         """How many messages signed by ``sender`` are kept."""
@@ -255,6 +273,8 @@ class Gossip:
         self.set_round(signed.message.round)
         self._keep(signed)
         frame = encode_frame(signed, ttl=self._ttl)
+        if self.local:  # every neighbour needs it; nobody relays it
+            return [Send(peer, frame) for peer in self.neighbours]
         return [Send(peer, frame) for peer in self._targets(None)]
 
     def receive(
@@ -269,7 +289,11 @@ class Gossip:
             return False, []
         if not self.in_window(signed.message.round):
             return False, []  # outside the window: no state changes (not even _seen)
+        if self.local and signed.message.sender not in self._neighbour_set:
+            return False, []  # not a neighbour's: never needed here, never kept
         self._keep(signed)
+        if self.local:
+            return True, []
         if ttl <= 0:
             return True, []
         frame = encode_frame(signed, ttl=ttl - 1)
@@ -284,14 +308,18 @@ class Gossip:
             return []
         self._next_pull = now + self.config.pull_interval
         peer = self._rng.choice(self.neighbours)
-        ids = [m.id for m in self.held()][-MAX_IDS:]
+        # Neighbourhood scope: its own messages and those of the peer it holds (so the peer
+        # pushes back only what is missing here).
+        listed = self._offered() if not self.local else \
+            [m for m in self.held() if m.message.sender in (self.me, peer)]  # fmt: skip
+        ids = [m.id for m in listed][-MAX_IDS:]
         ihave = self._make("ihave", self._current, {"ids": ids})
         return [Send(peer, encode_frame(ihave, ttl=0))]
 
     def on_ihave(self, peer: str, ids: Iterable[str]) -> list[Send]:
         """A neighbour listed what it holds: push what it lacks, ask for what we lack."""
         theirs = set(ids)
-        out = [Send(peer, encode_frame(m, ttl=0)) for m in self.held() if m.id not in theirs]
+        out = [Send(peer, encode_frame(m, ttl=0)) for m in self._offered() if m.id not in theirs]
         missing = sorted(i for i in theirs if i not in self._seen)[:MAX_IDS]
         if missing:
             want = self._make("want", self._current, {"ids": missing})

@@ -239,6 +239,7 @@ class NodeCore:
             rng=random.Random(derive_seed(config.task.seed, "gossip", config.index)),
             complete=all(len(nb) == len(order) - 1 for nb in self.topology),
             window=window,
+            local=config.mode == "gossip",  # a learner mixes its neighbours' models alone
         )
         # Bounded per-peer state: a member's frame budget, the fetch requests already served.
         self._quota: RateLimiter[str] = RateLimiter(rate=FRAMES_PER_SECOND, burst=FRAME_BURST,
