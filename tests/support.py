@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import queue
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -158,3 +159,10 @@ class ProcessOutput:
             self._lines.append(line)
         self._queue.put(None)
         return self.text
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT: the signal's default action,
+    as in a terminal's foreground. A test run started in the background (``cmd &`` in a
+    script) inherits SIGINT ignored, and Python then keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

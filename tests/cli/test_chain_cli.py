@@ -19,7 +19,7 @@ import pytest
 
 from fedledger.cli import main
 from fedledger.gossip.identity import Identity
-from tests.support import ProcessOutput
+from tests.support import ProcessOutput, interruptible
 
 
 def _rpc(url: str, method: str, params: list[object] | None = None) -> object:
@@ -65,6 +65,7 @@ def chain_up(*args: str, sig: int = signal.SIGINT, env: dict[str, str] | None = 
         stderr=subprocess.STDOUT,
         text=True,
         env=env or _env(),
+        preexec_fn=interruptible,
     )
     try:
         output = ProcessOutput(proc)

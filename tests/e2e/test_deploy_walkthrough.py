@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from fedledger.node.state import read_rounds
-from tests.support import ProcessOutput
+from tests.support import ProcessOutput, interruptible
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
@@ -81,7 +81,7 @@ def chain(tmp_path: Path) -> Iterator[str]:
     documented("fedledger chain up --port 8545")
     proc = subprocess.Popen(
         [*FEDLEDGER, "chain", "up", "--port", "0", "--data-dir", str(tmp_path / "chain")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible,
     )  # fmt: skip
     output = ProcessOutput(proc)
     try:
@@ -129,7 +129,7 @@ def test_three_hospitals_follow_the_deploy_walkthrough(tmp_path: Path, chain: st
     env = {**os.environ, "FEDLEDGER_KEY_PASSWORD": PASSWORD}
     nodes = [
         subprocess.Popen([*FEDLEDGER, "node", "--config", "node.toml", "--serve"], cwd=site,
-                         env=env,
+                         env=env, preexec_fn=interruptible,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for site in sites
     ]  # fmt: skip

@@ -19,7 +19,7 @@ from fedledger.explorer.app import create_app, running
 from fedledger.explorer.data import RunSource
 from fedledger.ledger.records import Submitted
 from tests.explorer.conftest import NODES, ROUNDS
-from tests.support import ProcessOutput, refusing_port
+from tests.support import ProcessOutput, interruptible, refusing_port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -101,6 +101,7 @@ def test_the_command_serves_until_interrupted(run_dir: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=interruptible,
     )
     out = ProcessOutput(proc)
     try:
