@@ -24,6 +24,9 @@ from tests.ledger_runs import DIGITS
 
 NODES, COMMITTEE, ROUNDS = 8, 3, 4
 
+# Two runs of 8 nodes: slow (tests/ledger covers committees in the quick suite).
+pytestmark = pytest.mark.slow
+
 
 def _run(out: Path, committee: int) -> dict[str, Any]:
     base = load_config(DIGITS)
@@ -71,7 +74,6 @@ def test_every_round_finalizes_with_its_committee_and_the_audit_checks_the_draws
     assert paid <= contributors
 
 
-@pytest.mark.slow
 def test_a_committee_cuts_what_each_node_downloads(
     committee_run: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
