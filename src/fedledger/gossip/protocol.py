@@ -310,8 +310,8 @@ class Gossip:
         peer = self._rng.choice(self.neighbours)
         # Neighbourhood scope: its own messages and those of the peer it holds (so the peer
         # pushes back only what is missing here).
-        listed = self._offered() if not self.local else \
-            [m for m in self.held() if m.message.sender in (self.me, peer)]  # fmt: skip
+        held = self.held()
+        listed = [m for m in held if m.message.sender in (self.me, peer)] if self.local else held
         ids = [m.id for m in listed][-MAX_IDS:]
         ihave = self._make("ihave", self._current, {"ids": ids})
         return [Send(peer, encode_frame(ihave, ttl=0))]

@@ -850,16 +850,15 @@ class LedgerRoundNode:
         chain = self._chain.get(rnd)
         on_chain = (set(chain.submitted) if chain else set()) | m.sent
         pool = self._pool.get(rnd, {})
+        if not pool:
+            return []
         # Only messages the contract takes: a signer that left, was slashed or joined during the
         # round would revert the whole batch.
-        committee = self.committees.get(rnd)
-        waiting = [s for a, s in sorted(pool.items())
-                   if a not in on_chain and a in self.active
-                   and self.first_rounds.get(a, 1) <= rnd
-                   and (committee is None or a in committee)]  # fmt: skip
+        eligible = self.eligible(rnd)
+        takes = set(eligible)  # (not in the round's committee: the batch would revert too)
+        waiting = [s for a, s in sorted(pool.items()) if a not in on_chain and a in takes]
         if not waiting:
             return []
-        eligible = self.eligible(rnd)
         designated = self.submitter(rnd) == self.me
         everyone = all(a in pool or a in on_chain for a in eligible)
         since = m.signed_at if m.message is not None else None
