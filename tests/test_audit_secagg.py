@@ -25,7 +25,6 @@ from fedledger.audit import AuditReport, audit_run, run_blob_stores
 from fedledger.cli import main
 from fedledger.commit import cid_from_digest, decode, encode
 from fedledger.config import PrivacyConfig, TaskConfig, load_config
-from fedledger.gossip.blobs import FileBlobStore
 from fedledger.ledger.chain import EmbeddedChain
 from fedledger.ledger.contract_ledger import ContractLedger
 from fedledger.ledger.messages import ZERO32
@@ -35,6 +34,7 @@ from fedledger.privacy import secagg_round
 from fedledger.privacy.secagg_round import MASKED_MAGIC, Transcript
 from fedledger.run.task import run_task
 from fedledger.rundir import JOURNAL_FILE, LedgerDeployment
+from tests.ledger_runs import alter_blob
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "examples" / "digits.toml"
@@ -71,20 +71,6 @@ def _blob(run: Path, cid: str) -> bytes:
 
 def _transcript(run: Path, rnd: int) -> Transcript:
     return Transcript.from_bytes(_blob(run, cid_from_digest(_distributed(run)[rnd].transcript)))
-
-
-def _damage(run: Path, cid: str) -> None:
-    """Flip a bit of blob ``cid`` in every node store of ``run`` that holds it."""
-    found = False
-    for store_dir in run.glob("node-*/state/blobs"):
-        store = FileBlobStore(store_dir, durable=False)
-        if store.has(cid):
-            path = store._path(cid)
-            data = bytearray(path.read_bytes())
-            data[-2] ^= 0x01
-            path.write_bytes(bytes(data))
-            found = True
-    assert found, cid
 
 
 def _failures(report: AuditReport, rnd: int) -> dict[str, str]:
@@ -154,7 +140,7 @@ def test_the_audit_cli_verifies_a_secure_run(
 
 def test_a_damaged_transcript_fails_its_round(run_copy: Path) -> None:
     cid = cid_from_digest(_distributed(run_copy)[2].transcript)
-    _damage(run_copy, cid)
+    assert alter_blob(run_copy, cid) > 0
     report = audit_run(run_copy)
     assert not report.ok
     assert [v.ok for v in report.rounds] == [True, False, True, True]
@@ -167,7 +153,7 @@ def test_a_damaged_masked_blob_fails_its_round(run_copy: Path) -> None:
     paid = _distributed(run_copy)[3]
     victim = next(e for e in _events(run_copy) if isinstance(e, Submitted) and e.round == 3
                   and e.member in paid.contributors)  # fmt: skip
-    _damage(run_copy, cid_from_digest(victim.update))
+    assert alter_blob(run_copy, cid_from_digest(victim.update)) > 0
     report = audit_run(run_copy)
     assert [v.ok for v in report.rounds] == [True, True, False, True]
     failed = _failures(report, 3)
@@ -179,7 +165,7 @@ def test_a_damaged_masked_blob_fails_its_round(run_copy: Path) -> None:
 
 def test_a_damaged_key_blob_fails_every_round(run_copy: Path) -> None:
     keys = next(e for e in _events(run_copy) if isinstance(e, Keys) and e.keys_digest != ZERO32)
-    _damage(run_copy, cid_from_digest(keys.keys_digest))
+    assert alter_blob(run_copy, cid_from_digest(keys.keys_digest)) > 0
     report = audit_run(run_copy)
     assert not any(v.ok for v in report.rounds)
     for v in report.rounds:

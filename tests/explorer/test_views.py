@@ -70,6 +70,10 @@ def test_the_timeline_has_every_round_with_its_phases_and_quorum(run_dir: Path) 
         assert row.started is not None
         assert row.finalized is not None
         assert row.started <= row.finalized
+        # a quorum's time always shows: its Quorate event, or the close that brought it
+        assert row.quorate is not None
+        assert row.closed is not None
+        assert row.started <= row.quorate <= row.closed <= row.finalized
         assert row.reward is not None
         assert 0 < row.reward <= 1000 * TOKEN
         assert row.acc_mean == pytest.approx(rec["acc_mean"])

@@ -467,3 +467,32 @@ def test_a_member_that_ended_on_a_minority_model_adopts_the_majoritys() -> None:
     assert len(sim.nodes["n0"].done_by()) == 4
     assert sim.nodes["n0"].done_by(winner) == frozenset(sim.names)
     assert all(sim.gone[m] > sim.finished_at["n3"] for m in sim.names[:3])
+
+
+def test_a_last_round_split_without_a_majority_settles_on_the_most_reported_model() -> None:
+    # n2 and n3 miss n0's last update, and each half misses the other half's model
+    # announcements: n0 and n1 end on one model, n2 and n3 on another, 2 against 2, no majority.
+    # Once every member reported done, all take the most reported model, ties to the smallest CID.
+    sim = Sim(4, rounds=2, seed=0, leave=True)
+    half = {"n0": 0, "n1": 0, "n2": 1, "n3": 1}
+    sim.lost = lambda sender, to, msg: (
+        msg["round"] == 2
+        and (
+            (msg["kind"] == "model" and half[sender] != half[to])
+            or (msg["kind"] == "update" and sender == "n0" and half[to] == 1)
+        )
+    )
+    sim.run()
+    assert set(sim.gone) == set(sim.names)
+    first: dict[str, str] = {}  # each node's first done report
+    for sender, msg in sim.log:
+        if msg["kind"] == "done":
+            first.setdefault(sender, msg["cid"])
+    assert first["n0"] == first["n1"] != first["n2"] == first["n3"]
+    (final,) = sim.final_models()
+    assert final == min(first.values())
+    losers = [n for n in sim.names if first[n] != final]
+    for n in losers:
+        last = by_round(sim, n)[-1]
+        assert (last.round, last.model, last.adopted) == (2, final, True)
+    assert all(sim.nodes[n].done_by(final) == frozenset(sim.names) for n in sim.names)

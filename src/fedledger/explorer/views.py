@@ -402,6 +402,9 @@ def timeline(s: Snapshot) -> list[RoundRow]:
             attested = max(times) if times else None
             stake = st.finalized.stake
         active = st.started.active_stake if st.started is not None else 0
+        # The contract logs Quorate only when a quorum opens a grace period; a batch that brings
+        # every message in closes the round and reaches the quorum at once.
+        quorate = st.quorate or st.closed
         outcome = rs.outcome
         if s.config is not None and rnd > s.config.rounds:
             outcome = f"attestations of round {rnd - 1}"
@@ -410,7 +413,7 @@ def timeline(s: Snapshot) -> list[RoundRow]:
                 round=rnd,
                 outcome=outcome,
                 started=rel(st.started.start if st.started else None),
-                quorate=rel(st.quorate.time if st.quorate else None),
+                quorate=rel(quorate.time if quorate else None),
                 closed=rel(st.closed.time if st.closed else None),
                 attested=rel(attested),
                 finalized=rel(st.finalized.time if st.finalized else None),

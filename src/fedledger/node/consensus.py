@@ -35,10 +35,17 @@ announcements, needs the others to serve the winner's blob and to replay what it
 
 A node that decided the last round on partial information (its agree deadline passed before
 every announcement arrived) can end on another model than the rest; there is no next round to
-re-base in. So a finished node whose final model differs from one that a strict majority of
-members reported ``done`` with adopts the majority's (fetching it if needed), reports the round
-again and announces ``done`` anew. Every report a member ever made counts, and a node only ever
-switches to a majority's model, so at most one model ever has a majority.
+re-base in. So a finished node adopts another final model (fetching it if needed), reports the
+round again and announces ``done`` anew, when
+
+- a strict majority of members reported ``done`` with that model, or
+- every member reported ``done`` and that model is the one most members reported (ties: the
+  smallest CID). This settles a split without a majority (3 against 3, say).
+
+Every report a member ever made counts. Both rules pick the same model, *W*: the most reported
+among the members' first reports. By induction every switch goes to *W*: a member that first
+reported *W* only ever reports *W*, and no other model gains reports, so *W* stays the most
+reported in any view that holds a report of every member, and only *W* can reach a majority.
 
 Nothing here performs I/O or reads a clock: events carry ``now``, outputs are actions.
 """
@@ -380,12 +387,18 @@ class ConsensusNode:
         return self._correct(now)
 
     def _correct(self, now: float) -> list[Action]:
-        """A finished node adopts the final model a strict majority reported, if not its own."""
+        """A finished node adopts the final model a strict majority reported, or, once every
+        member reported, the most reported one (ties: the smallest CID), if not its own."""
         if not self.finished or self._correction is not None:
             return []
         majority = len(self.members) // 2 + 1
         counts = Counter(c for cids in self._done.values() for c in cids)
         ahead = sorted(c for c, n in counts.items() if n >= majority and c != self.base)
+        if not ahead and self._done.keys() >= set(self.members):
+            # every member reported: the most reported model, ties to the smallest CID
+            best = max(counts.values())
+            winner = min(c for c, n in counts.items() if n == best)
+            ahead = [winner] if winner != self.base else []
         if not ahead:
             return []
         self._correction = ahead[0]
