@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from fedledger.keys import DEPLOYER_KEY_ENV, PASSWORD_ENV
 from fedledger.ledger.chain.anvil import AnvilProcess
 from fedledger.ledger.contract_ledger import ContractLedger
+from fedledger.ledger.governance import STATE_NAMES
 from fedledger.ledger.rules import RULE_IDS, result_digest, sort_result
 from tests.cli.test_rewards_cli import _key_file
 from tests.cli.test_task_cli import (
@@ -137,6 +139,23 @@ def test_token_holders_switch_the_rule_through_the_timelock(
     from fedledger.commit.cid import cid_from_digest
 
     assert token["token_uri"] == "ipfs://" + cid_from_digest(model1)
+
+    # The explorer, from the chain alone, finds the governor and shows the proposal; given the
+    # NFT contract, round 1's page names its token.
+    from fedledger.explorer.app import create_app, running
+    from fedledger.explorer.data import RpcSource
+
+    source = RpcSource(url, task, nft=str(deployed["nft"]))
+    snap = source.snapshot()
+    assert snap.governor == governor
+    assert [STATE_NAMES[p.state] for p in snap.proposals] == ["executed"]
+    with running(create_app(source)) as page:
+        with urllib.request.urlopen(page, timeout=60) as response:
+            html = response.read().decode()
+        assert governor in html
+        assert "<td>executed</td>" in html
+        with urllib.request.urlopen(page + "rounds/1", timeout=60) as response:
+            assert "#1 ipfs://" + cid_from_digest(model1) in response.read().decode()
 
 
 def test_a_task_without_governance_has_no_proposals(

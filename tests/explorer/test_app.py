@@ -136,6 +136,12 @@ def test_bad_input_is_one_line_on_stderr(
     assert "not an address" in _one_line_error(
         capsys, "--rpc", "http://127.0.0.1:1", "--task", "0x12"
     )
+    assert "nft: not an address" in _one_line_error(
+        capsys, "--rpc", "http://127.0.0.1:1", "--task", "0x" + "11" * 20, "--nft", "0x12"
+    )
+    assert "--governor goes with --rpc" in _one_line_error(
+        capsys, "--run", str(run_dir), "--governor", "0x" + "11" * 20
+    )
     with refusing_port() as port:  # nothing answers there
         err = _one_line_error(capsys, "--rpc", f"http://127.0.0.1:{port}", "--task",
                               "0x" + "11" * 20)  # fmt: skip

@@ -17,8 +17,10 @@ def cmd_explorer(args: argparse.Namespace) -> int:
         raise ConfigError("give --run DIR, or --rpc URL with --task ADDRESS", field="run")
     if args.run is None and args.task is None:
         raise ConfigError("with --rpc, give --task ADDRESS", field="task")
-    if args.run is not None and args.task is not None:
-        raise ConfigError("--task goes with --rpc; a run directory names its task", field="task")
+    for name in ("task", "governor", "nft"):
+        if args.run is not None and getattr(args, name) is not None:
+            raise ConfigError(f"--{name} goes with --rpc; a run directory names its own",
+                              field=name)  # fmt: skip
     if args.from_block < 0:
         raise ConfigError(f"must be >= 0, got {args.from_block}", field="from-block")
     if not 0 <= args.port <= 65535:
@@ -26,11 +28,15 @@ def cmd_explorer(args: argparse.Namespace) -> int:
     if args.rpc is not None:
         rpc_url(args.rpc, field="rpc")
         args.task = check_address(args.task, field="task")
+        for name in ("governor", "nft"):
+            if getattr(args, name) is not None:
+                setattr(args, name, check_address(getattr(args, name), field=name))
 
     from fedledger.explorer.app import create_app, listen, serve
     from fedledger.explorer.data import open_source
 
-    source = open_source(run=args.run, rpc=args.rpc, task=args.task, from_block=args.from_block)
+    source = open_source(run=args.run, rpc=args.rpc, task=args.task, from_block=args.from_block,
+                         governor=args.governor, nft=args.nft)  # fmt: skip
     source.snapshot()  # a broken run directory or an unreachable chain fails here, in one line
     sock = listen(args.port)
 
@@ -70,6 +76,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rpc", default=None, metavar="URL", help="JSON-RPC URL of the chain")
     p.add_argument("--task", default=None, metavar="ADDRESS", help="the Task's address (--rpc)")
+    p.add_argument(
+        "--governor",
+        default=None,
+        metavar="ADDRESS",
+        help="with --rpc: the task's Governor (default: found on chain, when the task is governed)",
+    )
+    p.add_argument(
+        "--nft",
+        default=None,
+        metavar="ADDRESS",
+        help="with --rpc: the task's model NFT contract (printed by `task deploy`), to list the "
+        "minted models",
+    )
     p.add_argument(
         "--from-block",
         type=int,

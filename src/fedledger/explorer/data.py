@@ -33,6 +33,7 @@ from fedledger.gossip.topology import Neighbours, TopologySpec, build_topology
 from fedledger.ledger.chain import Chain, EmbeddedChain, RpcChain
 from fedledger.ledger.contract_ledger import ContractLedger
 from fedledger.ledger.governance import Governance, MintedModel, ModelNFT, Proposal
+from fedledger.ledger.proposals import governor_of
 from fedledger.ledger.records import Configured, LedgerEvent, TaskRules
 from fedledger.ledger.status import TaskStatus, check_task_code, task_status
 from fedledger.node.state import read_rounds as read_state_rounds
@@ -372,23 +373,53 @@ class RunSource(_Cached):
 
 class RpcSource(_Cached):
     """A task on a JSON-RPC chain (``--rpc URL --task ADDRESS``): the chain alone; the audit
-    fetches the blobs from the task's members."""
+    fetches the blobs from the task's members. A governed task's governor is found on chain
+    (the proposer of its timelock); its model NFT contract, when given, lists the minted
+    models."""
 
-    def __init__(self, url: str, task: str, *, from_block: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        task: str,
+        *,
+        from_block: int = 0,
+        governor: str | None = None,
+        nft: str | None = None,
+    ) -> None:
         super().__init__()
         self.chain = RpcChain(url)
         check_task_code(self.chain, task)
         self.url = url
         self.task = task
         self.from_block = from_block
+        self.governor = governor
+        self.nft = nft
         self.description = f"task {task} on {url}"
 
     def version(self) -> str:
         return str(self.chain.block_number())
 
+    def _governor(self, notes: list[str]) -> str | None:
+        """The given governor, or the one found on chain (None: no governance)."""
+        if self.governor is None:
+            try:
+                timelock = ContractLedger(self.chain, self.task, None).rules().governor
+                if int(timelock, 16) != 0:
+                    self.governor = governor_of(self.chain, self.task, from_block=self.from_block)
+            except FedledgerError as exc:
+                notes.append(f"the task's governor cannot be found: {exc}")
+        return self.governor
+
     def _read(self, version: str) -> Snapshot:
+        notes: list[str] = []
+        governor = self._governor(notes)
         data = _read_chain(
-            self.chain, self.task, from_block=self.from_block, config=None, governor=None, nft=None
+            self.chain,
+            self.task,
+            from_block=self.from_block,
+            config=None,
+            governor=governor,
+            nft=self.nft,
         )
         return Snapshot(
             source=self.description,
@@ -399,7 +430,10 @@ class RpcSource(_Cached):
             rules=data.rules,
             status=data.status,
             events=data.events,
-            notes=tuple(data.notes),
+            proposals=data.proposals,
+            governor=governor,
+            models=data.models,
+            notes=(*notes, *data.notes),
         )
 
     def auditor(self) -> Auditor:
@@ -407,11 +441,21 @@ class RpcSource(_Cached):
 
 
 def open_source(
-    *, run: Path | None = None, rpc: str | None = None, task: str | None = None, from_block: int = 0
+    *,
+    run: Path | None = None,
+    rpc: str | None = None,
+    task: str | None = None,
+    from_block: int = 0,
+    governor: str | None = None,
+    nft: str | None = None,
 ) -> RunSource | RpcSource:
-    """The source the command line names: ``run``, or ``rpc`` with ``task``."""
+    """The source the command line names: ``run``, or ``rpc`` with ``task`` (and optionally
+    the governor and the model NFT contract)."""
     if run is not None:
+        if governor is not None or nft is not None:
+            raise ConfigError("--governor and --nft go with --rpc; a run directory names its "
+                              "own", field="run")  # fmt: skip
         return RunSource(run)
     if rpc is None or task is None:
         raise ConfigError("give --run DIR, or --rpc URL with --task ADDRESS", field="run")
-    return RpcSource(rpc, task, from_block=from_block)
+    return RpcSource(rpc, task, from_block=from_block, governor=governor, nft=nft)
