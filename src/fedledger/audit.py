@@ -701,7 +701,7 @@ class Auditor:
         if draw.seed != seed:
             bad.append(f"seed {draw.seed.hex()[:16]} is not block {draw.block}'s "
                        f"{seed.hex()[:16]}")  # fmt: skip
-        elif array is None or tuple(draw.members) != sample_committee(seed, array, k or 1):
+        elif k and (array is None or tuple(draw.members) != sample_committee(seed, array, k)):
             bad.append("its members are not the draw's over the member array of then")
         stake = 0
         for member in draw.members:
