@@ -394,17 +394,21 @@ class RpcSource(_Cached):
         self.from_block = from_block
         self.governor = governor
         self.nft = nft
+        self._ungoverned = False
         self.description = f"task {task} on {url}"
 
     def version(self) -> str:
         return str(self.chain.block_number())
 
     def _governor(self, notes: list[str]) -> str | None:
-        """The given governor, or the one found on chain (None: no governance)."""
-        if self.governor is None:
+        """The given governor, or the one found on chain (None: no governance). The timelock
+        is immutable: a task found ungoverned is not asked again."""
+        if self.governor is None and not self._ungoverned:
             try:
                 timelock = ContractLedger(self.chain, self.task, None).rules().governor
-                if int(timelock, 16) != 0:
+                if int(timelock, 16) == 0:
+                    self._ungoverned = True
+                else:
                     self.governor = governor_of(self.chain, self.task, from_block=self.from_block)
             except FedledgerError as exc:
                 notes.append(f"the task's governor cannot be found: {exc}")
