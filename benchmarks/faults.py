@@ -2,6 +2,7 @@
 on five namespaced hosts (root, Linux), and churn's cost in accuracy.
 
     sudo python -m benchmarks.faults [--runs 3] [--scenarios kill,pause,...] [--churn]
+                                     [--churn-quorum Q] [--churn-seeds N]
                                      [--out DIR] [--json FILE]
 
 A run is one task (tests/faults/cluster.py's small digits task, with enough rounds for the
@@ -12,8 +13,9 @@ as a violation of every scenario of the run). Prints, per scenario: runs, invari
 mean and worst) and recovery time (chain seconds from the heal to that finalization; mean and
 worst). ``--churn`` adds three runs of a 12-round task (its data split evenly: see
 tests/faults/cluster.py's small_task), 0 %, 10 % and 30 % of the nodes leaving and coming
-back each round, side by side, and their final accuracy. ``--runs 4 --churn`` takes about
-20 minutes on 2 cores. docs/faults.md has the figures.
+back each round, side by side, and their final accuracy (``--churn-seeds N``: N such
+matrices with their own seeds, and the mean; ``--churn-quorum Q``: the churn task's quorum).
+``--runs 4 --churn`` takes about 20 minutes on 2 cores. docs/faults.md has the figures.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +83,25 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--churn", action="store_true")
+    parser.add_argument(
+        "--churn-quorum",
+        type=float,
+        default=None,
+        help="the churn task's quorum (default: the task's, 0.67)",
+    )
+    parser.add_argument(
+        "--churn-seeds",
+        type=int,
+        default=1,
+        help="churn matrices to play, each with its own seed (default 1)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.churn_seeds < 1:
+        raise SystemExit(f"--churn-seeds must be >= 1, got {args.churn_seeds}")
+    if args.churn_quorum is not None and not 0 < args.churn_quorum <= 1:
+        raise SystemExit(f"--churn-quorum must be in (0, 1], got {args.churn_quorum}")
     reason = unavailable()
     if reason is not None:
         raise SystemExit(f"cannot run: {reason}")
@@ -105,21 +124,34 @@ def main() -> None:
         for example in r["examples"]:
             print(f"  {r['scenario']}: {example}")
     churn: dict[str, float] = {}
+    churn_runs: list[dict[str, float]] = []
     if args.churn:
-        started = time.monotonic()
         shares = (0.0, 0.1, 0.3)
         task = small_task(rounds=CHURN_ROUNDS, iid=True)
-        accuracy = churn_matrix(out / "churn", task, shares, seed=7)
-        churn = {f"{share:.0%}": acc for share, acc in accuracy.items()}
-        print(f"\nchurn: {CHURN_ROUNDS} rounds, the three runs side by side "
-              f"({time.monotonic() - started:.0f} s)")  # fmt: skip
-        base = churn["0%"]
-        print("| churn per round | final accuracy | vs. no churn (points) |")
-        print("| --- | --- | --- |")
-        for name, acc in churn.items():
-            print(f"| {name} | {acc:.3f} | {100 * (acc - base):+.1f} |")
+        if args.churn_quorum is not None:
+            task = replace(task, ledger=replace(task.ledger, quorum=args.churn_quorum))
+        for k in range(args.churn_seeds):
+            started = time.monotonic()
+            accuracy = churn_matrix(out / f"churn-{k}", task, shares, seed=7 + k)
+            churn_runs.append({f"{share:.0%}": acc for share, acc in accuracy.items()})
+            print(f"churn matrix {k + 1}/{args.churn_seeds}: "
+                  f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+        names = list(churn_runs[0])
+        churn = {n: statistics.mean(r[n] for r in churn_runs) for n in names}
+        print(f"\nchurn: {CHURN_ROUNDS} rounds, quorum {task.ledger.quorum:g}, the three runs "
+              f"side by side, {len(churn_runs)} seed(s)")  # fmt: skip
+        print(
+            "| churn per round | final accuracy (each seed) | mean | mean vs. no churn (points) |"
+        )
+        print("| --- | --- | --- | --- |")
+        for n in names:
+            each = ", ".join(f"{r[n]:.3f}" for r in churn_runs)
+            print(f"| {n} | {each} | {churn[n]:.3f} | {100 * (churn[n] - churn['0%']):+.1f} |")
     if args.json is not None:
-        args.json.write_text(json.dumps({"scenarios": rows, "churn": churn}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"scenarios": rows, "churn": churn, "churn_runs": churn_runs}, indent=2)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

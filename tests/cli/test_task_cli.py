@@ -147,6 +147,9 @@ def test_deploy_prints_the_task_and_what_each_site_needs(
     assert f'chain = "{anvil.url}"' in out
     assert f'task_address = "{task}"' in out
     assert "fedledger task start" in out
+    nft = out.split("model NFT")[1].split()[0]
+    assert chain.code(nft)
+    assert f"fedledger explorer --rpc {anvil.url} --task {task} --nft {nft}" in out
 
     # --json: one object, the node.toml snippet a site can start from.
     deployed = _deploy(capsys, anvil.url, config)

@@ -211,6 +211,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         out.append(f"The task has an allowlist: allow each site's address first: fedledger task "
                    f"allow --rpc {url} --task {task_address} ADDRESS...")  # fmt: skip
     out.append(f"Once {cfg.nodes} sites joined, start round 1: {start}")
+    out.append(f"Follow it in a browser: fedledger explorer --rpc {url} --task {task_address} "
+               f"--nft {contracts.nft}")  # fmt: skip
     print("\n".join(out))
     return 0
 
